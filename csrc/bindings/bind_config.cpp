@@ -1,0 +1,29 @@
+// Build information, ISA selection and the process-wide thread count.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "cpu_features.h"
+#include "threading.h"
+
+namespace py = pybind11;
+
+void init_config(py::module_& m) {
+  pydl::init_isa_from_env();
+  m.def("get_num_threads", &pydl::get_num_threads, "Threads every pydl parallel region uses.");
+  m.def("set_num_threads", &pydl::set_num_threads, py::arg("n"), "Set the process-wide thread count (>= 1).");
+  m.def("openmp_enabled", &pydl::openmp_enabled);
+  m.def("selected_isa", [] { return std::string(pydl::isa_name(pydl::selected_isa())); });
+  m.def("available_isas", &pydl::available_isas);
+  m.def("select_isa", &pydl::select_isa, py::arg("name"),
+        "Force 'avx512', 'avx2' or 'generic' micro-kernels (error if the CPU lacks it).");
+  py::dict build;
+  build["compiler"] = PYDL_COMPILER;
+  build["cxx_flags"] = PYDL_CXX_FLAGS;
+  build["build_type"] = PYDL_BUILD_TYPE;
+#ifdef _OPENMP
+  build["openmp"] = _OPENMP;
+#else
+  build["openmp"] = py::none();
+#endif
+  m.attr("build_info") = build;
+}

@@ -1,0 +1,14 @@
+// The one extension module, pydl._core. Each kernel family binds itself in
+// bind_<family>.cpp; this file only lists them.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+void init_config(py::module_& m);
+void init_gemm(py::module_& m);
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "pydl compiled kernels (C++ / OpenMP). Use the validated wrappers in pydl.ops.";
+  init_config(m);
+  init_gemm(m);
+}

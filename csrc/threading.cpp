@@ -1,0 +1,63 @@
+#include "threading.h"
+
+#include <algorithm>
+#include <atomic>
+#include <stdexcept>
+#include <string>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace pydl {
+namespace {
+
+int initial_threads() {
+#ifdef _OPENMP
+  return std::max(1, omp_get_max_threads());
+#else
+  return 1;
+#endif
+}
+
+std::atomic<int>& thread_setting() {
+  static std::atomic<int> n{initial_threads()};
+  return n;
+}
+
+}  // namespace
+
+int get_num_threads() { return thread_setting().load(std::memory_order_relaxed); }
+
+void set_num_threads(int n) {
+  if (n < 1) throw std::invalid_argument("[set_num_threads] n must be >= 1, got " + std::to_string(n));
+#ifndef _OPENMP
+  n = 1;
+#endif
+  thread_setting().store(n, std::memory_order_relaxed);
+}
+
+int threads_for(double work, double min_work_per_thread) {
+#ifdef _OPENMP
+  if (omp_in_parallel()) return 1;
+  int n = get_num_threads();
+  if (n <= 1 || min_work_per_thread <= 0) return n;
+  double by_work = work / min_work_per_thread;
+  if (by_work < 2.0) return 1;
+  return static_cast<int>(std::min<double>(n, by_work));
+#else
+  (void)work;
+  (void)min_work_per_thread;
+  return 1;
+#endif
+}
+
+bool openmp_enabled() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace pydl

@@ -1,0 +1,52 @@
+"""pydl: a small, fast deep-learning library.
+
+Hand-written C++ kernels (packed SGEMM with per-ISA SIMD micro-kernels, convolution,
+pooling, recurrent cells, fused element-wise and optimizer updates) under a thin Keras-like
+API. Distribution name `pydl-nn`, import name `pydl`.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import _core
+from .random import seed
+from .ops import matmul
+from . import ops, layers
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads every pydl kernel uses (process-wide, from any thread)."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"[set_num_threads] n must be an int, got {type(n).__name__}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Threads pydl kernels use; defaults to OMP_NUM_THREADS or the core count."""
+    return _core.get_num_threads()
+
+
+def config() -> dict:
+    """Build and runtime configuration as a dict (see show_config)."""
+    info = dict(_core.build_info)
+    return {
+        "version": __version__,
+        "isa": _core.selected_isa(),
+        "isa_available": list(_core.available_isas()),
+        "openmp": info.get("openmp") is not None,
+        "openmp_version": info.get("openmp"),
+        "num_threads": _core.get_num_threads(),
+        "compiler": info.get("compiler"),
+        "cxx_flags": info.get("cxx_flags"),
+        "build_type": info.get("build_type"),
+    }
+
+
+def show_config() -> None:
+    """Print the version, the SIMD ISA chosen and available, OpenMP and threads, and the compiler."""
+    for k, v in config().items():
+        print(f"{k:>15}: {v}")
+
+
+__all__ = ["__version__", "matmul", "seed", "set_num_threads", "get_num_threads", "show_config",
+           "config", "ops", "layers"]

@@ -1,0 +1,69 @@
+"""Input checks shared by every public op.
+
+Every check raises ValueError (or TypeError for a non-array) whose message names the
+operation, the argument and the shapes involved, so a user sees what went wrong in their
+own terms before any kernel runs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def as_float_array(x, name: str, op: str, dtype=None) -> np.ndarray:
+    """Return `x` as a C-contiguous float32 or float64 array.
+
+    float32 and float64 are kept (float64 runs the exact, slower path); other numeric dtypes
+    (ints, float16, bool) are cast to float32, the fast path. With `dtype` the result has that
+    dtype. Strided or negative-stride views are copied.
+    """
+    if isinstance(x, np.ndarray):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:  # pragma: no cover - numpy's own message is clear
+            raise TypeError(f"[{op}] {name} must be array-like, got {type(x).__name__}") from exc
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise TypeError(f"[{op}] {name} must be a numeric array, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"[{op}] {name} must be real, got dtype {arr.dtype}")
+    if dtype is None:
+        dtype = arr.dtype if arr.dtype in FLOAT_DTYPES else np.float32
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def check_ndim(x: np.ndarray, ndim, name: str, op: str, meaning: str = "") -> None:
+    ok = x.ndim in ndim if isinstance(ndim, (tuple, list)) else x.ndim == ndim
+    if not ok:
+        extra = f" {meaning}" if meaning else ""
+        raise ValueError(f"[{op}] {name} has {x.ndim} dims {tuple(x.shape)}, expected {ndim}{extra}")
+
+
+def check_same_dtype(op: str, **arrays: np.ndarray) -> np.dtype:
+    dtypes = {name: a.dtype for name, a in arrays.items() if a is not None}
+    if len(set(dtypes.values())) > 1:
+        desc = ", ".join(f"{n} {d}" for n, d in dtypes.items())
+        raise ValueError(f"[{op}] arguments must share one dtype, got {desc}")
+    return next(iter(dtypes.values()))
+
+
+def check_out(out, shape, dtype, op: str, name: str = "out") -> np.ndarray:
+    """An output/in-place array must match exactly: a silent copy would lose the result."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"[{op}] {name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise ValueError(f"[{op}] {name} has dtype {out.dtype}, expected {np.dtype(dtype)}")
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"[{op}] {name} has shape {tuple(out.shape)}, expected {tuple(shape)}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"[{op}] {name} must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError(f"[{op}] {name} must be writeable")
+    return out
+
+
+def check_finite(x: np.ndarray, name: str, op: str) -> None:
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"[{op}] {name} contains NaN or Inf")

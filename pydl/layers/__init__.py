@@ -1,0 +1,4 @@
+"""Layers: configuration in __init__, weights in build, forward/backward on NumPy arrays."""
+from .base import Layer, register_layer
+
+__all__ = ["Layer", "register_layer"]

@@ -1,0 +1,9 @@
+"""Validated, array-level operations: the layer between the Keras-like API and the kernels.
+
+Each function checks its arguments (raising ValueError that names the argument and shapes),
+allocates outputs, and calls one kernel in `pydl._core`. Layers call these, never `_core`.
+One module per kernel family; everything is re-exported here.
+"""
+from .gemm import gemm, matmul
+
+__all__ = ["gemm", "matmul"]
