@@ -1,0 +1,141 @@
+"""Shared benchmark helpers: timing, rates, thread control, and the results table.
+
+Style: check correctness first, then time (warm-up, repeats, median), print the rate with its
+formula and the ratio against the baseline measured in the same process.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover
+    threadpool_limits = None
+
+try:
+    import torch
+
+    HAVE_TORCH = True
+except Exception:  # pragma: no cover
+    torch = None
+    HAVE_TORCH = False
+
+import pydl
+
+QUICK = bool(int(os.environ.get("PYDL_BENCH_QUICK", "0")))
+
+
+def timeit(fn, warmup: int = 2, repeats: int = 7, min_time: float = 0.05) -> float:
+    """Median seconds per call. Each repeat loops until it has run `min_time` seconds."""
+    if QUICK:
+        warmup, repeats, min_time = 1, 3, 0.01
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-9)
+    inner = max(1, int(min_time / one))
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - t0) / inner)
+    return statistics.median(samples)
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """Run pydl, NumPy's BLAS and PyTorch with `n` threads each (restored afterwards).
+
+    Each library's pool is limited while the others time, so spinning pools don't fight.
+    """
+    old_pydl = pydl.get_num_threads()
+    old_torch = torch.get_num_threads() if HAVE_TORCH else None
+    pydl.set_num_threads(n)
+    if HAVE_TORCH:
+        torch.set_num_threads(n)
+    ctx = threadpool_limits(limits=n) if threadpool_limits else contextlib.nullcontext()
+    try:
+        with ctx:
+            yield
+    finally:
+        pydl.set_num_threads(old_pydl)
+        if HAVE_TORCH:
+            torch.set_num_threads(old_torch)
+
+
+def gflops(flop: float, seconds: float) -> float:
+    return flop / seconds / 1e9
+
+
+def gbps(nbytes: float, seconds: float) -> float:
+    return nbytes / seconds / 1e9
+
+
+@dataclass
+class Row:
+    bench: str            # family, e.g. "gemm"
+    case: str             # shape description
+    threads: int
+    metric: str           # "GFLOP/s" or "GB/s" or "ms"
+    pydl: float
+    baselines: dict = field(default_factory=dict)   # name -> value in the same metric
+    note: str = ""
+
+    def ratio(self, name: str) -> float | None:
+        b = self.baselines.get(name)
+        if b is None or b == 0:
+            return None
+        # Higher is better for rates, lower is better for times: ratio > 1 means pydl is faster.
+        return self.pydl / b if self.metric != "ms" else b / self.pydl
+
+
+def print_rows(rows: list[Row], title: str, formula: str = "") -> None:
+    names = sorted({k for r in rows for k in r.baselines})
+    print(f"\n## {title}")
+    if formula:
+        print(f"({formula}; ratio > 1 means pydl is faster)")
+    head = ["case", "thr", f"pydl {rows[0].metric}" if rows else "pydl"] + names + [f"pydl/{n}" for n in names]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        cells = [r.case, str(r.threads), f"{r.pydl:.3g}"]
+        cells += [f"{r.baselines[n]:.3g}" if n in r.baselines else "-" for n in names]
+        cells += [f"{r.ratio(n):.2f}x" if r.ratio(n) is not None else "-" for n in names]
+        print("| " + " | ".join(cells) + " |")
+
+
+def rows_to_markdown(rows: list[Row]) -> str:
+    names = sorted({k for r in rows for k in r.baselines})
+    head = ["bench", "case", "threads", "metric", "pydl"] + names + [f"pydl/{n}" for n in names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r.bench, r.case, str(r.threads), r.metric, f"{r.pydl:.3g}"]
+        cells += [f"{r.baselines[n]:.3g}" if n in r.baselines else "-" for n in names]
+        cells += [f"{r.ratio(n):.2f}x" if r.ratio(n) is not None else "-" for n in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save_rows(rows: list[Row], path_stem: str) -> None:
+    os.makedirs(os.path.dirname(path_stem) or ".", exist_ok=True)
+    with open(path_stem + ".json", "w") as f:
+        json.dump([asdict(r) | {"ratios": {n: r.ratio(n) for n in r.baselines}} for r in rows], f, indent=1)
+    with open(path_stem + ".md", "w") as f:
+        f.write(rows_to_markdown(rows))
+
+
+def assert_close(got, want, rtol=1e-4, atol=1e-4, what=""):
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    if not np.allclose(got, want, rtol=rtol, atol=atol):
+        raise AssertionError(f"{what}: pydl result differs from the baseline "
+                             f"(max abs err {np.max(np.abs(got - want)):.3e})")
