@@ -32,3 +32,10 @@ class Registry:
 
 
 layers = Registry("layer")
+losses = Registry("loss")
+optimizers = Registry("optimizer")
+schedules = Registry("learning-rate schedule")
+initializers = Registry("initializer")
+regularizers = Registry("regularizer")
+callbacks = Registry("callback")
+metrics = Registry("metric")
