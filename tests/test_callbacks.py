@@ -236,6 +236,22 @@ def test_reduce_lr_min_lr_and_cooldown():
         C.ReduceLROnPlateau(factor=1.0)
 
 
+def test_reduce_lr_refuses_to_overwrite_a_schedule():
+    class Schedule:
+        def __call__(self, step):
+            return 0.1
+
+    class ScheduledOptimizer:
+        learning_rate = Schedule()
+        current_learning_rate = 0.1
+
+    m = FakeModel()
+    m.optimizer = ScheduledOptimizer()
+    with pytest.raises(TypeError, match="schedule"):
+        fit(m, [C.ReduceLROnPlateau(patience=0)], losses(1.0, 1.0))
+    assert isinstance(m.optimizer.learning_rate, Schedule)
+
+
 # ----------------------------------------------------------------------------------------------
 # ModelCheckpoint
 # ----------------------------------------------------------------------------------------------
