@@ -12,6 +12,7 @@ from . import _core
 from .random import seed
 from .ops import matmul
 from . import ops, layers
+from . import optimizers, schedules
 
 
 def set_num_threads(n: int) -> None:
@@ -50,3 +51,4 @@ def show_config() -> None:
 
 __all__ = ["__version__", "matmul", "seed", "set_num_threads", "get_num_threads", "show_config",
            "config", "ops", "layers"]
+__all__ += ["optimizers", "schedules"]
