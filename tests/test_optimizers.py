@@ -378,7 +378,7 @@ def test_ops_reject_bad_inplace_arrays():
         ops.sgd_update(np.zeros(8, np.float16), g, 0.1)
     with pytest.raises(TypeError, match="numpy.ndarray"):
         ops.sgd_update([0.0] * 8, g, 0.1)
-    with pytest.raises(ValueError, match="shares memory"):
+    with pytest.raises(ValueError, match="overlaps"):
         a = np.zeros(16)
         ops.adam_update(a[:8], a[8:], a[8:], g, 0.1, 1)
     with pytest.raises(ValueError, match="step"):
