@@ -13,6 +13,7 @@ from .random import seed
 from .ops import matmul
 from . import ops, layers
 from . import data, datasets, metrics, callbacks
+from . import optimizers, schedules
 
 
 def set_num_threads(n: int) -> None:
@@ -50,4 +51,4 @@ def show_config() -> None:
 
 
 __all__ = ["__version__", "matmul", "seed", "set_num_threads", "get_num_threads", "show_config",
-           "config", "ops", "layers", "data", "datasets", "metrics", "callbacks"]
+           "config", "ops", "layers", "data", "datasets", "metrics", "callbacks", "optimizers", "schedules"]

@@ -5,5 +5,8 @@ allocates outputs, and calls one kernel in `pydl._core`. Layers call these, neve
 One module per kernel family; everything is re-exported here.
 """
 from .gemm import gemm, matmul
+from .optim import sgd_update, momentum_update, adagrad_update, rmsprop_update, adam_update, sum_squares, global_norm
 
 __all__ = ["gemm", "matmul"]
+__all__ += ["sgd_update", "momentum_update", "adagrad_update", "rmsprop_update", "adam_update", "sum_squares",
+            "global_norm"]
