@@ -12,6 +12,7 @@ from . import _core
 from .random import seed
 from .ops import matmul
 from . import ops, layers
+from . import data, datasets, metrics, callbacks
 
 
 def set_num_threads(n: int) -> None:
@@ -49,4 +50,4 @@ def show_config() -> None:
 
 
 __all__ = ["__version__", "matmul", "seed", "set_num_threads", "get_num_threads", "show_config",
-           "config", "ops", "layers"]
+           "config", "ops", "layers", "data", "datasets", "metrics", "callbacks"]
