@@ -289,11 +289,12 @@ class Dropout(Layer):
     """Inverted dropout: in training each element is zeroed with probability `rate` and the
     rest scaled by 1/(1-rate); the identity at inference.
 
-    Masks are drawn by the kernel from a 64-bit seed: from pydl's global generator
-    (`pydl.seed`), or, with `seed=s`, from the layer's own generator seeded with s.
+    Masks are drawn by the kernel from a 64-bit seed per call: from pydl's global generator
+    (`pydl.seed`), or, with `seed=s`, derived from (s, number of calls so far). The call count
+    is part of the layer's config, so a saved and reloaded model continues the same sequence.
     """
 
-    def __init__(self, rate, seed=None, input_shape=None, name=None, trainable=True):
+    def __init__(self, rate, seed=None, seed_calls=0, input_shape=None, name=None, trainable=True):
         super().__init__(input_shape=input_shape, name=name, trainable=trainable)
         try:
             rate = float(rate)
@@ -301,24 +302,27 @@ class Dropout(Layer):
             raise ValueError(f"[Dropout] rate must be a number in [0, 1), got {rate!r}") from None
         if not (0.0 <= rate < 1.0):
             raise ValueError(f"[Dropout] rate must be in [0, 1), got {rate!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-            raise ValueError(f"[Dropout] seed must be a non-negative int or None, got {seed!r}")
+        for arg, v in (("seed", seed), ("seed_calls", seed_calls)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
+                raise ValueError(f"[Dropout] {arg} must be a non-negative int, got {v!r}")
         self.rate = rate
         self.seed = None if seed is None else int(seed)
-        self._rng = None if seed is None else np.random.default_rng(self.seed)
+        self.seed_calls = int(seed_calls or 0)
         self._mask = None
 
     def _draw_seed(self) -> int:
-        if self._rng is None:
+        if self.seed is None:
             return next_seed()
-        return int(self._rng.integers(0, 2**63 - 1))
+        s = np.random.SeedSequence([self.seed, self.seed_calls]).generate_state(2, np.uint32)
+        self.seed_calls += 1
+        return (int(s[0]) << 31) ^ int(s[1])
 
     def get_rng_state(self):
-        return None if self._rng is None else self._rng.bit_generator.state
+        return self.seed_calls
 
     def set_rng_state(self, state):
-        if self._rng is not None and state is not None:
-            self._rng.bit_generator.state = state
+        if state is not None:
+            self.seed_calls = int(state)
 
     def forward(self, x, training=False):
         self.check_input(x)
@@ -336,7 +340,10 @@ class Dropout(Layer):
         return nn.dropout_backward(dout, self._mask, self.rate)
 
     def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+        cfg = {**super().get_config(), "rate": self.rate, "seed": self.seed}
+        if self.seed is not None:
+            cfg["seed_calls"] = self.seed_calls
+        return cfg
 
 
 @register_layer
