@@ -49,13 +49,14 @@ def loss(kind, y_true, y_pred, from_logits=False):
             # log sigmoid(z) = -log(1 + e^-z), log(1 - sigmoid(z)) = -log(1 + e^z)
             return float(np.mean(y * np.logaddexp(0, -p) + (1 - y) * np.logaddexp(0, p)))
         return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    # from probabilities, as Keras, each row is first normalised to sum to 1
     if kind == "categorical_crossentropy":
         y = np.asarray(y_true, np.float64)
-        logp = act(p, "log_softmax") if from_logits else np.log(p)
+        logp = act(p, "log_softmax") if from_logits else np.log(p / p.sum(axis=-1, keepdims=True))
         return float(-np.mean(np.sum(y * logp, axis=-1)))
     if kind == "sparse_categorical_crossentropy":
         lab = np.asarray(y_true).reshape(-1).astype(np.int64)
-        logp = act(p, "log_softmax") if from_logits else np.log(p)
+        logp = act(p, "log_softmax") if from_logits else np.log(p / p.sum(axis=-1, keepdims=True))
         return float(-np.mean(logp[np.arange(len(lab)), lab]))
     raise ValueError(kind)
 
