@@ -19,6 +19,10 @@ Save format: one `.npz` written by `np.savez` (no pickle) holding
                        "metrics"} or null, "scaler": {"class_name", "config"} or null}.
 `load_model` reads it with `allow_pickle=False` and resolves every class name through
 `pydl.registry` only; anything malformed raises ValueError.
+
+`model.scaler` (a pydl.data StandardScaler / MinMaxScaler, or None) is only carried: it is saved
+and restored with the model, but `fit`, `evaluate` and `predict` never apply it; transform the
+inputs yourself (`model.predict(model.scaler.transform(x))`).
 """
 from __future__ import annotations
 
