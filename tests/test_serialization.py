@@ -181,3 +181,38 @@ def test_not_an_npz(tmp_path):
         load_model(z)
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "missing.npz")
+
+
+def test_schedule_momentum_and_minmax_scaler_roundtrip(rng, tmp_path):
+    from pydl.optimizers import SGD
+    from pydl.schedules import ExponentialDecay
+
+    x = rng.standard_normal((48, 5)).astype(np.float32)
+    y = rng.standard_normal((48, 2)).astype(np.float32)
+    pydl.seed(4)
+    model = Sequential([Dense(6, activation="tanh", input_shape=(5,)), Dense(2)])
+    model.compile("mae", SGD(learning_rate=ExponentialDecay(0.05, 0.5), momentum=0.9), metrics=["mse"])
+    model.scaler = pydl.data.MinMaxScaler(feature_range=(-1, 1)).fit(x)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    path = tmp_path / "sched.npz"
+    model.save(path)
+    loaded = load_model(path)
+    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    assert loaded.scaler.get_config() == model.scaler.get_config()
+    np.testing.assert_array_equal(loaded.scaler.transform(x), model.scaler.transform(x))
+    for m in (model, loaded):  # continue at epoch 2 of the schedule
+        pydl.seed(8)
+        m.fit(x, y, epochs=4, initial_epoch=2, batch_size=16, verbose=0)
+    assert model.optimizer.current_learning_rate == loaded.optimizer.current_learning_rate == 0.05 * 0.5 ** 3
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_compiled_untrained_model_roundtrip(tmp_path):
+    model = Sequential([Dense(3, input_shape=(4,))])
+    model.compile("mse", "adam")
+    model.save(tmp_path / "fresh.npz")
+    loaded = load_model(tmp_path / "fresh.npz")
+    assert loaded.compiled and loaded.optimizer.iterations == 0
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
