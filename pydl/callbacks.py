@@ -374,7 +374,10 @@ class ReduceLROnPlateau(_Monitoring):
         elif not self.in_cooldown():
             self.wait += 1
             if self.wait >= self.patience:
-                old_lr = _learning_rate(optimizer, "ReduceLROnPlateau")
+                old_lr = _as_number(getattr(optimizer, "learning_rate", None))
+                if old_lr is None:
+                    raise TypeError("[ReduceLROnPlateau] the optimizer's learning_rate must be a float to be "
+                                    f"reduced, got {optimizer.learning_rate!r} (a schedule cannot be changed)")
                 if old_lr > self.min_lr:
                     new_lr = max(old_lr * self.factor, self.min_lr)
                     optimizer.learning_rate = new_lr
