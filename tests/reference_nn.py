@@ -178,3 +178,19 @@ def batchnorm_infer(x, gamma, beta, running_mean, running_var, eps):
 
 def running_update(running, batch, momentum):
     return momentum * f64(running) + (1 - momentum) * f64(batch)
+
+
+def batchnorm_train_backward(dy, x, gamma, eps):
+    """(dx, dgamma, dbeta) of batchnorm_train by the staged chain rule through mean and variance."""
+    x, dy = f64(x), f64(dy)
+    axes = (0,) + tuple(range(2, x.ndim))
+    m = x.size // x.shape[1]
+    mean = _bshape(x, x.mean(axis=axes))
+    var = _bshape(x, ((x - mean) ** 2).mean(axis=axes))
+    std = np.sqrt(var + eps)
+    xhat = (x - mean) / std
+    dxhat = dy * _bshape(x, gamma)
+    dvar = np.sum(dxhat * (x - mean) * -0.5 * std ** -3, axis=axes, keepdims=True)
+    dmean = np.sum(-dxhat / std, axis=axes, keepdims=True) + dvar * np.mean(-2 * (x - mean), axis=axes, keepdims=True)
+    dx = dxhat / std + dvar * 2 * (x - mean) / m + dmean / m
+    return dx, np.sum(dy * xhat, axis=axes), np.sum(dy, axis=axes)

@@ -326,9 +326,11 @@ def test_loss_vs_reference(kind, from_logits, shape, dtype, rng, threads):
     assert isinstance(value, float) and grad.dtype == dtype and grad.shape == y_pred.shape
     want = ref.loss(kind, y_true, y_pred, from_logits, dtype)
     np.testing.assert_allclose(value, want, rtol=1e-6 if dtype == np.float32 else 1e-12)
-    # gradient: the float64 kernel is checked by finite differences below; here float32 vs float64
-    _, grad64 = ops.loss(kind, y_true, y_pred.astype(np.float64), from_logits=from_logits)
-    close(grad, grad64, dtype, scale=1, atol=1e-6 * np.abs(grad64).max() if dtype == np.float32 else 1e-15)
+    # gradient: the float64 kernel is checked by finite differences (test_loss_gradcheck);
+    # the float32 one against it
+    if dtype == np.float32:
+        _, grad64 = ops.loss(kind, y_true, y_pred.astype(np.float64), from_logits=from_logits)
+        close(grad, grad64, dtype, atol=1e-6 * np.abs(grad64).max())
 
 
 @pytest.mark.parametrize("kind,from_logits", LOSS_CASES)
@@ -527,15 +529,14 @@ def test_batchnorm_train_vs_reference(shape, dtype, rng, threads):
     close(rv, ref.running_update(rv0, var, 0.9), dtype)
     dy = rng.standard_normal(shape).astype(dtype)
     dx, dgamma, dbeta = ops.batchnorm_backward(dy, x, gamma, cache)
-    dx64, dg64, db64 = ops.batchnorm_backward(dy.astype(np.float64), x.astype(np.float64),
-                                              gamma.astype(np.float64),
-                                              ops.batchnorm_forward(x.astype(np.float64), gamma.astype(np.float64),
-                                                                    beta.astype(np.float64), rm0.astype(np.float64),
-                                                                    rv0.astype(np.float64), 0.9, 1e-3, True)[1])
+    rdx, rdg, rdb = ref.batchnorm_train_backward(dy, x, gamma, 1e-3)
     m = x.size // c
-    close(dx, dx64, dtype, scale=10)
-    close(dgamma, dg64, dtype, scale=10 * np.sqrt(m))
-    close(dbeta, db64, dtype, scale=10 * np.sqrt(m))
+    # float32 sums over m values: tolerances grow with the reduction length; dx is a difference of
+    # terms of size gamma*inv_std*|dy|, so its absolute error scales with those
+    term = np.abs(dy).max() * gamma.max() * cache[1].max()
+    close(dx, rdx, dtype, scale=10 * np.sqrt(m), atol=TOL[dtype]["atol"] * 10 * np.sqrt(m) * term)
+    close(dgamma, rdg, dtype, scale=10 * np.sqrt(m))
+    close(dbeta, rdb, dtype, scale=10 * np.sqrt(m))
 
 
 @pytest.mark.parametrize("shape", [(5, 3), (3, 2, 2, 3), (1, 2, 2, 2)], ids=str)
