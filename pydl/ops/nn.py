@@ -13,7 +13,8 @@ import numbers
 import numpy as np
 
 from .. import _core
-from .._validate import as_float_array, check_finite, check_ndim, check_out, check_same_dtype
+from .._validate import as_float_array as _as_float_array
+from .._validate import check_finite, check_ndim, check_out, check_same_dtype
 
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "softmax", "log_softmax")
 FUSABLE_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu")
@@ -23,6 +24,12 @@ _ALPHA_DEFAULT = {"leaky_relu": 0.3, "elu": 1.0}
 
 
 # ---- argument checks -----------------------------------------------------------------------
+
+def as_float_array(x, name: str, op: str, dtype=None) -> np.ndarray:
+    """_validate.as_float_array, keeping a 0-d input 0-d (np.ascontiguousarray makes it 1-d)."""
+    arr = _as_float_array(x, name, op, dtype=dtype)
+    return arr.reshape(()) if np.ndim(x) == 0 else arr
+
 
 def _check_kind(kind, valid, op: str, what: str = "activation") -> str:
     if not isinstance(kind, str) or kind not in valid:
