@@ -106,18 +106,14 @@ constexpr index_t kSumBlock = 4096;
 
 template <typename T>
 double sum_block(const T* x, index_t n) {
-  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  index_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) {
-      const double v = static_cast<double>(x[i + j]);
-      acc[j] += v * v;
-    }
-  for (int j = 0; i < n; ++i, ++j) {
-    const double v = static_cast<double>(x[i]);
-    acc[j] += v * v;
+#if defined(PYDL_X86)
+  switch (selected_isa()) {
+    case Isa::avx512: return optim_avx512::sum_squares_block(x, n);
+    case Isa::avx2: return optim_avx2::sum_squares_block(x, n);
+    default: break;
   }
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+#endif
+  return optim_generic::sum_squares_block(x, n);
 }
 
 }  // namespace

@@ -96,6 +96,8 @@ enum class OptimKind { sgd, momentum, adagrad, rmsprop, adam };
                  const OptimHyper& h);                                                             \
   void optim_run(OptimKind kind, double* p, double* s0, double* s1, double* s2, const double* g,    \
                  index_t n, const OptimHyper& h);                                                  \
+  double sum_squares_block(const float* x, index_t n);                                             \
+  double sum_squares_block(const double* x, index_t n);                                            \
   }
 PYDL_OPTIM_DECLARE_ISA(optim_generic)
 PYDL_OPTIM_DECLARE_ISA(optim_avx2)

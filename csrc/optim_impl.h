@@ -218,6 +218,27 @@ void drive(BlockFn<V> block, typename V::T* p, typename V::T* s0, typename V::T*
   }
 }
 
+// sum(x^2) over one block in double, with 32 independent per-lane accumulators combined in a fixed
+// order (the compiler vectorises the lanes; no reassociation, so the result is reproducible).
+template <typename T>
+double sum_squares_block_impl(const T* x, index_t n) {
+  constexpr int L = 32;
+  double acc[L] = {};
+  index_t i = 0;
+  for (; i + L <= n; i += L)
+    for (int j = 0; j < L; ++j) {
+      const double v = static_cast<double>(x[i + j]);
+      acc[j] += v * v;
+    }
+  for (int j = 0; i < n; ++i, ++j) {
+    const double v = static_cast<double>(x[i]);
+    acc[j] += v * v;
+  }
+  for (int w = L / 2; w >= 1; w /= 2)
+    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+  return acc[0];
+}
+
 template <class V>
 void optim_run_impl(OptimKind kind, typename V::T* p, typename V::T* s0, typename V::T* s1, typename V::T* s2,
                     const typename V::T* g, index_t n, const OptimHyper& h) {
@@ -245,5 +266,7 @@ void optim_run_impl(OptimKind kind, typename V::T* p, typename V::T* s0, typenam
                  index_t n, const OptimHyper& h) {                                                     \
     optim_run_impl<VD>(kind, p, s0, s1, s2, g, n, h);                                                  \
   }                                                                                                    \
+  double sum_squares_block(const float* x, index_t n) { return sum_squares_block_impl(x, n); }         \
+  double sum_squares_block(const double* x, index_t n) { return sum_squares_block_impl(x, n); }        \
   }                                                                                                    \
   }

@@ -182,7 +182,8 @@ class Optimizer:
             g, p = pair
             p = self._check_var(p, i)
             if g is not None:
-                g = as_float_array(g, f"grad {i}", who, dtype=p.dtype)
+                if not (type(g) is np.ndarray and g.dtype == p.dtype and g.flags.c_contiguous):
+                    g = as_float_array(g, f"grad {i}", who, dtype=p.dtype)
                 if g.shape != p.shape:
                     raise ValueError(f"[{who}] grad {i} has shape {g.shape} but variable {i} has shape {p.shape}")
             params.append(p)

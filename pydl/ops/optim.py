@@ -24,8 +24,12 @@ import numpy as np
 from .. import _core
 from .._validate import as_float_array, check_out
 
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
 
 def _check_param(param, op: str) -> np.ndarray:
+    if type(param) is np.ndarray and param.dtype in _FLOATS and param.flags.c_contiguous and param.flags.writeable:
+        return param
     if not isinstance(param, np.ndarray):
         raise TypeError(f"[{op}] param must be a numpy.ndarray (updated in place), got {type(param).__name__}")
     if param.dtype not in (np.float32, np.float64):
@@ -38,33 +42,35 @@ def _check_param(param, op: str) -> np.ndarray:
     return param
 
 
-def _check_slot(slot, param: np.ndarray, op: str, name: str, others) -> np.ndarray:
+def _check_slot(slot, param: np.ndarray, op: str, name: str) -> np.ndarray:
+    if isinstance(slot, np.ndarray) and slot.dtype == param.dtype and slot.shape == param.shape \
+            and slot.flags.c_contiguous and slot.flags.writeable:
+        return slot  # overlap with param or another slot is refused by the binding
     if not isinstance(slot, np.ndarray):
         raise TypeError(f"[{op}] {name} must be a numpy.ndarray (updated in place), got {type(slot).__name__}")
-    check_out(slot, param.shape, param.dtype, op, name)
-    for other_name, other in others:
-        if other is not None and np.may_share_memory(slot, other):
-            raise ValueError(f"[{op}] {name} shares memory with {other_name}; every in-place array must be separate")
-    return slot
+    return check_out(slot, param.shape, param.dtype, op, name)
 
 
 def _prepare(op: str, param, grad, slots: dict):
     """Check param and slots strictly; return (param, grad cast to param's dtype)."""
     param = _check_param(param, op)
-    seen = [("param", param)]
     for name, s in slots.items():
         if s is not None:
-            _check_slot(s, param, op, name, seen)
-            seen.append((name, s))
-    g = as_float_array(grad, "grad", op, dtype=param.dtype)
+            _check_slot(s, param, op, name)
+    if isinstance(grad, np.ndarray) and grad.dtype == param.dtype and grad.flags.c_contiguous:
+        g = grad
+    else:
+        g = as_float_array(grad, "grad", op, dtype=param.dtype)
     if g.shape != param.shape:
         raise ValueError(f"[{op}] grad has shape {g.shape}, expected the param's shape {param.shape}")
-    if any(np.may_share_memory(g, a) for _, a in seen):
+    if np.may_share_memory(g, param):
         g = g.copy()
     return param, g
 
 
 def _num(x, name: str, op: str, *, lo=None, finite: bool = True) -> float:
+    if type(x) is float and (not finite or math.isfinite(x)) and (lo is None or x >= lo):
+        return x
     if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
         raise TypeError(f"[{op}] {name} must be a number, got {type(x).__name__}")
     x = float(x)
