@@ -60,9 +60,10 @@ def _cnn(image_shape, n_classes: int):
         raise SystemExit("pydl.demo: pooling layers are not available in this build "
                          "(pydl.layers has no MaxPooling2D); use --model mlp")
     h, w = image_shape
-    stack = [layers.Conv2D(16, 3, padding="same", activation="relu", input_shape=(1, h, w))]
+    # Keras-style arguments only (filters, kernel_size, padding; pool_size), activations as layers
+    stack = [layers.Conv2D(16, 3, padding="same", input_shape=(1, h, w)), layers.ReLU()]
     if min(h, w) >= 16:
-        stack += [pool(2), layers.Conv2D(32, 3, padding="same", activation="relu")]
+        stack += [pool(2), layers.Conv2D(32, 3, padding="same"), layers.ReLU()]
     stack += [pool(2), layers.Flatten(), layers.Dense(128, activation="relu"),
               layers.Dense(n_classes, activation="softmax")]
     return Sequential(stack, name="cnn")
