@@ -14,6 +14,9 @@ from .ops import matmul
 from . import ops, layers
 from . import data, datasets, metrics, callbacks
 from . import optimizers, schedules
+from . import losses, initializers, regularizers
+from .model import Sequential, load_model
+from .gradcheck import gradcheck
 
 
 def set_num_threads(n: int) -> None:
@@ -51,4 +54,5 @@ def show_config() -> None:
 
 
 __all__ = ["__version__", "matmul", "seed", "set_num_threads", "get_num_threads", "show_config",
-           "config", "ops", "layers", "data", "datasets", "metrics", "callbacks", "optimizers", "schedules"]
+           "config", "ops", "layers", "data", "datasets", "metrics", "callbacks", "optimizers", "schedules",
+           "losses", "initializers", "regularizers", "Sequential", "load_model", "gradcheck"]
