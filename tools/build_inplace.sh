@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Development build: compiles pydl._core into pydl/ so `PYTHONPATH=. pytest` works without
+# Development build: compiles pydl._core into src/pydl/ so `PYTHONPATH=src pytest` works without
 # reinstalling. Incremental (ninja). Usage: tools/build_inplace.sh [python]
 set -euo pipefail
 cd "$(dirname "$0")/.."
