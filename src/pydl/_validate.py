@@ -31,7 +31,8 @@ def as_float_array(x, name: str, op: str, dtype=None) -> np.ndarray:
         raise TypeError(f"[{op}] {name} must be real, got dtype {arr.dtype}")
     if dtype is None:
         dtype = arr.dtype if arr.dtype in FLOAT_DTYPES else np.float32
-    return np.ascontiguousarray(arr, dtype=dtype)
+    # np.asarray(order='C') keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d).
+    return np.asarray(arr, dtype=dtype, order="C")
 
 
 def check_ndim(x: np.ndarray, ndim, name: str, op: str, meaning: str = "") -> None:
