@@ -280,30 +280,13 @@ _ALIASES = {
 
 
 def serialize(init: Initializer) -> dict:
-    return {"class_name": type(init).__name__, "config": init.get_config()}
+    return registry.serialize(init)
 
 
 def get(identifier) -> Initializer:
     """An Initializer from a name ("he_normal" or "HeNormal"), an instance, or a
     {"class_name": ..., "config": {...}} dict (resolved through pydl.registry only)."""
-    if isinstance(identifier, Initializer):
-        return identifier
-    if isinstance(identifier, str):
-        cls = registry.initializers.get(_ALIASES.get(identifier, identifier))
-        return cls()
-    if isinstance(identifier, dict):
-        if set(identifier) - {"class_name", "config"} or "class_name" not in identifier:
-            raise ValueError(f"[initializers.get] a config must be {{'class_name', 'config'}}, got {identifier!r}")
-        cls = registry.initializers.get(identifier["class_name"])
-        cfg = identifier.get("config") or {}
-        if not isinstance(cfg, dict):
-            raise ValueError(f"[initializers.get] config must be a dict, got {cfg!r}")
-        try:
-            return cls.from_config(cfg)
-        except TypeError as exc:
-            raise ValueError(f"[initializers.get] bad config for {identifier['class_name']}: {exc}") from None
-    raise ValueError(f"[initializers.get] cannot interpret {identifier!r} as an initializer "
-                     f"(known names: {', '.join(sorted(_ALIASES))})")
+    return registry.resolve(registry.initializers, identifier, Initializer, _ALIASES, "initializers.get")
 
 
 __all__ = ["Initializer", "Zeros", "Ones", "Constant", "RandomNormal", "TruncatedNormal", "RandomUniform",

@@ -146,33 +146,13 @@ _ALIASES = {
 
 
 def serialize(loss: Loss) -> dict:
-    return {"class_name": type(loss).__name__, "config": loss.get_config()}
+    return registry.serialize(loss)
 
 
 def get(identifier) -> Loss:
     """A Loss from a name ("mse", "sparse_categorical_crossentropy", "MeanSquaredError"), an
     instance, or a {"class_name", "config"} dict (resolved through pydl.registry only)."""
-    if isinstance(identifier, Loss):
-        return identifier
-    if isinstance(identifier, str):
-        key = _ALIASES.get(identifier.lower(), identifier)
-        if key not in registry.losses:
-            raise ValueError(f"[losses.get] unknown loss {identifier!r}; known names: "
-                             f"{', '.join(sorted(_ALIASES))}")
-        return registry.losses.get(key)()
-    if isinstance(identifier, dict):
-        if "class_name" not in identifier or set(identifier) - {"class_name", "config"}:
-            raise ValueError(f"[losses.get] a config must be {{'class_name', 'config'}}, got {identifier!r}")
-        cls = registry.losses.get(identifier["class_name"])
-        cfg = identifier.get("config") or {}
-        if not isinstance(cfg, dict):
-            raise ValueError(f"[losses.get] config must be a dict, got {cfg!r}")
-        try:
-            return cls.from_config(cfg)
-        except TypeError as exc:
-            raise ValueError(f"[losses.get] bad config for {identifier['class_name']}: {exc}") from None
-    raise ValueError(f"[losses.get] cannot interpret {identifier!r} as a loss "
-                     f"(known names: {', '.join(sorted(_ALIASES))})")
+    return registry.resolve(registry.losses, identifier, Loss, _ALIASES, "losses.get")
 
 
 __all__ = ["Loss", "MeanSquaredError", "MeanAbsoluteError", "BinaryCrossentropy", "CategoricalCrossentropy",

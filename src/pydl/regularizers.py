@@ -94,28 +94,14 @@ _ALIASES = {"l1": "L1", "l2": "L2", "l1_l2": "L1L2", "l1l2": "L1L2"}
 
 
 def serialize(reg: Regularizer | None):
-    return None if reg is None else {"class_name": type(reg).__name__, "config": reg.get_config()}
+    return None if reg is None else registry.serialize(reg)
 
 
 def get(identifier) -> Regularizer | None:
     """None, a name ("l2", "L2"), an instance, or a {"class_name", "config"} dict."""
-    if identifier is None or isinstance(identifier, Regularizer):
-        return identifier
-    if isinstance(identifier, str):
-        return registry.regularizers.get(_ALIASES.get(identifier.lower(), identifier))()
-    if isinstance(identifier, dict):
-        if "class_name" not in identifier or set(identifier) - {"class_name", "config"}:
-            raise ValueError(f"[regularizers.get] a config must be {{'class_name', 'config'}}, got {identifier!r}")
-        cls = registry.regularizers.get(identifier["class_name"])
-        cfg = identifier.get("config") or {}
-        if not isinstance(cfg, dict):
-            raise ValueError(f"[regularizers.get] config must be a dict, got {cfg!r}")
-        try:
-            return cls.from_config(cfg)
-        except TypeError as exc:
-            raise ValueError(f"[regularizers.get] bad config for {identifier['class_name']}: {exc}") from None
-    raise ValueError(f"[regularizers.get] cannot interpret {identifier!r} as a regularizer "
-                     f"(names: l1, l2, l1_l2)")
+    if identifier is None:
+        return None
+    return registry.resolve(registry.regularizers, identifier, Regularizer, _ALIASES, "regularizers.get")
 
 
 __all__ = ["Regularizer", "L1", "L2", "L1L2", "get", "serialize"]
