@@ -5,5 +5,7 @@ allocates outputs, and calls one kernel in `pydl._core`. Layers call these, neve
 One module per kernel family; everything is re-exported here.
 """
 from .gemm import gemm, matmul
+from .rnn import rnn_forward, rnn_backward
 
 __all__ = ["gemm", "matmul"]
+__all__ += ["rnn_forward", "rnn_backward"]
