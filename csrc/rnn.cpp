@@ -9,6 +9,10 @@
 #include "gemm.h"
 #include "threading.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #define PYDL_RNN_NS rnn_generic
 #include "rnn_cell.h"
 #undef PYDL_RNN_NS
@@ -42,7 +46,7 @@ const detail::RnnRowKernels<F>* row_kernels();
 
 template <>
 const detail::RnnRowKernels<double>* row_kernels<double>() {
-  return rnn_generic::row_table<double>();
+  return rnn_generic::make_table<double, 4, 8>(rnn_generic::tile_generic<double, 4, 8>);
 }
 
 template <>
@@ -54,7 +58,7 @@ const detail::RnnRowKernels<float>* row_kernels<float>() {
     default: break;
   }
 #endif
-  return rnn_generic::row_table<float>();
+  return rnn_generic::make_table<float, 4, 8>(rnn_generic::tile_generic<float, 4, 8>);
 }
 
 void check_sizes(const char* op, RnnCell cell, index_t N, index_t T, index_t C, index_t H) {
@@ -65,11 +69,92 @@ void check_sizes(const char* op, RnnCell cell, index_t N, index_t T, index_t C, 
   PYDL_CHECK(C >= 1 && H >= 1, op, "features C=", C, " and units H=", H, " must be >= 1");
 }
 
-// Work (gate values) per thread below which a point-wise step stays serial.
-constexpr double kCellWorkPerThread = 2048;
+// Per-step multiply-adds per thread below which the sequence runs on fewer threads: each step
+// ends in a barrier (~1 us), so a thread should have a few microseconds of work per step.
+constexpr double kStepWorkPerThread = 48.0 * 1024;
+// Units are shared among threads in blocks of this many (one AVX-512 vector), so every thread
+// runs the same vector code over its units whatever the thread count.
+constexpr index_t kUnitBlock = 16;
+// Depth of one pass over a packed panel (the panel's kKC x NR block stays in L1).
+constexpr index_t kKC = 128;
 
-// out[c] = sum_r a[r, c] (=), summed in row order in double, so the result does not depend on
-// the thread count (threads split the columns).
+inline index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
+
+// Units [u0, u1) of thread `rank` among `team`, in whole blocks of kUnitBlock.
+inline void unit_slice(index_t H, int team, int rank, index_t& u0, index_t& u1) {
+  const index_t blocks = ceil_div(H, kUnitBlock);
+  u0 = std::min(H, blocks * rank / team * kUnitBlock);
+  u1 = std::min(H, blocks * (rank + 1) / team * kUnitBlock);
+}
+
+// Threads for a sequence whose every step costs N * GH * K multiply-adds.
+inline int sequence_threads(index_t N, index_t GH, index_t K, index_t H) {
+  const int nt = threads_for(static_cast<double>(N) * GH * K, kStepWorkPerThread);
+  return static_cast<int>(std::min<index_t>(nt, ceil_div(H, kUnitBlock)));
+}
+
+inline int team_size() {
+#ifdef _OPENMP
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+inline int team_rank() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+// C[N, ncols] = A[N, k] (row stride lda) * Bp, Bp packed in NR-column panels of k rows each;
+// C has row stride ldc >= panels * NR (whole panels are written).
+template <typename F>
+void step_product(const detail::RnnRowKernels<F>* K, F* C, index_t ldc, const F* A, index_t lda, const F* Bp,
+                  index_t ncols, index_t k, index_t N) {
+  const index_t MR = K->MR, NR = K->NR, panels = ceil_div(ncols, NR);
+  for (index_t q = 0; q < panels; ++q) {
+    const F* panel = Bp + q * k * NR;
+    for (index_t p0 = 0; p0 < k; p0 += kKC) {
+      const index_t kc = std::min(kKC, k - p0);
+      for (index_t i0 = 0; i0 < N; i0 += MR)
+        K->tile(std::min(MR, N - i0), kc, A + i0 * lda + p0, lda, panel + p0 * NR, C + i0 * ldc + q * NR, ldc,
+                p0 > 0);
+    }
+  }
+}
+
+// Forward panels of one thread: its local column c = g * hk + u (gate g, unit u0 + u) of U,
+// k = H rows; dst[(q * H + p) * NR + j] = U[p, g * H + u0 + u] for c = q * NR + j (0 past the end).
+template <typename F>
+void pack_u(F* dst, const F* U, index_t H, index_t G, index_t u0, index_t hk, index_t NR) {
+  const index_t GH = G * H, ncols = G * hk, panels = ceil_div(ncols, NR);
+  for (index_t q = 0; q < panels; ++q)
+    for (index_t p = 0; p < H; ++p) {
+      F* d = dst + (q * H + p) * NR;
+      for (index_t j = 0; j < NR; ++j) {
+        const index_t c = q * NR + j;
+        d[j] = c < ncols ? U[p * GH + (c / hk) * H + u0 + c % hk] : F(0);
+      }
+    }
+}
+
+// Backward panels of one thread: U^T restricted to its units, k = GH rows;
+// dst[(q * GH + p) * NR + j] = U[u0 + u, p] for u = q * NR + j < hk (0 past the end).
+template <typename F>
+void pack_ut(F* dst, const F* U, index_t GH, index_t u0, index_t hk, index_t NR) {
+  const index_t panels = ceil_div(hk, NR);
+  for (index_t q = 0; q < panels; ++q)
+    for (index_t p = 0; p < GH; ++p) {
+      F* d = dst + (q * GH + p) * NR;
+      for (index_t j = 0; j < NR; ++j) {
+        const index_t u = q * NR + j;
+        d[j] = u < hk ? U[(u0 + u) * GH + p] : F(0);
+      }
+    }
+}
+
 template <typename F>
 void column_sums(F* out, const F* a, index_t rows, index_t cols) {
   constexpr index_t B = 128;
@@ -97,8 +182,10 @@ void copy_or_zero(F* dst, const F* src, index_t n) {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// gates[N*T, GH] = X W (one GEMM); per step: gates_t += h_{t-1} U (GRU: hu = h_{t-1} U apart),
-// then the fused cell per batch row. hprev[:, t] = h_{t-1}.
+// gates[N*T, GH] = X W: one GEMM over all time steps. Then one parallel region for the whole
+// sequence: each thread owns a block of units, packs the columns of U for its units' gates once,
+// and per step computes h_{t-1} U for those columns (all N rows), runs the fused cell on its
+// units, and meets the others at one barrier (h_t complete) before the next step.
 template <typename F>
 void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, F* q, const F* x, const F* W,
                  const F* U, const F* b, const F* b_h, const F* h0, const F* c0, index_t N, index_t T, index_t C,
@@ -121,34 +208,52 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
   const index_t G = rnn_gates(cell), GH = G * H;
   const index_t ldh = T * H, ldg = T * GH;
   const auto* K = row_kernels<F>();
+  const index_t NR = K->NR;
+  const int nt = sequence_threads(N, GH, H, H);
+  // Per-thread packed U and h U products; thread k's share starts at (G*u0_k + k*NR) columns,
+  // which bounds every earlier thread's whole panels for any team size <= nt.
+  const index_t cols_cap = GH + nt * NR;
+  aligned_ptr<F> upack = aligned_alloc_array<F>(static_cast<std::size_t>(cols_cap * H));
+  aligned_ptr<F> hu = aligned_alloc_array<F>(static_cast<std::size_t>(cols_cap * N));
   std::vector<F> zeros(static_cast<std::size_t>(GH), F(0));
   const F* bh = b_h ? b_h : zeros.data();
-  aligned_ptr<F> hu;
-  if (gru) hu = aligned_alloc_array<F>(static_cast<std::size_t>(N * GH));
 
   gemm(false, false, N * T, GH, C, F(1), x, C, W, GH, F(0), gates, GH);
 
-  const int nt = threads_for(static_cast<double>(N) * GH, kCellWorkPerThread);
-  for (index_t t = 0; t < T; ++t) {
-    const F* hp = t == 0 ? h0 : out + (t - 1) * H;  // null: zeros
-    const index_t ldp = t == 0 ? H : ldh;
-    F* gt = gates + t * GH;
-    if (hp && !gru) gemm(false, false, N, GH, H, F(1), hp, ldp, U, GH, F(1), gt, ldg);
-    if (hp && gru) gemm(false, false, N, GH, H, F(1), hp, ldp, U, GH, F(0), hu.get(), GH);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (index_t n = 0; n < N; ++n) {
-      const F* hprow = hp ? hp + n * ldp : zeros.data();
-      F* h = out + n * ldh + t * H;
-      F* g = gt + n * ldg;
-      std::memcpy(hprev + n * ldh + t * H, hprow, sizeof(F) * static_cast<std::size_t>(H));
-      if (lstm) {
-        const F* cp = t > 0 ? cs + n * ldh + (t - 1) * H : (c0 ? c0 + n * H : zeros.data());
-        K->lstm_fwd(h, cs + n * ldh + t * H, g, b, cp, H);
-      } else if (gru) {
-        K->gru_fwd(h, q + n * ldh + t * H, g, hp ? hu.get() + n * GH : zeros.data(), b, bh, hprow, H);
-      } else {
-        K->rnn_fwd(h, g, b, use_relu, H);
+#pragma omp parallel num_threads(nt)
+  {
+    const int team = team_size(), rank = team_rank();
+    index_t u0, u1;
+    unit_slice(H, team, rank, u0, u1);
+    const index_t hk = u1 - u0, ncols = G * hk;
+    const index_t ldu = ceil_div(ncols, NR) * NR;  // row stride of this thread's h U block
+    F* Up = upack.get() + (G * u0 + rank * NR) * H;
+    F* acc = hu.get() + (G * u0 + rank * NR) * N;
+    if (hk > 0) pack_u(Up, U, H, G, u0, hk, NR);
+
+    for (index_t t = 0; t < T; ++t) {
+      if (hk > 0) {
+        const F* hp = t == 0 ? h0 : out + (t - 1) * H;  // null: zeros
+        const index_t ldp = t == 0 ? H : ldh;
+        if (hp) step_product(K, acc, ldu, hp, ldp, Up, ncols, H, N);
+        else std::fill(acc, acc + N * ldu, F(0));
+        for (index_t n = 0; n < N; ++n) {
+          const F* hprow = (hp ? hp + n * ldp : zeros.data()) + u0;
+          const F* hurow = acc + n * ldu;
+          F* h = out + n * ldh + t * H + u0;
+          F* g = gates + n * ldg + t * GH + u0;
+          std::memcpy(hprev + n * ldh + t * H + u0, hprow, sizeof(F) * static_cast<std::size_t>(hk));
+          if (lstm) {
+            const F* cp = (t > 0 ? cs + n * ldh + (t - 1) * H : (c0 ? c0 + n * H : zeros.data())) + u0;
+            K->lstm_fwd(h, cs + n * ldh + t * H + u0, g, hurow, b + u0, cp, hk, H, hk);
+          } else if (gru) {
+            K->gru_fwd(h, q + n * ldh + t * H + u0, g, hurow, b + u0, bh + u0, hprow, hk, H, hk);
+          } else {
+            K->rnn_fwd(h, g, hurow, b + u0, use_relu, hk, H, hk);
+          }
+        }
       }
+#pragma omp barrier
     }
   }
   for (index_t n = 0; n < N; ++n) {
@@ -158,8 +263,10 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reverse pass: per step the fused cell backward writes dG_t (GRU: dGx_t and dGh_t), then
-// dh_{t-1} = dGh_t U^T (+ dh z for the GRU). Afterwards, over all N*T rows at once:
+// Reverse pass, one parallel region, units shared among threads as in the forward: per step a
+// thread runs the fused cell backward on its units (writing their columns of dG_t), meets the
+// others at one barrier (dG_t complete), then forms dh_{t-1} = dGh_t U^T (+ dh z for the GRU)
+// for its own units from its packed rows of U. Afterwards, over all N*T rows at once:
 // dW = X^T dGx, dU = H_prev^T dGh, db = colsum(dGx), db_h = colsum(dGh), dX = dGx W^T.
 template <typename F>
 void rnn_backward(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* db_h, const F* gates,
@@ -184,11 +291,16 @@ void rnn_backward(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* d
 
   const index_t ldh = T * H, ldg = T * GH, NT = N * T;
   const auto* K = row_kernels<F>();
+  const index_t NR = K->NR;
+  const int nt = sequence_threads(N, GH, H, H);
+  const index_t units_cap = H + nt * NR;
   std::vector<F> zeros(static_cast<std::size_t>(H), F(0));
   aligned_ptr<F> dgx = aligned_alloc_array<F>(static_cast<std::size_t>(NT * GH));
   aligned_ptr<F> dgh_buf;
   if (gru) dgh_buf = aligned_alloc_array<F>(static_cast<std::size_t>(NT * GH));
   F* dgh = gru ? dgh_buf.get() : dgx.get();
+  aligned_ptr<F> utpack = aligned_alloc_array<F>(static_cast<std::size_t>(units_cap * GH));
+  aligned_ptr<F> dacc = aligned_alloc_array<F>(static_cast<std::size_t>(units_cap * N));
   aligned_ptr<F> dhr = aligned_alloc_array<F>(static_cast<std::size_t>(N * H));
   aligned_ptr<F> dhd = aligned_alloc_array<F>(static_cast<std::size_t>(N * H));
   aligned_ptr<F> dc;
@@ -198,32 +310,54 @@ void rnn_backward(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* d
     copy_or_zero(dc.get(), dcT, N * H);
   }
 
-  const int nt = threads_for(static_cast<double>(N) * GH, kCellWorkPerThread);
-  for (index_t t = T - 1; t >= 0; --t) {
-    F* dgx_t = dgx.get() + t * GH;
-    F* dgh_t = dgh + t * GH;
-    const F* dhr_p = dhr.get();
+#pragma omp parallel num_threads(nt)
+  {
+    const int team = team_size(), rank = team_rank();
+    index_t u0, u1;
+    unit_slice(H, team, rank, u0, u1);
+    const index_t hk = u1 - u0;
+    const index_t lda = ceil_div(hk, NR) * NR;  // row stride of this thread's dG U^T block
+    F* Utp = utpack.get() + (u0 + rank * NR) * GH;
+    F* acc = dacc.get() + (u0 + rank * NR) * N;
+    if (hk > 0) pack_ut(Utp, U, GH, u0, hk, NR);
+    F* dhr_p = dhr.get();
     F* dhd_p = dhd.get();
     F* dc_p = dc.get();
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (index_t n = 0; n < N; ++n) {
-      const F* dorow = dout ? dout + n * ldh + t * H : nullptr;
-      const F* g = gates + n * ldg + t * GH;
-      if (lstm) {
-        const F* cp = t > 0 ? cs + n * ldh + (t - 1) * H : (c0 ? c0 + n * H : zeros.data());
-        K->lstm_bwd(dgx_t + n * ldg, dc_p + n * H, dhr_p + n * H, dorow, g, cs + n * ldh + t * H, cp, H);
-      } else if (gru) {
-        K->gru_bwd(dgx_t + n * ldg, dgh_t + n * ldg, dhd_p + n * H, dhr_p + n * H, dorow, g, q + n * ldh + t * H,
-                   hprev + n * ldh + t * H, H);
-      } else {
-        K->rnn_bwd(dgx_t + n * ldg, dhr_p + n * H, dorow, g, use_relu, H);
+
+    for (index_t t = T - 1; t >= 0; --t) {
+      F* dgx_t = dgx.get() + t * GH;
+      F* dgh_t = dgh + t * GH;
+      if (hk > 0) {
+        for (index_t n = 0; n < N; ++n) {
+          const F* dorow = dout ? dout + n * ldh + t * H + u0 : nullptr;
+          const F* g = gates + n * ldg + t * GH + u0;
+          F* dg = dgx_t + n * ldg + u0;
+          const F* dh_in = dhr_p + n * H + u0;
+          if (lstm) {
+            const F* cp = (t > 0 ? cs + n * ldh + (t - 1) * H : (c0 ? c0 + n * H : zeros.data())) + u0;
+            K->lstm_bwd(dg, dc_p + n * H + u0, dh_in, dorow, g, cs + n * ldh + t * H + u0, cp, hk, H);
+          } else if (gru) {
+            K->gru_bwd(dg, dgh_t + n * ldg + u0, dhd_p + n * H + u0, dh_in, dorow, g, q + n * ldh + t * H + u0,
+                       hprev + n * ldh + t * H + u0, hk, H);
+          } else {
+            K->rnn_bwd(dg, dh_in, dorow, g, use_relu, hk, H);
+          }
+        }
       }
-    }
-    if (gru) {
-      gemm(false, true, N, H, GH, F(1), dgh_t, ldg, U, GH, F(1), dhd.get(), H);
-      std::swap(dhr, dhd);
-    } else {
-      gemm(false, true, N, H, GH, F(1), dgh_t, ldg, U, GH, F(0), dhr.get(), H);
+#pragma omp barrier
+      if (hk > 0) {
+        step_product(K, acc, lda, dgh_t, ldg, Utp, hk, GH, N);
+        for (index_t n = 0; n < N; ++n) {
+          F* d = dhr_p + n * H + u0;
+          const F* a = acc + n * lda;
+          if (gru) {
+            const F* z = dhd_p + n * H + u0;
+            for (index_t j = 0; j < hk; ++j) d[j] = a[j] + z[j];
+          } else {
+            for (index_t j = 0; j < hk; ++j) d[j] = a[j];
+          }
+        }
+      }
     }
   }
   std::memcpy(dh0, dhr.get(), sizeof(F) * static_cast<std::size_t>(N * H));

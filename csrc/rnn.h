@@ -70,13 +70,19 @@ namespace detail {
 // Point-wise cells of one batch row (rnn_cell.h); float has one table per instruction set.
 template <typename F>
 struct RnnRowKernels {
-  void (*rnn_fwd)(F* h, F* g, const F* b, bool use_relu, index_t H);
-  void (*lstm_fwd)(F* h, F* c, F* g, const F* b, const F* cp, index_t H);
-  void (*gru_fwd)(F* h, F* q, F* g, const F* hu, const F* b, const F* bh, const F* hp, index_t H);
-  void (*rnn_bwd)(F* dg, const F* dhr, const F* dout, const F* h, bool use_relu, index_t H);
-  void (*lstm_bwd)(F* dg, F* dc, const F* dhr, const F* dout, const F* g, const F* c, const F* cp, index_t H);
+  // Point-wise cells of one batch row over n units; gate stride gs in g / dg / b, hs in hu.
+  void (*rnn_fwd)(F* h, F* g, const F* hu, const F* b, bool use_relu, index_t n, index_t gs, index_t hs);
+  void (*lstm_fwd)(F* h, F* c, F* g, const F* hu, const F* b, const F* cp, index_t n, index_t gs, index_t hs);
+  void (*gru_fwd)(F* h, F* q, F* g, const F* hu, const F* b, const F* bh, const F* hp, index_t n, index_t gs,
+                  index_t hs);
+  void (*rnn_bwd)(F* dg, const F* dhr, const F* dout, const F* h, bool use_relu, index_t n, index_t gs);
+  void (*lstm_bwd)(F* dg, F* dc, const F* dhr, const F* dout, const F* g, const F* c, const F* cp, index_t n,
+                   index_t gs);
   void (*gru_bwd)(F* dgx, F* dgh, F* dhd, const F* dhr, const F* dout, const F* g, const F* q, const F* hp,
-                  index_t H);
+                  index_t n, index_t gs);
+  // C[m, NR] (= or +=) A[m, k] (row stride lda) * Bp[k, NR] (packed), m <= MR.
+  void (*tile)(index_t m, index_t k, const F* A, index_t lda, const F* Bp, F* C, index_t ldc, bool accumulate);
+  int MR, NR;
 };
 #if defined(PYDL_X86)
 const RnnRowKernels<float>* rnn_rows_avx2();

@@ -98,32 +98,36 @@ static inline F relu_grad(F h, F d) {
 }
 
 // ---- forward rows ----------------------------------------------------------------------
-// g holds the pre-activations without the bias (x W + h U, or for the GRU x W only); each
-// function adds the biases, applies the cell, writes the cached activations back into g.
+// One batch row, n units (a slice of the H units). Gate q of a unit j lives at g[q * gs + j]
+// in the gate cache and the bias (gs = H there) and at hu[q * hs + j] in the recurrent
+// product h_prev U of this slice. g holds x W on entry (no bias) and the gate activations on
+// exit; each function adds the biases and applies the cell.
 
-// SimpleRNN: h = act(a + b); g <- h.
+// SimpleRNN: h = act(xW + hU + b); g <- h.
 template <typename F>
-static void rnn_fwd_row(F* PYDL_R h, F* PYDL_R g, const F* PYDL_R b, bool use_relu, index_t H) {
+static void rnn_fwd_row(F* PYDL_R h, F* PYDL_R g, const F* PYDL_R hu, const F* PYDL_R b, bool use_relu,
+                        index_t n, index_t gs, index_t hs) {
+  (void)gs, (void)hs;
   if (use_relu) {
-    for (index_t j = 0; j < H; ++j) h[j] = g[j] = relu(g[j] + b[j]);
+    for (index_t j = 0; j < n; ++j) h[j] = g[j] = relu(g[j] + hu[j] + b[j]);
   } else {
-    for (index_t j = 0; j < H; ++j) h[j] = g[j] = tanh_f(g[j] + b[j]);
+    for (index_t j = 0; j < n; ++j) h[j] = g[j] = tanh_f(g[j] + hu[j] + b[j]);
   }
 }
 
-// LSTM: i f o = sigmoid, g = tanh; c = f c_prev + i g; h = o tanh(c). g <- (i, f, g, o).
+// LSTM: i f o = sigmoid, g = tanh of (xW + hU + b); c = f c_prev + i g; h = o tanh(c).
 template <typename F>
-static void lstm_fwd_row(F* PYDL_R h, F* PYDL_R c, F* PYDL_R g, const F* PYDL_R b, const F* PYDL_R cp,
-                         index_t H) {
+static void lstm_fwd_row(F* PYDL_R h, F* PYDL_R c, F* PYDL_R g, const F* PYDL_R hu, const F* PYDL_R b,
+                         const F* PYDL_R cp, index_t n, index_t gs, index_t hs) {
   F* PYDL_R gi = g;
-  F* PYDL_R gf = g + H;
-  F* PYDL_R gg = g + 2 * H;
-  F* PYDL_R go = g + 3 * H;
-  for (index_t j = 0; j < H; ++j) {
-    const F i = sigmoid(gi[j] + b[j]);
-    const F f = sigmoid(gf[j] + b[H + j]);
-    const F u = tanh_f(gg[j] + b[2 * H + j]);
-    const F o = sigmoid(go[j] + b[3 * H + j]);
+  F* PYDL_R gf = g + gs;
+  F* PYDL_R gg = g + 2 * gs;
+  F* PYDL_R go = g + 3 * gs;
+  for (index_t j = 0; j < n; ++j) {
+    const F i = sigmoid(gi[j] + hu[j] + b[j]);
+    const F f = sigmoid(gf[j] + hu[hs + j] + b[gs + j]);
+    const F u = tanh_f(gg[j] + hu[2 * hs + j] + b[2 * gs + j]);
+    const F o = sigmoid(go[j] + hu[3 * hs + j] + b[3 * gs + j]);
     const F cn = f * cp[j] + i * u;
     c[j] = cn;
     h[j] = o * tanh_f(cn);
@@ -134,42 +138,44 @@ static void lstm_fwd_row(F* PYDL_R h, F* PYDL_R c, F* PYDL_R g, const F* PYDL_R 
   }
 }
 
-// GRU (PyTorch form): hu = h_prev U (no bias); q = hu_n + b_hn is kept for backward.
+// GRU (PyTorch form): with hu = h_prev U (no bias), q = hu_n + bh_n is kept for backward;
 //   r = sigmoid(xW_r + b_r + hu_r + bh_r), z = sigmoid(xW_z + b_z + hu_z + bh_z),
-//   n = tanh(xW_n + b_n + r q), h = (1 - z) n + z h_prev. g <- (r, z, n).
+//   n = tanh(xW_n + b_n + r q), h = (1 - z) n + z h_prev.
 template <typename F>
 static void gru_fwd_row(F* PYDL_R h, F* PYDL_R q, F* PYDL_R g, const F* PYDL_R hu, const F* PYDL_R b,
-                        const F* PYDL_R bh, const F* PYDL_R hp, index_t H) {
+                        const F* PYDL_R bh, const F* PYDL_R hp, index_t n, index_t gs, index_t hs) {
   F* PYDL_R gr = g;
-  F* PYDL_R gz = g + H;
-  F* PYDL_R gn = g + 2 * H;
-  for (index_t j = 0; j < H; ++j) {
+  F* PYDL_R gz = g + gs;
+  F* PYDL_R gn = g + 2 * gs;
+  for (index_t j = 0; j < n; ++j) {
     const F r = sigmoid(gr[j] + b[j] + hu[j] + bh[j]);
-    const F z = sigmoid(gz[j] + b[H + j] + hu[H + j] + bh[H + j]);
-    const F qn = hu[2 * H + j] + bh[2 * H + j];
-    const F n = tanh_f(gn[j] + b[2 * H + j] + r * qn);
-    h[j] = (F(1) - z) * n + z * hp[j];
+    const F z = sigmoid(gz[j] + b[gs + j] + hu[hs + j] + bh[gs + j]);
+    const F qn = hu[2 * hs + j] + bh[2 * gs + j];
+    const F nn = tanh_f(gn[j] + b[2 * gs + j] + r * qn);
+    h[j] = (F(1) - z) * nn + z * hp[j];
     q[j] = qn;
     gr[j] = r;
     gz[j] = z;
-    gn[j] = n;
+    gn[j] = nn;
   }
 }
 
 // ---- backward rows ---------------------------------------------------------------------
 // dhr is the gradient reaching h_t through the recurrence (dG_{t+1} U^T); dout (may be null)
-// the gradient of the output at step t. Each writes the pre-activation gradients dg (=).
+// the gradient of the output at step t. Each writes the pre-activation gradients dg (=), gate
+// q of unit j at dg[q * gs + j] like the gate cache g.
 
 // SimpleRNN: da = (dhr + dout) * act'(a), from the cached output h = act(a).
 template <typename F>
 static void rnn_bwd_row(F* PYDL_R dg, const F* PYDL_R dhr, const F* PYDL_R dout, const F* PYDL_R h,
-                        bool use_relu, index_t H) {
+                        bool use_relu, index_t n, index_t gs) {
+  (void)gs;
   if (use_relu) {
-    if (dout) for (index_t j = 0; j < H; ++j) dg[j] = relu_grad(h[j], dhr[j] + dout[j]);
-    else for (index_t j = 0; j < H; ++j) dg[j] = relu_grad(h[j], dhr[j]);
+    if (dout) for (index_t j = 0; j < n; ++j) dg[j] = relu_grad(h[j], dhr[j] + dout[j]);
+    else for (index_t j = 0; j < n; ++j) dg[j] = relu_grad(h[j], dhr[j]);
   } else {
-    if (dout) for (index_t j = 0; j < H; ++j) dg[j] = (dhr[j] + dout[j]) * (F(1) - h[j] * h[j]);
-    else for (index_t j = 0; j < H; ++j) dg[j] = dhr[j] * (F(1) - h[j] * h[j]);
+    if (dout) for (index_t j = 0; j < n; ++j) dg[j] = (dhr[j] + dout[j]) * (F(1) - h[j] * h[j]);
+    else for (index_t j = 0; j < n; ++j) dg[j] = dhr[j] * (F(1) - h[j] * h[j]);
   }
 }
 
@@ -178,20 +184,20 @@ static void rnn_bwd_row(F* PYDL_R dg, const F* PYDL_R dhr, const F* PYDL_R dout,
 //   pre-activation grads multiply by sigmoid' = s(1-s) or tanh' = 1-u^2; dc <- dct f.
 template <typename F>
 static void lstm_bwd_row(F* PYDL_R dg, F* PYDL_R dc, const F* PYDL_R dhr, const F* PYDL_R dout,
-                         const F* PYDL_R g, const F* PYDL_R c, const F* PYDL_R cp, index_t H) {
+                         const F* PYDL_R g, const F* PYDL_R c, const F* PYDL_R cp, index_t n, index_t gs) {
   const F* PYDL_R gi = g;
-  const F* PYDL_R gf = g + H;
-  const F* PYDL_R gg = g + 2 * H;
-  const F* PYDL_R go = g + 3 * H;
-  for (index_t j = 0; j < H; ++j) {
+  const F* PYDL_R gf = g + gs;
+  const F* PYDL_R gg = g + 2 * gs;
+  const F* PYDL_R go = g + 3 * gs;
+  for (index_t j = 0; j < n; ++j) {
     const F dh = dout ? dhr[j] + dout[j] : dhr[j];
     const F i = gi[j], f = gf[j], u = gg[j], o = go[j];
     const F tc = tanh_f(c[j]);
     const F dct = dc[j] + dh * o * (F(1) - tc * tc);
     dg[j] = dct * u * i * (F(1) - i);
-    dg[H + j] = dct * cp[j] * f * (F(1) - f);
-    dg[2 * H + j] = dct * i * (F(1) - u * u);
-    dg[3 * H + j] = dh * tc * o * (F(1) - o);
+    dg[gs + j] = dct * cp[j] * f * (F(1) - f);
+    dg[2 * gs + j] = dct * i * (F(1) - u * u);
+    dg[3 * gs + j] = dh * tc * o * (F(1) - o);
     dc[j] = dct * f;
   }
 }
@@ -205,34 +211,60 @@ static void lstm_bwd_row(F* PYDL_R dg, F* PYDL_R dc, const F* PYDL_R dhr, const 
 template <typename F>
 static void gru_bwd_row(F* PYDL_R dgx, F* PYDL_R dgh, F* PYDL_R dhd, const F* PYDL_R dhr,
                         const F* PYDL_R dout, const F* PYDL_R g, const F* PYDL_R q, const F* PYDL_R hp,
-                        index_t H) {
+                        index_t n, index_t gs) {
   const F* PYDL_R gr = g;
-  const F* PYDL_R gz = g + H;
-  const F* PYDL_R gn = g + 2 * H;
-  for (index_t j = 0; j < H; ++j) {
+  const F* PYDL_R gz = g + gs;
+  const F* PYDL_R gn = g + 2 * gs;
+  for (index_t j = 0; j < n; ++j) {
     const F dh = dout ? dhr[j] + dout[j] : dhr[j];
-    const F r = gr[j], z = gz[j], n = gn[j];
-    const F dn = dh * (F(1) - z) * (F(1) - n * n);
+    const F r = gr[j], z = gz[j], nn = gn[j];
+    const F dn = dh * (F(1) - z) * (F(1) - nn * nn);
     const F dr = dn * q[j] * r * (F(1) - r);
-    const F dz = dh * (hp[j] - n) * z * (F(1) - z);
+    const F dz = dh * (hp[j] - nn) * z * (F(1) - z);
     dgx[j] = dr;
-    dgx[H + j] = dz;
-    dgx[2 * H + j] = dn;
+    dgx[gs + j] = dz;
+    dgx[2 * gs + j] = dn;
     dgh[j] = dr;
-    dgh[H + j] = dz;
-    dgh[2 * H + j] = dn * r;
+    dgh[gs + j] = dz;
+    dgh[2 * gs + j] = dn * r;
     dhd[j] = dh * z;
   }
+}
+
+// ---- the per-step product ----------------------------------------------------------------
+// C[m, NR] = A[m, k] Bp[k, NR]   (=, or += when accumulate), m <= MR.
+// A is read in place (rows at stride lda); Bp is a packed panel, row p at Bp + p * NR.
+// Every element is one sequential sum over p, so the result does not depend on how rows and
+// panels are shared among threads. Plain loops here (float64, and float without SIMD); the
+// AVX2 / AVX-512 files have register-blocked versions with the same contract.
+template <typename F, int MR, int NR>
+static void tile_generic(index_t m, index_t k, const F* PYDL_R A, index_t lda, const F* PYDL_R Bp, F* PYDL_R C,
+                         index_t ldc, bool accumulate) {
+  F acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = F(0);
+  for (index_t p = 0; p < k; ++p) {
+    const F* PYDL_R b = Bp + p * NR;
+    for (int i = 0; i < MR; ++i) {
+      if (i >= m) break;
+      const F a = A[i * lda + p];
+      for (int j = 0; j < NR; ++j) acc[i][j] += a * b[j];
+    }
+  }
+  for (index_t i = 0; i < m; ++i)
+    for (int j = 0; j < NR; ++j) C[i * ldc + j] = accumulate ? C[i * ldc + j] + acc[i][j] : acc[i][j];
 }
 
 #undef PYDL_R
 
 // ---- dispatch table --------------------------------------------------------------------
 
-template <typename F>
-static const detail::RnnRowKernels<F>* row_table() {
+template <typename F, int MR, int NR>
+static const detail::RnnRowKernels<F>* make_table(
+    void (*tile)(index_t, index_t, const F*, index_t, const F*, F*, index_t, bool)) {
   static const detail::RnnRowKernels<F> table = {rnn_fwd_row<F>, lstm_fwd_row<F>, gru_fwd_row<F>,
-                                                 rnn_bwd_row<F>, lstm_bwd_row<F>, gru_bwd_row<F>};
+                                                 rnn_bwd_row<F>, lstm_bwd_row<F>, gru_bwd_row<F>,
+                                                 tile, MR, NR};
   return &table;
 }
 
