@@ -70,8 +70,9 @@ void check_sizes(const char* op, RnnCell cell, index_t N, index_t T, index_t C, 
 }
 
 // Per-step multiply-adds per thread below which the sequence runs on fewer threads: each step
-// ends in a barrier (~1 us), so a thread should have a few microseconds of work per step.
-constexpr double kStepWorkPerThread = 48.0 * 1024;
+// ends in a barrier (~1 us when every thread is running, a scheduler time slice when the
+// machine is oversubscribed), so a thread should have >= ~10 us of work per step.
+constexpr double kStepWorkPerThread = 1024.0 * 1024;
 // Units are shared among threads in blocks of this many (one AVX-512 vector), so every thread
 // runs the same vector code over its units whatever the thread count.
 constexpr index_t kUnitBlock = 16;
@@ -130,14 +131,18 @@ void step_product(const detail::RnnRowKernels<F>* K, F* C, index_t ldc, const F*
 template <typename F>
 void pack_u(F* dst, const F* U, index_t H, index_t G, index_t u0, index_t hk, index_t NR) {
   const index_t GH = G * H, ncols = G * hk, panels = ceil_div(ncols, NR);
-  for (index_t q = 0; q < panels; ++q)
+  index_t src[64];  // column of U for each column of the panel (NR <= 64); -1 past the end
+  for (index_t q = 0; q < panels; ++q) {
+    for (index_t j = 0; j < NR; ++j) {
+      const index_t c = q * NR + j;
+      src[j] = c < ncols ? (c / hk) * H + u0 + c % hk : -1;
+    }
     for (index_t p = 0; p < H; ++p) {
       F* d = dst + (q * H + p) * NR;
-      for (index_t j = 0; j < NR; ++j) {
-        const index_t c = q * NR + j;
-        d[j] = c < ncols ? U[p * GH + (c / hk) * H + u0 + c % hk] : F(0);
-      }
+      const F* row = U + p * GH;
+      for (index_t j = 0; j < NR; ++j) d[j] = src[j] >= 0 ? row[src[j]] : F(0);
     }
+  }
 }
 
 // Backward panels of one thread: U^T restricted to its units, k = GH rows;

@@ -82,7 +82,7 @@ struct RnnRowKernels {
                   index_t n, index_t gs);
   // C[m, NR] (= or +=) A[m, k] (row stride lda) * Bp[k, NR] (packed), m <= MR.
   void (*tile)(index_t m, index_t k, const F* A, index_t lda, const F* Bp, F* C, index_t ldc, bool accumulate);
-  int MR, NR;
+  int MR, NR;  // NR <= 64
 };
 #if defined(PYDL_X86)
 const RnnRowKernels<float>* rnn_rows_avx2();

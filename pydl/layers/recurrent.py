@@ -38,66 +38,57 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import initializers, registry
 from ..ops.rnn import rnn_backward, rnn_forward
-from ..random import get_rng
 from .base import Layer, register_layer
 
-__all__ = ["SimpleRNN", "LSTM", "GRU", "Embedding", "orthogonal"]
+__all__ = ["SimpleRNN", "LSTM", "GRU", "Embedding", "Orthogonal", "orthogonal"]
 
 
-# ---- initializers used by these layers ---------------------------------------------------
+# ---- the orthogonal initializer (for recurrent kernels) -----------------------------------
 
-def orthogonal(shape, gain: float = 1.0, dtype=np.float32, rng=None) -> np.ndarray:
-    """A (rows, cols) matrix with orthonormal rows (rows <= cols) or columns (rows > cols).
+@registry.initializers.register
+class Orthogonal(initializers.Initializer):
+    """A (rows, cols) matrix with orthonormal rows (rows <= cols) or columns (rows > cols), times gain.
 
-    QR of a Gaussian matrix, with the signs of R's diagonal folded into Q so the result is
-    uniformly distributed over the orthogonal matrices.
+    QR of a Gaussian matrix with the signs of R's diagonal folded into Q, so the result is
+    uniformly distributed over the orthogonal matrices. Shapes of rank > 2 are flattened to
+    (shape[0], prod(rest)).
     """
-    rows, cols = int(shape[0]), int(np.prod(shape[1:]))
-    rng = get_rng() if rng is None else rng
-    a = rng.standard_normal((max(rows, cols), min(rows, cols)))
-    q, r = np.linalg.qr(a)
-    d = np.sign(np.diag(r))
-    d[d == 0] = 1.0
-    q = q * d
-    if rows < cols:
-        q = q.T
-    return np.ascontiguousarray((gain * q[:rows, :cols]).reshape(shape), dtype=dtype)
+
+    def __init__(self, gain=1.0, seed=None):
+        super().__init__(seed)
+        self.gain = float(gain)
+
+    def generate(self, shape):
+        if len(shape) < 2:
+            raise ValueError(f"[Orthogonal] needs a shape of rank >= 2, got {shape}")
+        rows, cols = int(shape[0]), int(np.prod(shape[1:]))
+        a = self.rng().standard_normal((max(rows, cols), min(rows, cols)))
+        q, r = np.linalg.qr(a)
+        d = np.sign(np.diag(r))
+        d[d == 0] = 1.0
+        q = q * d
+        if rows < cols:
+            q = q.T
+        return (self.gain * q[:rows, :cols]).reshape(shape)
+
+    def get_config(self):
+        return {**super().get_config(), "gain": self.gain}
 
 
-def _initialize(init, shape, fan_in, fan_out, what, layer):
-    if callable(init):
-        arr = np.ascontiguousarray(init(shape), dtype=np.float32)
-        if arr.shape != tuple(shape):
-            raise ValueError(f"[{layer}] {what} initializer returned shape {arr.shape}, expected {tuple(shape)}")
-        return arr
-    rng = get_rng()
-    if init == "glorot_uniform":
-        lim = np.sqrt(6.0 / (fan_in + fan_out))
-        return rng.uniform(-lim, lim, shape).astype(np.float32)
-    if init == "glorot_normal":
-        return (rng.standard_normal(shape) * np.sqrt(2.0 / (fan_in + fan_out))).astype(np.float32)
-    if init == "he_uniform":
-        lim = np.sqrt(6.0 / fan_in)
-        return rng.uniform(-lim, lim, shape).astype(np.float32)
-    if init == "he_normal":
-        return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
-    if init == "orthogonal":
-        return orthogonal(shape)
-    if init == "uniform":
-        return rng.uniform(-0.05, 0.05, shape).astype(np.float32)
-    if init == "normal":
-        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
-    if init == "zeros":
-        return np.zeros(shape, np.float32)
-    if init == "ones":
-        return np.ones(shape, np.float32)
-    raise ValueError(f"[{layer}] unknown {what} initializer {init!r}; use one of glorot_uniform, glorot_normal, "
-                     "he_uniform, he_normal, orthogonal, uniform, normal, zeros, ones, or a callable(shape)")
+def orthogonal(shape, gain: float = 1.0, dtype=np.float32) -> np.ndarray:
+    """An orthogonal matrix of `shape` drawn from pydl's generator (see Orthogonal)."""
+    return Orthogonal(gain)(shape, dtype)
 
 
-def _init_name(init):
-    return init if isinstance(init, str) else None
+def _get_initializer(identifier):
+    """initializers.get, plus the names "orthogonal" and "uniform" (Keras' Embedding default)."""
+    if isinstance(identifier, str) and identifier.lower() == "orthogonal":
+        return Orthogonal()
+    if identifier == "uniform":
+        return initializers.get("random_uniform")
+    return initializers.get(identifier)
 
 
 # ---- recurrent layers --------------------------------------------------------------------
@@ -116,9 +107,9 @@ class _Recurrent(Layer):
         self.activation = activation
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
-        self.kernel_initializer = kernel_initializer
-        self.recurrent_initializer = recurrent_initializer
-        self.bias_initializer = bias_initializer
+        self.kernel_initializer = _get_initializer(kernel_initializer)
+        self.recurrent_initializer = _get_initializer(recurrent_initializer)
+        self.bias_initializer = _get_initializer(bias_initializer)
         self.initial_state_grads = None
         self._cache = None
 
@@ -136,9 +127,9 @@ class _Recurrent(Layer):
             raise ValueError(f"[{self._op}] the feature dimension C must be known and positive, got {input_shape}")
         C, H, G = int(C), self.units, self.gates
         self.params = {
-            "W": _initialize(self.kernel_initializer, (C, G * H), C, G * H, "kernel", self._op),
-            "U": _initialize(self.recurrent_initializer, (H, G * H), H, G * H, "recurrent", self._op),
-            "b": _initialize(self.bias_initializer, (G * H,), 1, G * H, "bias", self._op),
+            "W": self.kernel_initializer((C, G * H)),
+            "U": self.recurrent_initializer((H, G * H)),
+            "b": self.bias_initializer((G * H,)),
         }
         self._init_extra_params()
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
@@ -214,7 +205,7 @@ class _Recurrent(Layer):
                 dhT = dy
             else:
                 dhT = np.asarray(dy) + np.asarray(d_hT_extra)
-        g = rnn_backward(self.cell, dseq, dhT, d_cT, self._cache)
+        g = rnn_backward(self.cell, dseq, dhT, d_cT, self._cache, need_dx=self.need_input_grad)
         pdt = self.params["W"].dtype
         self.grads = {"W": g["dW"].astype(pdt, copy=False), "U": g["dU"].astype(pdt, copy=False),
                       "b": g["db"].astype(pdt, copy=False)}
@@ -233,12 +224,9 @@ class _Recurrent(Layer):
     def get_config(self) -> dict:
         cfg = super().get_config()
         cfg.update(units=self.units, return_sequences=self.return_sequences, return_state=self.return_state,
-                   kernel_initializer=_init_name(self.kernel_initializer),
-                   recurrent_initializer=_init_name(self.recurrent_initializer),
-                   bias_initializer=_init_name(self.bias_initializer))
-        for k in ("kernel_initializer", "recurrent_initializer", "bias_initializer"):
-            if cfg[k] is None:
-                del cfg[k]
+                   kernel_initializer=initializers.serialize(self.kernel_initializer),
+                   recurrent_initializer=initializers.serialize(self.recurrent_initializer),
+                   bias_initializer=initializers.serialize(self.bias_initializer))
         return cfg
 
 
@@ -297,8 +285,7 @@ class GRU(_Recurrent):
         super().__init__(units, **kwargs)
 
     def _init_extra_params(self):
-        self.params["b_h"] = _initialize(self.bias_initializer, (3 * self.units,), 1, 3 * self.units, "bias",
-                                         self._op)
+        self.params["b_h"] = self.bias_initializer((3 * self.units,))
 
 
 # ---- embedding ---------------------------------------------------------------------------
@@ -319,12 +306,11 @@ class Embedding(Layer):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"[Embedding] {nm} must be a positive int, got {v!r}")
         self.input_dim, self.output_dim = int(input_dim), int(output_dim)
-        self.embeddings_initializer = embeddings_initializer
+        self.embeddings_initializer = _get_initializer(embeddings_initializer)
         self._idx = None
 
     def build(self, input_shape):
-        self.params = {"W": _initialize(self.embeddings_initializer, (self.input_dim, self.output_dim),
-                                        self.input_dim, self.output_dim, "embeddings", f"Embedding {self.name}")}
+        self.params = {"W": self.embeddings_initializer((self.input_dim, self.output_dim))}
         self.grads = {"W": np.zeros_like(self.params["W"])}
         super().build(input_shape)
 
@@ -372,6 +358,5 @@ class Embedding(Layer):
     def get_config(self) -> dict:
         cfg = super().get_config()
         cfg.update(input_dim=self.input_dim, output_dim=self.output_dim)
-        if isinstance(self.embeddings_initializer, str):
-            cfg["embeddings_initializer"] = self.embeddings_initializer
+        cfg["embeddings_initializer"] = initializers.serialize(self.embeddings_initializer)
         return cfg
