@@ -131,16 +131,25 @@ void step_product(const detail::RnnRowKernels<F>* K, F* C, index_t ldc, const F*
 template <typename F>
 void pack_u(F* dst, const F* U, index_t H, index_t G, index_t u0, index_t hk, index_t NR) {
   const index_t GH = G * H, ncols = G * hk, panels = ceil_div(ncols, NR);
-  index_t src[64];  // column of U for each column of the panel (NR <= 64); -1 past the end
+  // A panel's columns are runs of consecutive units of one gate: (first panel column, first
+  // column of U, length); at most NR runs.
+  index_t run_j[64], run_src[64], run_len[64];
   for (index_t q = 0; q < panels; ++q) {
-    for (index_t j = 0; j < NR; ++j) {
-      const index_t c = q * NR + j;
-      src[j] = c < ncols ? (c / hk) * H + u0 + c % hk : -1;
+    index_t runs = 0;
+    for (index_t c = q * NR; c < std::min(ncols, q * NR + NR);) {
+      const index_t g = c / hk, u = c % hk;
+      const index_t len = std::min(hk - u, q * NR + NR - c);
+      run_j[runs] = c - q * NR, run_src[runs] = g * H + u0 + u, run_len[runs] = len;
+      ++runs;
+      c += len;
     }
+    const index_t filled = std::min(ncols - q * NR, NR);
     for (index_t p = 0; p < H; ++p) {
       F* d = dst + (q * H + p) * NR;
       const F* row = U + p * GH;
-      for (index_t j = 0; j < NR; ++j) d[j] = src[j] >= 0 ? row[src[j]] : F(0);
+      for (index_t r = 0; r < runs; ++r)
+        for (index_t j = 0; j < run_len[r]; ++j) d[run_j[r] + j] = row[run_src[r] + j];
+      for (index_t j = filled; j < NR; ++j) d[j] = F(0);
     }
   }
 }

@@ -266,22 +266,31 @@ def test_matches_torch(cell, act, dtype, rng):
 
 # ---- point-wise math, NaN, long sequences, threads, ISAs ---------------------------------
 
-def test_float32_tanh_and_relu_accuracy_over_the_whole_range():
-    # W = I, U = 0, b = 0: the outputs are act(x) element-wise.
+@pytest.fixture(params=_core.available_isas())
+def each_isa(request):
+    old = _core.selected_isa()
+    _core.select_isa(request.param)
+    yield request.param
+    _core.select_isa(old)
+
+
+def test_float32_tanh_and_relu_accuracy_over_the_whole_range(each_isa):
+    # H = 37 units (vector body and scalar tail), W = I, U = 0, b = 0: outputs are act(x).
+    H = 37
     v = np.concatenate([np.linspace(-30, 30, 6001), np.geomspace(1e-30, 20, 500), -np.geomspace(1e-30, 20, 500),
                         [0.0, -0.0, 0.3999999, 0.4, 0.4000001, 88.0, 100.0, -100.0, 1e30, -1e30]])
-    H = v.size
-    x = v.astype(np.float32).reshape(1, 1, H)
+    v = np.concatenate([v, np.zeros(-v.size % H)])
+    x = v.astype(np.float32).reshape(-1, 1, H)
     W = np.eye(H, dtype=np.float32)
     U = np.zeros((H, H), np.float32)
     b = np.zeros(H, np.float32)
     out, _, _, _ = rnn_forward("rnn", x, W, U, b)
-    want = np.tanh(x.astype(np.float64))[0, 0]
-    got = out[0, 0].astype(np.float64)
+    want = np.tanh(x.astype(np.float64)).ravel()
+    got = out.ravel().astype(np.float64)
     err = np.abs(got - want)
     assert np.all(err <= 3e-7 * np.abs(want) + 1e-37), f"worst tanh error {err.max():.3e} at {v[np.argmax(err)]}"
     out, _, _, _ = rnn_forward("rnn", x, W, U, b, activation="relu")
-    np.testing.assert_array_equal(out[0, 0], np.maximum(x[0, 0], 0))
+    np.testing.assert_array_equal(out.ravel(), np.maximum(x.ravel(), 0))
     # One unit, W = 1: infinities saturate, NaN stays NaN.
     x = np.array([np.inf, -np.inf, np.nan], np.float32).reshape(3, 1, 1)
     one, zero = np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32)
@@ -289,6 +298,26 @@ def test_float32_tanh_and_relu_accuracy_over_the_whole_range():
     np.testing.assert_array_equal(out.ravel(), [1.0, -1.0, np.nan])
     out, _, _, _ = rnn_forward("rnn", x, one, zero, np.zeros(1, np.float32), activation="relu")
     np.testing.assert_array_equal(out.ravel(), [np.inf, 0.0, np.nan])
+
+
+def test_float32_sigmoid_accuracy_from_the_gate_cache(each_isa):
+    # H = 37 units (vector body and scalar tail), W = [I I I I], U = 0, b = 0: every gate's
+    # pre-activation is x, and the cache keeps the activations (s(x), s(x), tanh(x), s(x)).
+    H = 37
+    v = np.concatenate([np.linspace(-100, 100, 8001), np.geomspace(1e-30, 30, 400), -np.geomspace(1e-30, 30, 400)])
+    v = np.concatenate([v, np.zeros(-v.size % H)])
+    x = v.astype(np.float32).reshape(-1, 1, H)
+    W = np.tile(np.eye(H, dtype=np.float32), (1, 4))
+    _, _, _, cache = rnn_forward("lstm", x, W, np.zeros((H, 4 * H), np.float32), np.zeros(4 * H, np.float32))
+    xd = x[:, 0, :].astype(np.float64)
+    want_s = 1.0 / (1.0 + np.exp(-xd))
+    for k in (0, 1, 3):
+        got = cache.gates[:, 0, k * H:(k + 1) * H].astype(np.float64)
+        err = np.abs(got - want_s)
+        # relative accuracy wherever the result is a normal float; the far-negative tail is tiny
+        assert np.all(err <= 3e-7 * want_s + 1e-37), f"worst sigmoid error {err.max():.3e} at {v[np.argmax(err)]}"
+    got_t = cache.gates[:, 0, 2 * H:3 * H].astype(np.float64)
+    assert np.all(np.abs(got_t - np.tanh(xd)) <= 3e-7 * np.abs(np.tanh(xd)) + 1e-37)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -334,24 +363,27 @@ def test_long_sequence_stays_finite_and_matches_float64(cell, act, rng):
 
 @pytest.mark.parametrize("cell,act", CELLS)
 def test_one_and_two_threads_give_identical_results(cell, act, rng):
-    N, T, C, H = 32, 4, 24, 264  # N*G*H*H multiply-adds per step: enough for two threads; H % 16 != 0
+    N, T, C, H = 32, 3, 24, 264  # N*G*H*H multiply-adds per step: enough for two threads; H % 16 != 0
     p = make(rng, cell, N, T, C, H, np.float32, scale=0.2)
     up = [None if u is None else u.astype(np.float32) for u in upstream(rng, cell, N, T, H)]
-    old = pydl.get_num_threads()
+    old, old_isa = pydl.get_num_threads(), _core.selected_isa()
     try:
-        res = []
-        for n in (1, 2):
-            pydl.set_num_threads(n)
-            res.append(run_ops(cell, act, p, *up))
+        for isa in _core.available_isas():
+            _core.select_isa(isa)
+            res = []
+            for n in (1, 2):
+                pydl.set_num_threads(n)
+                res.append(run_ops(cell, act, p, *up))
+            a, b = res
+            for i in range(3):
+                if a[i] is not None:
+                    np.testing.assert_array_equal(a[i], b[i], err_msg=isa)
+            for k in a[3]:
+                if a[3][k] is not None:
+                    np.testing.assert_array_equal(a[3][k], b[3][k], err_msg=f"{isa} {k}")
     finally:
         pydl.set_num_threads(old)
-    (a, b) = res
-    for i in range(3):
-        if a[i] is not None:
-            np.testing.assert_array_equal(a[i], b[i])
-    for k in a[3]:
-        if a[3][k] is not None:
-            np.testing.assert_array_equal(a[3][k], b[3][k], err_msg=k)
+        _core.select_isa(old_isa)
 
 
 @pytest.mark.parametrize("cell,act", CELLS)
