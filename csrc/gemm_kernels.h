@@ -34,8 +34,8 @@ struct GemmBlocks {
 //                                           MR  NR   MC   KC    NC
 inline constexpr GemmBlocks kSgemmAvx512  = {12, 32, 384, 256, 4096};  // 24 zmm accumulators
 inline constexpr GemmBlocks kSgemmAvx2    = { 6, 16, 192, 256, 4096};  // 12 ymm accumulators
-inline constexpr GemmBlocks kSgemmGeneric = { 6,  8, 192, 256, 4096};  // 12 xmm (SSE2) accumulators
-inline constexpr GemmBlocks kDgemmGeneric = { 6,  4, 192, 256, 2048};  // 12 xmm (SSE2) accumulators
+inline constexpr GemmBlocks kSgemmGeneric = { 4,  8, 192, 256, 4096};  // 8 xmm (SSE2) accumulators
+inline constexpr GemmBlocks kDgemmGeneric = { 4,  4, 192, 256, 2048};  // 8 xmm (SSE2) accumulators
 
 template <typename T>
 using PackedKernel = void (*)(index_t k, const T* a, const T* b, T* c, index_t ldc, T alpha, T beta);

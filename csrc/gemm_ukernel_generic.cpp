@@ -1,10 +1,11 @@
 // Portable micro-kernels (baseline x86-64, i.e. SSE2; any C++17 compiler elsewhere):
-// float 6 x 8 and double 6 x 4 tiles.
+// float 4 x 8 and double 4 x 4 tiles.
 //
 //   C[i, j] = alpha * sum_p a(i, p) * b(p, j) + beta * C[i, j]      (beta == 0: C not read)
 //
 // Written as plain loops over a small accumulator array with compile-time bounds, so GCC keeps the
-// array in registers and vectorises the j loop (two SSE registers per row: 12 accumulators of 16).
+// array in registers and vectorises it (two SSE registers per row: 8 accumulators of the 16).
+// Larger tiles measured slower: GCC then keeps part of the array in memory.
 // Operand layouts: see gemm_kernels.h.
 #include "gemm_kernels.h"
 
@@ -22,14 +23,11 @@ inline void tile(index_t k, const T* __restrict a, index_t rsa, index_t csa, con
   }
   T acc[MR][NR] = {};
   for (index_t p = 0; p < k; ++p) {
-    T bp[NR];
-#pragma GCC unroll 16
-    for (int j = 0; j < NR; ++j) bp[j] = b[j];
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const T ai = a[i * rsa];
 #pragma GCC unroll 16
-      for (int j = 0; j < NR; ++j) acc[i][j] += ai * bp[j];
+      for (int j = 0; j < NR; ++j) acc[i][j] += ai * b[j];
     }
     a += csa;
     b += rsb;
