@@ -12,8 +12,8 @@
 //                     micro-kernel: C[ir:ir+MR, jr:jr+NR] (+)= A~ micro-panel * B~ micro-panel
 //
 // Threads split the rows (loop 3) and, when M is short, the columns (loop 2); all of them share the
-// one packed B~. Panels are zero-padded to MR / NR, so the kernel never reads outside A or B; edge
-// tiles of C are computed into a small local tile and only the valid part is written.
+// one packed B~. Panels are zero-padded to MR / NR, so the kernel never reads outside A or B; for
+// an edge tile it is told how many rows and columns of C are valid and writes only those.
 //
 // Direct path (small or skinny products, where packing costs more than it saves): the same
 // micro-kernel reads op(A) in place through row/column strides and op(B) rows in place; only a
@@ -158,25 +158,6 @@ void pack_b_panels(T* dst, const Problem<T>& pr, index_t p0, index_t kc, index_t
   if (q_full < q_end) pack_b_panel<T, NR>(dst + q_full * kc * NR, pr, p0, kc, j0 + q_full * NR);
 }
 
-// One MR x NR tile of C at (i0, j0) with mr x nr valid elements. Full tiles go straight to C; edge
-// tiles are computed into `tile` (beta = 0, so its old contents don't matter) and then merged.
-template <typename T, int MR, int NR, typename Call>
-inline void store_tile(const Problem<T>& pr, index_t i0, index_t j0, T beta, Call&& kernel_into) {
-  const index_t mr = std::min<index_t>(MR, pr.M - i0), nr = std::min<index_t>(NR, pr.N - j0);
-  T* c = pr.C + i0 * pr.ldc + j0;
-  if (mr == MR && nr == NR) {
-    kernel_into(c, pr.ldc, beta);
-    return;
-  }
-  alignas(64) T tile[MR * NR];
-  kernel_into(tile, index_t(NR), T(0));
-  for (index_t i = 0; i < mr; ++i)
-    for (index_t j = 0; j < nr; ++j) {
-      T& cij = c[i * pr.ldc + j];
-      cij = beta == T(0) ? tile[i * NR + j] : tile[i * NR + j] + beta * cij;
-    }
-}
-
 // Split `count` items among `parts` as evenly as possible: part `k` gets [begin, end).
 inline void split_range(index_t count, int parts, int k, index_t& begin, index_t& end) {
   begin = count * k / parts;
@@ -293,9 +274,9 @@ void gemm_packed(const Problem<T>& pr, const GemmBlocks& blk, PackedKernel<T> ke
             const T* bq = b_pack + q * kc * NR;
             for (index_t ip = 0; ip < m_panels; ++ip) {                // loop 1
               const T* ap = a_pack + ip * kc * MR;
-              store_tile<T, MR, NR>(pr, ic + ip * MR, jc + q * NR, beta, [&](T* c, index_t ldc, T b) {
-                kernel(kc, ap, bq, c, ldc, pr.alpha, b);
-              });
+              const index_t i0 = ic + ip * MR, j0 = jc + q * NR;
+              kernel(kc, ap, bq, pr.C + i0 * pr.ldc + j0, pr.ldc, pr.alpha, beta,
+                     static_cast<int>(std::min<index_t>(MR, M - i0)), static_cast<int>(std::min<index_t>(NR, N - j0)));
             }
           }
         }
@@ -351,9 +332,8 @@ void gemm_direct(const Problem<T>& pr, const GemmBlocks& blk, DirectKernel<T> ke
             rsa = 1;
             csa = MR;
           }
-          store_tile<T, MR, NR>(pr, i0, j0, beta, [&](T* c, index_t ldc, T bt) {
-            kernel(kc, a, rsa, csa, b, rsb, c, ldc, pr.alpha, bt);
-          });
+          kernel(kc, a, rsa, csa, b, rsb, pr.C + i0 * pr.ldc + j0, pr.ldc, pr.alpha, beta,
+                 static_cast<int>(std::min<index_t>(MR, M - i0)), static_cast<int>(std::min<index_t>(NR, N - j0)));
         }
       }
     }

@@ -10,7 +10,9 @@
 //           b(p, j) = b[p * NR + j]     (an NR-column micro-panel of B~, row after row)
 //   direct: a(i, p) = a[i * rsa + p * csa]   (A read in place, either orientation)
 //           b(p, j) = b[p * rsb + j]         (rows of op(B) read in place; NR valid columns)
-// Both always read and write a whole MR x NR tile; the caller pads or redirects edge tiles.
+// Kernels always read whole MR x NR operand panels (the caller zero-pads partial ones) but write
+// only the top-left mr x nr part of the C tile (1 <= mr <= MR, 1 <= nr <= NR); how an ISA does
+// that (masks, a row variant, a scratch tile) is its own business.
 #pragma once
 
 #include "common.h"
@@ -38,28 +40,29 @@ inline constexpr GemmBlocks kSgemmGeneric = { 4,  8, 192, 256, 4096};  // 8 xmm 
 inline constexpr GemmBlocks kDgemmGeneric = { 4,  4, 192, 256, 2048};  // 8 xmm (SSE2) accumulators
 
 template <typename T>
-using PackedKernel = void (*)(index_t k, const T* a, const T* b, T* c, index_t ldc, T alpha, T beta);
+using PackedKernel = void (*)(index_t k, const T* a, const T* b, T* c, index_t ldc, T alpha, T beta, int mr,
+                              int nr);
 template <typename T>
 using DirectKernel = void (*)(index_t k, const T* a, index_t rsa, index_t csa, const T* b, index_t rsb, T* c,
-                              index_t ldc, T alpha, T beta);
+                              index_t ldc, T alpha, T beta, int mr, int nr);
 
 // Per-ISA kernels, each for the MR x NR of its row above.
 void sgemm_packed_avx512(index_t k, const float* a, const float* b, float* c, index_t ldc, float alpha,
-                         float beta);
+                         float beta, int mr, int nr);
 void sgemm_direct_avx512(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
-                         float* c, index_t ldc, float alpha, float beta);
+                         float* c, index_t ldc, float alpha, float beta, int mr, int nr);
 void sgemm_packed_avx2(index_t k, const float* a, const float* b, float* c, index_t ldc, float alpha,
-                       float beta);
+                       float beta, int mr, int nr);
 void sgemm_direct_avx2(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
-                       float* c, index_t ldc, float alpha, float beta);
+                       float* c, index_t ldc, float alpha, float beta, int mr, int nr);
 void sgemm_packed_generic(index_t k, const float* a, const float* b, float* c, index_t ldc, float alpha,
-                          float beta);
+                          float beta, int mr, int nr);
 void sgemm_direct_generic(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
-                          float* c, index_t ldc, float alpha, float beta);
+                          float* c, index_t ldc, float alpha, float beta, int mr, int nr);
 void dgemm_packed_generic(index_t k, const double* a, const double* b, double* c, index_t ldc, double alpha,
-                          double beta);
+                          double beta, int mr, int nr);
 void dgemm_direct_generic(index_t k, const double* a, index_t rsa, index_t csa, const double* b,
-                          index_t rsb, double* c, index_t ldc, double alpha, double beta);
+                          index_t rsb, double* c, index_t ldc, double alpha, double beta, int mr, int nr);
 
 }  // namespace gemm_detail
 }  // namespace pydl

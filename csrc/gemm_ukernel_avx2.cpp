@@ -79,16 +79,34 @@ __attribute__((always_inline)) inline void tile(index_t k, const float* a, index
   store(c + 5 * ldc + 8, c51);
 }
 
+// Full tiles go straight to C; an edge tile is computed into a scratch tile, then its valid
+// mr x nr part is merged into C.
+template <bool kPacked>
+inline void tile_or_edge(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
+                         float* c, index_t ldc, float alpha, float beta, int mr, int nr) {
+  if (mr == MR && nr == 16) {
+    tile<kPacked>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta);
+    return;
+  }
+  alignas(32) float t[MR * 16];
+  tile<kPacked>(k, a, rsa, csa, b, rsb, t, 16, alpha, 0.0f);
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < nr; ++j) {
+      float& cij = c[i * ldc + j];
+      cij = beta == 0.0f ? t[i * 16 + j] : t[i * 16 + j] + beta * cij;
+    }
+}
+
 }  // namespace
 
 void sgemm_packed_avx2(index_t k, const float* a, const float* b, float* c, index_t ldc, float alpha,
-                       float beta) {
-  tile<true>(k, a, 1, MR, b, 16, c, ldc, alpha, beta);
+                       float beta, int mr, int nr) {
+  tile_or_edge<true>(k, a, 1, MR, b, 16, c, ldc, alpha, beta, mr, nr);
 }
 
 void sgemm_direct_avx2(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
-                       float* c, index_t ldc, float alpha, float beta) {
-  tile<false>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta);
+                       float* c, index_t ldc, float alpha, float beta, int mr, int nr) {
+  tile_or_edge<false>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
 }
 
 }  // namespace gemm_detail

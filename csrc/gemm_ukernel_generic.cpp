@@ -42,29 +42,47 @@ inline void tile(index_t k, const T* __restrict a, index_t rsa, index_t csa, con
   }
 }
 
+// Full tiles go straight to C; an edge tile is computed into a scratch tile, then its valid
+// mr x nr part is merged into C.
+template <typename T, int MR, int NR, bool kPacked>
+inline void tile_or_edge(index_t k, const T* a, index_t rsa, index_t csa, const T* b, index_t rsb, T* c,
+                         index_t ldc, T alpha, T beta, int mr, int nr) {
+  if (mr == MR && nr == NR) {
+    tile<T, MR, NR, kPacked>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta);
+    return;
+  }
+  alignas(64) T t[MR * NR];
+  tile<T, MR, NR, kPacked>(k, a, rsa, csa, b, rsb, t, NR, alpha, T(0));
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < nr; ++j) {
+      T& cij = c[i * ldc + j];
+      cij = beta == T(0) ? t[i * NR + j] : t[i * NR + j] + beta * cij;
+    }
+}
+
 constexpr int SMR = kSgemmGeneric.MR, SNR = kSgemmGeneric.NR;
 constexpr int DMR = kDgemmGeneric.MR, DNR = kDgemmGeneric.NR;
 
 }  // namespace
 
 void sgemm_packed_generic(index_t k, const float* a, const float* b, float* c, index_t ldc, float alpha,
-                          float beta) {
-  tile<float, SMR, SNR, true>(k, a, 1, SMR, b, SNR, c, ldc, alpha, beta);
+                          float beta, int mr, int nr) {
+  tile_or_edge<float, SMR, SNR, true>(k, a, 1, SMR, b, SNR, c, ldc, alpha, beta, mr, nr);
 }
 
 void sgemm_direct_generic(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
-                          float* c, index_t ldc, float alpha, float beta) {
-  tile<float, SMR, SNR, false>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta);
+                          float* c, index_t ldc, float alpha, float beta, int mr, int nr) {
+  tile_or_edge<float, SMR, SNR, false>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
 }
 
 void dgemm_packed_generic(index_t k, const double* a, const double* b, double* c, index_t ldc, double alpha,
-                          double beta) {
-  tile<double, DMR, DNR, true>(k, a, 1, DMR, b, DNR, c, ldc, alpha, beta);
+                          double beta, int mr, int nr) {
+  tile_or_edge<double, DMR, DNR, true>(k, a, 1, DMR, b, DNR, c, ldc, alpha, beta, mr, nr);
 }
 
 void dgemm_direct_generic(index_t k, const double* a, index_t rsa, index_t csa, const double* b,
-                          index_t rsb, double* c, index_t ldc, double alpha, double beta) {
-  tile<double, DMR, DNR, false>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta);
+                          index_t rsb, double* c, index_t ldc, double alpha, double beta, int mr, int nr) {
+  tile_or_edge<double, DMR, DNR, false>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
 }
 
 }  // namespace gemm_detail
