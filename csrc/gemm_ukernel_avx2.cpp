@@ -4,7 +4,7 @@
 //
 // Each step p loads one row of the B micro-panel (two ymm) and broadcasts the 6 values of a(., p):
 // 12 FMAs, 2 loads, 6 broadcasts; 12 accumulators + 2 B registers + 1 broadcast fit the 16 ymm.
-// Operand layouts: see gemm_kernels.h. Called only when selected_isa() allows avx2.
+// Operand strides: see gemm_kernels.h. Called only when selected_isa() allows avx2.
 #include <immintrin.h>
 
 #include "gemm_kernels.h"
@@ -19,16 +19,10 @@ static_assert(kSgemmAvx2.NR % 8 == 0, "NR must be a multiple of the ymm width");
 
 // The 12 accumulators are named variables rather than an array: with only 16 ymm registers GCC
 // otherwise keeps an accumulator array in memory.
-template <bool kPacked>
 __attribute__((always_inline)) inline void tile(index_t k, const float* a, index_t rsa, index_t csa,
                                                 const float* b, index_t rsb, float* c, index_t ldc, float alpha,
                                                 float beta) {
   static_assert(MR == 6 && NV == 2, "this kernel is written out for a 6 x 16 tile");
-  if constexpr (kPacked) {
-    rsa = 1;
-    csa = MR;
-    rsb = 16;
-  }
   for (int i = 0; i < MR; ++i) {  // C rows are needed at the end: start fetching them now
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 15), _MM_HINT_T0);
@@ -79,34 +73,23 @@ __attribute__((always_inline)) inline void tile(index_t k, const float* a, index
   store(c + 5 * ldc + 8, c51);
 }
 
+}  // namespace
+
 // Full tiles go straight to C; an edge tile is computed into a scratch tile, then its valid
 // mr x nr part is merged into C.
-template <bool kPacked>
-inline void tile_or_edge(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
-                         float* c, index_t ldc, float alpha, float beta, int mr, int nr) {
+void sgemm_kernel_avx2(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
+                       float* c, index_t ldc, float alpha, float beta, int mr, int nr) {
   if (mr == MR && nr == 16) {
-    tile<kPacked>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta);
+    tile(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta);
     return;
   }
   alignas(32) float t[MR * 16];
-  tile<kPacked>(k, a, rsa, csa, b, rsb, t, 16, alpha, 0.0f);
+  tile(k, a, rsa, csa, b, rsb, t, 16, alpha, 0.0f);
   for (int i = 0; i < mr; ++i)
     for (int j = 0; j < nr; ++j) {
       float& cij = c[i * ldc + j];
       cij = beta == 0.0f ? t[i * 16 + j] : t[i * 16 + j] + beta * cij;
     }
-}
-
-}  // namespace
-
-void sgemm_packed_avx2(index_t k, const float* a, const float* b, float* c, index_t ldc, float alpha,
-                       float beta, int mr, int nr) {
-  tile_or_edge<true>(k, a, 1, MR, b, 16, c, ldc, alpha, beta, mr, nr);
-}
-
-void sgemm_direct_avx2(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
-                       float* c, index_t ldc, float alpha, float beta, int mr, int nr) {
-  tile_or_edge<false>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
 }
 
 }  // namespace gemm_detail

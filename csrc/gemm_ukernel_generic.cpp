@@ -6,21 +6,16 @@
 // Written as plain loops over a small accumulator array with compile-time bounds, so GCC keeps the
 // array in registers and vectorises it (two SSE registers per row: 8 accumulators of the 16).
 // Larger tiles measured slower: GCC then keeps part of the array in memory.
-// Operand layouts: see gemm_kernels.h.
+// Operand strides: see gemm_kernels.h.
 #include "gemm_kernels.h"
 
 namespace pydl {
 namespace gemm_detail {
 namespace {
 
-template <typename T, int MR, int NR, bool kPacked>
+template <typename T, int MR, int NR>
 inline void tile(index_t k, const T* __restrict a, index_t rsa, index_t csa, const T* __restrict b, index_t rsb,
                  T* __restrict c, index_t ldc, T alpha, T beta) {
-  if constexpr (kPacked) {
-    rsa = 1;
-    csa = MR;
-    rsb = NR;
-  }
   T acc[MR][NR] = {};
   for (index_t p = 0; p < k; ++p) {
 #pragma GCC unroll 16
@@ -44,15 +39,15 @@ inline void tile(index_t k, const T* __restrict a, index_t rsa, index_t csa, con
 
 // Full tiles go straight to C; an edge tile is computed into a scratch tile, then its valid
 // mr x nr part is merged into C.
-template <typename T, int MR, int NR, bool kPacked>
+template <typename T, int MR, int NR>
 inline void tile_or_edge(index_t k, const T* a, index_t rsa, index_t csa, const T* b, index_t rsb, T* c,
                          index_t ldc, T alpha, T beta, int mr, int nr) {
   if (mr == MR && nr == NR) {
-    tile<T, MR, NR, kPacked>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta);
+    tile<T, MR, NR>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta);
     return;
   }
   alignas(64) T t[MR * NR];
-  tile<T, MR, NR, kPacked>(k, a, rsa, csa, b, rsb, t, NR, alpha, T(0));
+  tile<T, MR, NR>(k, a, rsa, csa, b, rsb, t, NR, alpha, T(0));
   for (int i = 0; i < mr; ++i)
     for (int j = 0; j < nr; ++j) {
       T& cij = c[i * ldc + j];
@@ -65,24 +60,14 @@ constexpr int DMR = kDgemmGeneric.MR, DNR = kDgemmGeneric.NR;
 
 }  // namespace
 
-void sgemm_packed_generic(index_t k, const float* a, const float* b, float* c, index_t ldc, float alpha,
-                          float beta, int mr, int nr) {
-  tile_or_edge<float, SMR, SNR, true>(k, a, 1, SMR, b, SNR, c, ldc, alpha, beta, mr, nr);
-}
-
-void sgemm_direct_generic(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
+void sgemm_kernel_generic(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
                           float* c, index_t ldc, float alpha, float beta, int mr, int nr) {
-  tile_or_edge<float, SMR, SNR, false>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
+  tile_or_edge<float, SMR, SNR>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
 }
 
-void dgemm_packed_generic(index_t k, const double* a, const double* b, double* c, index_t ldc, double alpha,
-                          double beta, int mr, int nr) {
-  tile_or_edge<double, DMR, DNR, true>(k, a, 1, DMR, b, DNR, c, ldc, alpha, beta, mr, nr);
-}
-
-void dgemm_direct_generic(index_t k, const double* a, index_t rsa, index_t csa, const double* b,
-                          index_t rsb, double* c, index_t ldc, double alpha, double beta, int mr, int nr) {
-  tile_or_edge<double, DMR, DNR, false>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
+void dgemm_kernel_generic(index_t k, const double* a, index_t rsa, index_t csa, const double* b, index_t rsb,
+                          double* c, index_t ldc, double alpha, double beta, int mr, int nr) {
+  tile_or_edge<double, DMR, DNR>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
 }
 
 }  // namespace gemm_detail
