@@ -18,7 +18,7 @@
 // edge panel is then copied (zero-padded) into a small per-thread buffer. op(B) with trans_b is
 // always packed, since the kernel loads rows of op(B) as vectors.
 //
-// Threads split the rows (loop 3) and, when M has few MR panels, the columns (loop 2); all of them
+// Threads take (row block, column chunk) pieces of loops 3 and 2 from a shared counter; all of them
 // share one packed B~. Panels are zero-padded to MR / NR, so the kernel never reads outside A or B;
 // for an edge tile it is told how many rows and columns of C are valid and writes only those.
 //
@@ -28,6 +28,8 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
 #include <cstdlib>
 
 #include "cpu_features.h"
@@ -51,6 +53,10 @@ constexpr double kMinWorkPerThread = 64.0 * 64.0 * 64.0;
 // Rows of A or B longer than this (bytes) are packed. With MC = 384 rows of A in a 1 MiB, 16-way
 // L2 (64 KiB per way), rows further apart than ~2.7 KiB start to evict each other.
 constexpr index_t kMaxInPlaceStrideBytes = 2048;
+// ... and only when the other dimension reuses the packed copy this many times (in rows of C for
+// B~, columns for A~); below it the copy costs more than it saves (measured: 64x512x2048 and
+// 256x3136x128 run 7% and 16% faster with B, resp. A, read in place).
+constexpr index_t kPackMinReuse = 192;
 
 index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 index_t round_up(index_t a, index_t b) { return ceil_div(a, b) * b; }
@@ -178,18 +184,6 @@ void split_range(index_t count, int parts, int k, index_t& begin, index_t& end) 
   end = count * (k + 1) / parts;
 }
 
-// How a team of `nt` threads divides the tiles: tm groups of rows x tn groups of columns.
-// Rows first (each thread then packs only its own A~); columns when M has too few MR panels.
-void thread_grid(int nt, index_t m_panels, int& tm, int& tn) {
-  tm = 1;
-  for (int d = nt; d >= 1; --d)
-    if (nt % d == 0 && m_panels >= 2 * d) {
-      tm = d;
-      break;
-    }
-  tn = nt / tm;
-}
-
 int team_size() {
 #ifdef _OPENMP
   return omp_get_num_threads();
@@ -227,109 +221,142 @@ Workspace& thread_workspace() {
 // ---------------------------------------------------------------------------------------------
 // The five loops
 
+// The tiles of C, cut for the threads: row blocks of whole MR panels (at most MC rows, and at
+// least `4 * threads` blocks so threads can balance), each optionally cut again into column chunks
+// of whole NR panels when M alone gives too few pieces. Threads take (row block, column chunk)
+// items from a shared counter, so a thread that gets descheduled delays only the item it holds.
+struct Tiling {
+  index_t m_panels, row_blocks, max_block_rows;
+  int target_items;
+  Tiling(index_t M, int MR, index_t MC, int threads) {
+    m_panels = ceil_div(M, MR);
+    target_items = threads == 1 ? 1 : 4 * threads;
+    row_blocks = std::min(m_panels, std::max<index_t>(ceil_div(M, MC), target_items));
+    max_block_rows = ceil_div(m_panels, row_blocks) * MR;
+  }
+  // Column chunks for a block of n_panels NR panels.
+  index_t col_chunks(index_t n_panels) const {
+    return row_blocks >= target_items ? 1 : std::min(n_panels, ceil_div(target_items, row_blocks));
+  }
+};
+
 template <typename T, int MR, int NR>
 void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel, const Plan& plan) {
   const index_t M = pr.M, N = pr.N, K = pr.K;
   const index_t nc_max = plan.pack_b ? even_block(N, blk.NC, NR) : round_up(N, NR);
   const index_t kc_max = even_block(K, blk.KC, 1);
   const int nt = plan.threads;
+  const Tiling tiling(M, MR, blk.MC, nt);
 
   // Scratch, allocated here: an allocation failure must not throw inside the parallel region.
   //   shared: B~ (kc x nc), twice when threaded: threads may pack B~ number t + 1 while others
   //           still compute on number t, so one barrier per K block suffices (when all have packed
   //           their share of t + 1, all have finished computing with t - 1, the buffer t + 1 reuses)
-  //   per thread: A~ (mc x kc; MR x kc for the edge panel when A is read in place) and one
-  //           zero-padded edge panel of B (kc x NR) for when B is read in place.
+  //   per thread: A~ (one row block x kc; MR x kc for the edge panel when A is read in place) and
+  //           one zero-padded edge panel of B (kc x NR) for when B is read in place.
   const std::size_t line = kAlign / sizeof(T);
   const int b_count = plan.pack_b ? (nt > 1 ? 2 : 1) : 0;
   const std::size_t b_elems = static_cast<std::size_t>(round_up(kc_max * nc_max, line));
-  const std::size_t a_elems = static_cast<std::size_t>(round_up(kc_max * (plan.pack_a ? blk.MC : MR), line));
+  const std::size_t a_elems =
+      static_cast<std::size_t>(round_up(kc_max * (plan.pack_a ? tiling.max_block_rows : MR), line));
   const std::size_t e_elems = static_cast<std::size_t>(round_up(kc_max * NR, line));
   const std::size_t per_thread = a_elems + e_elems;
   T* const work = reinterpret_cast<T*>(
       thread_workspace().get((b_elems * b_count + per_thread * static_cast<std::size_t>(nt)) * sizeof(T)));
+  // One work counter per (jc, pc) block of the loops that share B~ (one in all when B isn't packed).
+  const index_t n_counters = plan.pack_b ? ceil_div(N, nc_max) * ceil_div(K, kc_max) : 1;
+  std::unique_ptr<std::atomic<index_t>[]> counters(new std::atomic<index_t>[n_counters]);
+  for (index_t i = 0; i < n_counters; ++i) counters[i].store(0, std::memory_order_relaxed);
 
 #pragma omp parallel num_threads(nt)
   {
     const int team = team_size(), rank = team_rank();
-    int tm, tn;
-    thread_grid(team, ceil_div(M, MR), tm, tn);
-    const int my_m = rank / tn, my_n = rank % tn;
     T* const a_buf = work + b_elems * b_count + per_thread * rank;
     T* const b_edge = a_buf + a_elems;
-    index_t block_count = 0;  // K blocks so far: picks the B~ buffer
+    index_t packed_a_key = -1;  // which (row block, K block) a_buf holds
 
-    // My rows, in whole MR panels, cut into equal MC blocks.
-    index_t r_begin, r_end;
-    split_range(ceil_div(M, MR), tm, my_m, r_begin, r_end);
-    r_begin *= MR;
-    r_end = std::min(M, r_end * MR);
-    const index_t mc = r_end > r_begin ? even_block(r_end - r_begin, blk.MC, MR) : 1;
+    // Loops 3 (one row block), 2 and 1 for columns [jc, jc + nc) and K range [pc, pc + kc).
+    auto macro_tile = [&](index_t item, index_t n_chunks, index_t jc, index_t nc, index_t pc, index_t kc,
+                          index_t k_block, const T* b_pack) {
+      const index_t rb = item / n_chunks, chunk = item % n_chunks;
+      index_t ib, ie, qb, qe;
+      split_range(tiling.m_panels, tiling.row_blocks, static_cast<int>(rb), ib, ie);
+      split_range(ceil_div(nc, NR), static_cast<int>(n_chunks), static_cast<int>(chunk), qb, qe);
+      const index_t ic = ib * MR, m_panels = ie - ib;
+      const T beta = pc == 0 ? pr.beta : T(1);  // later K blocks accumulate
 
-    for (index_t jc = 0; jc < N; jc += nc_max) {                              // loop 5
-      const index_t nc = std::min(nc_max, N - jc);
-      const index_t n_panels = ceil_div(nc, NR);
-      index_t q_begin, q_end;
-      split_range(n_panels, tn, my_n, q_begin, q_end);
+      if (plan.pack_a) {                                                      // loop 3: A~
+        const index_t key = rb * ceil_div(K, kc_max) + k_block;
+        if (key != packed_a_key) {
+          for (index_t ip = 0; ip < m_panels; ++ip)
+            pack_a_panel<T, MR>(a_buf + ip * kc * MR, pr, ic + ip * MR, pc, kc);
+          packed_a_key = key;
+        }
+      } else if (ic + m_panels * MR > M) {  // A in place: only the last, partial panel is copied
+        pack_a_panel<T, MR>(a_buf, pr, ic + (m_panels - 1) * MR, pc, kc);
+      }
 
-      for (index_t pc = 0; pc < K; pc += kc_max) {                            // loop 4
-        const index_t kc = std::min(kc_max, K - pc);
-        const T beta = pc == 0 ? pr.beta : T(1);  // later K blocks accumulate
-        T* const b_pack = work + (b_count == 2 && (block_count++ & 1) ? b_elems : 0);
-        if (plan.pack_b) {
-          index_t pb, pe;  // this thread's share of the packing
+      for (index_t q = qb; q < qe; ++q) {                                     // loop 2
+        const index_t j0 = jc + q * NR;
+        const int nr = static_cast<int>(std::min<index_t>(NR, N - j0));
+        const T* b = b_pack + q * kc * NR;
+        index_t rsb = NR;
+        if (!plan.pack_b) {
+          if (nr == NR) {
+            b = pr.b_at(pc, j0);
+            rsb = pr.ldb;
+          } else {
+            pack_b_panel<T, NR>(b_edge, pr, pc, kc, j0);
+            b = b_edge;
+          }
+        }
+        for (index_t ip = 0; ip < m_panels; ++ip) {                           // loop 1
+          const index_t i0 = ic + ip * MR;
+          const int mr = static_cast<int>(std::min<index_t>(MR, M - i0));
+          const T* a = a_buf + ip * kc * MR;
+          index_t rsa = 1, csa = MR;
+          if (!plan.pack_a) {
+            if (mr == MR) {
+              a = pr.a_at(i0, pc);
+              rsa = pr.a_row_stride();
+              csa = pr.a_col_stride();
+            } else {
+              a = a_buf;
+            }
+          }
+          kernel(kc, a, rsa, csa, b, rsb, pr.C + i0 * pr.ldc + j0, pr.ldc, pr.alpha, beta, mr, nr);
+        }
+      }
+    };
+
+    if (plan.pack_b) {
+      index_t block = 0;  // (jc, pc) blocks so far: picks the counter and the B~ buffer
+      for (index_t jc = 0; jc < N; jc += nc_max) {                            // loop 5
+        const index_t nc = std::min(nc_max, N - jc);
+        const index_t n_panels = ceil_div(nc, NR), n_chunks = tiling.col_chunks(n_panels);
+        const index_t n_items = tiling.row_blocks * n_chunks;
+        for (index_t pc = 0, k_block = 0; pc < K; pc += kc_max, ++k_block, ++block) {  // loop 4
+          const index_t kc = std::min(kc_max, K - pc);
+          T* const b_pack = work + (b_count == 2 && (block & 1) ? b_elems : 0);
+          index_t pb, pe;  // this thread's share of packing B~
           split_range(n_panels, team, rank, pb, pe);
           pack_b_panels<T, NR>(b_pack, pr, pc, kc, jc, pb, pe);
 #pragma omp barrier
-        }
-
-        for (index_t ic = r_begin; ic < r_end; ic += mc) {                    // loop 3
-          const index_t mcur = std::min(mc, r_end - ic);
-          const index_t m_panels = ceil_div(mcur, MR);
-          if (plan.pack_a) {
-            for (index_t ip = 0; ip < m_panels; ++ip)
-              pack_a_panel<T, MR>(a_buf + ip * kc * MR, pr, ic + ip * MR, pc, kc);
-          } else if (ic + m_panels * MR > M) {  // A in place: only the last, partial panel is copied
-            pack_a_panel<T, MR>(a_buf, pr, ic + (m_panels - 1) * MR, pc, kc);
-          }
-
-          for (index_t q = q_begin; q < q_end; ++q) {                         // loop 2
-            const index_t j0 = jc + q * NR;
-            const int nr = static_cast<int>(std::min<index_t>(NR, N - j0));
-            const T* b = b_pack + q * kc * NR;
-            index_t rsb = NR;
-            if (!plan.pack_b) {
-              if (nr == NR) {
-                b = pr.b_at(pc, j0);
-                rsb = pr.ldb;
-              } else {
-                pack_b_panel<T, NR>(b_edge, pr, pc, kc, j0);
-                b = b_edge;
-              }
-            }
-
-            for (index_t ip = 0; ip < m_panels; ++ip) {                       // loop 1
-              const index_t i0 = ic + ip * MR;
-              const int mr = static_cast<int>(std::min<index_t>(MR, M - i0));
-              const T* a = a_buf + ip * kc * MR;
-              index_t rsa = 1, csa = MR;
-              if (!plan.pack_a) {
-                if (mr == MR) {
-                  a = pr.a_at(i0, pc);
-                  rsa = pr.a_row_stride();
-                  csa = pr.a_col_stride();
-                } else {
-                  a = a_buf;
-                }
-              }
-              kernel(kc, a, rsa, csa, b, rsb, pr.C + i0 * pr.ldc + j0, pr.ldc, pr.alpha, beta, mr, nr);
-            }
-          }
-        }
-        if (plan.pack_b && b_count == 1) {
+          for (index_t t; (t = counters[block].fetch_add(1, std::memory_order_relaxed)) < n_items;)
+            macro_tile(t, n_chunks, jc, nc, pc, kc, k_block, b_pack);
+          if (b_count == 1) {
 #pragma omp barrier
+          }
         }
       }
+    } else {
+      // B read in place: no shared buffer, so each item runs its whole K loop (loop 4) itself and
+      // no thread ever waits for another.
+      const index_t n_chunks = tiling.col_chunks(ceil_div(N, NR));
+      const index_t n_items = tiling.row_blocks * n_chunks;
+      for (index_t t; (t = counters[0].fetch_add(1, std::memory_order_relaxed)) < n_items;)
+        for (index_t pc = 0, k_block = 0; pc < K; pc += kc_max, ++k_block)
+          macro_tile(t, n_chunks, 0, N, pc, std::min(kc_max, K - pc), k_block, nullptr);
     }
   }
 }
@@ -357,9 +384,10 @@ void run(const Problem<T>& pr, GemmBlocks blk, Kernel<T> kernel) {
   const bool small = work <= kSmallWork;
   const index_t max_stride = kMaxInPlaceStrideBytes / static_cast<index_t>(sizeof(T));
   Plan plan;
-  // A~ is reused by every NR panel of B: pack when there is more than one and rows are long.
-  plan.pack_a = !small && pr.N > NR && pr.lda > max_stride;
-  plan.pack_b = pr.tb || (!small && pr.M > MR && pr.ldb > max_stride);
+  // Packing costs about one pass over the operand; it pays when the packed copy is reused often
+  // (A~ by every NR panel of B, B~ by every MR panel of A) and rows are long.
+  plan.pack_a = !small && pr.N >= kPackMinReuse && pr.lda > max_stride;
+  plan.pack_b = pr.tb || (!small && pr.M >= kPackMinReuse && pr.ldb > max_stride);
   plan.threads = threads_for(work, kMinWorkPerThread);
 #ifdef PYDL_GEMM_TUNE  // experiments in a standalone build: PYDL_GEMM_KC=384 ./bench ...
   if (const char* v = std::getenv("PYDL_GEMM_KC")) blk.KC = std::atol(v);
