@@ -2,15 +2,15 @@
 //
 // A micro-kernel computes one MR x NR tile of C, holding it in registers for k rank-1 updates:
 //
-//   C[i, j] = alpha * sum_p a(i, p) * b(p, j) + beta * C[i, j]     (0 <= i < MR, 0 <= j < NR;
+//   C[i, j] = alpha * sum_p a(i, p) * b(p, j) + beta * C[i, j]     (0 <= i < mr, 0 <= j < nr;
 //                                                                   beta == 0: C is not read)
-//
-// Two operand layouts share one kernel body:
-//   packed: a(i, p) = a[p * MR + i]     (an MR-row micro-panel of A~, column after column)
-//           b(p, j) = b[p * NR + j]     (an NR-column micro-panel of B~, row after row)
-//   direct: a(i, p) = a[i * rsa + p * csa]   (A read in place, either orientation)
-//           b(p, j) = b[p * rsb + j]         (rows of op(B) read in place; NR valid columns)
-// Both always read and write a whole MR x NR tile; the caller pads or redirects edge tiles.
+// with its operands addressed through strides:
+//   a(i, p) = a[i * rsa + p * csa]   packed A~ micro-panel: rsa = 1, csa = MR;
+//                                    A in place: (lda, 1), or (1, lda) when transposed
+//   b(p, j) = b[p * rsb + j]         packed B~ micro-panel: rsb = NR; rows of B in place: ldb
+// Kernels read all MR rows of a and all NR columns of b (the caller zero-pads partial panels) but
+// write only the top-left mr x nr part of the C tile (1 <= mr <= MR, 1 <= nr <= NR); how an ISA
+// does that (masks, a row variant, a scratch tile) is its own business.
 #pragma once
 
 #include "common.h"
@@ -34,32 +34,22 @@ struct GemmBlocks {
 //                                           MR  NR   MC   KC    NC
 inline constexpr GemmBlocks kSgemmAvx512  = {12, 32, 384, 256, 4096};  // 24 zmm accumulators
 inline constexpr GemmBlocks kSgemmAvx2    = { 6, 16, 192, 256, 4096};  // 12 ymm accumulators
-inline constexpr GemmBlocks kSgemmGeneric = { 6,  8, 192, 256, 4096};  // 12 xmm (SSE2) accumulators
-inline constexpr GemmBlocks kDgemmGeneric = { 6,  4, 192, 256, 2048};  // 12 xmm (SSE2) accumulators
+inline constexpr GemmBlocks kSgemmGeneric = { 4,  8, 192, 256, 4096};  // 8 xmm (SSE2) accumulators
+inline constexpr GemmBlocks kDgemmGeneric = { 4,  4, 192, 256, 2048};  // 8 xmm (SSE2) accumulators
 
 template <typename T>
-using PackedKernel = void (*)(index_t k, const T* a, const T* b, T* c, index_t ldc, T alpha, T beta);
-template <typename T>
-using DirectKernel = void (*)(index_t k, const T* a, index_t rsa, index_t csa, const T* b, index_t rsb, T* c,
-                              index_t ldc, T alpha, T beta);
+using Kernel = void (*)(index_t k, const T* a, index_t rsa, index_t csa, const T* b, index_t rsb, T* c, index_t ldc,
+                        T alpha, T beta, int mr, int nr);
 
 // Per-ISA kernels, each for the MR x NR of its row above.
-void sgemm_packed_avx512(index_t k, const float* a, const float* b, float* c, index_t ldc, float alpha,
-                         float beta);
-void sgemm_direct_avx512(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
-                         float* c, index_t ldc, float alpha, float beta);
-void sgemm_packed_avx2(index_t k, const float* a, const float* b, float* c, index_t ldc, float alpha,
-                       float beta);
-void sgemm_direct_avx2(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
-                       float* c, index_t ldc, float alpha, float beta);
-void sgemm_packed_generic(index_t k, const float* a, const float* b, float* c, index_t ldc, float alpha,
-                          float beta);
-void sgemm_direct_generic(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
-                          float* c, index_t ldc, float alpha, float beta);
-void dgemm_packed_generic(index_t k, const double* a, const double* b, double* c, index_t ldc, double alpha,
-                          double beta);
-void dgemm_direct_generic(index_t k, const double* a, index_t rsa, index_t csa, const double* b,
-                          index_t rsb, double* c, index_t ldc, double alpha, double beta);
+void sgemm_kernel_avx512(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
+                         float* c, index_t ldc, float alpha, float beta, int mr, int nr);
+void sgemm_kernel_avx2(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
+                       float* c, index_t ldc, float alpha, float beta, int mr, int nr);
+void sgemm_kernel_generic(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
+                          float* c, index_t ldc, float alpha, float beta, int mr, int nr);
+void dgemm_kernel_generic(index_t k, const double* a, index_t rsa, index_t csa, const double* b, index_t rsb,
+                          double* c, index_t ldc, double alpha, double beta, int mr, int nr);
 
 }  // namespace gemm_detail
 }  // namespace pydl
