@@ -1,7 +1,7 @@
 """Recurrent layers: pydl's fused LSTM / GRU kernels vs torch.nn.LSTM / torch.nn.GRU (CPU, float32).
 
-    python bench/bench_rnn.py            # T50 N32 I128 H256, 2 threads
-    python bench/bench_rnn.py --quick
+    python bench/bench_rnn.py            # T50 N32 I128 H256, 2 threads (the target) and 1 thread
+    python bench/bench_rnn.py --quick    # 2 threads only, fewer rounds
 
 Checks outputs and every gradient against PyTorch (same weights) first, then times, in one
 process: forward (both libraries keeping what backward needs; PyTorch with autograd on),
@@ -114,13 +114,15 @@ def _alternate(fns: dict, rounds: int) -> dict:
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def run(quick: bool = False) -> list[Row]:
+def run(quick: bool = False, thread_counts=None) -> list[Row]:
     rows: list[Row] = []
     N, T, C, H = 32, 50, 128, 256
-    nthreads = 2
-    rounds = 3 if (quick or common.QUICK) else 7
+    quick = quick or common.QUICK
+    rounds = 3 if quick else 7
+    if thread_counts is None:
+        thread_counts = (2,) if quick else (2, 1)
     case_shape = f"T{T} N{N} I{C} H{H}"
-    for cell in ("lstm", "gru"):
+    for nthreads, cell in [(t, c) for t in thread_counts for c in ("lstm", "gru")]:
         G = GATES[cell]
         flop_f = 2.0 * T * N * G * H * (C + H)
         p = _setup(cell, N, T, C, H)
@@ -158,9 +160,10 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, nargs="*", default=None, help="thread counts (default: 2 1)")
     args = ap.parse_args()
     if args.quick:
         os.environ["PYDL_BENCH_QUICK"] = "1"
         common.QUICK = True
     pydl.seed(0)
-    run(quick=args.quick)
+    run(quick=args.quick, thread_counts=args.threads)
