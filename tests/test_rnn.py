@@ -462,6 +462,8 @@ def test_bad_input_raises_clear_errors(rng):
         rnn_forward("lstm", np.array([["a"]]), W, U, b)
     with pytest.raises(ValueError, match=r"no features"):
         rnn_forward("lstm", np.zeros((2, 3, 0), np.float32), np.zeros((0, 20), np.float32), U, b)
+    with pytest.raises(ValueError, match=r"no units"):
+        rnn_forward("lstm", x, np.zeros((4, 0), np.float32), np.zeros((0, 0), np.float32), np.zeros(0, np.float32))
     out, hT, cT, cache = rnn_forward("lstm", x, W, U, b)
     with pytest.raises(ValueError, match=r"dout has shape"):
         rnn_backward("lstm", out[:, :2], None, None, cache)
