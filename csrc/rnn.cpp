@@ -187,6 +187,15 @@ void column_sums(F* out, const F* a, index_t rows, index_t cols) {
   }
 }
 
+// dst[r, :cols] = src[r, :cols] (or 0 when src is null) for r < rows, with row strides lds / lss.
+template <typename F>
+void copy_rows(F* dst, index_t ldd, const F* src, index_t lss, index_t rows, index_t cols) {
+  for (index_t r = 0; r < rows; ++r) {
+    if (src) std::memcpy(dst + r * ldd, src + r * lss, sizeof(F) * static_cast<std::size_t>(cols));
+    else std::fill(dst + r * ldd, dst + r * ldd + cols, F(0));
+  }
+}
+
 template <typename F>
 void copy_or_zero(F* dst, const F* src, index_t n) {
   if (src) std::memcpy(dst, src, sizeof(F) * static_cast<std::size_t>(n));
@@ -315,13 +324,15 @@ void rnn_backward(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* d
   F* dgh = gru ? dgh_buf.get() : dgx.get();
   aligned_ptr<F> utpack = aligned_alloc_array<F>(static_cast<std::size_t>(units_cap * GH));
   aligned_ptr<F> dacc = aligned_alloc_array<F>(static_cast<std::size_t>(units_cap * N));
-  aligned_ptr<F> dhr = aligned_alloc_array<F>(static_cast<std::size_t>(N * H));
-  aligned_ptr<F> dhd = aligned_alloc_array<F>(static_cast<std::size_t>(N * H));
+  // Running gradients, rows padded to whole unit blocks so threads never share a cache line.
+  const index_t lds = ceil_div(H, kUnitBlock) * kUnitBlock;
+  aligned_ptr<F> dhr = aligned_alloc_array<F>(static_cast<std::size_t>(N * lds));
+  aligned_ptr<F> dhd = aligned_alloc_array<F>(static_cast<std::size_t>(N * lds));
   aligned_ptr<F> dc;
-  copy_or_zero(dhr.get(), dhT, N * H);
+  copy_rows(dhr.get(), lds, dhT, H, N, H);
   if (lstm) {
-    dc = aligned_alloc_array<F>(static_cast<std::size_t>(N * H));
-    copy_or_zero(dc.get(), dcT, N * H);
+    dc = aligned_alloc_array<F>(static_cast<std::size_t>(N * lds));
+    copy_rows(dc.get(), lds, dcT, H, N, H);
   }
 
 #pragma omp parallel num_threads(nt)
@@ -346,12 +357,12 @@ void rnn_backward(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* d
           const F* dorow = dout ? dout + n * ldh + t * H + u0 : nullptr;
           const F* g = gates + n * ldg + t * GH + u0;
           F* dg = dgx_t + n * ldg + u0;
-          const F* dh_in = dhr_p + n * H + u0;
+          const F* dh_in = dhr_p + n * lds + u0;
           if (lstm) {
             const F* cp = (t > 0 ? cs + n * ldh + (t - 1) * H : (c0 ? c0 + n * H : zeros.data())) + u0;
-            K->lstm_bwd(dg, dc_p + n * H + u0, dh_in, dorow, g, cs + n * ldh + t * H + u0, cp, hk, H);
+            K->lstm_bwd(dg, dc_p + n * lds + u0, dh_in, dorow, g, cs + n * ldh + t * H + u0, cp, hk, H);
           } else if (gru) {
-            K->gru_bwd(dg, dgh_t + n * ldg + u0, dhd_p + n * H + u0, dh_in, dorow, g, q + n * ldh + t * H + u0,
+            K->gru_bwd(dg, dgh_t + n * ldg + u0, dhd_p + n * lds + u0, dh_in, dorow, g, q + n * ldh + t * H + u0,
                        hprev + n * ldh + t * H + u0, hk, H);
           } else {
             K->rnn_bwd(dg, dh_in, dorow, g, use_relu, hk, H);
@@ -362,10 +373,10 @@ void rnn_backward(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* d
       if (hk > 0) {
         step_product(K, acc, lda, dgh_t, ldg, Utp, hk, GH, N);
         for (index_t n = 0; n < N; ++n) {
-          F* d = dhr_p + n * H + u0;
+          F* d = dhr_p + n * lds + u0;
           const F* a = acc + n * lda;
           if (gru) {
-            const F* z = dhd_p + n * H + u0;
+            const F* z = dhd_p + n * lds + u0;
             for (index_t j = 0; j < hk; ++j) d[j] = a[j] + z[j];
           } else {
             for (index_t j = 0; j < hk; ++j) d[j] = a[j];
@@ -374,8 +385,8 @@ void rnn_backward(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* d
       }
     }
   }
-  std::memcpy(dh0, dhr.get(), sizeof(F) * static_cast<std::size_t>(N * H));
-  if (lstm) std::memcpy(dc0, dc.get(), sizeof(F) * static_cast<std::size_t>(N * H));
+  copy_rows(dh0, H, dhr.get(), lds, N, H);
+  if (lstm) copy_rows(dc0, H, dc.get(), lds, N, H);
 
   gemm(true, false, C, GH, NT, F(1), x, C, dgx.get(), GH, F(0), dW, GH);
   gemm(true, false, H, GH, NT, F(1), hprev, H, dgh, GH, F(0), dU, GH);
