@@ -712,3 +712,22 @@ def test_sequential_training_and_save_load(tmp_path, rng):
     model.save(path)
     loaded = pydl.load_model(path)
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+def test_examples_run_and_learn(capsys):
+    import importlib.util
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "examples"
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    acc = load("sequence_digits").main(["--epochs", "4"])
+    assert acc > 0.7  # 10 classes: chance is 0.1; the full 40 epochs reach >= 0.95
+    r = load("sine_wave").main(["--epochs", "3", "--length", "1000"])
+    assert r["mse"] < r["naive"]
+    assert "test accuracy" in capsys.readouterr().out
