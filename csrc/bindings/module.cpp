@@ -8,6 +8,7 @@ void init_config(py::module_& m);
 void init_gemm(py::module_& m);
 void init_nn(py::module_& m);
 void init_optim(py::module_& m);
+void init_rnn(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "pydl compiled kernels (C++ / OpenMP). Use the validated wrappers in pydl.ops.";
@@ -15,4 +16,5 @@ PYBIND11_MODULE(_core, m) {
   init_gemm(m);
   init_nn(m);
   init_optim(m);
+  init_rnn(m);
 }

@@ -1,8 +1,9 @@
 """Layers: configuration in __init__, weights in build, forward/backward on NumPy arrays."""
 from .base import Layer, register_layer
+from .core import Dense, Activation, ReLU, LeakyReLU, ELU, Softmax, Dropout, BatchNormalization, Flatten, Reshape
+from .recurrent import GRU, LSTM, Embedding, SimpleRNN
 
 __all__ = ["Layer", "register_layer"]
-from .core import Dense, Activation, ReLU, LeakyReLU, ELU, Softmax, Dropout, BatchNormalization, Flatten, Reshape
-
 __all__ += ["Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Dropout", "BatchNormalization",
             "Flatten", "Reshape"]
+__all__ += ["SimpleRNN", "LSTM", "GRU", "Embedding"]

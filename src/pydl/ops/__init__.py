@@ -14,3 +14,5 @@ __all__ += ["ACTIVATIONS", "FUSABLE_ACTIVATIONS", "LOSSES", "activation", "activ
             "dense_backward", "loss", "dropout_forward", "dropout_backward", "batchnorm_forward", "batchnorm_backward"]
 __all__ += ["sgd_update", "momentum_update", "adagrad_update", "rmsprop_update", "adam_update", "sum_squares",
             "global_norm"]
+from .rnn import rnn_forward, rnn_backward
+__all__ += ["rnn_forward", "rnn_backward"]

@@ -1,0 +1,578 @@
+#include "rnn.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "cpu_features.h"
+#include "gemm.h"
+#include "threading.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define PYDL_RNN_NS rnn_generic
+#include "rnn_cell.h"
+#undef PYDL_RNN_NS
+
+namespace pydl {
+
+int rnn_gates(RnnCell cell) {
+  switch (cell) {
+    case RnnCell::rnn_tanh:
+    case RnnCell::rnn_relu: return 1;
+    case RnnCell::lstm: return 4;
+    case RnnCell::gru: return 3;
+  }
+  throw std::invalid_argument("[rnn] unknown cell kind");
+}
+
+const char* rnn_cell_name(RnnCell cell) {
+  switch (cell) {
+    case RnnCell::rnn_tanh: return "rnn_tanh";
+    case RnnCell::rnn_relu: return "rnn_relu";
+    case RnnCell::lstm: return "lstm";
+    case RnnCell::gru: return "gru";
+  }
+  return "unknown";
+}
+
+namespace {
+
+template <typename F>
+const detail::RnnRowKernels<F>* row_kernels();
+
+template <>
+const detail::RnnRowKernels<double>* row_kernels<double>() {
+  return rnn_generic::make_table<double, 4, 8>(rnn_generic::tile_generic<double, 4, 8>);
+}
+
+template <>
+const detail::RnnRowKernels<float>* row_kernels<float>() {
+#if defined(PYDL_X86)
+  switch (selected_isa()) {
+    case Isa::avx512: return detail::rnn_rows_avx512();
+    case Isa::avx2: return detail::rnn_rows_avx2();
+    default: break;
+  }
+#endif
+  return rnn_generic::make_table<float, 4, 8>(rnn_generic::tile_generic<float, 4, 8>);
+}
+
+void check_sizes(const char* op, RnnCell cell, index_t N, index_t T, index_t C, index_t H) {
+  PYDL_CHECK(cell == RnnCell::rnn_tanh || cell == RnnCell::rnn_relu || cell == RnnCell::lstm ||
+                 cell == RnnCell::gru,
+             op, "unknown cell kind ", static_cast<int>(cell));
+  PYDL_CHECK(N >= 0 && T >= 0, op, "batch N=", N, " and time steps T=", T, " must be >= 0");
+  PYDL_CHECK(C >= 1 && H >= 1, op, "features C=", C, " and units H=", H, " must be >= 1");
+}
+
+// Per-step multiply-adds per thread below which the sequence runs on fewer threads: each step
+// ends in a barrier (~1 us when every thread is running, a scheduler time slice when the
+// machine is oversubscribed), so a thread should have >= ~10 us of work per step.
+constexpr double kStepWorkPerThread = 1024.0 * 1024;
+// Units are shared among threads in blocks of this many (one AVX-512 vector), so every thread
+// runs the same vector code over its units whatever the thread count.
+constexpr index_t kUnitBlock = 16;
+// Depth of one pass over a packed panel (the panel's kKC x NR block stays in L1).
+constexpr index_t kKC = 128;
+
+inline index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
+
+// Units [u0, u1) of thread `rank` among `team`, in whole blocks of kUnitBlock.
+inline void unit_slice(index_t H, int team, int rank, index_t& u0, index_t& u1) {
+  const index_t blocks = ceil_div(H, kUnitBlock);
+  u0 = std::min(H, blocks * rank / team * kUnitBlock);
+  u1 = std::min(H, blocks * (rank + 1) / team * kUnitBlock);
+}
+
+// Threads for a sequence whose every step costs N * GH * K multiply-adds.
+inline int sequence_threads(index_t N, index_t GH, index_t K, index_t H) {
+  const int nt = threads_for(static_cast<double>(N) * GH * K, kStepWorkPerThread);
+  return static_cast<int>(std::min<index_t>(nt, ceil_div(H, kUnitBlock)));
+}
+
+inline int team_size() {
+#ifdef _OPENMP
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+inline int team_rank() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+// C[N, ncols] = A[N, k] (row stride lda) * Bp, Bp packed in NR-column panels of k rows each;
+// C has row stride ldc >= panels * NR (whole panels are written).
+template <typename F>
+void step_product(const detail::RnnRowKernels<F>* K, F* C, index_t ldc, const F* A, index_t lda, const F* Bp,
+                  index_t ncols, index_t k, index_t N) {
+  const index_t MR = K->MR, NR = K->NR, panels = ceil_div(ncols, NR);
+  for (index_t q = 0; q < panels; ++q) {
+    const F* panel = Bp + q * k * NR;
+    for (index_t p0 = 0; p0 < k; p0 += kKC) {
+      const index_t kc = std::min(kKC, k - p0);
+      for (index_t i0 = 0; i0 < N; i0 += MR)
+        K->tile(std::min(MR, N - i0), kc, A + i0 * lda + p0, lda, panel + p0 * NR, C + i0 * ldc + q * NR, ldc,
+                p0 > 0);
+    }
+  }
+}
+
+// Forward panels of one thread: its local column c = g * hk + u (gate g, unit u0 + u) of U,
+// k = H rows; dst[(q * H + p) * NR + j] = U[p, g * H + u0 + u] for c = q * NR + j (0 past the end).
+template <typename F>
+void pack_u(F* dst, const F* U, index_t H, index_t G, index_t u0, index_t hk, index_t NR) {
+  const index_t GH = G * H, ncols = G * hk, panels = ceil_div(ncols, NR);
+  // A panel's columns are runs of consecutive units of one gate: (first panel column, first
+  // column of U, length); at most NR runs.
+  index_t run_j[64], run_src[64], run_len[64];
+  for (index_t q = 0; q < panels; ++q) {
+    index_t runs = 0;
+    for (index_t c = q * NR; c < std::min(ncols, q * NR + NR);) {
+      const index_t g = c / hk, u = c % hk;
+      const index_t len = std::min(hk - u, q * NR + NR - c);
+      run_j[runs] = c - q * NR, run_src[runs] = g * H + u0 + u, run_len[runs] = len;
+      ++runs;
+      c += len;
+    }
+    const index_t filled = std::min(ncols - q * NR, NR);
+    for (index_t p = 0; p < H; ++p) {
+      F* d = dst + (q * H + p) * NR;
+      const F* row = U + p * GH;
+      for (index_t r = 0; r < runs; ++r)
+        for (index_t j = 0; j < run_len[r]; ++j) d[run_j[r] + j] = row[run_src[r] + j];
+      for (index_t j = filled; j < NR; ++j) d[j] = F(0);
+    }
+  }
+}
+
+// Backward panels of one thread: U^T restricted to its units, k = GH rows;
+// dst[(q * GH + p) * NR + j] = U[u0 + u, p] for u = q * NR + j < hk (0 past the end).
+template <typename F>
+void pack_ut(F* dst, const F* U, index_t GH, index_t u0, index_t hk, index_t NR) {
+  const index_t panels = ceil_div(hk, NR);
+  for (index_t q = 0; q < panels; ++q)
+    for (index_t p = 0; p < GH; ++p) {
+      F* d = dst + (q * GH + p) * NR;
+      for (index_t j = 0; j < NR; ++j) {
+        const index_t u = q * NR + j;
+        d[j] = u < hk ? U[(u0 + u) * GH + p] : F(0);
+      }
+    }
+}
+
+template <typename F>
+void column_sums(F* out, const F* a, index_t rows, index_t cols) {
+  constexpr index_t B = 128;
+  const index_t blocks = (cols + B - 1) / B;
+  const int nt = threads_for(static_cast<double>(rows) * cols, 1e5);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (index_t blk = 0; blk < blocks; ++blk) {
+    const index_t c0 = blk * B, nc = std::min(B, cols - c0);
+    double acc[B];
+    for (index_t j = 0; j < nc; ++j) acc[j] = 0.0;
+    for (index_t r = 0; r < rows; ++r) {
+      const F* row = a + r * cols + c0;
+      for (index_t j = 0; j < nc; ++j) acc[j] += static_cast<double>(row[j]);
+    }
+    for (index_t j = 0; j < nc; ++j) out[c0 + j] = static_cast<F>(acc[j]);
+  }
+}
+
+// dst[r, :cols] = src[r, :cols] (or 0 when src is null) for r < rows, with row strides lds / lss.
+template <typename F>
+void copy_rows(F* dst, index_t ldd, const F* src, index_t lss, index_t rows, index_t cols) {
+  for (index_t r = 0; r < rows; ++r) {
+    if (src) std::memcpy(dst + r * ldd, src + r * lss, sizeof(F) * static_cast<std::size_t>(cols));
+    else std::fill(dst + r * ldd, dst + r * ldd + cols, F(0));
+  }
+}
+
+template <typename F>
+void copy_or_zero(F* dst, const F* src, index_t n) {
+  if (src) std::memcpy(dst, src, sizeof(F) * static_cast<std::size_t>(n));
+  else std::fill(dst, dst + n, F(0));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// gates[N*T, GH] = X W: one GEMM over all time steps. Then one parallel region for the whole
+// sequence: each thread owns a block of units, packs the columns of U for its units' gates once,
+// and per step computes h_{t-1} U for those columns (all N rows), runs the fused cell on its
+// units, and meets the others at one barrier (h_t complete) before the next step.
+template <typename F>
+void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, F* q, const F* x, const F* W,
+                 const F* U, const F* b, const F* b_h, const F* h0, const F* c0, index_t N, index_t T, index_t C,
+                 index_t H) {
+  const char* op = "rnn_forward";
+  check_sizes(op, cell, N, T, C, H);
+  const bool lstm = cell == RnnCell::lstm, gru = cell == RnnCell::gru;
+  const bool use_relu = cell == RnnCell::rnn_relu;
+  PYDL_CHECK(hT && (!lstm || cT), op, "missing final-state output");
+  if (N == 0) return;
+  if (T == 0) {
+    copy_or_zero(hT, h0, N * H);
+    if (lstm) copy_or_zero(cT, c0, N * H);
+    return;
+  }
+  PYDL_CHECK(out && gates && hprev && x && W && U && b, op, "missing array");
+  PYDL_CHECK(!lstm || cs, op, "missing LSTM cell-state cache");
+  PYDL_CHECK(!gru || q, op, "missing GRU cache");
+
+  const index_t G = rnn_gates(cell), GH = G * H;
+  const index_t ldh = T * H, ldg = T * GH;
+  const auto* K = row_kernels<F>();
+  const index_t NR = K->NR;
+  const int nt = sequence_threads(N, GH, H, H);
+  // Per-thread packed U and h U products; thread k's share starts at (G*u0_k + k*NR) columns,
+  // which bounds every earlier thread's whole panels for any team size <= nt.
+  const index_t cols_cap = GH + nt * NR;
+  aligned_ptr<F> upack = aligned_alloc_array<F>(static_cast<std::size_t>(cols_cap * H));
+  aligned_ptr<F> hu = aligned_alloc_array<F>(static_cast<std::size_t>(cols_cap * N));
+  std::vector<F> zeros(static_cast<std::size_t>(GH), F(0));
+  const F* bh = b_h ? b_h : zeros.data();
+
+  gemm(false, false, N * T, GH, C, F(1), x, C, W, GH, F(0), gates, GH);
+
+#pragma omp parallel num_threads(nt)
+  {
+    const int team = team_size(), rank = team_rank();
+    index_t u0, u1;
+    unit_slice(H, team, rank, u0, u1);
+    const index_t hk = u1 - u0, ncols = G * hk;
+    const index_t ldu = ceil_div(ncols, NR) * NR;  // row stride of this thread's h U block
+    F* Up = upack.get() + (G * u0 + rank * NR) * H;
+    F* acc = hu.get() + (G * u0 + rank * NR) * N;
+    if (hk > 0) pack_u(Up, U, H, G, u0, hk, NR);
+
+    for (index_t t = 0; t < T; ++t) {
+      if (hk > 0) {
+        const F* hp = t == 0 ? h0 : out + (t - 1) * H;  // null: zeros
+        const index_t ldp = t == 0 ? H : ldh;
+        if (hp) step_product(K, acc, ldu, hp, ldp, Up, ncols, H, N);
+        else std::fill(acc, acc + N * ldu, F(0));
+        for (index_t n = 0; n < N; ++n) {
+          const F* hprow = (hp ? hp + n * ldp : zeros.data()) + u0;
+          const F* hurow = acc + n * ldu;
+          F* h = out + n * ldh + t * H + u0;
+          F* g = gates + n * ldg + t * GH + u0;
+          std::memcpy(hprev + n * ldh + t * H + u0, hprow, sizeof(F) * static_cast<std::size_t>(hk));
+          if (lstm) {
+            const F* cp = (t > 0 ? cs + n * ldh + (t - 1) * H : (c0 ? c0 + n * H : zeros.data())) + u0;
+            K->lstm_fwd(h, cs + n * ldh + t * H + u0, g, hurow, b + u0, cp, hk, H, hk);
+          } else if (gru) {
+            K->gru_fwd(h, q + n * ldh + t * H + u0, g, hurow, b + u0, bh + u0, hprow, hk, H, hk);
+          } else {
+            K->rnn_fwd(h, g, hurow, b + u0, use_relu, hk, H, hk);
+          }
+        }
+      }
+#pragma omp barrier
+    }
+  }
+  for (index_t n = 0; n < N; ++n) {
+    std::memcpy(hT + n * H, out + n * ldh + (T - 1) * H, sizeof(F) * static_cast<std::size_t>(H));
+    if (lstm) std::memcpy(cT + n * H, cs + n * ldh + (T - 1) * H, sizeof(F) * static_cast<std::size_t>(H));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reverse pass, one parallel region, units shared among threads as in the forward: per step a
+// thread runs the fused cell backward on its units (writing their columns of dG_t), meets the
+// others at one barrier (dG_t complete), then forms dh_{t-1} = dGh_t U^T (+ dh z for the GRU)
+// for its own units from its packed rows of U. Afterwards, over all N*T rows at once:
+// dW = X^T dGx, dU = H_prev^T dGh, db = colsum(dGx), db_h = colsum(dGh), dX = dGx W^T.
+template <typename F>
+void rnn_backward(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* db_h, const F* gates,
+                  const F* hprev, const F* cs, const F* q, const F* x, const F* W, const F* U, const F* c0,
+                  const F* dout, const F* dhT, const F* dcT, index_t N, index_t T, index_t C, index_t H) {
+  const char* op = "rnn_backward";
+  check_sizes(op, cell, N, T, C, H);
+  const bool lstm = cell == RnnCell::lstm, gru = cell == RnnCell::gru;
+  const bool use_relu = cell == RnnCell::rnn_relu;
+  const index_t G = rnn_gates(cell), GH = G * H;
+  PYDL_CHECK(dh0 && dW && dU && db && (!lstm || dc0) && (!gru || db_h), op, "missing gradient output");
+  if (N == 0 || T == 0) {
+    copy_or_zero(dh0, dhT, N * H);
+    if (lstm) copy_or_zero(dc0, dcT, N * H);
+    std::fill(dW, dW + C * GH, F(0));
+    std::fill(dU, dU + H * GH, F(0));
+    std::fill(db, db + GH, F(0));
+    if (gru) std::fill(db_h, db_h + GH, F(0));
+    return;
+  }
+  PYDL_CHECK(gates && hprev && x && W && U && (!lstm || cs) && (!gru || q), op, "missing cache");
+
+  const index_t ldh = T * H, ldg = T * GH, NT = N * T;
+  const auto* K = row_kernels<F>();
+  const index_t NR = K->NR;
+  const int nt = sequence_threads(N, GH, H, H);
+  const index_t units_cap = H + nt * NR;
+  std::vector<F> zeros(static_cast<std::size_t>(H), F(0));
+  aligned_ptr<F> dgx = aligned_alloc_array<F>(static_cast<std::size_t>(NT * GH));
+  aligned_ptr<F> dgh_buf;
+  if (gru) dgh_buf = aligned_alloc_array<F>(static_cast<std::size_t>(NT * GH));
+  F* dgh = gru ? dgh_buf.get() : dgx.get();
+  aligned_ptr<F> utpack = aligned_alloc_array<F>(static_cast<std::size_t>(units_cap * GH));
+  aligned_ptr<F> dacc = aligned_alloc_array<F>(static_cast<std::size_t>(units_cap * N));
+  // Running gradients, rows padded to whole unit blocks so threads never share a cache line.
+  const index_t lds = ceil_div(H, kUnitBlock) * kUnitBlock;
+  aligned_ptr<F> dhr = aligned_alloc_array<F>(static_cast<std::size_t>(N * lds));
+  aligned_ptr<F> dhd = aligned_alloc_array<F>(static_cast<std::size_t>(N * lds));
+  aligned_ptr<F> dc;
+  copy_rows(dhr.get(), lds, dhT, H, N, H);
+  if (lstm) {
+    dc = aligned_alloc_array<F>(static_cast<std::size_t>(N * lds));
+    copy_rows(dc.get(), lds, dcT, H, N, H);
+  }
+
+#pragma omp parallel num_threads(nt)
+  {
+    const int team = team_size(), rank = team_rank();
+    index_t u0, u1;
+    unit_slice(H, team, rank, u0, u1);
+    const index_t hk = u1 - u0;
+    const index_t lda = ceil_div(hk, NR) * NR;  // row stride of this thread's dG U^T block
+    F* Utp = utpack.get() + (u0 + rank * NR) * GH;
+    F* acc = dacc.get() + (u0 + rank * NR) * N;
+    if (hk > 0) pack_ut(Utp, U, GH, u0, hk, NR);
+    F* dhr_p = dhr.get();
+    F* dhd_p = dhd.get();
+    F* dc_p = dc.get();
+
+    for (index_t t = T - 1; t >= 0; --t) {
+      F* dgx_t = dgx.get() + t * GH;
+      F* dgh_t = dgh + t * GH;
+      if (hk > 0) {
+        for (index_t n = 0; n < N; ++n) {
+          const F* dorow = dout ? dout + n * ldh + t * H + u0 : nullptr;
+          const F* g = gates + n * ldg + t * GH + u0;
+          F* dg = dgx_t + n * ldg + u0;
+          const F* dh_in = dhr_p + n * lds + u0;
+          if (lstm) {
+            const F* cp = (t > 0 ? cs + n * ldh + (t - 1) * H : (c0 ? c0 + n * H : zeros.data())) + u0;
+            K->lstm_bwd(dg, dc_p + n * lds + u0, dh_in, dorow, g, cs + n * ldh + t * H + u0, cp, hk, H);
+          } else if (gru) {
+            K->gru_bwd(dg, dgh_t + n * ldg + u0, dhd_p + n * lds + u0, dh_in, dorow, g, q + n * ldh + t * H + u0,
+                       hprev + n * ldh + t * H + u0, hk, H);
+          } else {
+            K->rnn_bwd(dg, dh_in, dorow, g, use_relu, hk, H);
+          }
+        }
+      }
+#pragma omp barrier
+      if (hk > 0) {
+        step_product(K, acc, lda, dgh_t, ldg, Utp, hk, GH, N);
+        for (index_t n = 0; n < N; ++n) {
+          F* d = dhr_p + n * lds + u0;
+          const F* a = acc + n * lda;
+          if (gru) {
+            const F* z = dhd_p + n * lds + u0;
+            for (index_t j = 0; j < hk; ++j) d[j] = a[j] + z[j];
+          } else {
+            for (index_t j = 0; j < hk; ++j) d[j] = a[j];
+          }
+        }
+      }
+    }
+  }
+  copy_rows(dh0, H, dhr.get(), lds, N, H);
+  if (lstm) copy_rows(dc0, H, dc.get(), lds, N, H);
+
+  gemm(true, false, C, GH, NT, F(1), x, C, dgx.get(), GH, F(0), dW, GH);
+  gemm(true, false, H, GH, NT, F(1), hprev, H, dgh, GH, F(0), dU, GH);
+  column_sums(db, dgx.get(), NT, GH);
+  if (gru) column_sums(db_h, dgh, NT, GH);
+  if (dx) gemm(false, true, NT, C, GH, F(1), dgx.get(), GH, W, GH, F(0), dx, C);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Naive twins: one sample, one step at a time, libm math, products accumulated in double.
+namespace {
+
+template <typename F>
+F sigmoid_ref(F v) {
+  return F(1) / (F(1) + std::exp(-v));
+}
+
+template <typename F>
+F act_ref(bool use_relu, F v) {
+  return use_relu ? (v < F(0) ? F(0) : v) : std::tanh(v);
+}
+
+// One step of sample n: pre_x = x_t W + b, pre_h = h U (+ b_h); returns h', c', and the gate
+// activations acts [GH] (SimpleRNN: h'), q [H] (GRU).
+template <typename F>
+void naive_step(RnnCell cell, std::vector<F>& h, std::vector<F>& c, std::vector<F>& acts, std::vector<F>& qv,
+                const F* xt, const F* W, const F* U, const F* b, const F* b_h, index_t C, index_t H) {
+  const index_t GH = rnn_gates(cell) * H;
+  std::vector<F> px(GH), ph(GH);
+  for (index_t k = 0; k < GH; ++k) {
+    double sx = b[k], sh = (cell == RnnCell::gru && b_h) ? b_h[k] : 0.0;
+    for (index_t ci = 0; ci < C; ++ci) sx += static_cast<double>(xt[ci]) * W[ci * GH + k];
+    for (index_t j = 0; j < H; ++j) sh += static_cast<double>(h[j]) * U[j * GH + k];
+    px[k] = static_cast<F>(sx);
+    ph[k] = static_cast<F>(sh);
+  }
+  if (cell == RnnCell::lstm) {
+    for (index_t j = 0; j < H; ++j) {
+      const F i = sigmoid_ref(px[j] + ph[j]), f = sigmoid_ref(px[H + j] + ph[H + j]);
+      const F g = std::tanh(px[2 * H + j] + ph[2 * H + j]), o = sigmoid_ref(px[3 * H + j] + ph[3 * H + j]);
+      c[j] = f * c[j] + i * g;
+      h[j] = o * std::tanh(c[j]);
+      acts[j] = i, acts[H + j] = f, acts[2 * H + j] = g, acts[3 * H + j] = o;
+    }
+  } else if (cell == RnnCell::gru) {
+    for (index_t j = 0; j < H; ++j) {
+      const F r = sigmoid_ref(px[j] + ph[j]), z = sigmoid_ref(px[H + j] + ph[H + j]);
+      const F n = std::tanh(px[2 * H + j] + r * ph[2 * H + j]);
+      h[j] = (F(1) - z) * n + z * h[j];
+      qv[j] = ph[2 * H + j];
+      acts[j] = r, acts[H + j] = z, acts[2 * H + j] = n;
+    }
+  } else {
+    for (index_t j = 0; j < H; ++j) acts[j] = h[j] = act_ref(cell == RnnCell::rnn_relu, px[j] + ph[j]);
+  }
+}
+
+}  // namespace
+
+template <typename F>
+void rnn_forward_naive(RnnCell cell, F* out, F* hT, F* cT, const F* x, const F* W, const F* U, const F* b,
+                       const F* b_h, const F* h0, const F* c0, index_t N, index_t T, index_t C, index_t H) {
+  check_sizes("rnn_forward_naive", cell, N, T, C, H);
+  const index_t GH = rnn_gates(cell) * H;
+  for (index_t n = 0; n < N; ++n) {
+    std::vector<F> h(H, F(0)), c(H, F(0)), acts(GH), qv(H);
+    for (index_t j = 0; j < H; ++j) {
+      if (h0) h[j] = h0[n * H + j];
+      if (c0) c[j] = c0[n * H + j];
+    }
+    for (index_t t = 0; t < T; ++t) {
+      naive_step(cell, h, c, acts, qv, x + (n * T + t) * C, W, U, b, b_h, C, H);
+      for (index_t j = 0; j < H; ++j) out[(n * T + t) * H + j] = h[j];
+    }
+    for (index_t j = 0; j < H; ++j) {
+      hT[n * H + j] = h[j];
+      if (cell == RnnCell::lstm) cT[n * H + j] = c[j];
+    }
+  }
+}
+
+template <typename F>
+void rnn_backward_naive(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* db_h, const F* x,
+                        const F* W, const F* U, const F* b, const F* b_h, const F* h0, const F* c0,
+                        const F* dout, const F* dhT, const F* dcT, index_t N, index_t T, index_t C, index_t H) {
+  check_sizes("rnn_backward_naive", cell, N, T, C, H);
+  const bool lstm = cell == RnnCell::lstm, gru = cell == RnnCell::gru;
+  const index_t GH = rnn_gates(cell) * H;
+  std::vector<double> aW(C * GH, 0.0), aU(H * GH, 0.0), ab(GH, 0.0), abh(GH, 0.0);
+  for (index_t n = 0; n < N; ++n) {
+    // Forward again, keeping every state.
+    std::vector<std::vector<F>> hs(T + 1, std::vector<F>(H, F(0))), cs(T + 1, std::vector<F>(H, F(0)));
+    std::vector<std::vector<F>> acts(T, std::vector<F>(GH)), qs(T, std::vector<F>(H));
+    for (index_t j = 0; j < H; ++j) {
+      if (h0) hs[0][j] = h0[n * H + j];
+      if (c0) cs[0][j] = c0[n * H + j];
+    }
+    for (index_t t = 0; t < T; ++t) {
+      std::vector<F> h = hs[t], c = cs[t];
+      naive_step(cell, h, c, acts[t], qs[t], x + (n * T + t) * C, W, U, b, b_h, C, H);
+      hs[t + 1] = h;
+      cs[t + 1] = c;
+    }
+    std::vector<F> dh(H, F(0)), dc(H, F(0)), dpx(GH), dph(GH), dhp(H);
+    for (index_t j = 0; j < H; ++j) {
+      if (dhT) dh[j] = dhT[n * H + j];
+      if (dcT) dc[j] = dcT[n * H + j];
+    }
+    for (index_t t = T - 1; t >= 0; --t) {
+      const std::vector<F>& a = acts[t];
+      for (index_t j = 0; j < H; ++j) {
+        if (dout) dh[j] += dout[(n * T + t) * H + j];
+        dhp[j] = F(0);
+      }
+      for (index_t j = 0; j < H; ++j) {
+        if (lstm) {
+          const F i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
+          const F tc = std::tanh(cs[t + 1][j]);
+          const F dct = dc[j] + dh[j] * o * (F(1) - tc * tc);
+          dpx[j] = dct * g * i * (F(1) - i);
+          dpx[H + j] = dct * cs[t][j] * f * (F(1) - f);
+          dpx[2 * H + j] = dct * i * (F(1) - g * g);
+          dpx[3 * H + j] = dh[j] * tc * o * (F(1) - o);
+          dc[j] = dct * f;
+        } else if (gru) {
+          const F r = a[j], z = a[H + j], nn = a[2 * H + j];
+          const F dn = dh[j] * (F(1) - z) * (F(1) - nn * nn);
+          dpx[j] = dn * qs[t][j] * r * (F(1) - r);
+          dpx[H + j] = dh[j] * (hs[t][j] - nn) * z * (F(1) - z);
+          dpx[2 * H + j] = dn;
+          dhp[j] = dh[j] * z;
+        } else if (cell == RnnCell::rnn_relu) {
+          const F hv = a[j];
+          dpx[j] = hv != hv ? hv : (hv > F(0) ? dh[j] : F(0));
+        } else {
+          dpx[j] = dh[j] * (F(1) - a[j] * a[j]);
+        }
+      }
+      for (index_t k = 0; k < GH; ++k) dph[k] = dpx[k];
+      if (gru)
+        for (index_t j = 0; j < H; ++j) dph[2 * H + j] = dpx[2 * H + j] * a[j];
+      const F* xt = x + (n * T + t) * C;
+      for (index_t k = 0; k < GH; ++k) {
+        ab[k] += dpx[k];
+        abh[k] += dph[k];
+        for (index_t ci = 0; ci < C; ++ci) aW[ci * GH + k] += static_cast<double>(xt[ci]) * dpx[k];
+        for (index_t j = 0; j < H; ++j) aU[j * GH + k] += static_cast<double>(hs[t][j]) * dph[k];
+      }
+      if (dx)
+        for (index_t ci = 0; ci < C; ++ci) {
+          double s = 0.0;
+          for (index_t k = 0; k < GH; ++k) s += static_cast<double>(dpx[k]) * W[ci * GH + k];
+          dx[(n * T + t) * C + ci] = static_cast<F>(s);
+        }
+      for (index_t j = 0; j < H; ++j) {
+        double s = dhp[j];
+        for (index_t k = 0; k < GH; ++k) s += static_cast<double>(dph[k]) * U[j * GH + k];
+        dh[j] = static_cast<F>(s);
+      }
+    }
+    for (index_t j = 0; j < H; ++j) {
+      dh0[n * H + j] = dh[j];
+      if (lstm) dc0[n * H + j] = dc[j];
+    }
+  }
+  for (index_t i = 0; i < C * GH; ++i) dW[i] = static_cast<F>(aW[i]);
+  for (index_t i = 0; i < H * GH; ++i) dU[i] = static_cast<F>(aU[i]);
+  for (index_t k = 0; k < GH; ++k) {
+    db[k] = static_cast<F>(ab[k]);
+    if (gru) db_h[k] = static_cast<F>(abh[k]);
+  }
+}
+
+#define PYDL_RNN_INSTANTIATE(F)                                                                              \
+  template void rnn_forward<F>(RnnCell, F*, F*, F*, F*, F*, F*, F*, const F*, const F*, const F*, const F*, \
+                               const F*, const F*, const F*, index_t, index_t, index_t, index_t);           \
+  template void rnn_backward<F>(RnnCell, F*, F*, F*, F*, F*, F*, F*, const F*, const F*, const F*, const F*, \
+                                const F*, const F*, const F*, const F*, const F*, const F*, const F*, index_t, \
+                                index_t, index_t, index_t);                                                  \
+  template void rnn_forward_naive<F>(RnnCell, F*, F*, F*, const F*, const F*, const F*, const F*, const F*,  \
+                                     const F*, const F*, index_t, index_t, index_t, index_t);               \
+  template void rnn_backward_naive<F>(RnnCell, F*, F*, F*, F*, F*, F*, F*, const F*, const F*, const F*,    \
+                                      const F*, const F*, const F*, const F*, const F*, const F*, const F*, \
+                                      index_t, index_t, index_t, index_t);
+
+PYDL_RNN_INSTANTIATE(float)
+PYDL_RNN_INSTANTIATE(double)
+
+}  // namespace pydl

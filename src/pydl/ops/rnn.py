@@ -1,0 +1,191 @@
+"""Recurrent layers over whole sequences: SimpleRNN, LSTM and GRU (fused C++ kernels).
+
+Shapes: x (N, T, C) batch-major, N batch, T time steps, C features; H units; G gates per cell
+(SimpleRNN 1, LSTM 4 in the order i f g o, GRU 3 in the order r z n).
+Weights: W (C, G*H) input kernel, U (H, G*H) recurrent kernel, b (G*H,) bias, and for the GRU
+b_h (G*H,), the recurrent bias (PyTorch's bias_hh), kept apart because its n block is gated by r.
+
+    SimpleRNN  h' = act(x W + h U + b)                    act = tanh or relu
+    LSTM       i, f, g, o = s, s, tanh, s of (x W + h U + b);  c' = f c + i g;  h' = o tanh(c')
+    GRU        r, z = s(x W + b + h U + b_h)[r, z];  n = tanh((x W + b)[n] + r (h U + b_h)[n])
+               h' = (1 - z) n + z h                   (PyTorch's form; Keras' reset_after=True)
+
+`rnn_forward` returns (outputs (N, T, H), h_T, c_T or None, cache); `rnn_backward` takes the
+gradients of those outputs and the cache and returns the gradients of every input. float32
+runs the fast kernels; float64 runs the same algorithm in double (for gradient checks); any
+float64 argument makes the computation float64, other dtypes are cast to float32.
+A sequence of length T = 0 is allowed: the outputs are (N, 0, H) and the final states equal
+the initial ones.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _core
+from .._validate import as_float_array, check_ndim
+
+__all__ = ["rnn_forward", "rnn_backward", "RNNCache", "rnn_gates"]
+
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def rnn_gates(cell: str) -> int:
+    """Gates per unit: 1 for "rnn", 4 for "lstm", 3 for "gru"."""
+    _check_cell(cell, "rnn_gates")
+    return _GATES[cell]
+
+
+def _check_cell(cell, op):
+    if not isinstance(cell, str) or cell not in _GATES:
+        raise ValueError(f"[{op}] cell must be one of 'rnn', 'lstm', 'gru', got {cell!r}")
+
+
+def _cell_id(cell: str, activation: str, op: str) -> int:
+    _check_cell(cell, op)
+    if cell == "rnn":
+        if activation not in ("tanh", "relu"):
+            raise ValueError(f"[{op}] SimpleRNN activation must be 'tanh' or 'relu', got {activation!r}")
+        return 0 if activation == "tanh" else 1
+    if activation != "tanh":
+        raise ValueError(f"[{op}] the {cell.upper()} cell has fixed activations; activation must be 'tanh', "
+                         f"got {activation!r}")
+    return 2 if cell == "lstm" else 3
+
+
+def _empty(shape, dtype) -> np.ndarray:
+    """np.empty, but starting on a 64-byte boundary (NumPy only guarantees 16): threads that
+    write neighbouring blocks of units then never share a cache line."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape))
+    raw = np.empty(n * dtype.itemsize + 64, np.uint8)
+    off = (-raw.ctypes.data) % 64
+    return raw[off:off + n * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def _dtype_of(*arrays):
+    for a in arrays:
+        if a is not None and np.asarray(a).dtype == np.float64:
+            return np.float64
+    return np.float32
+
+
+class RNNCache:
+    """What `rnn_backward` needs from a forward pass (arrays are owned by the cache).
+
+    gates (N, T, G*H) gate activations (SimpleRNN: h_t); hprev (N, T, H) the state entering
+    each step; cs (N, T, H) the LSTM cell states; q (N, T, H) the GRU's (h U + b_h)[n]; and the
+    inputs x, W, U, c0 the forward used.
+    """
+
+    __slots__ = ("cell", "activation", "cell_id", "x", "W", "U", "c0", "gates", "hprev", "cs", "q", "dtype",
+                 "N", "T", "C", "H", "has_b_h")
+
+    def __init__(self, **kw):
+        for k in self.__slots__:
+            setattr(self, k, kw.get(k))
+
+
+def rnn_forward(cell: str, x, W, U, b, h0=None, c0=None, b_h=None, activation: str = "tanh"):
+    """Run a recurrent cell over a whole sequence.
+
+    cell: "rnn" (SimpleRNN, `activation` "tanh" or "relu"), "lstm" or "gru".
+    x (N, T, C); W (C, G*H); U (H, G*H); b (G*H,); h0, c0 (N, H) initial states (None = zeros;
+    c0 only for the LSTM); b_h (G*H,) the GRU's recurrent bias (None = zeros; GRU only).
+    Returns (outputs (N, T, H), h_T (N, H), c_T (N, H) for the LSTM else None, cache).
+    """
+    op = f"rnn_forward[{cell}]" if isinstance(cell, str) else "rnn_forward"
+    cid = _cell_id(cell, activation, op)
+    G = _GATES[cell]
+    dtype = _dtype_of(x, W, U, b, h0, c0, b_h)
+    x = as_float_array(x, "x", op, dtype)
+    W = as_float_array(W, "W", op, dtype)
+    U = as_float_array(U, "U", op, dtype)
+    b = as_float_array(b, "b", op, dtype)
+    check_ndim(x, 3, "x", op, "(N, T, C): batch, time steps, features")
+    check_ndim(W, 2, "W", op, "(C, G*H)")
+    check_ndim(U, 2, "U", op, "(H, G*H)")
+    check_ndim(b, 1, "b", op, "(G*H,)")
+    N, T, C = x.shape
+    H = U.shape[0]
+    if C == 0:
+        raise ValueError(f"[{op}] x {x.shape} has no features (C = 0)")
+    if H == 0:
+        raise ValueError(f"[{op}] U {U.shape} has no units (H = 0)")
+    if U.shape != (H, G * H):
+        raise ValueError(f"[{op}] U has shape {U.shape}, expected (H, {G}*H) = ({H}, {G * H}) for {cell}")
+    if W.shape != (C, G * H):
+        raise ValueError(f"[{op}] W has shape {W.shape}, expected (C, {G}*H) = ({C}, {G * H}): x {x.shape} has "
+                         f"C={C} features and U {U.shape} has H={H} units")
+    if b.shape != (G * H,):
+        raise ValueError(f"[{op}] b has shape {b.shape}, expected ({G * H},)")
+    if b_h is not None:
+        if cell != "gru":
+            raise ValueError(f"[{op}] b_h is the GRU's recurrent bias; the {cell} cell takes none")
+        b_h = as_float_array(b_h, "b_h", op, dtype)
+        if b_h.shape != (G * H,):
+            raise ValueError(f"[{op}] b_h has shape {b_h.shape}, expected ({G * H},)")
+    if c0 is not None and cell != "lstm":
+        raise ValueError(f"[{op}] c0 is the LSTM's cell state; the {cell} cell takes none")
+    if h0 is not None:
+        h0 = as_float_array(h0, "h0", op, dtype)
+        if h0.shape != (N, H):
+            raise ValueError(f"[{op}] initial state h0 has shape {h0.shape}, expected (N, H) = ({N}, {H})")
+    if c0 is not None:
+        c0 = as_float_array(c0, "c0", op, dtype)
+        if c0.shape != (N, H):
+            raise ValueError(f"[{op}] initial state c0 has shape {c0.shape}, expected (N, H) = ({N}, {H})")
+    lstm, gru = cell == "lstm", cell == "gru"
+    out = _empty((N, T, H), dtype)
+    hT = _empty((N, H), dtype)
+    cT = _empty((N, H), dtype) if lstm else None
+    gates = _empty((N, T, G * H), dtype)
+    hprev = _empty((N, T, H), dtype)
+    cs = _empty((N, T, H), dtype) if lstm else None
+    q = _empty((N, T, H), dtype) if gru else None
+    _core.rnn_forward(cid, x, W, U, b, b_h, h0, c0, out, hT, cT, gates, hprev, cs, q)
+    cache = RNNCache(cell=cell, activation=activation, cell_id=cid, x=x, W=W, U=U, c0=c0, gates=gates,
+                     hprev=hprev, cs=cs, q=q, dtype=np.dtype(dtype), N=N, T=T, C=C, H=H, has_b_h=gru)
+    return out, hT, cT, cache
+
+
+def rnn_backward(cell: str, dout, dh_T, dc_T, cache: RNNCache, need_dx: bool = True) -> dict:
+    """Backpropagation through time for the forward pass that produced `cache`.
+
+    dout (N, T, H): gradient of every output, or None when only the final state was used;
+    dh_T (N, H), dc_T (N, H) (LSTM only): gradients of the final states, or None (zero).
+    Returns a dict with dx (N, T, C) (None when need_dx is False), dh0 (N, H), dc0 (N, H) or
+    None, dW, dU, db, and db_h (GRU) or None. Every gradient is written fresh (not accumulated).
+    """
+    op = f"rnn_backward[{cell}]" if isinstance(cell, str) else "rnn_backward"
+    _check_cell(cell, op)
+    if not isinstance(cache, RNNCache):
+        raise TypeError(f"[{op}] cache must be the RNNCache returned by rnn_forward, got {type(cache).__name__}")
+    if cache.cell != cell:
+        raise ValueError(f"[{op}] cache comes from a {cache.cell} forward pass, not {cell}")
+    N, T, C, H, dtype = cache.N, cache.T, cache.C, cache.H, cache.dtype
+    G = _GATES[cell]
+
+    def grad(a, name, shape):
+        if a is None:
+            return None
+        a = as_float_array(a, name, op, dtype)
+        if a.shape != shape:
+            raise ValueError(f"[{op}] {name} has shape {a.shape}, expected {shape}")
+        return a
+
+    dout = grad(dout, "dout", (N, T, H))
+    dh_T = grad(dh_T, "dh_T", (N, H))
+    if dc_T is not None and cell != "lstm":
+        raise ValueError(f"[{op}] dc_T is the LSTM's cell-state gradient; the {cell} cell has none")
+    dc_T = grad(dc_T, "dc_T", (N, H))
+    lstm, gru = cell == "lstm", cell == "gru"
+    dx = _empty((N, T, C), dtype) if need_dx else None
+    dh0 = _empty((N, H), dtype)
+    dc0 = _empty((N, H), dtype) if lstm else None
+    dW = _empty((C, G * H), dtype)
+    dU = _empty((H, G * H), dtype)
+    db = _empty((G * H,), dtype)
+    db_h = _empty((G * H,), dtype) if gru else None
+    _core.rnn_backward(cache.cell_id, cache.gates, cache.hprev, cache.cs, cache.q, cache.x, cache.W, cache.U,
+                       cache.c0, dout, dh_T, dc_T, dx, dh0, dc0, dW, dU, db, db_h)
+    return {"dx": dx, "dh0": dh0, "dc0": dc0, "dW": dW, "dU": dU, "db": db, "db_h": db_h}
