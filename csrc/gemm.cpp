@@ -2,14 +2,15 @@
 //
 //   C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C      (row-major; beta == 0 ignores C)
 //
-//   loop 5  for jc in [0, N) step NC            B~ = op(B)[pc:pc+KC, jc:jc+NC]           (L3)
-//   loop 4    for pc in [0, K) step KC          threads pack B~ together into NR-column
-//                                               micro-panels; beta applies on pc == 0 only
-//   loop 3      for ic in my rows step MC       A~ = op(A)[ic:ic+MC, pc:pc+KC], this thread's,
-//                                               packed into MR-row micro-panels           (L2)
-//   loop 2        for jr in my cols step NR     one KC x NR micro-panel of B~ stays hot   (L1)
-//   loop 1          for ir in [0, MC) step MR   MR x KC micro-panels of A~ stream from L2
-//                     micro-kernel: C[ir:ir+MR, jr:jr+NR] (+)= A~ panel * B~ panel
+//   loop 5  for jc in [0, N) step NC              B~ = op(B)[pc:pc+KC, jc:jc+NC], shared     (L3)
+//   loop 4    for pc in [0, K) step KC            threads pack B~ together into NR-column
+//                                                 micro-panels; beta applies on pc == 0 only
+//   loop 3      for ic in a row block (<= MC)     A~ = op(A)[ic:ic+MC, pc:pc+KC], this thread's
+//                                                 own, packed into MR-row micro-panels       (L2)
+//   loop 2        for jr in a column chunk step NR
+//   loop 1          for ir in [0, MC) step MR
+//                     micro-kernel: C[ir:ir+MR, jr:jr+NR] (+)= A~ micro-panel * B~ micro-panel
+//                     (MR x NR accumulators in registers, KC rank-1 updates)
 //
 // Packing is a means, not a rule. It makes the kernel's operands contiguous, which matters when
 // a row of A or B in memory is long (rows of a long stride fall into the same cache sets and
@@ -50,8 +51,8 @@ using gemm_detail::Kernel;
 constexpr double kSmallWork = 100.0 * 100.0 * 100.0;
 // A second thread only when each gets at least this much work (an OpenMP region costs ~1-2 us).
 constexpr double kMinWorkPerThread = 64.0 * 64.0 * 64.0;
-// Rows of A or B longer than this (bytes) are packed. With MC = 384 rows of A in a 1 MiB, 16-way
-// L2 (64 KiB per way), rows further apart than ~2.7 KiB start to evict each other.
+// Rows of A or B longer than this (bytes) are packed: read in place, a block of rows that far apart
+// maps onto few sets of the 16-way L2 (64 KiB per way) and pages of the TLB.
 constexpr index_t kMaxInPlaceStrideBytes = 2048;
 // ... and only when the other dimension reuses the packed copy this many times (in rows of C for
 // B~, columns for A~); below it the copy costs more than it saves (measured: 64x512x2048 and
@@ -268,9 +269,9 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
   std::unique_ptr<std::atomic<index_t>[]> counters(new std::atomic<index_t>[n_counters]);
   for (index_t i = 0; i < n_counters; ++i) counters[i].store(0, std::memory_order_relaxed);
 
-#pragma omp parallel num_threads(nt)
-  {
-    const int team = team_size(), rank = team_rank();
+  // What each thread of the team runs (the whole call when single-threaded: no OpenMP region at
+  // all then, so a serial call costs nothing extra and never wakes the thread pool).
+  auto body = [&](const int team, const int rank) {
     T* const a_buf = work + b_elems * b_count + per_thread * rank;
     T* const b_edge = a_buf + a_elems;
     index_t packed_a_key = -1;  // which (row block, K block) a_buf holds
@@ -358,6 +359,13 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
         for (index_t pc = 0, k_block = 0; pc < K; pc += kc_max, ++k_block)
           macro_tile(t, n_chunks, 0, N, pc, std::min(kc_max, K - pc), k_block, nullptr);
     }
+  };
+
+  if (nt == 1) {
+    body(1, 0);
+  } else {
+#pragma omp parallel num_threads(nt)
+    body(team_size(), team_rank());
   }
 }
 
