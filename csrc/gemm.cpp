@@ -50,7 +50,7 @@ using gemm_detail::Kernel;
 // Products up to this many multiply-adds (M*N*K) never pack A or B (except edges and trans_b).
 constexpr double kSmallWork = 100.0 * 100.0 * 100.0;
 // A second thread only when each gets at least this much work (an OpenMP region costs ~1-2 us).
-constexpr double kMinWorkPerThread = 64.0 * 64.0 * 64.0;
+constexpr double kMinWorkPerThread = 100.0 * 100.0 * 100.0;
 // Rows of A or B longer than this (bytes) are packed: read in place, a block of rows that far apart
 // maps onto few sets of the 16-way L2 (64 KiB per way) and pages of the TLB.
 constexpr index_t kMaxInPlaceStrideBytes = 2048;
@@ -232,7 +232,8 @@ struct Tiling {
   Tiling(index_t M, int MR, index_t MC, int threads) {
     m_panels = ceil_div(M, MR);
     target_items = threads == 1 ? 1 : 4 * threads;
-    row_blocks = std::min(m_panels, std::max<index_t>(ceil_div(M, MC), target_items));
+    // A multiple of the thread count, so equal blocks also share out evenly.
+    row_blocks = std::min(m_panels, round_up(std::max<index_t>(ceil_div(M, MC), target_items), threads));
     max_block_rows = ceil_div(m_panels, row_blocks) * MR;
   }
   // Column chunks for a block of n_panels NR panels.
