@@ -40,6 +40,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 namespace pydl {
 namespace {
@@ -198,6 +201,33 @@ int team_rank() {
   return omp_get_thread_num();
 #else
   return 0;
+#endif
+}
+
+// The CPU this thread runs on, or -1 where that can't be asked.
+int current_cpu() {
+#if defined(__linux__)
+  return sched_getcpu();
+#else
+  return -1;
+#endif
+}
+
+// On the 2-vCPU target the kernel keeps waking an OpenMP worker on the CPU of the thread that
+// woke it, and then the two take turns on one CPU (4-8 ms per parallel region, measured) while the
+// other CPU idles. A worker that finds itself on its master's CPU moves off it once: it sets an
+// affinity without that CPU, which migrates it, and then restores its own affinity at once.
+void leave_cpu(int cpu) {
+#if defined(__linux__)
+  if (cpu < 0 || sched_getcpu() != cpu) return;
+  cpu_set_t own, others;
+  if (sched_getaffinity(0, sizeof own, &own) != 0) return;
+  others = own;
+  CPU_CLR(cpu, &others);
+  if (CPU_COUNT(&others) == 0) return;
+  if (sched_setaffinity(0, sizeof others, &others) == 0) sched_setaffinity(0, sizeof own, &own);
+#else
+  (void)cpu;
 #endif
 }
 
@@ -365,8 +395,12 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
   if (nt == 1) {
     body(1, 0);
   } else {
+    const int master_cpu = current_cpu();
 #pragma omp parallel num_threads(nt)
-    body(team_size(), team_rank());
+    {
+      if (team_rank() != 0) leave_cpu(master_cpu);
+      body(team_size(), team_rank());
+    }
   }
 }
 
