@@ -2,14 +2,15 @@
 //
 //   C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C      (row-major; beta == 0 ignores C)
 //
-//   loop 5  for jc in [0, N) step NC            B~ = op(B)[pc:pc+KC, jc:jc+NC]           (L3)
-//   loop 4    for pc in [0, K) step KC          threads pack B~ together into NR-column
-//                                               micro-panels; beta applies on pc == 0 only
-//   loop 3      for ic in my rows step MC       A~ = op(A)[ic:ic+MC, pc:pc+KC], this thread's,
-//                                               packed into MR-row micro-panels           (L2)
-//   loop 2        for jr in my cols step NR     one KC x NR micro-panel of B~ stays hot   (L1)
-//   loop 1          for ir in [0, MC) step MR   MR x KC micro-panels of A~ stream from L2
-//                     micro-kernel: C[ir:ir+MR, jr:jr+NR] (+)= A~ panel * B~ panel
+//   loop 5  for jc in [0, N) step NC              B~ = op(B)[pc:pc+KC, jc:jc+NC], shared     (L3)
+//   loop 4    for pc in [0, K) step KC            threads pack B~ together into NR-column
+//                                                 micro-panels; beta applies on pc == 0 only
+//   loop 3      for ic in a row block (<= MC)     A~ = op(A)[ic:ic+MC, pc:pc+KC], this thread's
+//                                                 own, packed into MR-row micro-panels       (L2)
+//   loop 2        for jr in a column chunk step NR
+//   loop 1          for ir in [0, MC) step MR
+//                     micro-kernel: C[ir:ir+MR, jr:jr+NR] (+)= A~ micro-panel * B~ micro-panel
+//                     (MR x NR accumulators in registers, KC rank-1 updates)
 //
 // Packing is a means, not a rule. It makes the kernel's operands contiguous, which matters when
 // a row of A or B in memory is long (rows of a long stride fall into the same cache sets and
@@ -39,6 +40,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 namespace pydl {
 namespace {
@@ -49,9 +53,9 @@ using gemm_detail::Kernel;
 // Products up to this many multiply-adds (M*N*K) never pack A or B (except edges and trans_b).
 constexpr double kSmallWork = 100.0 * 100.0 * 100.0;
 // A second thread only when each gets at least this much work (an OpenMP region costs ~1-2 us).
-constexpr double kMinWorkPerThread = 64.0 * 64.0 * 64.0;
-// Rows of A or B longer than this (bytes) are packed. With MC = 384 rows of A in a 1 MiB, 16-way
-// L2 (64 KiB per way), rows further apart than ~2.7 KiB start to evict each other.
+constexpr double kMinWorkPerThread = 100.0 * 100.0 * 100.0;
+// Rows of A or B longer than this (bytes) are packed: read in place, a block of rows that far apart
+// maps onto few sets of the 16-way L2 (64 KiB per way) and pages of the TLB.
 constexpr index_t kMaxInPlaceStrideBytes = 2048;
 // ... and only when the other dimension reuses the packed copy this many times (in rows of C for
 // B~, columns for A~); below it the copy costs more than it saves (measured: 64x512x2048 and
@@ -200,6 +204,33 @@ int team_rank() {
 #endif
 }
 
+// The CPU this thread runs on, or -1 where that can't be asked.
+int current_cpu() {
+#if defined(__linux__)
+  return sched_getcpu();
+#else
+  return -1;
+#endif
+}
+
+// On the 2-vCPU target the kernel keeps waking an OpenMP worker on the CPU of the thread that
+// woke it, and then the two take turns on one CPU (4-8 ms per parallel region, measured) while the
+// other CPU idles. A worker that finds itself on its master's CPU moves off it once: it sets an
+// affinity without that CPU, which migrates it, and then restores its own affinity at once.
+void leave_cpu(int cpu) {
+#if defined(__linux__)
+  if (cpu < 0 || sched_getcpu() != cpu) return;
+  cpu_set_t own, others;
+  if (sched_getaffinity(0, sizeof own, &own) != 0) return;
+  others = own;
+  CPU_CLR(cpu, &others);
+  if (CPU_COUNT(&others) == 0) return;
+  if (sched_setaffinity(0, sizeof others, &others) == 0) sched_setaffinity(0, sizeof own, &own);
+#else
+  (void)cpu;
+#endif
+}
+
 struct Workspace {
   aligned_ptr<unsigned char> buf;
   std::size_t bytes = 0;
@@ -221,17 +252,23 @@ Workspace& thread_workspace() {
 // ---------------------------------------------------------------------------------------------
 // The five loops
 
-// The tiles of C, cut for the threads: row blocks of whole MR panels (at most MC rows, and at
-// least `4 * threads` blocks so threads can balance), each optionally cut again into column chunks
-// of whole NR panels when M alone gives too few pieces. Threads take (row block, column chunk)
-// items from a shared counter, so a thread that gets descheduled delays only the item it holds.
+// The tiles of C, cut for the threads: row blocks of whole MR panels (at most MC rows), each cut
+// into column chunks of whole NR panels. Threads take (row block, column chunk) items from a shared
+// counter, so a thread that gets descheduled delays only the item it holds; there are at least
+// `4 * threads` items (a multiple of the thread count where possible) so threads can balance.
+// Extra pieces come from more row blocks, since then each thread packs only its own rows of A,
+// except when B is read in place with rows far apart: every row block re-reads its columns of B,
+// which then come from beyond L2 row by row (each row in another page, so no prefetch), and
+// column chunks are the cheaper cut (measured: 64x512x2048 on 2 threads, 23% faster).
 struct Tiling {
   index_t m_panels, row_blocks, max_block_rows;
   int target_items;
-  Tiling(index_t M, int MR, index_t MC, int threads) {
+  Tiling(index_t M, int MR, index_t MC, int threads, bool cut_columns_first) {
     m_panels = ceil_div(M, MR);
     target_items = threads == 1 ? 1 : 4 * threads;
-    row_blocks = std::min(m_panels, std::max<index_t>(ceil_div(M, MC), target_items));
+    const index_t min_blocks = ceil_div(M, MC);
+    row_blocks = cut_columns_first ? std::min(m_panels, min_blocks)
+                                   : std::min(m_panels, round_up(std::max<index_t>(min_blocks, target_items), threads));
     max_block_rows = ceil_div(m_panels, row_blocks) * MR;
   }
   // Column chunks for a block of n_panels NR panels.
@@ -246,7 +283,8 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
   const index_t nc_max = plan.pack_b ? even_block(N, blk.NC, NR) : round_up(N, NR);
   const index_t kc_max = even_block(K, blk.KC, 1);
   const int nt = plan.threads;
-  const Tiling tiling(M, MR, blk.MC, nt);
+  const bool b_far_rows = !plan.pack_b && pr.ldb * static_cast<index_t>(sizeof(T)) > kMaxInPlaceStrideBytes;
+  const Tiling tiling(M, MR, blk.MC, nt, b_far_rows);
 
   // Scratch, allocated here: an allocation failure must not throw inside the parallel region.
   //   shared: B~ (kc x nc), twice when threaded: threads may pack B~ number t + 1 while others
@@ -268,9 +306,9 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
   std::unique_ptr<std::atomic<index_t>[]> counters(new std::atomic<index_t>[n_counters]);
   for (index_t i = 0; i < n_counters; ++i) counters[i].store(0, std::memory_order_relaxed);
 
-#pragma omp parallel num_threads(nt)
-  {
-    const int team = team_size(), rank = team_rank();
+  // What each thread of the team runs (the whole call when single-threaded: no OpenMP region at
+  // all then, so a serial call costs nothing extra and never wakes the thread pool).
+  auto body = [&](const int team, const int rank) {
     T* const a_buf = work + b_elems * b_count + per_thread * rank;
     T* const b_edge = a_buf + a_elems;
     index_t packed_a_key = -1;  // which (row block, K block) a_buf holds
@@ -357,6 +395,17 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
       for (index_t t; (t = counters[0].fetch_add(1, std::memory_order_relaxed)) < n_items;)
         for (index_t pc = 0, k_block = 0; pc < K; pc += kc_max, ++k_block)
           macro_tile(t, n_chunks, 0, N, pc, std::min(kc_max, K - pc), k_block, nullptr);
+    }
+  };
+
+  if (nt == 1) {
+    body(1, 0);
+  } else {
+    const int master_cpu = current_cpu();
+#pragma omp parallel num_threads(nt)
+    {
+      if (team_rank() != 0) leave_cpu(master_cpu);
+      body(team_size(), team_rank());
     }
   }
 }
