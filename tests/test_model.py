@@ -77,6 +77,22 @@ def test_validation_split_takes_last_samples(rng):
     assert abs(tail - head) > 100
 
 
+def test_validation_split_rounds_like_keras():
+    # Keras: split_at = floor(n * (1 - validation_split)); 10 samples at 0.25 -> 7 train, 3 validation
+    seen = []
+
+    class Count(pydl.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(batch)
+
+    x = np.arange(20, dtype=np.float32).reshape(10, 2)
+    y = np.zeros((10, 1), np.float32)
+    model = Sequential([Dense(1, input_shape=(2,))])
+    model.compile("mse", SGD(0.0))
+    model.fit(x, y, epochs=1, batch_size=1, validation_split=0.25, callbacks=[Count()], verbose=0)
+    assert len(seen) == 7
+
+
 def test_fit_does_not_mutate_inputs(rng):
     for dtype in (np.float32, np.float64):
         x = rng.standard_normal((50, 6)).astype(dtype)

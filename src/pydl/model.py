@@ -312,7 +312,7 @@ class Sequential:
             if not (0.0 < split < 1.0):
                 raise ValueError(f"[Sequential.fit] validation_split must be in [0, 1), got {validation_split!r}")
             n = x.shape[0]
-            split_at = int(math.ceil(n * (1.0 - split)))
+            split_at = int(math.floor(n * (1.0 - split)))  # Keras's rounding
             if split_at <= 0 or split_at >= n:
                 raise ValueError(f"[Sequential.fit] validation_split={split} leaves an empty training or validation "
                                  f"set for {n} samples")
