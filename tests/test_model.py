@@ -41,6 +41,27 @@ def test_mlp_digits_reaches_95_percent(digits):
     assert np.mean(pred == yte) == pytest.approx(res["accuracy"])
 
 
+def test_training_is_identical_for_one_and_two_threads(digits):
+    (xtr, ytr), (xv, yv), _ = digits
+    old = pydl.get_num_threads()
+    runs = []
+    try:
+        for nt in (1, 2):
+            pydl.set_num_threads(nt)
+            pydl.seed(7)
+            model = Sequential([Dense(96, activation="relu", input_shape=(64,)), Dropout(0.2), BatchNormalization(),
+                                Dense(10)])
+            model.compile(pydl.losses.SparseCategoricalCrossentropy(from_logits=True), Adam(clipnorm=1.0))
+            model.fit(xtr[:600], ytr[:600], batch_size=100, epochs=2, verbose=0)
+            runs.append((model.get_weights(), model.predict(xv)))
+    finally:
+        pydl.set_num_threads(old)
+    (w1, p1), (w2, p2) = runs
+    for a, b in zip(w1, w2):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(p1, p2)
+
+
 def test_early_stopping_restores_best_weights(digits):
     (xtr, ytr), (xv, yv), _ = digits
     pydl.seed(1)
