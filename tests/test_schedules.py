@@ -97,3 +97,33 @@ def test_unregistered_subclass_cannot_be_saved():
     assert h(3) == 0.125
     with pytest.raises(ValueError, match="not registered"):
         S.serialize(h)
+
+
+def test_schedules_match_torch_lr_schedulers():
+    torch = pytest.importorskip("torch")
+    sched = torch.optim.lr_scheduler
+    cases = [
+        (S.ExponentialDecay(0.2, 0.9), lambda o: sched.ExponentialLR(o, gamma=0.9), 0.2, 30),
+        (S.StepDecay(0.8, drop=0.5, epochs_drop=3), lambda o: sched.StepLR(o, step_size=3, gamma=0.5), 0.8, 30),
+        (S.CosineDecay(0.1, decay_epochs=12, alpha=0.2),
+         lambda o: sched.CosineAnnealingLR(o, T_max=12, eta_min=0.02), 0.1, 13),
+        (S.InverseTimeDecay(0.5, 0.25), lambda o: sched.LambdaLR(o, lambda e: 1.0 / (1.0 + 0.25 * e)), 0.5, 30),
+    ]
+    for ours, make, lr0, n in cases:
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr0)
+        ref = make(opt)
+        got = []
+        for _ in range(n):
+            got.append(opt.param_groups[0]["lr"])
+            opt.step()
+            ref.step()
+        assert [ours(e) for e in range(n)] == pytest.approx(got, rel=1e-9, abs=1e-15), repr(ours)
+
+
+def test_fit_uses_any_callable_of_epoch_as_learning_rate():
+    seen = []
+    model = pydl.Sequential([pydl.layers.Dense(1, input_shape=(2,))])
+    model.compile("mse", pydl.optimizers.SGD(learning_rate=lambda e: 0.1 * 0.5 ** e))
+    cb = pydl.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: seen.append(model.optimizer.current_learning_rate))
+    model.fit(np.ones((4, 2), np.float32), np.zeros((4, 1), np.float32), epochs=3, verbose=0, callbacks=[cb])
+    assert seen == pytest.approx([0.1, 0.05, 0.025], rel=1e-15)
