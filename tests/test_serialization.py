@@ -116,6 +116,7 @@ def _tamper_config(arrays, fn):
     ("format", lambda c: c.update(format="keras"), "not a 'pydl-model' config"),
     ("version", lambda c: c.update(version=99), "version 99"),
     ("layers type", lambda c: c.update(layers="Dense"), "'layers' must be a list"),
+    ("absurd units", lambda c: c["layers"][1]["config"].update(units=10 ** 15), "cannot be rebuilt"),
 ])
 def test_tampered_config(saved, tmp_path, what, edit, msg):
     _, _, arrays = saved
@@ -154,6 +155,10 @@ def test_tampered_arrays(saved, tmp_path):
     a = dict(arrays)
     del a["__config__"]
     cases.append((a, "no '__config__'"))
+    okey = next(k for k in arrays if k.startswith("optimizer/") and k != "optimizer/iterations")
+    a = dict(arrays)
+    a[okey] = arrays[okey].reshape(-1)[:1]
+    cases.append((a, "bad optimizer state: .*has shape \\(1,\\)"))
     for arrays_bad, msg in cases:
         with open(bad, "wb") as f:
             np.savez(f, **arrays_bad)

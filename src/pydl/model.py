@@ -636,7 +636,7 @@ def load_model(path) -> Sequential:
                 raise ValueError(f"input_shape must be a list of ints or nulls, got {input_shape!r}")
             if not model.built or tuple(model.input_shape[1:]) != tuple(input_shape[1:]):
                 model.build(tuple(input_shape))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, MemoryError) as exc:  # MemoryError: absurd sizes in a tampered config
         raise _bad(path, f"the layers cannot be rebuilt: {exc}") from None
 
     # weights and state
@@ -679,6 +679,9 @@ def load_model(path) -> Sequential:
         opt_state = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
         try:
             opt.set_state(opt_state)
+            if model.built and opt._pending is not None:  # check the slots against the weights now, not at fit
+                specs = [(p.shape, p.dtype) for layer in model.layers if layer.trainable for p in layer.params.values()]
+                opt._check_state_matches(opt._pending, specs, "set_state")
         except (TypeError, ValueError, KeyError) as exc:
             raise _bad(path, f"bad optimizer state: {exc}") from None
     elif any(k.startswith("optimizer/") for k in arrays):
