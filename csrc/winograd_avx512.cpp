@@ -1,0 +1,8 @@
+// avx512 build of the Winograd loops (float); called only when selected_isa() allows it.
+#define PYDL_KNS avx512
+#include "winograd_impl.h"
+
+namespace pydl {
+template void avx512::winograd_forward_impl<float>(float*, const float*, const float*, const float*,
+                                                  const Conv2dGeom&, int, ConvAct, bool);
+}  // namespace pydl

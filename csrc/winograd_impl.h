@@ -1,0 +1,279 @@
+// Winograd F(m x m, 3x3) loops compiled once per ISA (see winograd.h for the algorithm).
+// Included by winograd.cpp (portable, float and double), winograd_avx2.cpp and
+// winograd_avx512.cpp (float), each defining PYDL_KNS. Sizes are validated by the caller.
+#ifndef PYDL_KNS
+#error "define PYDL_KNS before including winograd_impl.h"
+#endif
+
+#include <cstring>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "conv2d.h"
+#include "gemm.h"
+#include "threading.h"
+
+namespace pydl {
+namespace PYDL_KNS {
+namespace {
+
+inline index_t wg_min(index_t a, index_t b) { return a < b ? a : b; }
+inline index_t wg_max(index_t a, index_t b) { return a > b ? a : b; }
+
+// Transform matrices (Lavin & Gray). alpha = m + 2 points: F(2,3) uses 0, 1, -1;
+// F(4,3) uses 0, 1, -1, 2, -2 (and infinity).
+template <int M>
+struct WinoMats;
+
+template <>
+struct WinoMats<2> {
+  static constexpr int A = 4;
+  static constexpr double BT[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
+  static constexpr double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  static constexpr double AT[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
+};
+
+template <>
+struct WinoMats<4> {
+  static constexpr int A = 6;
+  static constexpr double BT[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+                                      {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+  static constexpr double G[6][3] = {{1.0 / 4, 0, 0},
+                                     {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                     {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                     {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                     {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                     {0, 0, 1}};
+  static constexpr double AT[4][6] = {
+      {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
+};
+
+inline int wg_tid() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+// U[a*A + b][k][c] = (G g G^T)[a][b] with g = w[k,c] (or w[c,k] flipped 180 degrees).
+template <typename T, int M>
+void filter_transform(T* U, const T* w, index_t K, index_t C, bool flip_transpose) {
+  using Mt = WinoMats<M>;
+  constexpr int A = Mt::A;
+  const int nt = threads_for(static_cast<double>(K) * C * A * A * 12, 1e5);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (index_t k = 0; k < K; ++k)
+    for (index_t c = 0; c < C; ++c) {
+      double gk[3][3];
+      for (int r = 0; r < 3; ++r)
+        for (int s = 0; s < 3; ++s)
+          gk[r][s] = flip_transpose ? static_cast<double>(w[(c * K + k) * 9 + (2 - r) * 3 + (2 - s)])
+                                    : static_cast<double>(w[(k * C + c) * 9 + r * 3 + s]);
+      double t[A][3];
+      for (int a = 0; a < A; ++a)
+        for (int s = 0; s < 3; ++s) t[a][s] = Mt::G[a][0] * gk[0][s] + Mt::G[a][1] * gk[1][s] + Mt::G[a][2] * gk[2][s];
+      for (int a = 0; a < A; ++a)
+        for (int b = 0; b < A; ++b) {
+          const double u = t[a][0] * Mt::G[b][0] + t[a][1] * Mt::G[b][1] + t[a][2] * Mt::G[b][2];
+          U[((a * A + b) * K + k) * C + c] = static_cast<T>(u);
+        }
+    }
+}
+
+// One tile row (image n, tile row th) of one channel: V[(a*A + b)][c][u] for its nTw tiles.
+//   d = input tile (A x A) at rows th*m - pt .., columns u*m - pl ..;  V = B^T d B
+// buf: A rows of the zero-padded input strip; t: row-transformed strip; ph: de-interleaved.
+template <typename T, int M>
+void input_transform_row(T* V, index_t ldv, const T* xc, const Conv2dGeom& g, index_t th, index_t nTw, T* buf,
+                         T* t, T* ph) {
+  using Mt = WinoMats<M>;
+  constexpr int A = Mt::A;
+  const index_t Wb = nTw * M + 2;  // strip width
+  const index_t h0 = th * M - g.pt;
+  // 1. gather A input rows, zero outside the image
+  const index_t lo = wg_min(wg_max(g.pl, 0), Wb);
+  const index_t w0 = wg_max(-g.pl, 0);
+  const index_t cnt = wg_max(0, wg_min(g.W - w0, Wb - lo));
+  for (int i = 0; i < A; ++i) {
+    T* dst = buf + i * Wb;
+    const index_t h = h0 + i;
+    if (h < 0 || h >= g.H) {
+      std::memset(dst, 0, sizeof(T) * Wb);
+      continue;
+    }
+    const T* src = xc + h * g.W;
+    for (index_t j = 0; j < lo; ++j) dst[j] = T(0);
+    if (cnt > 0) std::memcpy(dst + lo, src + w0, sizeof(T) * cnt);
+    for (index_t j = lo + cnt; j < Wb; ++j) dst[j] = T(0);
+  }
+  // 2. rows: t[a][j] = sum_i BT[a][i] buf[i][j]   (unit stride over the strip)
+#pragma GCC unroll 8
+  for (int a = 0; a < A; ++a) {
+    T* ta = t + a * Wb;
+    bool first = true;
+#pragma GCC unroll 8
+    for (int i = 0; i < A; ++i) {
+      const double cf = Mt::BT[a][i];
+      if (cf == 0.0) continue;
+      const T c = static_cast<T>(cf);
+      const T* bi = buf + i * Wb;
+      if (first) {
+        for (index_t j = 0; j < Wb; ++j) ta[j] = c * bi[j];
+        first = false;
+      } else {
+        for (index_t j = 0; j < Wb; ++j) ta[j] += c * bi[j];
+      }
+    }
+  }
+  // 3. columns, per row a: de-interleave the tiles' A columns, then V = t B (vectorised over tiles)
+  for (int a = 0; a < A; ++a) {
+    const T* ta = t + a * Wb;
+    for (int j = 0; j < A; ++j) {
+      T* pj = ph + j * nTw;
+      for (index_t u = 0; u < nTw; ++u) pj[u] = ta[u * M + j];
+    }
+#pragma GCC unroll 8
+    for (int b = 0; b < A; ++b) {
+      T* v = V + (a * A + b) * ldv;
+      bool first = true;
+#pragma GCC unroll 8
+      for (int j = 0; j < A; ++j) {
+        const double cf = Mt::BT[b][j];
+        if (cf == 0.0) continue;
+        const T c = static_cast<T>(cf);
+        const T* pj = ph + j * nTw;
+        if (first) {
+          for (index_t u = 0; u < nTw; ++u) v[u] = c * pj[u];
+          first = false;
+        } else {
+          for (index_t u = 0; u < nTw; ++u) v[u] += c * pj[u];
+        }
+      }
+    }
+  }
+}
+
+// One tile row of one output channel: Y = A^T Mt A (+ bias, activation), written into y_k.
+// Mk points at M[0][k][off]; consecutive (a*A + b) planes are ldm apart.
+template <typename T, int M>
+void output_transform_row(T* yk, const T* Mk, index_t ldm, T bias, ConvAct act, const Conv2dGeom& g, index_t th,
+                          index_t nTw, T* z, T* yt) {
+  using Mt = WinoMats<M>;
+  constexpr int A = Mt::A;
+  // z[i][b][u] = sum_a AT[i][a] Mk[(a*A + b)][u]
+#pragma GCC unroll 8
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+    for (int b = 0; b < A; ++b) {
+      T* zz = z + (i * A + b) * nTw;
+      bool first = true;
+#pragma GCC unroll 8
+      for (int a = 0; a < A; ++a) {
+        const double cf = Mt::AT[i][a];
+        if (cf == 0.0) continue;
+        const T c = static_cast<T>(cf);
+        const T* mm = Mk + (a * A + b) * ldm;
+        if (first) {
+          for (index_t u = 0; u < nTw; ++u) zz[u] = c * mm[u];
+          first = false;
+        } else {
+          for (index_t u = 0; u < nTw; ++u) zz[u] += c * mm[u];
+        }
+      }
+    }
+  // yt[i][j][u] = act(bias + sum_b AT[j][b] z[i][b][u])
+#pragma GCC unroll 8
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < M; ++j) {
+      T* yy = yt + (i * M + j) * nTw;
+      for (index_t u = 0; u < nTw; ++u) yy[u] = bias;
+#pragma GCC unroll 8
+      for (int b = 0; b < A; ++b) {
+        const double cf = Mt::AT[j][b];
+        if (cf == 0.0) continue;
+        const T c = static_cast<T>(cf);
+        const T* zz = z + (i * A + b) * nTw;
+        for (index_t u = 0; u < nTw; ++u) yy[u] += c * zz[u];
+      }
+      if (act == ConvAct::relu)
+        for (index_t u = 0; u < nTw; ++u) yy[u] = yy[u] < T(0) ? T(0) : yy[u];
+    }
+  // interleave into the output plane, clipping the edge tiles
+  const index_t p0 = th * M;
+  const index_t rows = wg_min(M, g.P - p0);
+  const index_t full = g.Q / M;  // tiles whose M columns are all inside
+  for (index_t i = 0; i < rows; ++i) {
+    T* row = yk + (p0 + i) * g.Q;
+    for (index_t u = 0; u < full; ++u)
+#pragma GCC unroll 4
+      for (int j = 0; j < M; ++j) row[u * M + j] = yt[(i * M + j) * nTw + u];
+    for (index_t u = full; u < nTw; ++u)
+      for (int j = 0; j < M && u * M + j < g.Q; ++j) row[u * M + j] = yt[(i * M + j) * nTw + u];
+  }
+}
+
+template <typename T, int M>
+void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g, ConvAct act, bool flip_transpose) {
+  constexpr int A = M + 2, A2 = A * A;
+  const index_t C = g.C, K = g.K;
+  const index_t nTh = (g.P + M - 1) / M, nTw = (g.Q + M - 1) / M;
+  aligned_ptr<T> U = aligned_alloc_array<T>(static_cast<std::size_t>(A2 * K * C));
+  filter_transform<T, M>(U.get(), w, K, C, flip_transpose);
+
+  // Chunks of whole tile rows; V [A2][C][Tc] and M [A2][K][Tc] per thread stay near 1-2 MiB.
+  const index_t total_rows = g.N * nTh;
+  const index_t bytes_per_tile = static_cast<index_t>(sizeof(T)) * A2 * (C + K);
+  const index_t target_tiles = wg_max(16, (index_t(3) << 19) / bytes_per_tile);
+  const double flops_per_row = 2.0 * A2 * C * K * nTw + 40.0 * A2 * (C + K) * nTw;
+  const int nt = threads_for(flops_per_row * total_rows, 4e5);
+  index_t rows_per_chunk = wg_max(1, target_tiles / nTw);
+  if (nt > 1) rows_per_chunk = wg_max(1, wg_min(rows_per_chunk, (total_rows + 2 * nt - 1) / (2 * nt)));
+  const index_t nchunks = (total_rows + rows_per_chunk - 1) / rows_per_chunk;
+  const index_t Tmax = rows_per_chunk * nTw;
+  const index_t Wb = nTw * M + 2;
+  const index_t per_thread = A2 * (C + K) * Tmax + 2 * A * Wb + A * nTw + 2 * M * A * nTw;
+  aligned_ptr<T> scratch = aligned_alloc_array<T>(static_cast<std::size_t>(per_thread * nt));
+  const index_t x_img = C * g.H * g.W, y_img = K * g.P * g.Q;
+
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+  for (index_t ch = 0; ch < nchunks; ++ch) {
+    T* V = scratch.get() + per_thread * wg_tid();
+    T* Mm = V + A2 * C * Tmax;
+    T* buf = Mm + A2 * K * Tmax;
+    T* t = buf + A * Wb;
+    T* ph = t + A * Wb;
+    T* z = ph + A * nTw;
+    T* yt = z + M * A * nTw;
+    const index_t r0 = ch * rows_per_chunk, r1 = wg_min(total_rows, r0 + rows_per_chunk);
+    const index_t Tc = (r1 - r0) * nTw;  // tiles in this chunk (= leading dimension)
+    for (index_t rr = r0; rr < r1; ++rr) {
+      const index_t n = rr / nTh, th = rr % nTh, off = (rr - r0) * nTw;
+      for (index_t c = 0; c < C; ++c)
+        input_transform_row<T, M>(V + c * Tc + off, C * Tc, x + n * x_img + c * g.H * g.W, g, th, nTw, buf, t, ph);
+    }
+    for (int xi = 0; xi < A2; ++xi)
+      gemm(false, false, K, Tc, C, T(1), U.get() + xi * K * C, C, V + xi * C * Tc, Tc, T(0), Mm + xi * K * Tc, Tc);
+    for (index_t rr = r0; rr < r1; ++rr) {
+      const index_t n = rr / nTh, th = rr % nTh, off = (rr - r0) * nTw;
+      for (index_t k = 0; k < K; ++k)
+        output_transform_row<T, M>(y + n * y_img + k * g.P * g.Q, Mm + k * Tc + off, K * Tc, b ? b[k] : T(0), act,
+                                   g, th, nTw, z, yt);
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void winograd_forward_impl(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g, int m, ConvAct act,
+                           bool flip_transpose) {
+  if (m == 2) winograd_run<T, 2>(y, x, w, b, g, act, flip_transpose);
+  else winograd_run<T, 4>(y, x, w, b, g, act, flip_transpose);
+}
+
+}  // namespace PYDL_KNS
+}  // namespace pydl
