@@ -29,6 +29,19 @@ void conv2d_geometry(Conv2dGeom& g, const char* op) {
   PYDL_CHECK(g.C * g.R * g.S < kMax && g.P * g.Q < kMax && g.H * g.W < kMax, op, "sizes too large to index");
 }
 
+void* conv_scratch(std::size_t bytes, int slot) {
+  PYDL_CHECK(slot >= 0 && slot < 4, "conv_scratch", "bad slot ", slot);
+  thread_local aligned_ptr<unsigned char> bufs[4];
+  thread_local std::size_t caps[4] = {0, 0, 0, 0};
+  if (bytes > caps[slot]) {
+    bufs[slot].reset();
+    caps[slot] = 0;
+    bufs[slot] = aligned_alloc_array<unsigned char>(bytes);
+    caps[slot] = bytes;
+  }
+  return bufs[slot].get();
+}
+
 template <typename T>
 void conv2d_apply_act(T* y, index_t count, ConvAct act) {
   if (act != ConvAct::relu) return;

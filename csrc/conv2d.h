@@ -60,6 +60,11 @@ void conv2d_backward_input_im2col(T* dx, const T* dy, const T* w, const Conv2dGe
 template <typename T>
 void conv2d_backward_weight_im2col(T* dw, T* db, const T* dy, const T* x, const Conv2dGeom& g);
 
+// Scratch memory for the convolution kernels: one buffer per (calling thread, slot), kept and
+// grown across calls so repeated layers do not pay page faults for fresh allocations.
+// Call before any parallel region; the pointer stays valid until the next call with that slot.
+void* conv_scratch(std::size_t bytes, int slot);
+
 // Applies the fused epilogue y = act(y) in place (used after the naive forward).
 template <typename T>
 void conv2d_apply_act(T* y, index_t count, ConvAct act);

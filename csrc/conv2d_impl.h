@@ -119,7 +119,7 @@ void conv2d_forward_direct_impl(T* y, const T* x, const T* w, const T* b, const 
   const index_t CRS = g.C * g.R * g.S;
   const index_t nkb = ceil_div(g.K, kDirectKB);
   // Repack w [K][C][R][S] -> per block of KB channels [C][R][S][KB].
-  aligned_ptr<T> wpk = aligned_alloc_array<T>(static_cast<std::size_t>(g.K * CRS));
+  T* wpk = static_cast<T*>(conv_scratch(sizeof(T) * g.K * CRS, 0));
   for (index_t kb = 0; kb < nkb; ++kb) {
     const index_t k0 = kb * kDirectKB, nk = imin(kDirectKB, g.K - k0);
     for (index_t j = 0; j < CRS; ++j)
@@ -130,7 +130,7 @@ void conv2d_forward_direct_impl(T* y, const T* x, const T* w, const T* b, const 
   const int nt = threads_for(work * g.N, 2e5);
   const index_t x_img = g.C * g.H * g.W, y_img = g.K * g.P * g.Q;
   if (g.N >= nt) {
-    aligned_ptr<T> pads = aligned_alloc_array<T>(static_cast<std::size_t>(img * nt));
+    T* pads = static_cast<T*>(conv_scratch(sizeof(T) * img * nt, 1));
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (index_t n = 0; n < g.N; ++n) {
 #ifdef _OPENMP
@@ -138,18 +138,18 @@ void conv2d_forward_direct_impl(T* y, const T* x, const T* w, const T* b, const 
 #else
       const int tid = 0;
 #endif
-      T* xp = pads.get() + img * tid;
+      T* xp = pads + img * tid;
       pad_image(xp, x + n * x_img, g, Hp, Wp);
       for (index_t kb = 0; kb < nkb; ++kb)
-        for (index_t p = 0; p < g.P; ++p) direct_rows(y + n * y_img, xp, Hp, Wp, wpk.get(), b, g, kb, p, act);
+        for (index_t p = 0; p < g.P; ++p) direct_rows(y + n * y_img, xp, Hp, Wp, wpk, b, g, kb, p, act);
     }
   } else {
-    aligned_ptr<T> xp = aligned_alloc_array<T>(static_cast<std::size_t>(img));
+    T* xp = static_cast<T*>(conv_scratch(sizeof(T) * img, 1));
     for (index_t n = 0; n < g.N; ++n) {
-      pad_image(xp.get(), x + n * x_img, g, Hp, Wp);
+      pad_image(xp, x + n * x_img, g, Hp, Wp);
 #pragma omp parallel for num_threads(nt) schedule(static) collapse(2)
       for (index_t kb = 0; kb < nkb; ++kb)
-        for (index_t p = 0; p < g.P; ++p) direct_rows(y + n * y_img, xp.get(), Hp, Wp, wpk.get(), b, g, kb, p, act);
+        for (index_t p = 0; p < g.P; ++p) direct_rows(y + n * y_img, xp, Hp, Wp, wpk, b, g, kb, p, act);
     }
   }
 }
@@ -162,7 +162,7 @@ void conv2d_backward_input_direct_impl(T* dx, const T* dy, const T* w, const Con
   const index_t Wp = (g.Q - 1) * g.sw + (g.S - 1) * g.dw + 1;
   const index_t planes = g.N * g.C;
   const int nt = threads_for(2.0 * planes * g.K * g.R * g.S * g.P * g.Q, 2e5);
-  aligned_ptr<T> bufs = aligned_alloc_array<T>(static_cast<std::size_t>(Hp * Wp * nt));
+  T* bufs = static_cast<T*>(conv_scratch(sizeof(T) * Hp * Wp * nt, 0));
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
   for (index_t nc = 0; nc < planes; ++nc) {
 #ifdef _OPENMP
@@ -171,7 +171,7 @@ void conv2d_backward_input_direct_impl(T* dx, const T* dy, const T* w, const Con
     const int tid = 0;
 #endif
     const index_t n = nc / g.C, c = nc % g.C;
-    T* dxp = bufs.get() + Hp * Wp * tid;
+    T* dxp = bufs + Hp * Wp * tid;
     std::memset(dxp, 0, sizeof(T) * Hp * Wp);
     for (index_t k = 0; k < g.K; ++k) {
       const T* dyk = dy + (n * g.K + k) * g.P * g.Q;
@@ -329,19 +329,19 @@ void conv2d_forward_im2col_impl(T* y, const T* x, const T* w, const T* b, const 
   const int nt = threads_for(flops * g.N, 4e5);
   if (g.N >= nt && nt > 1) {
     // Images in parallel, one serial GEMM per chunk.
-    aligned_ptr<T> cols = aligned_alloc_array<T>(static_cast<std::size_t>(colsz * nt));
+    T* cols = static_cast<T*>(conv_scratch(sizeof(T) * colsz * nt, 0));
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (index_t n = 0; n < g.N; ++n) {
-      T* col = cols.get() + colsz * omp_tid();
+      T* col = cols + colsz * omp_tid();
       for (index_t p0 = 0; p0 < g.P; p0 += rows)
         im2col_forward_chunk(y + n * y_img, col, x + n * x_img, w, b, g, p0, imin(rows, g.P - p0), act);
     }
   } else {
     // Few images: the GEMM itself uses the threads.
-    aligned_ptr<T> col = aligned_alloc_array<T>(static_cast<std::size_t>(colsz));
+    T* col = static_cast<T*>(conv_scratch(sizeof(T) * colsz, 0));
     for (index_t n = 0; n < g.N; ++n)
       for (index_t p0 = 0; p0 < g.P; p0 += rows)
-        im2col_forward_chunk(y + n * y_img, col.get(), x + n * x_img, w, b, g, p0, imin(rows, g.P - p0), act);
+        im2col_forward_chunk(y + n * y_img, col, x + n * x_img, w, b, g, p0, imin(rows, g.P - p0), act);
   }
 }
 
@@ -369,12 +369,12 @@ void conv2d_backward_input_im2col_impl(T* dx, const T* dy, const T* w, const Con
     }
   };
   if (g.N >= nt && nt > 1) {
-    aligned_ptr<T> cols = aligned_alloc_array<T>(static_cast<std::size_t>(colsz * nt));
+    T* cols = static_cast<T*>(conv_scratch(sizeof(T) * colsz * nt, 0));
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-    for (index_t n = 0; n < g.N; ++n) one_image(n, cols.get() + colsz * omp_tid());
+    for (index_t n = 0; n < g.N; ++n) one_image(n, cols + colsz * omp_tid());
   } else {
-    aligned_ptr<T> col = aligned_alloc_array<T>(static_cast<std::size_t>(colsz));
-    for (index_t n = 0; n < g.N; ++n) one_image(n, col.get());
+    T* col = static_cast<T*>(conv_scratch(sizeof(T) * colsz, 0));
+    for (index_t n = 0; n < g.N; ++n) one_image(n, col);
   }
 }
 
@@ -405,14 +405,14 @@ void conv2d_backward_weight_im2col_impl(T* dw, T* db, const T* dy, const T* x, c
     }
   };
   if (g.N >= nt && nt > 1) {
-    aligned_ptr<T> cols = aligned_alloc_array<T>(static_cast<std::size_t>(colsz * nt));
-    aligned_ptr<T> accs = aligned_alloc_array<T>(static_cast<std::size_t>(wsz * nt));
-    std::memset(accs.get(), 0, sizeof(T) * wsz * nt);
+    T* cols = static_cast<T*>(conv_scratch(sizeof(T) * colsz * nt, 0));
+    T* accs = static_cast<T*>(conv_scratch(sizeof(T) * wsz * nt, 1));
+    std::memset(accs, 0, sizeof(T) * wsz * nt);
 #pragma omp parallel num_threads(nt)
     {
       const int tid = omp_tid();
-      T* col = cols.get() + colsz * tid;
-      T* acc = accs.get() + wsz * tid;
+      T* col = cols + colsz * tid;
+      T* acc = accs + wsz * tid;
 #pragma omp for schedule(dynamic, 1)
       for (index_t n = 0; n < g.N; ++n) one_image(n, col, acc);
     }
@@ -423,8 +423,8 @@ void conv2d_backward_weight_im2col_impl(T* dw, T* db, const T* dy, const T* x, c
     }
   } else {
     std::memset(dw, 0, sizeof(T) * wsz);
-    aligned_ptr<T> col = aligned_alloc_array<T>(static_cast<std::size_t>(colsz));
-    for (index_t n = 0; n < g.N; ++n) one_image(n, col.get(), dw);
+    T* col = static_cast<T*>(conv_scratch(sizeof(T) * colsz, 0));
+    for (index_t n = 0; n < g.N; ++n) one_image(n, col, dw);
   }
   if (db) {
     for (index_t k = 0; k < g.K; ++k) db[k] = T(0);

@@ -17,6 +17,9 @@
 
 namespace pydl {
 namespace PYDL_KNS {
+
+#include "simd_vec.h"
+
 namespace {
 
 inline index_t wg_min(index_t a, index_t b) { return a < b ? a : b; }
@@ -50,6 +53,11 @@ struct WinoMats<4> {
       {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
 };
 
+#ifndef PYDL_WG_CHUNK_BYTES
+#define PYDL_WG_CHUNK_BYTES (3 << 19)
+#endif
+constexpr index_t kWgChunkBytes = PYDL_WG_CHUNK_BYTES;
+
 inline int wg_tid() {
 #ifdef _OPENMP
   return omp_get_thread_num();
@@ -58,11 +66,12 @@ inline int wg_tid() {
 #endif
 }
 
-// U[a*A + b][k][c] = (G g G^T)[a][b] with g = w[k,c] (or w[c,k] flipped 180 degrees).
+// U[a*A + b][c][k] = (G g G^T)[a][b] with g = w[k,c] (or w[c,k] flipped 180 degrees).
 template <typename T, int M>
-void filter_transform(T* U, const T* w, index_t K, index_t C, bool flip_transpose) {
+void filter_transform(T* U, const T* w, index_t K, index_t C, index_t Kp, bool flip_transpose) {
   using Mt = WinoMats<M>;
   constexpr int A = Mt::A;
+  for (index_t i = 0; i < A * A * C * Kp; ++i) U[i] = T(0);  // K..Kp padding stays zero
   const int nt = threads_for(static_cast<double>(K) * C * A * A * 12, 1e5);
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (index_t k = 0; k < K; ++k)
@@ -78,63 +87,71 @@ void filter_transform(T* U, const T* w, index_t K, index_t C, bool flip_transpos
       for (int a = 0; a < A; ++a)
         for (int b = 0; b < A; ++b) {
           const double u = t[a][0] * Mt::G[b][0] + t[a][1] * Mt::G[b][1] + t[a][2] * Mt::G[b][2];
-          U[((a * A + b) * K + k) * C + c] = static_cast<T>(u);
+          U[((a * A + b) * C + c) * Kp + k] = static_cast<T>(u);
         }
     }
 }
 
-// One tile row (image n, tile row th) of one channel: V[(a*A + b)][c][u] for its nTw tiles.
-//   d = input tile (A x A) at rows th*m - pt .., columns u*m - pl ..;  V = B^T d B
-// buf: A rows of the zero-padded input strip; t: row-transformed strip; ph: de-interleaved.
+// Input transform of one channel over a segment of `nrows` tile rows (th0 ..) of one image:
+//   d = A x A input tile at rows th*m - pt .., columns u*m - pl ..;  V = B^T d B
+// V[(a*A + b) * ldv + i] for tiles i = (th - th0) * nTw + u of the segment.
+// Per tile row: gather the A input rows (zero outside the image) into `buf`, transform the rows
+// (t = B^T buf, unit stride), then de-interleave the tiles' columns into ph[a][j][i]; finally
+// V = ph B for the whole segment, vectorised over its tiles.
 template <typename T, int M>
-void input_transform_row(T* V, index_t ldv, const T* xc, const Conv2dGeom& g, index_t th, index_t nTw, T* buf,
-                         T* t, T* ph) {
+void input_transform_seg(T* V, index_t ldv, const T* xc, const Conv2dGeom& g, index_t th0, index_t nrows,
+                         index_t nTw, T* buf, T* t, T* ph) {
   using Mt = WinoMats<M>;
   constexpr int A = Mt::A;
   const index_t Wb = nTw * M + 2;  // strip width
-  const index_t h0 = th * M - g.pt;
-  // 1. gather A input rows, zero outside the image
+  const index_t nseg = nrows * nTw;
   const index_t lo = wg_min(wg_max(g.pl, 0), Wb);
   const index_t w0 = wg_max(-g.pl, 0);
   const index_t cnt = wg_max(0, wg_min(g.W - w0, Wb - lo));
-  for (int i = 0; i < A; ++i) {
-    T* dst = buf + i * Wb;
-    const index_t h = h0 + i;
-    if (h < 0 || h >= g.H) {
-      std::memset(dst, 0, sizeof(T) * Wb);
-      continue;
-    }
-    const T* src = xc + h * g.W;
-    for (index_t j = 0; j < lo; ++j) dst[j] = T(0);
-    if (cnt > 0) std::memcpy(dst + lo, src + w0, sizeof(T) * cnt);
-    for (index_t j = lo + cnt; j < Wb; ++j) dst[j] = T(0);
-  }
-  // 2. rows: t[a][j] = sum_i BT[a][i] buf[i][j]   (unit stride over the strip)
-#pragma GCC unroll 8
-  for (int a = 0; a < A; ++a) {
-    T* ta = t + a * Wb;
-    bool first = true;
-#pragma GCC unroll 8
+  for (index_t rr = 0; rr < nrows; ++rr) {
+    const index_t h0 = (th0 + rr) * M - g.pt;
     for (int i = 0; i < A; ++i) {
-      const double cf = Mt::BT[a][i];
-      if (cf == 0.0) continue;
-      const T c = static_cast<T>(cf);
-      const T* bi = buf + i * Wb;
-      if (first) {
-        for (index_t j = 0; j < Wb; ++j) ta[j] = c * bi[j];
-        first = false;
-      } else {
-        for (index_t j = 0; j < Wb; ++j) ta[j] += c * bi[j];
+      T* dst = buf + i * Wb;
+      const index_t h = h0 + i;
+      if (h < 0 || h >= g.H) {
+        for (index_t j = 0; j < Wb; ++j) dst[j] = T(0);
+        continue;
+      }
+      const T* src = xc + h * g.W;
+      for (index_t j = 0; j < lo; ++j) dst[j] = T(0);
+      if (cnt > 0) std::memcpy(dst + lo, src + w0, sizeof(T) * cnt);
+      for (index_t j = lo + cnt; j < Wb; ++j) dst[j] = T(0);
+    }
+#pragma GCC unroll 8
+    for (int a = 0; a < A; ++a) {
+      T* ta = t + a * Wb;
+      bool first = true;
+#pragma GCC unroll 8
+      for (int i = 0; i < A; ++i) {
+        const double cf = Mt::BT[a][i];
+        if (cf == 0.0) continue;
+        const T c = static_cast<T>(cf);
+        const T* bi = buf + i * Wb;
+        if (first) {
+          for (index_t j = 0; j < Wb; ++j) ta[j] = c * bi[j];
+          first = false;
+        } else {
+          for (index_t j = 0; j < Wb; ++j) ta[j] += c * bi[j];
+        }
+      }
+    }
+    for (int a = 0; a < A; ++a) {
+      const T* ta = t + a * Wb;
+      T* pa = ph + a * A * nseg + rr * nTw;
+#pragma GCC unroll 8
+      for (int j = 0; j < A; ++j) {
+        T* pj = pa + j * nseg;
+        for (index_t u = 0; u < nTw; ++u) pj[u] = ta[u * M + j];
       }
     }
   }
-  // 3. columns, per row a: de-interleave the tiles' A columns, then V = t B (vectorised over tiles)
   for (int a = 0; a < A; ++a) {
-    const T* ta = t + a * Wb;
-    for (int j = 0; j < A; ++j) {
-      T* pj = ph + j * nTw;
-      for (index_t u = 0; u < nTw; ++u) pj[u] = ta[u * M + j];
-    }
+    const T* pa = ph + a * A * nseg;
 #pragma GCC unroll 8
     for (int b = 0; b < A; ++b) {
       T* v = V + (a * A + b) * ldv;
@@ -144,31 +161,32 @@ void input_transform_row(T* V, index_t ldv, const T* xc, const Conv2dGeom& g, in
         const double cf = Mt::BT[b][j];
         if (cf == 0.0) continue;
         const T c = static_cast<T>(cf);
-        const T* pj = ph + j * nTw;
+        const T* pj = pa + j * nseg;
         if (first) {
-          for (index_t u = 0; u < nTw; ++u) v[u] = c * pj[u];
+          for (index_t i = 0; i < nseg; ++i) v[i] = c * pj[i];
           first = false;
         } else {
-          for (index_t u = 0; u < nTw; ++u) v[u] += c * pj[u];
+          for (index_t i = 0; i < nseg; ++i) v[i] += c * pj[i];
         }
       }
     }
   }
 }
 
-// One tile row of one output channel: Y = A^T Mt A (+ bias, activation), written into y_k.
-// Mk points at M[0][k][off]; consecutive (a*A + b) planes are ldm apart.
+// Output transform of one channel over a segment: Y = A^T Mt A (+ bias, activation), clipped to
+// the output plane yk. Mk[(a*A + b) * ldm + i] holds tile i of the segment.
 template <typename T, int M>
-void output_transform_row(T* yk, const T* Mk, index_t ldm, T bias, ConvAct act, const Conv2dGeom& g, index_t th,
-                          index_t nTw, T* z, T* yt) {
+void output_transform_seg(T* yk, const T* Mk, index_t ldm, T bias, ConvAct act, const Conv2dGeom& g, index_t th0,
+                          index_t nrows, index_t nTw, T* z, T* yt) {
   using Mt = WinoMats<M>;
   constexpr int A = Mt::A;
-  // z[i][b][u] = sum_a AT[i][a] Mk[(a*A + b)][u]
+  const index_t nseg = nrows * nTw;
+  // z[i][b][t] = sum_a AT[i][a] Mk[(a*A + b)][t]
 #pragma GCC unroll 8
   for (int i = 0; i < M; ++i)
 #pragma GCC unroll 8
     for (int b = 0; b < A; ++b) {
-      T* zz = z + (i * A + b) * nTw;
+      T* zz = z + (i * A + b) * nseg;
       bool first = true;
 #pragma GCC unroll 8
       for (int a = 0; a < A; ++a) {
@@ -177,91 +195,141 @@ void output_transform_row(T* yk, const T* Mk, index_t ldm, T bias, ConvAct act, 
         const T c = static_cast<T>(cf);
         const T* mm = Mk + (a * A + b) * ldm;
         if (first) {
-          for (index_t u = 0; u < nTw; ++u) zz[u] = c * mm[u];
+          for (index_t u = 0; u < nseg; ++u) zz[u] = c * mm[u];
           first = false;
         } else {
-          for (index_t u = 0; u < nTw; ++u) zz[u] += c * mm[u];
+          for (index_t u = 0; u < nseg; ++u) zz[u] += c * mm[u];
         }
       }
     }
-  // yt[i][j][u] = act(bias + sum_b AT[j][b] z[i][b][u])
+  // yt[i][j][t] = act(bias + sum_b AT[j][b] z[i][b][t])
 #pragma GCC unroll 8
   for (int i = 0; i < M; ++i)
 #pragma GCC unroll 8
     for (int j = 0; j < M; ++j) {
-      T* yy = yt + (i * M + j) * nTw;
-      for (index_t u = 0; u < nTw; ++u) yy[u] = bias;
+      T* yy = yt + (i * M + j) * nseg;
+      for (index_t u = 0; u < nseg; ++u) yy[u] = bias;
 #pragma GCC unroll 8
       for (int b = 0; b < A; ++b) {
         const double cf = Mt::AT[j][b];
         if (cf == 0.0) continue;
         const T c = static_cast<T>(cf);
-        const T* zz = z + (i * A + b) * nTw;
-        for (index_t u = 0; u < nTw; ++u) yy[u] += c * zz[u];
+        const T* zz = z + (i * A + b) * nseg;
+        for (index_t u = 0; u < nseg; ++u) yy[u] += c * zz[u];
       }
       if (act == ConvAct::relu)
-        for (index_t u = 0; u < nTw; ++u) yy[u] = yy[u] < T(0) ? T(0) : yy[u];
+        for (index_t u = 0; u < nseg; ++u) yy[u] = yy[u] < T(0) ? T(0) : yy[u];
     }
   // interleave into the output plane, clipping the edge tiles
-  const index_t p0 = th * M;
-  const index_t rows = wg_min(M, g.P - p0);
   const index_t full = g.Q / M;  // tiles whose M columns are all inside
-  for (index_t i = 0; i < rows; ++i) {
-    T* row = yk + (p0 + i) * g.Q;
-    for (index_t u = 0; u < full; ++u)
+  for (index_t rr = 0; rr < nrows; ++rr) {
+    const index_t p0 = (th0 + rr) * M;
+    const index_t rows = wg_min(M, g.P - p0);
+    const index_t base = rr * nTw;
+    for (index_t i = 0; i < rows; ++i) {
+      T* row = yk + (p0 + i) * g.Q;
+      const T* src = yt + i * M * nseg + base;
+      for (index_t u = 0; u < full; ++u)
 #pragma GCC unroll 4
-      for (int j = 0; j < M; ++j) row[u * M + j] = yt[(i * M + j) * nTw + u];
-    for (index_t u = full; u < nTw; ++u)
-      for (int j = 0; j < M && u * M + j < g.Q; ++j) row[u * M + j] = yt[(i * M + j) * nTw + u];
+        for (int j = 0; j < M; ++j) row[u * M + j] = src[j * nseg + u];
+      for (index_t u = full; u < nTw; ++u)
+        for (int j = 0; j < M && u * M + j < g.Q; ++j) row[u * M + j] = src[j * nseg + u];
+    }
   }
+}
+
+// The element-wise stage of one transform point: Mx [Kp][ld] = Ux^T * Vx with Ux [C][Kp] and
+// Vx [C][ld]; ld is a multiple of TV vectors and Kp of KB. A register block of KB output channels
+// by TV vectors of tiles accumulates over C: one vector load of V per TV, one broadcast of U per
+// output channel.
+#ifndef PYDL_WG_KB
+#define PYDL_WG_KB 2
+#define PYDL_WG_TV 1
+#endif
+constexpr int kWgKB = PYDL_WG_KB;
+constexpr int kWgTV = PYDL_WG_TV;
+
+template <typename T>
+void wg_gemm(T* Mx, const T* Ux, const T* Vx, index_t Kp, index_t C, index_t ld) {
+  constexpr int L = VecOf<T>::L;
+  for (index_t t0 = 0; t0 < ld; t0 += kWgTV * L)
+    for (index_t k0 = 0; k0 < Kp; k0 += kWgKB) {
+      Vec<T> acc[kWgKB][kWgTV];
+      for (int kk = 0; kk < kWgKB; ++kk)
+        for (int tv = 0; tv < kWgTV; ++tv) acc[kk][tv] = Vec<T>{};
+      const T* u = Ux + k0;
+      const T* v = Vx + t0;
+      for (index_t c = 0; c < C; ++c, u += Kp, v += ld) {
+        Vec<T> vv[kWgTV];
+        for (int tv = 0; tv < kWgTV; ++tv) vv[tv] = vload<T>(v + tv * L);
+        for (int kk = 0; kk < kWgKB; ++kk) {
+          const T uk = u[kk];
+          for (int tv = 0; tv < kWgTV; ++tv) acc[kk][tv] += uk * vv[tv];
+        }
+      }
+      for (int kk = 0; kk < kWgKB; ++kk)
+        for (int tv = 0; tv < kWgTV; ++tv) vstore<T>(Mx + (k0 + kk) * ld + t0 + tv * L, acc[kk][tv]);
+    }
 }
 
 template <typename T, int M>
 void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g, ConvAct act, bool flip_transpose) {
   constexpr int A = M + 2, A2 = A * A;
+  constexpr index_t TB = kWgTV * VecOf<T>::L;
   const index_t C = g.C, K = g.K;
+  const index_t Kp = (K + kWgKB - 1) / kWgKB * kWgKB;
   const index_t nTh = (g.P + M - 1) / M, nTw = (g.Q + M - 1) / M;
-  aligned_ptr<T> U = aligned_alloc_array<T>(static_cast<std::size_t>(A2 * K * C));
-  filter_transform<T, M>(U.get(), w, K, C, flip_transpose);
+  T* U = static_cast<T*>(conv_scratch(sizeof(T) * A2 * Kp * C, 2));
+  filter_transform<T, M>(U, w, K, C, Kp, flip_transpose);
 
-  // Chunks of whole tile rows; V [A2][C][Tc] and M [A2][K][Tc] per thread stay near 1-2 MiB.
+  // Chunks of whole tile rows, V [A2][C][ld] and M [A2][Kp][ld] per thread.
   const index_t total_rows = g.N * nTh;
-  const index_t bytes_per_tile = static_cast<index_t>(sizeof(T)) * A2 * (C + K);
-  const index_t target_tiles = wg_max(16, (index_t(3) << 19) / bytes_per_tile);
+  const index_t bytes_per_tile = static_cast<index_t>(sizeof(T)) * A2 * (C + Kp);
+  const index_t target_tiles = wg_max(TB, kWgChunkBytes / bytes_per_tile);
   const double flops_per_row = 2.0 * A2 * C * K * nTw + 40.0 * A2 * (C + K) * nTw;
   const int nt = threads_for(flops_per_row * total_rows, 4e5);
   index_t rows_per_chunk = wg_max(1, target_tiles / nTw);
   if (nt > 1) rows_per_chunk = wg_max(1, wg_min(rows_per_chunk, (total_rows + 2 * nt - 1) / (2 * nt)));
   const index_t nchunks = (total_rows + rows_per_chunk - 1) / rows_per_chunk;
   const index_t Tmax = rows_per_chunk * nTw;
+  const index_t ldmax = (Tmax + TB - 1) / TB * TB;
   const index_t Wb = nTw * M + 2;
-  const index_t per_thread = A2 * (C + K) * Tmax + 2 * A * Wb + A * nTw + 2 * M * A * nTw;
-  aligned_ptr<T> scratch = aligned_alloc_array<T>(static_cast<std::size_t>(per_thread * nt));
+  const index_t per_thread = A2 * (C + Kp) * ldmax + 2 * A * Wb + A2 * Tmax + M * A * Tmax + M * M * Tmax + 64;
+  T* scratch = static_cast<T*>(conv_scratch(sizeof(T) * per_thread * nt, 3));
   const index_t x_img = C * g.H * g.W, y_img = K * g.P * g.Q;
 
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
   for (index_t ch = 0; ch < nchunks; ++ch) {
-    T* V = scratch.get() + per_thread * wg_tid();
-    T* Mm = V + A2 * C * Tmax;
-    T* buf = Mm + A2 * K * Tmax;
+    T* V = scratch + per_thread * wg_tid();
+    T* Mm = V + A2 * C * ldmax;
+    T* buf = Mm + A2 * Kp * ldmax;
     T* t = buf + A * Wb;
     T* ph = t + A * Wb;
-    T* z = ph + A * nTw;
-    T* yt = z + M * A * nTw;
+    T* z = ph + A2 * Tmax;
+    T* yt = z + M * A * Tmax;
     const index_t r0 = ch * rows_per_chunk, r1 = wg_min(total_rows, r0 + rows_per_chunk);
-    const index_t Tc = (r1 - r0) * nTw;  // tiles in this chunk (= leading dimension)
-    for (index_t rr = r0; rr < r1; ++rr) {
-      const index_t n = rr / nTh, th = rr % nTh, off = (rr - r0) * nTw;
+    const index_t Tc = (r1 - r0) * nTw;
+    const index_t ld = (Tc + TB - 1) / TB * TB;
+    // segments: maximal runs of tile rows of one image
+    for (index_t rr = r0; rr < r1;) {
+      const index_t n = rr / nTh, th0 = rr % nTh;
+      const index_t nrows = wg_min(r1 - rr, nTh - th0), off = (rr - r0) * nTw;
       for (index_t c = 0; c < C; ++c)
-        input_transform_row<T, M>(V + c * Tc + off, C * Tc, x + n * x_img + c * g.H * g.W, g, th, nTw, buf, t, ph);
+        input_transform_seg<T, M>(V + c * ld + off, C * ld, x + n * x_img + c * g.H * g.W, g, th0, nrows, nTw, buf,
+                                  t, ph);
+      rr += nrows;
     }
-    for (int xi = 0; xi < A2; ++xi)
-      gemm(false, false, K, Tc, C, T(1), U.get() + xi * K * C, C, V + xi * C * Tc, Tc, T(0), Mm + xi * K * Tc, Tc);
-    for (index_t rr = r0; rr < r1; ++rr) {
-      const index_t n = rr / nTh, th = rr % nTh, off = (rr - r0) * nTw;
+    if (ld > Tc)
+      for (index_t i = 0; i < A2 * C; ++i)
+        for (index_t j = Tc; j < ld; ++j) V[i * ld + j] = T(0);
+    for (int xi = 0; xi < A2; ++xi) wg_gemm<T>(Mm + xi * Kp * ld, U + xi * C * Kp, V + xi * C * ld, Kp, C, ld);
+    for (index_t rr = r0; rr < r1;) {
+      const index_t n = rr / nTh, th0 = rr % nTh;
+      const index_t nrows = wg_min(r1 - rr, nTh - th0), off = (rr - r0) * nTw;
       for (index_t k = 0; k < K; ++k)
-        output_transform_row<T, M>(y + n * y_img + k * g.P * g.Q, Mm + k * Tc + off, K * Tc, b ? b[k] : T(0), act,
-                                   g, th, nTw, z, yt);
+        output_transform_seg<T, M>(y + n * y_img + k * g.P * g.Q, Mm + k * ld + off, Kp * ld, b ? b[k] : T(0), act,
+                                   g, th0, nrows, nTw, z, yt);
+      rr += nrows;
     }
   }
 }
