@@ -24,7 +24,7 @@
 #include "gemm.h"
 
 #include <algorithm>
-#include <cstring>
+#include <cstdlib>
 
 #include "cpu_features.h"
 #include "gemm_kernels.h"
@@ -94,13 +94,17 @@ void pack_a_panel(T* dst, const Problem<T>& pr, index_t i0, index_t p0, index_t 
         for (index_t i = mr; i < MR; ++i) d[i] = T(0);
       }
     }
-  } else {  // op(A) rows are rows of A: transpose MR rows, walking each row contiguously
-    for (index_t i = 0; i < mr; ++i) {
-      const T* src = pr.a_at(i0 + i, p0);
-      for (index_t p = 0; p < kc; ++p) dst[p * MR + i] = src[p];
+  } else {  // op(A) rows are rows of A: transpose MR rows, one cache line of each row at a time
+    constexpr index_t kLine = 64 / sizeof(T);
+    for (index_t pb = 0; pb < kc; pb += kLine) {
+      const index_t pe = std::min(kc, pb + kLine);
+      for (index_t i = 0; i < mr; ++i) {
+        const T* src = pr.a_at(i0 + i, p0);
+        for (index_t p = pb; p < pe; ++p) dst[p * MR + i] = src[p];
+      }
+      for (index_t i = mr; i < MR; ++i)
+        for (index_t p = pb; p < pe; ++p) dst[p * MR + i] = T(0);
     }
-    for (index_t i = mr; i < MR; ++i)
-      for (index_t p = 0; p < kc; ++p) dst[p * MR + i] = T(0);
   }
 }
 
@@ -118,14 +122,40 @@ void pack_b_panel(T* dst, const Problem<T>& pr, index_t p0, index_t kc, index_t 
         for (index_t j = nr; j < NR; ++j) d[j] = T(0);
       }
     }
-  } else {  // op(B) columns are rows of B: transpose NR rows
-    for (index_t j = 0; j < nr; ++j) {
-      const T* src = pr.b_at(p0, j0 + j);
-      for (index_t p = 0; p < kc; ++p) dst[p * NR + j] = src[p];
+  } else {  // op(B) columns are rows of B: transpose NR rows, one cache line of each at a time
+    constexpr index_t kLine = 64 / sizeof(T);
+    for (index_t pb = 0; pb < kc; pb += kLine) {
+      const index_t pe = std::min(kc, pb + kLine);
+      for (index_t j = 0; j < nr; ++j) {
+        const T* src = pr.b_at(p0, j0 + j);
+        for (index_t p = pb; p < pe; ++p) dst[p * NR + j] = src[p];
+      }
+      for (index_t j = nr; j < NR; ++j)
+        for (index_t p = pb; p < pe; ++p) dst[p * NR + j] = T(0);
     }
-    for (index_t j = nr; j < NR; ++j)
-      for (index_t p = 0; p < kc; ++p) dst[p * NR + j] = T(0);
   }
+}
+
+// Micro-panels q in [q_begin, q_end) of the B~ block starting at column j0; panel q at
+// dst + q * kc * NR. Untransposed B is copied row by row, so each row of B is read contiguously.
+template <typename T, int NR>
+void pack_b_panels(T* dst, const Problem<T>& pr, index_t p0, index_t kc, index_t j0, index_t q_begin,
+                   index_t q_end) {
+  if (pr.tb) {
+    for (index_t q = q_begin; q < q_end; ++q) pack_b_panel<T, NR>(dst + q * kc * NR, pr, p0, kc, j0 + q * NR);
+    return;
+  }
+  index_t q_full = q_end;  // panels with NR valid columns
+  if (q_end > q_begin && j0 + q_end * NR > pr.N) q_full = q_end - 1;
+  for (index_t p = 0; p < kc; ++p) {
+    const T* src = pr.b_at(p0 + p, j0);
+    for (index_t q = q_begin; q < q_full; ++q) {
+      T* d = dst + q * kc * NR + p * NR;
+      const T* s = src + q * NR;
+      for (int j = 0; j < NR; ++j) d[j] = s[j];
+    }
+  }
+  if (q_full < q_end) pack_b_panel<T, NR>(dst + q_full * kc * NR, pr, p0, kc, j0 + q_full * NR);
 }
 
 // One MR x NR tile of C at (i0, j0) with mr x nr valid elements. Full tiles go straight to C; edge
@@ -210,11 +240,15 @@ void gemm_packed(const Problem<T>& pr, const GemmBlocks& blk, PackedKernel<T> ke
   const index_t mc_cap = blk.MC;
 
   // One allocation, made here before any parallel region (allocation failure must not throw
-  // inside one): B~ (kc x nc) followed by one A~ (mc x kc) per thread, each 64-byte aligned.
+  // inside one): two B~ buffers (kc x nc) and one A~ (mc x kc) per thread, each 64-byte aligned.
+  // With two B~ buffers, threads may pack the next B~ while others still compute on the current
+  // one, so one barrier per K block suffices: when every thread has packed its share of B~ number
+  // t, all have also finished computing with B~ number t - 1, the buffer that t + 1 overwrites.
+  const bool two_b = nt > 1;
   const std::size_t b_elems = static_cast<std::size_t>(round_up(kc_max * nc_max, kAlign / sizeof(T)));
   const std::size_t a_elems = static_cast<std::size_t>(round_up(kc_max * mc_cap, kAlign / sizeof(T)));
-  T* const work = reinterpret_cast<T*>(thread_workspace().get((b_elems + a_elems * nt) * sizeof(T)));
-  T* const b_pack = work;
+  const std::size_t b_total = b_elems * (two_b ? 2 : 1);
+  T* const work = reinterpret_cast<T*>(thread_workspace().get((b_total + a_elems * nt) * sizeof(T)));
 
 #pragma omp parallel num_threads(nt)
   {
@@ -222,7 +256,8 @@ void gemm_packed(const Problem<T>& pr, const GemmBlocks& blk, PackedKernel<T> ke
     int tm, tn;
     thread_grid(team, ceil_div(M, MR), tm, tn);
     const int my_m = rank / tn, my_n = rank % tn;
-    T* const a_pack = work + b_elems + a_elems * rank;
+    T* const a_pack = work + b_total + a_elems * rank;
+    index_t block_count = 0;  // K blocks done so far: picks the B~ buffer
 
     // My rows, in whole MR panels, then cut into equal MC blocks.
     index_t r_begin, r_end;
@@ -240,10 +275,14 @@ void gemm_packed(const Problem<T>& pr, const GemmBlocks& blk, PackedKernel<T> ke
       for (index_t pc = 0; pc < K; pc += kc_max) {                     // loop 4
         const index_t kc = std::min(kc_max, K - pc);
         const T beta = pc == 0 ? pr.beta : T(1);  // later K blocks accumulate
+        T* const b_pack = work + (two_b && (block_count++ & 1) ? b_elems : 0);
 
-#pragma omp for schedule(static)
-        for (index_t q = 0; q < n_panels; ++q) pack_b_panel<T, NR>(b_pack + q * kc * NR, pr, pc, kc, jc + q * NR);
-        // (implicit barrier: B~ is complete)
+        {  // all threads pack B~ together, each a share of its micro-panels
+          index_t pb, pe;
+          split_range(n_panels, team, rank, pb, pe);
+          pack_b_panels<T, NR>(b_pack, pr, pc, kc, jc, pb, pe);
+        }
+#pragma omp barrier
 
         for (index_t ic = r_begin; ic < r_end; ic += mc) {             // loop 3
           const index_t mcur = std::min(mc, r_end - ic);
@@ -260,8 +299,9 @@ void gemm_packed(const Problem<T>& pr, const GemmBlocks& blk, PackedKernel<T> ke
             }
           }
         }
+        if (!two_b) {
 #pragma omp barrier
-        // (nobody still reads B~ when the next K block overwrites it)
+        }
       }
     }
   }
@@ -332,7 +372,12 @@ void scale_c(const Problem<T>& pr) {
 }
 
 template <typename T, int MR, int NR>
-void run(const Problem<T>& pr, const GemmBlocks& blk, PackedKernel<T> packed, DirectKernel<T> direct) {
+void run(const Problem<T>& pr, GemmBlocks blk, PackedKernel<T> packed, DirectKernel<T> direct) {
+#ifdef PYDL_GEMM_TUNE  // block-size experiments in a standalone build: PYDL_GEMM_KC=384 ./bench
+  if (const char* v = std::getenv("PYDL_GEMM_KC")) blk.KC = std::atol(v);
+  if (const char* v = std::getenv("PYDL_GEMM_MC")) blk.MC = round_up(std::atol(v), MR);
+  if (const char* v = std::getenv("PYDL_GEMM_NC")) blk.NC = round_up(std::atol(v), NR);
+#endif
   static_assert(MR > 0 && NR > 0, "tile sizes");
   if (pr.M <= 0 || pr.N <= 0) return;
   if (pr.K <= 0 || pr.alpha == T(0)) {

@@ -12,6 +12,11 @@ from . import _core
 from .random import seed
 from .ops import matmul
 from . import ops, layers
+from . import data, datasets, metrics, callbacks
+from . import optimizers, schedules
+from . import losses, initializers, regularizers
+from .model import Sequential, load_model
+from .gradcheck import gradcheck
 
 
 def set_num_threads(n: int) -> None:
@@ -49,4 +54,6 @@ def show_config() -> None:
 
 
 __all__ = ["__version__", "matmul", "seed", "set_num_threads", "get_num_threads", "show_config",
-           "config", "ops", "layers"]
+           "config", "ops", "layers", "data", "datasets", "metrics", "callbacks"]
+__all__ += ["optimizers", "schedules"]
+__all__ += ["losses", "initializers", "regularizers", "Sequential", "load_model", "gradcheck"]

@@ -2,3 +2,7 @@
 from .base import Layer, register_layer
 
 __all__ = ["Layer", "register_layer"]
+from .core import Dense, Activation, ReLU, LeakyReLU, ELU, Softmax, Dropout, BatchNormalization, Flatten, Reshape
+
+__all__ += ["Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Dropout", "BatchNormalization",
+            "Flatten", "Reshape"]

@@ -45,6 +45,8 @@ class Layer:
         self.input_shape: tuple | None = None
         self.output_shape: tuple | None = None
         self.built = False
+        # False on a model's first layer: backward may skip computing dL/dx and return None.
+        self.need_input_grad = True
 
     # -- lifecycle -------------------------------------------------------------------------
     def build(self, input_shape) -> None:
@@ -66,6 +68,24 @@ class Layer:
         if not self.built:
             self.build((None,) + tuple(np.shape(x))[1:])
         return self.forward(x, training=training)
+
+    def check_input(self, x) -> None:
+        """Raise ValueError naming the layer if `x` does not fit the shape it was built for."""
+        if not self.built:
+            raise ValueError(f"[{type(self).__name__} '{self.name}'] is not built; call build(input_shape) "
+                             f"or put it in a model first")
+        want = self.input_shape
+        got = tuple(np.shape(x))
+        if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want[1:], got[1:])):
+            raise ValueError(f"[{type(self).__name__} '{self.name}'] expected input of shape "
+                             f"{_fmt_shape(want)}, got {got}")
+
+    # -- randomness hooks (stochastic layers override; used to replay a forward pass) ------
+    def get_rng_state(self):
+        return None
+
+    def set_rng_state(self, state) -> None:
+        pass
 
     # -- bookkeeping -----------------------------------------------------------------------
     def zero_grads(self) -> None:
@@ -99,3 +119,7 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} output_shape={self.output_shape}>"
+
+
+def _fmt_shape(shape) -> str:
+    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + (",)" if len(shape) == 1 else ")")

@@ -9,23 +9,34 @@ from .._validate import as_float_array, check_ndim, check_out
 _MAX_INDEX = 2**62
 
 
-def _as_operand(x, name: str, dtype=None):
-    """Return (C-contiguous array, transposed flag) without copying a transposed view.
+def _as_input(x, name: str) -> np.ndarray:
+    """`x` as an ndarray (no copy for an ndarray), rejecting non-numeric and complex dtypes early."""
+    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise TypeError(f"[matmul] {name} must be a numeric array, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"[matmul] {name} must be real, got dtype {arr.dtype}")
+    return arr
+
+
+def _as_operand(x: np.ndarray, name: str, dtype):
+    """Return (C-contiguous array of `dtype`, transposed flag), copying only when needed.
 
     A Fortran-ordered 2-D array (such as `a.T` of a C-ordered `a`) is passed as its C-ordered
     transpose with the transpose flag set; any other non-contiguous input is copied.
     """
-    if isinstance(x, np.ndarray) and x.ndim == 2 and not x.flags.c_contiguous and x.flags.f_contiguous \
-            and (dtype is None or x.dtype == dtype) and x.dtype in (np.float32, np.float64):
+    if x.ndim == 2 and not x.flags.c_contiguous and x.flags.f_contiguous and x.dtype == dtype:
         return x.T, True
-    arr = as_float_array(x, name, "matmul", dtype=dtype)
-    return arr, False
+    return as_float_array(x, name, "matmul", dtype=dtype), False
 
 
-def _result_dtype(a, b):
-    da = a.dtype if isinstance(a, np.ndarray) else np.asarray(a).dtype
-    db = b.dtype if isinstance(b, np.ndarray) else np.asarray(b).dtype
-    return np.float64 if (da == np.float64 or db == np.float64) else np.float32
+def _scalar(v, name: str) -> float:
+    if isinstance(v, (complex, np.complexfloating)) or not np.isscalar(v) and np.ndim(v) != 0:
+        raise TypeError(f"[matmul] {name} must be a real scalar, got {v!r}")
+    try:
+        return float(v)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"[matmul] {name} must be a real scalar, got {v!r}") from exc
 
 
 def gemm(a, b, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0,
@@ -33,30 +44,40 @@ def gemm(a, b, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0,
     """out = alpha * op(a) @ op(b) + beta * out, with op(x) = x.T when trans_x.
 
     float32 runs the packed SIMD SGEMM; float64 a simpler exact path. Mixed dtypes compute in
-    float64. `out`, if given, must be C-contiguous with the exact dtype and shape.
+    float64; other numeric dtypes are cast to float32. `out`, if given, must be C-contiguous with
+    the exact dtype and shape and must not overlap `a` or `b`; with beta == 0 its old contents are
+    ignored (NaN there does not leak). With alpha == 0 (or an empty inner dimension) `a` and `b`
+    are not read, as in BLAS. Every check runs before any copy or allocation.
     """
-    dtype = _result_dtype(a, b)
-    a_arr, ta = _as_operand(a, "a", dtype)
-    b_arr, tb = _as_operand(b, "b", dtype)
-    check_ndim(a_arr, 2, "a", "matmul")
-    check_ndim(b_arr, 2, "b", "matmul")
-    ta, tb = ta != bool(trans_a), tb != bool(trans_b)
-    m, k = (a_arr.shape[1], a_arr.shape[0]) if ta else a_arr.shape
-    kb, n = (b_arr.shape[1], b_arr.shape[0]) if tb else b_arr.shape
+    a = _as_input(a, "a")
+    b = _as_input(b, "b")
+    check_ndim(a, 2, "a", "matmul")
+    check_ndim(b, 2, "b", "matmul")
+    alpha = _scalar(alpha, "alpha")
+    beta = _scalar(beta, "beta")
+    trans_a, trans_b = bool(trans_a), bool(trans_b)
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
     if k != kb:
-        raise ValueError(f"[matmul] inner dimensions differ: a {tuple(np.shape(a))} and b {tuple(np.shape(b))}"
-                         f"{' (after transpose flags)' if (trans_a or trans_b) else ''}")
+        flags = " (after transpose flags)" if (trans_a or trans_b) else ""
+        raise ValueError(f"[matmul] inner dimensions differ: a {tuple(a.shape)} and b {tuple(b.shape)}{flags}")
     if max(m, 1) * max(n, 1) >= _MAX_INDEX or max(m, 1) * max(k, 1) >= _MAX_INDEX or \
             max(k, 1) * max(n, 1) >= _MAX_INDEX:
         raise ValueError(f"[matmul] product of shapes {(m, k)} x {(k, n)} is too large to index")
+    dtype = np.float64 if (a.dtype == np.float64 or b.dtype == np.float64) else np.float32
     if out is None:
         if beta != 0.0:
             raise ValueError("[matmul] beta != 0 needs an `out` array to accumulate into")
-        out = np.empty((m, n), dtype=dtype)
     else:
         check_out(out, (m, n), dtype, "matmul")
+        if out.size and (np.may_share_memory(out, a) or np.may_share_memory(out, b)):
+            raise ValueError("[matmul] out must not overlap a or b")
+    a_arr, ta = _as_operand(a, "a", dtype)
+    b_arr, tb = _as_operand(b, "b", dtype)
+    if out is None:
+        out = np.empty((m, n), dtype=dtype)
     if m and n:
-        _core.gemm(a_arr, b_arr, out, ta, tb, float(alpha), float(beta))
+        _core.gemm(a_arr, b_arr, out, ta != trans_a, tb != trans_b, alpha, beta)
     return out
 
 

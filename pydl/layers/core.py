@@ -1,0 +1,487 @@
+"""Core layers: Dense, activations, Dropout, BatchNormalization, Flatten, Reshape.
+
+Every layer checks each input against the shape it was built for and raises ValueError
+naming the layer and both shapes. Weights are float32 (a float64 copy runs the exact path,
+which is how `pydl.gradcheck` checks them).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import initializers, regularizers
+from ..ops import nn
+from ..random import next_seed
+from .base import Layer, _fmt_shape, register_layer
+
+_ALL_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "softmax", "log_softmax")
+# Slopes used by the string activations, as keras.activations: leaky_relu(x, negative_slope=0.2), elu(alpha=1).
+_DEFAULT_ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
+
+
+def _activation_kind(activation, who: str) -> str:
+    if activation is None:
+        return "linear"
+    if not isinstance(activation, str) or activation not in _ALL_ACTIVATIONS:
+        raise ValueError(f"[{who}] unknown activation {activation!r}; expected one of {', '.join(_ALL_ACTIVATIONS)} "
+                         f"or None")
+    return activation
+
+
+def _as_dtype(x, dtype, who: str) -> np.ndarray:
+    """The layer's input as a C-contiguous array of the weights' dtype."""
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise TypeError(f"[{who}] input must be a numeric array, got dtype {x.dtype}")
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def _known(shape, who: str, what: str = "input") -> None:
+    if any(d is None for d in shape[1:]):
+        raise ValueError(f"[{who}] needs a fully known {what} shape apart from the batch, got {_fmt_shape(shape)}")
+
+
+@register_layer
+class Dense(Layer):
+    """y = activation(x @ W + b), W of shape (in, units).
+
+    A fusable activation (linear, relu, sigmoid, tanh, leaky_relu, elu) runs fused with the
+    product in one op; softmax and log_softmax run as a separate op on the logits.
+    """
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, input_shape=None,
+                 name=None, trainable=True):
+        super().__init__(input_shape=input_shape, name=name, trainable=trainable)
+        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
+            raise ValueError(f"[Dense] units must be a positive int, got {units!r}")
+        self.units = int(units)
+        self.activation = _activation_kind(activation, "Dense")
+        self.alpha = _DEFAULT_ALPHA.get(self.activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        if self.kernel_regularizer is not None:
+            self.regularizers["W"] = self.kernel_regularizer
+        if self.bias_regularizer is not None and self.use_bias:
+            self.regularizers["b"] = self.bias_regularizer
+        self._cache = None
+
+    @property
+    def fusable_softmax(self) -> bool:
+        return self.activation == "softmax"
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 2:
+            raise ValueError(f"[Dense '{self.name}'] expects 2-D input (N, features), got shape "
+                             f"{_fmt_shape(input_shape)}; add a Flatten layer before it")
+        _known(input_shape, f"Dense '{self.name}'")
+        fan_in = input_shape[1]
+        self.params["W"] = self.kernel_initializer((fan_in, self.units))
+        if self.use_bias:
+            self.params["b"] = self.bias_initializer((self.units,))
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.units)
+
+    def check_input(self, x):
+        if self.built and np.ndim(x) != 2:
+            raise ValueError(f"[Dense '{self.name}'] expects 2-D input (N, {self.input_shape[1]}), got shape "
+                             f"{tuple(np.shape(x))}; add a Flatten layer before it")
+        super().check_input(x)
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        W, b = self.params["W"], self.params.get("b")
+        x = _as_dtype(x, W.dtype, "Dense")
+        if self.activation in nn.FUSABLE_ACTIVATIONS:
+            y = nn.dense_forward(x, W, b, self.activation, self.alpha)
+            self._cache = (x, y, None)
+            return y
+        z = nn.dense_forward(x, W, b, "linear")
+        y = nn.activation(z, self.activation)
+        self._cache = (x, z, y)
+        return y
+
+    def _store(self, dW, db):
+        self.grads["W"] = dW
+        if self.use_bias:
+            self.grads["b"] = db
+
+    def backward(self, dout):
+        if self._cache is None:
+            raise ValueError(f"[Dense '{self.name}'] backward called before forward")
+        x, y, p = self._cache
+        W = self.params["W"]
+        if p is None:
+            dx, dW, db = nn.dense_backward(dout, x, W, y, self.activation, self.alpha,
+                                           need_dx=self.need_input_grad, has_bias=self.use_bias)
+        else:
+            dz = nn.activation_backward(dout, y, p, self.activation)
+            dx, dW, db = nn.dense_backward(dz, x, W, y, "linear", need_dx=self.need_input_grad,
+                                           has_bias=self.use_bias)
+        self._store(dW, db)
+        return dx
+
+    # -- softmax + cross-entropy fusion (see pydl.losses) -----------------------------------
+    @property
+    def logits(self):
+        return self._cache[1]
+
+    def backward_logits(self, dz):
+        """Backward from dL/dlogits (the pre-softmax values), skipping the softmax Jacobian."""
+        x, z, _ = self._cache
+        dx, dW, db = nn.dense_backward(dz, x, self.params["W"], z, "linear", need_dx=self.need_input_grad,
+                                       has_bias=self.use_bias)
+        self._store(dW, db)
+        return dx
+
+    def flops(self):
+        fan_in = self.input_shape[1] if self.built else 0
+        return 2 * fan_in * self.units + (self.units if self.use_bias else 0)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units,
+                "activation": self.activation, "use_bias": self.use_bias,
+                "kernel_initializer": initializers.serialize(self.kernel_initializer),
+                "bias_initializer": initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": regularizers.serialize(self.bias_regularizer)}
+
+
+class _ActivationBase(Layer):
+    kind = "linear"
+
+    def __init__(self, alpha=None, input_shape=None, name=None, trainable=True):
+        super().__init__(input_shape=input_shape, name=name, trainable=trainable)
+        self.alpha = alpha
+        self._cache = None
+
+    def build(self, input_shape):
+        super().build(input_shape)
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        x = _as_dtype(x, x.dtype if getattr(x, "dtype", None) in (np.float32, np.float64) else np.float32,
+                      type(self).__name__)
+        y = nn.activation(x, self.kind, self.alpha)
+        self._cache = (x, y)
+        return y
+
+    def backward(self, dout):
+        if self._cache is None:
+            raise ValueError(f"[{type(self).__name__} '{self.name}'] backward called before forward")
+        x, y = self._cache
+        return nn.activation_backward(dout, x, y, self.kind, self.alpha)
+
+    def flops(self):
+        n = int(np.prod(self.output_shape[1:])) if self.built else 0
+        return n * {"linear": 0, "relu": 1, "leaky_relu": 2, "elu": 4, "sigmoid": 4, "tanh": 4,
+                    "softmax": 5, "log_softmax": 5}[self.kind]
+
+
+@register_layer
+class Activation(_ActivationBase):
+    """Applies a named activation ("relu", "sigmoid", "tanh", "softmax", ...) element-wise."""
+
+    def __init__(self, activation, input_shape=None, name=None, trainable=True):
+        kind = _activation_kind(activation, "Activation")
+        super().__init__(alpha=_DEFAULT_ALPHA.get(kind), input_shape=input_shape, name=name, trainable=trainable)
+        self.kind = kind
+
+    @property
+    def fusable_softmax(self) -> bool:
+        return self.kind == "softmax"
+
+    @property
+    def logits(self):
+        return self._cache[0]
+
+    def backward_logits(self, dz):
+        return dz
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.kind}
+
+
+@register_layer
+class ReLU(_ActivationBase):
+    """max(x, 0)."""
+    kind = "relu"
+
+    def __init__(self, input_shape=None, name=None, trainable=True):
+        super().__init__(None, input_shape=input_shape, name=name, trainable=trainable)
+
+
+@register_layer
+class LeakyReLU(_ActivationBase):
+    """x if x > 0 else negative_slope * x (Keras 3 default 0.3; `alpha` is accepted as its old name)."""
+    kind = "leaky_relu"
+
+    def __init__(self, negative_slope=0.3, alpha=None, input_shape=None, name=None, trainable=True):
+        slope = negative_slope if alpha is None else alpha
+        try:
+            slope = float(slope)
+        except (TypeError, ValueError):
+            raise ValueError(f"[LeakyReLU] negative_slope must be a number, got {slope!r}") from None
+        if not (math.isfinite(slope) and slope >= 0):
+            raise ValueError(f"[LeakyReLU] negative_slope must be finite and >= 0, got {slope!r}")
+        super().__init__(slope, input_shape=input_shape, name=name, trainable=trainable)
+
+    @property
+    def negative_slope(self):
+        return self.alpha
+
+    def get_config(self):
+        return {**super().get_config(), "negative_slope": self.alpha}
+
+
+@register_layer
+class ELU(_ActivationBase):
+    """x if x > 0 else alpha * (exp(x) - 1)."""
+    kind = "elu"
+
+    def __init__(self, alpha=1.0, input_shape=None, name=None, trainable=True):
+        try:
+            alpha = float(alpha)
+        except (TypeError, ValueError):
+            raise ValueError(f"[ELU] alpha must be a number, got {alpha!r}") from None
+        if not math.isfinite(alpha):
+            raise ValueError(f"[ELU] alpha must be finite, got {alpha!r}")
+        super().__init__(alpha, input_shape=input_shape, name=name, trainable=trainable)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha}
+
+
+@register_layer
+class Softmax(_ActivationBase):
+    """exp(x) / sum(exp(x)) over the last axis."""
+    kind = "softmax"
+
+    def __init__(self, axis=-1, input_shape=None, name=None, trainable=True):
+        super().__init__(None, input_shape=input_shape, name=name, trainable=trainable)
+        if axis != -1:
+            raise ValueError(f"[Softmax] only axis=-1 is supported, got axis={axis!r}")
+        self.axis = -1
+
+    fusable_softmax = True
+
+    @property
+    def logits(self):
+        return self._cache[0]
+
+    def backward_logits(self, dz):
+        return dz
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
+
+
+@register_layer
+class Dropout(Layer):
+    """Inverted dropout: in training each element is zeroed with probability `rate` and the
+    rest scaled by 1/(1-rate); the identity at inference.
+
+    Masks are drawn by the kernel from a 64-bit seed per call: from pydl's global generator
+    (`pydl.seed`), or, with `seed=s`, derived from (s, number of calls so far). The call count
+    is part of the layer's config, so a saved and reloaded model continues the same sequence.
+    """
+
+    def __init__(self, rate, seed=None, seed_calls=0, input_shape=None, name=None, trainable=True):
+        super().__init__(input_shape=input_shape, name=name, trainable=trainable)
+        try:
+            rate = float(rate)
+        except (TypeError, ValueError):
+            raise ValueError(f"[Dropout] rate must be a number in [0, 1), got {rate!r}") from None
+        if not (0.0 <= rate < 1.0):
+            raise ValueError(f"[Dropout] rate must be in [0, 1), got {rate!r}")
+        for arg, v in (("seed", seed), ("seed_calls", seed_calls)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
+                raise ValueError(f"[Dropout] {arg} must be a non-negative int, got {v!r}")
+        self.rate = rate
+        self.seed = None if seed is None else int(seed)
+        self.seed_calls = int(seed_calls or 0)
+        self._mask = None
+
+    def _draw_seed(self) -> int:
+        if self.seed is None:
+            return next_seed()
+        s = np.random.SeedSequence([self.seed, self.seed_calls]).generate_state(2, np.uint32)
+        self.seed_calls += 1
+        return (int(s[0]) << 31) ^ int(s[1])
+
+    def get_rng_state(self):
+        return self.seed_calls
+
+    def set_rng_state(self, state):
+        if state is not None:
+            self.seed_calls = int(state)
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        if not training or self.rate == 0.0:
+            self._mask = None
+            return x
+        x = _as_dtype(x, x.dtype if getattr(x, "dtype", None) in (np.float32, np.float64) else np.float32,
+                      "Dropout")
+        y, self._mask = nn.dropout_forward(x, self.rate, self._draw_seed())
+        return y
+
+    def backward(self, dout):
+        if self._mask is None:
+            return dout
+        return nn.dropout_backward(dout, self._mask, self.rate)
+
+    def get_config(self):
+        cfg = {**super().get_config(), "rate": self.rate, "seed": self.seed}
+        if self.seed is not None:
+            cfg["seed_calls"] = self.seed_calls
+        return cfg
+
+
+@register_layer
+class BatchNormalization(Layer):
+    """Normalises over the batch (and H, W for NCHW input) per channel, axis 1:
+
+    y = gamma * (x - mean) / sqrt(var + epsilon) + beta, with the batch statistics in training
+    and the moving ones at inference; moving = momentum * moving + (1 - momentum) * batch.
+    Input (N, C) or (N, C, H, W). `moving_mean` / `moving_variance` live in `layer.state`.
+    """
+
+    def __init__(self, momentum=0.99, epsilon=1e-3, center=True, scale=True, input_shape=None, name=None,
+                 trainable=True):
+        super().__init__(input_shape=input_shape, name=name, trainable=trainable)
+        momentum, epsilon = float(momentum), float(epsilon)
+        if not (0.0 <= momentum <= 1.0):
+            raise ValueError(f"[BatchNormalization] momentum must be in [0, 1], got {momentum!r}")
+        if not (epsilon > 0 and math.isfinite(epsilon)):
+            raise ValueError(f"[BatchNormalization] epsilon must be positive, got {epsilon!r}")
+        self.momentum, self.epsilon = momentum, epsilon
+        self.center, self.scale = bool(center), bool(scale)
+        self._cache = None
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) not in (2, 4):
+            raise ValueError(f"[BatchNormalization '{self.name}'] expects input (N, C) or (N, C, H, W), got "
+                             f"{_fmt_shape(input_shape)}")
+        _known(input_shape, f"BatchNormalization '{self.name}'")
+        c = input_shape[1]
+        if self.scale:
+            self.params["gamma"] = np.ones(c, np.float32)
+        if self.center:
+            self.params["beta"] = np.zeros(c, np.float32)
+        self.state["moving_mean"] = np.zeros(c, np.float32)
+        self.state["moving_variance"] = np.ones(c, np.float32)
+        super().build(input_shape)
+
+    def _gamma_beta(self, dtype):
+        c = self.input_shape[1]
+        gamma = self.params["gamma"] if self.scale else np.ones(c, dtype)
+        beta = self.params["beta"] if self.center else np.zeros(c, dtype)
+        return gamma, beta
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        dtype = self.state["moving_mean"].dtype
+        x = _as_dtype(x, dtype, "BatchNormalization")
+        gamma, beta = self._gamma_beta(dtype)
+        y, cache = nn.batchnorm_forward(x, gamma, beta, self.state["moving_mean"], self.state["moving_variance"],
+                                        momentum=self.momentum, epsilon=self.epsilon, training=bool(training))
+        self._cache = (x, gamma, cache)
+        return y
+
+    def backward(self, dout):
+        if self._cache is None:
+            raise ValueError(f"[BatchNormalization '{self.name}'] backward called before forward")
+        x, gamma, cache = self._cache
+        dx, dgamma, dbeta = nn.batchnorm_backward(dout, x, gamma, cache)
+        if self.scale:
+            self.grads["gamma"] = dgamma
+        if self.center:
+            self.grads["beta"] = dbeta
+        return dx
+
+    def flops(self):
+        return 4 * int(np.prod(self.output_shape[1:])) if self.built else 0
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon,
+                "center": self.center, "scale": self.scale}
+
+
+@register_layer
+class Flatten(Layer):
+    """(N, d1, d2, ...) -> (N, d1*d2*...)."""
+
+    def compute_output_shape(self, input_shape):
+        _known(input_shape, f"Flatten '{self.name}'")
+        return (input_shape[0], int(np.prod(input_shape[1:], dtype=np.int64)))
+
+    def build(self, input_shape):
+        if len(tuple(input_shape)) < 2:
+            raise ValueError(f"[Flatten '{self.name}'] expects input with a batch dimension, got {input_shape}")
+        super().build(input_shape)
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        x = np.asarray(x)
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout):
+        return np.asarray(dout).reshape(self._shape)
+
+
+@register_layer
+class Reshape(Layer):
+    """(N, ...) -> (N, *target_shape); one entry of target_shape may be -1."""
+
+    def __init__(self, target_shape, input_shape=None, name=None, trainable=True):
+        super().__init__(input_shape=input_shape, name=name, trainable=trainable)
+        try:
+            target = tuple(int(d) for d in target_shape)
+        except TypeError:
+            raise ValueError(f"[Reshape] target_shape must be a tuple of ints, got {target_shape!r}") from None
+        if sum(d == -1 for d in target) > 1 or any(d == 0 or d < -1 for d in target):
+            raise ValueError(f"[Reshape] target_shape may hold positive sizes and at most one -1, got {target}")
+        self.target_shape = target
+
+    def compute_output_shape(self, input_shape):
+        _known(input_shape, f"Reshape '{self.name}'")
+        n_in = int(np.prod(input_shape[1:], dtype=np.int64))
+        known = int(np.prod([d for d in self.target_shape if d != -1], dtype=np.int64))
+        if -1 in self.target_shape:
+            if n_in % known:
+                raise ValueError(f"[Reshape '{self.name}'] cannot reshape input {_fmt_shape(input_shape)} "
+                                 f"({n_in} values per sample) to {self.target_shape}")
+            out = tuple(n_in // known if d == -1 else d for d in self.target_shape)
+        else:
+            if known != n_in:
+                raise ValueError(f"[Reshape '{self.name}'] cannot reshape input {_fmt_shape(input_shape)} "
+                                 f"({n_in} values per sample) to {self.target_shape} ({known} values)")
+            out = self.target_shape
+        return (input_shape[0],) + out
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        x = np.asarray(x)
+        self._shape = x.shape
+        return x.reshape((x.shape[0],) + self.output_shape[1:])
+
+    def backward(self, dout):
+        return np.asarray(dout).reshape(self._shape)
+
+    def get_config(self):
+        return {**super().get_config(), "target_shape": list(self.target_shape)}
+
+
+__all__ = ["Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Dropout", "BatchNormalization",
+           "Flatten", "Reshape"]

@@ -1,0 +1,179 @@
+"""Losses, as in Keras: each is a mean over the batch.
+
+    loss = pydl.losses.get("sparse_categorical_crossentropy")
+    value = loss(y_true, y_pred)                       # float
+    value, grad = loss.forward_backward(y_true, y_pred)  # grad = d value / d y_pred
+
+Formulas (N samples; the mean runs over the batch and, for mse/mae/bce, over outputs too):
+  mse  mean((y - p)^2)            mae  mean(|y - p|)
+  bce  -mean(y log p + (1-y) log(1-p))     (from_logits: p = sigmoid(z), computed stably)
+  categorical CE  -1/N sum_i sum_c y_ic log p_ic   (from_logits: p = softmax(z))
+  sparse CE       -1/N sum_i log p_i,label_i        (labels integer, shape (N,) or (N, 1))
+
+Softmax + cross-entropy fusion: when a model's last layer is a `Softmax` (or a `Dense` with
+activation="softmax") and its loss is categorical or sparse cross-entropy on probabilities,
+`Sequential` computes the loss from the pre-softmax logits instead (`from_logits=True`):
+the value is exact even where a probability underflows to 0, and the gradient with respect
+to the logits is simply (p - y) / N, skipping the softmax Jacobian. The reported loss and
+the predictions are the same as without fusion (up to rounding).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import registry
+from .ops import nn as _nn
+
+
+class Loss:
+    kind: str = ""
+    takes_logits = False
+
+    def __init__(self, name: str | None = None):
+        self.name = name or _DEFAULT_NAMES.get(type(self).__name__, type(self).__name__)
+
+    def __call__(self, y_true, y_pred) -> float:
+        return self.forward_backward(y_true, y_pred)[0]
+
+    def forward_backward(self, y_true, y_pred):
+        """(mean loss as float, d loss / d y_pred with y_pred's shape and dtype)."""
+        self.check_targets(y_true, y_pred)
+        value, grad = _nn.loss(self.kind, y_true, y_pred, from_logits=self._from_logits())
+        return float(value), grad
+
+    def _from_logits(self) -> bool:
+        return False
+
+    def check_targets(self, y_true, y_pred) -> None:
+        """Raise ValueError for targets this loss cannot take (shape, range)."""
+        yt, yp = np.shape(y_true), np.shape(y_pred)
+        if yt != yp:
+            raise ValueError(f"[{type(self).__name__}] y_true has shape {yt} but y_pred has shape {yp}")
+
+    def get_config(self) -> dict:
+        return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class _LogitsLoss(Loss):
+    def __init__(self, from_logits: bool = False, name: str | None = None):
+        super().__init__(name)
+        if not isinstance(from_logits, (bool, np.bool_)):
+            raise ValueError(f"[{type(self).__name__}] from_logits must be a bool, got {from_logits!r}")
+        self.from_logits = bool(from_logits)
+
+    def _from_logits(self) -> bool:
+        return self.from_logits
+
+    def get_config(self):
+        return {"from_logits": self.from_logits, **super().get_config()}
+
+
+@registry.losses.register
+class MeanSquaredError(Loss):
+    kind = "mse"
+
+
+@registry.losses.register
+class MeanAbsoluteError(Loss):
+    kind = "mae"
+
+
+@registry.losses.register
+class BinaryCrossentropy(_LogitsLoss):
+    kind = "binary_crossentropy"
+
+    def check_targets(self, y_true, y_pred):
+        super().check_targets(y_true, y_pred)
+        yt = np.asarray(y_true)
+        if yt.size and (np.nanmin(yt) < 0 or np.nanmax(yt) > 1):
+            raise ValueError(f"[{type(self).__name__}] y_true must lie in [0, 1], got values in "
+                             f"[{np.nanmin(yt)}, {np.nanmax(yt)}]")
+
+
+@registry.losses.register
+class CategoricalCrossentropy(_LogitsLoss):
+    kind = "categorical_crossentropy"
+
+
+@registry.losses.register
+class SparseCategoricalCrossentropy(_LogitsLoss):
+    kind = "sparse_categorical_crossentropy"
+
+    def check_targets(self, y_true, y_pred):
+        check_sparse_labels(y_true, np.shape(y_pred), type(self).__name__)
+
+
+def check_sparse_labels(y_true, pred_shape, who: str) -> None:
+    """Integer class labels of shape (N,) or (N, 1), each in [0, C) for predictions (N, C)."""
+    yt = np.asarray(y_true)
+    if len(pred_shape) != 2:
+        raise ValueError(f"[{who}] y_pred must be (N, classes), got shape {tuple(pred_shape)}")
+    n, c = pred_shape
+    if not (yt.shape == (n,) or yt.shape == (n, 1)):
+        raise ValueError(f"[{who}] labels must have shape ({n},) or ({n}, 1) for predictions {tuple(pred_shape)}, "
+                         f"got {yt.shape}")
+    if yt.size == 0:
+        return
+    if not np.issubdtype(yt.dtype, np.integer):
+        if not np.issubdtype(yt.dtype, np.floating) or not np.all(np.isfinite(yt)) or np.any(yt != np.round(yt)):
+            raise ValueError(f"[{who}] labels must be integer class indices, got dtype {yt.dtype}")
+    lo, hi = yt.min(), yt.max()
+    if lo < 0 or hi >= c:
+        raise ValueError(f"[{who}] labels must lie in [0, {c}) for {c} classes, got values in [{lo}, {hi}]")
+
+
+_DEFAULT_NAMES = {
+    "MeanSquaredError": "mean_squared_error", "MeanAbsoluteError": "mean_absolute_error",
+    "BinaryCrossentropy": "binary_crossentropy", "CategoricalCrossentropy": "categorical_crossentropy",
+    "SparseCategoricalCrossentropy": "sparse_categorical_crossentropy",
+}
+
+_ALIASES = {
+    "mse": "MeanSquaredError", "mean_squared_error": "MeanSquaredError",
+    "mae": "MeanAbsoluteError", "mean_absolute_error": "MeanAbsoluteError",
+    "bce": "BinaryCrossentropy", "binary_crossentropy": "BinaryCrossentropy",
+    "cce": "CategoricalCrossentropy", "categorical_crossentropy": "CategoricalCrossentropy",
+    "scce": "SparseCategoricalCrossentropy", "sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
+}
+
+
+def serialize(loss: Loss) -> dict:
+    return {"class_name": type(loss).__name__, "config": loss.get_config()}
+
+
+def get(identifier) -> Loss:
+    """A Loss from a name ("mse", "sparse_categorical_crossentropy", "MeanSquaredError"), an
+    instance, or a {"class_name", "config"} dict (resolved through pydl.registry only)."""
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, str):
+        key = _ALIASES.get(identifier.lower(), identifier)
+        if key not in registry.losses:
+            raise ValueError(f"[losses.get] unknown loss {identifier!r}; known names: "
+                             f"{', '.join(sorted(_ALIASES))}")
+        return registry.losses.get(key)()
+    if isinstance(identifier, dict):
+        if "class_name" not in identifier or set(identifier) - {"class_name", "config"}:
+            raise ValueError(f"[losses.get] a config must be {{'class_name', 'config'}}, got {identifier!r}")
+        cls = registry.losses.get(identifier["class_name"])
+        cfg = identifier.get("config") or {}
+        if not isinstance(cfg, dict):
+            raise ValueError(f"[losses.get] config must be a dict, got {cfg!r}")
+        try:
+            return cls.from_config(cfg)
+        except TypeError as exc:
+            raise ValueError(f"[losses.get] bad config for {identifier['class_name']}: {exc}") from None
+    raise ValueError(f"[losses.get] cannot interpret {identifier!r} as a loss "
+                     f"(known names: {', '.join(sorted(_ALIASES))})")
+
+
+__all__ = ["Loss", "MeanSquaredError", "MeanAbsoluteError", "BinaryCrossentropy", "CategoricalCrossentropy",
+           "SparseCategoricalCrossentropy", "get", "serialize", "check_sparse_labels"]

@@ -1,0 +1,357 @@
+"""Evaluation metrics on NumPy arrays; each returns a Python float (or an int matrix).
+
+Classification inputs may be labels, one-hot rows or predicted probabilities:
+  * y_true: integer labels (N,) or (N, 1), or one-hot / probability rows (N, C) -> argmax.
+  * y_pred: probabilities or scores (N, C) with C > 1 -> argmax; a single column (N,) / (N, 1) of
+    scores -> `score > threshold` (binary); integer-valued arrays are taken as labels directly.
+Regression metrics average over every element. `get(name)` resolves the strings accepted by
+`Model.compile(metrics=[...])`.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import registry
+
+EPSILON = 1e-7
+
+__all__ = ["accuracy", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
+           "top_k_accuracy", "precision", "recall", "f1_score", "confusion_matrix",
+           "mean_squared_error", "mean_absolute_error", "mean_absolute_percentage_error",
+           "cosine_similarity", "r2_score", "get"]
+
+
+# ----------------------------------------------------------------------------------------------
+# input handling
+# ----------------------------------------------------------------------------------------------
+def _arr(x, name: str, op: str) -> np.ndarray:
+    try:
+        a = np.asarray(x)
+    except Exception as exc:
+        raise TypeError(f"[{op}] {name} must be array-like, got {type(x).__name__}") from exc
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise TypeError(f"[{op}] {name} must be a numeric array, got dtype {a.dtype}")
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise TypeError(f"[{op}] {name} must be real, got dtype {a.dtype}")
+    if a.ndim == 0:
+        raise ValueError(f"[{op}] {name} must have a sample axis, got a scalar")
+    if a.size == 0:
+        raise ValueError(f"[{op}] {name} is empty, shape {tuple(a.shape)}")
+    return a
+
+
+def _pair(y_true, y_pred, op: str):
+    return _arr(y_true, "y_true", op), _arr(y_pred, "y_pred", op)
+
+
+def _same_shape(t: np.ndarray, p: np.ndarray, op: str):
+    """Equal shapes, allowing (N,) against (N, 1)."""
+    if t.shape == p.shape:
+        return t, p
+    if t.size == p.size and _drop_last_one(t.shape) == _drop_last_one(p.shape):
+        return t.reshape(p.shape), p
+    raise ValueError(f"[{op}] y_true {tuple(t.shape)} and y_pred {tuple(p.shape)} must have the same shape")
+
+
+def _drop_last_one(shape):
+    return shape[:-1] if len(shape) > 1 and shape[-1] == 1 else shape
+
+
+def _is_integral(a: np.ndarray) -> bool:
+    if np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_:
+        return True
+    return bool(np.all(np.isfinite(a)) and np.all(a == np.round(a)))
+
+
+def _is_column(a: np.ndarray) -> bool:
+    return a.ndim == 1 or a.shape[-1] == 1
+
+
+def _true_labels(t: np.ndarray, op: str) -> np.ndarray:
+    if not _is_column(t):
+        return np.argmax(t, axis=-1).reshape(-1)
+    t = t.reshape(-1)
+    if not _is_integral(t):
+        raise ValueError(f"[{op}] y_true must hold integer class labels or one-hot rows, got non-integer values")
+    return t.astype(np.int64)
+
+
+def _pred_labels(p: np.ndarray, threshold: float) -> np.ndarray:
+    if not _is_column(p):
+        return np.argmax(p, axis=-1).reshape(-1)
+    p = p.reshape(-1)
+    if _is_integral(p):
+        return p.astype(np.int64)
+    return (p > threshold).astype(np.int64)
+
+
+def _labels(y_true, y_pred, op: str, threshold: float = 0.5):
+    t, p = _pair(y_true, y_pred, op)
+    lt = _true_labels(t, op)
+    lp = _pred_labels(p, threshold)
+    if lt.shape != lp.shape:
+        raise ValueError(f"[{op}] y_true {tuple(t.shape)} and y_pred {tuple(p.shape)} hold different "
+                         f"numbers of samples ({lt.size} vs {lp.size})")
+    n_cols = max(t.shape[-1] if not _is_column(t) else 0, p.shape[-1] if not _is_column(p) else 0)
+    return lt, lp, n_cols
+
+
+# ----------------------------------------------------------------------------------------------
+# accuracy family
+# ----------------------------------------------------------------------------------------------
+def binary_accuracy(y_true, y_pred, threshold: float = 0.5) -> float:
+    """mean(y_true == (y_pred > threshold))."""
+    op = "binary_accuracy"
+    t, p = _same_shape(*_pair(y_true, y_pred, op), op)
+    return float(np.mean(t == (p > threshold)))
+
+
+def categorical_accuracy(y_true, y_pred) -> float:
+    """mean(argmax(y_true) == argmax(y_pred)) over the last axis; y_true one-hot."""
+    op = "categorical_accuracy"
+    t, p = _pair(y_true, y_pred, op)
+    if t.shape != p.shape:
+        raise ValueError(f"[{op}] y_true {tuple(t.shape)} must be one-hot with the shape of y_pred "
+                         f"{tuple(p.shape)}")
+    return float(np.mean(np.argmax(t, axis=-1) == np.argmax(p, axis=-1)))
+
+
+def sparse_categorical_accuracy(y_true, y_pred) -> float:
+    """mean(y_true == argmax(y_pred)) with integer labels y_true of shape y_pred.shape[:-1]."""
+    op = "sparse_categorical_accuracy"
+    t, p = _pair(y_true, y_pred, op)
+    if p.ndim < 2:
+        raise ValueError(f"[{op}] y_pred must have a class axis, got shape {tuple(p.shape)}")
+    if t.shape == p.shape[:-1] + (1,) and p.shape[-1] != 1:
+        t = t.reshape(p.shape[:-1])
+    if t.shape != p.shape[:-1]:
+        raise ValueError(f"[{op}] y_true {tuple(t.shape)} must hold one label per row of y_pred "
+                         f"{tuple(p.shape)}")
+    return float(np.mean(t == np.argmax(p, axis=-1)))
+
+
+def accuracy(y_true, y_pred, threshold: float = 0.5) -> float:
+    """Accuracy that picks its kind from the shapes, as Keras' "accuracy" string does.
+
+    y_pred with one column (or 1-D): binary, thresholded at `threshold`; y_true with the shape of
+    y_pred: categorical (one-hot); otherwise sparse (integer labels).
+    """
+    op = "accuracy"
+    t, p = _pair(y_true, y_pred, op)
+    if _is_column(p):
+        return binary_accuracy(t, p, threshold)
+    if t.shape == p.shape:
+        return categorical_accuracy(t, p)
+    if t.shape == p.shape[:-1] or t.shape == p.shape[:-1] + (1,):
+        return sparse_categorical_accuracy(t, p)
+    raise ValueError(f"[{op}] cannot match y_true {tuple(t.shape)} with y_pred {tuple(p.shape)}: expected "
+                     "one-hot y_true of the same shape or labels of shape y_pred.shape[:-1]")
+
+
+def top_k_accuracy(y_true, y_pred, k: int = 5) -> float:
+    """Fraction of rows whose true class is among the k highest scores.
+
+    A class counts as in the top k when fewer than k classes score strictly higher (ties at the
+    boundary count as hits). y_true: labels (N,)/(N, 1) or one-hot (N, C).
+    """
+    op = "top_k_accuracy"
+    if isinstance(k, bool) or not isinstance(k, (numbers.Integral, np.integer)) or k <= 0:
+        raise ValueError(f"[{op}] k must be a positive int, got {k!r}")
+    t, p = _pair(y_true, y_pred, op)
+    if p.ndim != 2:
+        raise ValueError(f"[{op}] y_pred must be (N, C) scores, got shape {tuple(p.shape)}")
+    labels = _true_labels(t, op)
+    if labels.shape[0] != p.shape[0]:
+        raise ValueError(f"[{op}] y_true {tuple(t.shape)} and y_pred {tuple(p.shape)} hold different "
+                         "numbers of samples")
+    if labels.min() < 0 or labels.max() >= p.shape[1]:
+        raise ValueError(f"[{op}] labels must lie in [0, {p.shape[1]}), got min {labels.min()} "
+                         f"and max {labels.max()}")
+    true_score = p[np.arange(p.shape[0]), labels]
+    higher = np.sum(p > true_score[:, None], axis=1)
+    return float(np.mean(higher < k))
+
+
+# ----------------------------------------------------------------------------------------------
+# confusion matrix, precision, recall, F1
+# ----------------------------------------------------------------------------------------------
+def confusion_matrix(y_true, y_pred, num_classes: int | None = None, threshold: float = 0.5) -> np.ndarray:
+    """cm[i, j] = number of samples with true class i predicted as class j (int64)."""
+    op = "confusion_matrix"
+    lt, lp, n_cols = _labels(y_true, y_pred, op, threshold)
+    if min(lt.min(), lp.min()) < 0:
+        raise ValueError(f"[{op}] labels must be non-negative, got min {min(lt.min(), lp.min())}")
+    top = int(max(lt.max(), lp.max())) + 1
+    if num_classes is None:
+        num_classes = max(top, n_cols)
+    elif isinstance(num_classes, bool) or not isinstance(num_classes, (numbers.Integral, np.integer)) \
+            or num_classes <= 0:
+        raise ValueError(f"[{op}] num_classes must be a positive int, got {num_classes!r}")
+    elif top > num_classes:
+        raise ValueError(f"[{op}] labels must lie in [0, {num_classes}), got max {top - 1}")
+    num_classes = int(num_classes)
+    flat = np.bincount(lt * num_classes + lp, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes).astype(np.int64)
+
+
+_AVERAGES = ("auto", "binary", "macro", "micro", "weighted", None)
+
+
+def _prf(y_true, y_pred, average, pos_label, threshold, op):
+    if average not in _AVERAGES:
+        raise ValueError(f"[{op}] average must be one of {list(_AVERAGES)}, got {average!r}")
+    lt, lp, n_cols = _labels(y_true, y_pred, op, threshold)
+    classes = np.union1d(lt, lp)
+    if average == "auto":
+        average = "binary" if n_cols <= 2 and np.all(np.isin(classes, (0, 1))) else "macro"
+    if average == "binary":
+        if len(classes) > 2 or (len(classes) == 2 and pos_label not in classes):
+            raise ValueError(f"[{op}] average='binary' needs two classes including pos_label={pos_label}, "
+                             f"got labels {classes.tolist()}; use average='macro', 'micro' or 'weighted'")
+        tp = np.sum((lt == pos_label) & (lp == pos_label))
+        fp = np.sum((lt != pos_label) & (lp == pos_label))
+        fn = np.sum((lt == pos_label) & (lp != pos_label))
+        return np.array([tp]), np.array([fp]), np.array([fn]), np.array([tp + fn]), "binary"
+    tp = np.array([np.sum((lt == c) & (lp == c)) for c in classes])
+    fp = np.array([np.sum((lt != c) & (lp == c)) for c in classes])
+    fn = np.array([np.sum((lt == c) & (lp != c)) for c in classes])
+    return tp, fp, fn, tp + fn, average
+
+
+def _ratio(num, den):
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def _average(per_class, support, average):
+    if average is None:
+        return per_class
+    if average == "weighted":
+        total = support.sum()
+        return float(np.sum(per_class * support) / total) if total > 0 else 0.0
+    return float(np.mean(per_class))
+
+
+def _score(kind, y_true, y_pred, average, pos_label, threshold):
+    op = {"p": "precision", "r": "recall", "f": "f1_score"}[kind]
+    tp, fp, fn, support, average = _prf(y_true, y_pred, average, pos_label, threshold, op)
+    if average == "micro":
+        tp, fp, fn = tp.sum(keepdims=True), fp.sum(keepdims=True), fn.sum(keepdims=True)
+    p = _ratio(tp, tp + fp)
+    r = _ratio(tp, tp + fn)
+    value = {"p": p, "r": r, "f": _ratio(2 * p * r, p + r)}[kind]
+    if average in ("binary", "micro"):
+        return float(value[0])
+    return _average(value, support, average)
+
+
+def precision(y_true, y_pred, average="auto", pos_label: int = 1, threshold: float = 0.5):
+    """TP / (TP + FP), 0 when nothing is predicted positive.
+
+    average: "binary" (class `pos_label`), "macro" (unweighted mean over the classes present in
+    y_true or y_pred), "micro" (from summed counts), "weighted" (mean weighted by true counts),
+    None (per-class array) or "auto" (binary for 0/1 problems, macro otherwise).
+    """
+    return _score("p", y_true, y_pred, average, pos_label, threshold)
+
+
+def recall(y_true, y_pred, average="auto", pos_label: int = 1, threshold: float = 0.5):
+    """TP / (TP + FN), 0 when the class never occurs; `average` as in `precision`."""
+    return _score("r", y_true, y_pred, average, pos_label, threshold)
+
+
+def f1_score(y_true, y_pred, average="auto", pos_label: int = 1, threshold: float = 0.5):
+    """2 P R / (P + R) per class (0 when P + R = 0), then averaged as in `precision`."""
+    return _score("f", y_true, y_pred, average, pos_label, threshold)
+
+
+# ----------------------------------------------------------------------------------------------
+# regression
+# ----------------------------------------------------------------------------------------------
+def _regression_pair(y_true, y_pred, op):
+    t, p = _same_shape(*_pair(y_true, y_pred, op), op)
+    return t.astype(np.float64), p.astype(np.float64)
+
+
+def mean_squared_error(y_true, y_pred) -> float:
+    """mean((y_true - y_pred)^2)."""
+    t, p = _regression_pair(y_true, y_pred, "mean_squared_error")
+    return float(np.mean((t - p) ** 2))
+
+
+def mean_absolute_error(y_true, y_pred) -> float:
+    """mean(|y_true - y_pred|)."""
+    t, p = _regression_pair(y_true, y_pred, "mean_absolute_error")
+    return float(np.mean(np.abs(t - p)))
+
+
+def mean_absolute_percentage_error(y_true, y_pred) -> float:
+    """100 * mean(|(y_true - y_pred) / max(|y_true|, 1e-7)|), as Keras."""
+    t, p = _regression_pair(y_true, y_pred, "mean_absolute_percentage_error")
+    return float(100.0 * np.mean(np.abs((t - p) / np.maximum(np.abs(t), EPSILON))))
+
+
+def cosine_similarity(y_true, y_pred, axis: int = -1) -> float:
+    """mean over rows of <t, p> / (|t| |p|) along `axis`; a zero vector gives 0 (norms are
+    floored at 1e-6, i.e. squared norms at 1e-12, as Keras' l2_normalize)."""
+    t, p = _regression_pair(y_true, y_pred, "cosine_similarity")
+    tn = t / np.sqrt(np.maximum(np.sum(t * t, axis=axis, keepdims=True), 1e-12))
+    pn = p / np.sqrt(np.maximum(np.sum(p * p, axis=axis, keepdims=True), 1e-12))
+    return float(np.mean(np.sum(tn * pn, axis=axis)))
+
+
+def r2_score(y_true, y_pred) -> float:
+    """1 - SS_res / SS_tot per output column, averaged over columns (scikit-learn's uniform
+    average). A constant target scores 1 if predicted exactly, else 0."""
+    op = "r2_score"
+    t, p = _regression_pair(y_true, y_pred, op)
+    if t.shape[0] < 2:
+        raise ValueError(f"[{op}] needs at least 2 samples, got shape {tuple(t.shape)}")
+    t2 = t.reshape(t.shape[0], -1)
+    p2 = p.reshape(p.shape[0], -1)
+    ss_res = np.sum((t2 - p2) ** 2, axis=0)
+    ss_tot = np.sum((t2 - t2.mean(axis=0)) ** 2, axis=0)
+    score = np.where(ss_tot > 0, 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0),
+                     np.where(ss_res == 0, 1.0, 0.0))
+    return float(np.mean(score))
+
+
+# ----------------------------------------------------------------------------------------------
+# name resolution for compile(metrics=[...])
+# ----------------------------------------------------------------------------------------------
+_NAMED = {
+    "accuracy": accuracy, "acc": accuracy,
+    "binary_accuracy": binary_accuracy,
+    "categorical_accuracy": categorical_accuracy,
+    "sparse_categorical_accuracy": sparse_categorical_accuracy,
+    "top_k_accuracy": top_k_accuracy,
+    "precision": precision, "recall": recall,
+    "f1": f1_score, "f1_score": f1_score,
+    "mse": mean_squared_error, "mean_squared_error": mean_squared_error,
+    "mae": mean_absolute_error, "mean_absolute_error": mean_absolute_error,
+    "mape": mean_absolute_percentage_error,
+    "mean_absolute_percentage_error": mean_absolute_percentage_error,
+    "cosine_similarity": cosine_similarity,
+    "r2": r2_score, "r2_score": r2_score,
+}
+for _name, _fn in _NAMED.items():
+    registry.metrics.register(_fn, name=_name)
+del _name, _fn
+
+
+def get(identifier):
+    """Resolve a metric for compile(): a registered name -> (name, fn) with the name as given
+    (Keras logs "acc" for "acc"); a callable -> (its __name__, fn); a (name, callable) pair as
+    is. The returned fn(y_true, y_pred) gives a float."""
+    if isinstance(identifier, str):
+        return identifier, registry.metrics.get(identifier)
+    if isinstance(identifier, tuple) and len(identifier) == 2 and isinstance(identifier[0], str) \
+            and callable(identifier[1]):
+        return identifier
+    if callable(identifier):
+        return getattr(identifier, "__name__", type(identifier).__name__), identifier
+    known = ", ".join(registry.metrics.names())
+    raise ValueError(f"[metrics.get] a metric must be a name or a callable, got {identifier!r}; known names: {known}")

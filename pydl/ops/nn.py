@@ -1,0 +1,322 @@
+"""Neural-network ops: activations, Dense, losses, dropout and batch normalisation.
+
+Arrays are float32 (fast path) or float64 (exact path); other numeric dtypes are cast to float32.
+Arguments that belong together (x and W, gamma and beta, dy and y) must share one dtype, else
+ValueError. Non-contiguous inputs are copied; in-place arguments (BatchNorm running statistics)
+must already be exactly right, because a copy would lose the update.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .. import _core
+from .._validate import as_float_array as _as_float_array
+from .._validate import check_finite, check_ndim, check_out, check_same_dtype
+
+ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "softmax", "log_softmax")
+FUSABLE_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu")
+LOSSES = ("mse", "mae", "binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
+# Keras defaults: LeakyReLU's negative_slope 0.3, ELU's alpha 1.0.
+_ALPHA_DEFAULT = {"leaky_relu": 0.3, "elu": 1.0}
+
+
+# ---- argument checks -----------------------------------------------------------------------
+
+def as_float_array(x, name: str, op: str, dtype=None) -> np.ndarray:
+    """_validate.as_float_array, keeping a 0-d input 0-d (np.ascontiguousarray makes it 1-d)."""
+    arr = _as_float_array(x, name, op, dtype=dtype)
+    return arr.reshape(()) if np.ndim(x) == 0 else arr
+
+
+def _check_kind(kind, valid, op: str, what: str = "activation") -> str:
+    if not isinstance(kind, str) or kind not in valid:
+        raise ValueError(f"[{op}] unknown {what} {kind!r}; valid kinds: {', '.join(valid)}")
+    return kind
+
+
+def _alpha(kind: str, alpha, op: str) -> float:
+    """The slope/scale of leaky_relu and elu (>= 0: backward works from the output's sign)."""
+    if kind not in _ALPHA_DEFAULT:
+        if alpha is not None:
+            raise ValueError(f"[{op}] alpha is only used by leaky_relu and elu, got alpha={alpha!r} for {kind!r}")
+        return 0.0
+    if alpha is None:
+        return _ALPHA_DEFAULT[kind]
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha) or alpha < 0:
+        raise ValueError(f"[{op}] alpha for {kind} must be a finite number >= 0, got {alpha!r}")
+    return float(alpha)
+
+
+def _same_shape(op: str, ref_name: str, ref: np.ndarray, **arrays) -> None:
+    for name, a in arrays.items():
+        if a.shape != ref.shape:
+            raise ValueError(f"[{op}] {name} has shape {a.shape} but {ref_name} has shape {ref.shape}")
+
+
+def _check_rate(rate, op: str) -> float:
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (0.0 <= float(rate) < 1.0):
+        raise ValueError(f"[{op}] rate must be a number in [0, 1), got {rate!r}")
+    return float(rate)
+
+
+# ---- activations ---------------------------------------------------------------------------
+
+def activation(x, kind: str, alpha=None) -> np.ndarray:
+    """y = kind(x); softmax and log_softmax act over the last axis.
+
+    kind: linear, relu, sigmoid, tanh, leaky_relu (alpha, default 0.3), elu (alpha, default 1.0),
+    softmax, log_softmax. Stable for any input (sigmoid(+-1e4) is 1/0, softmax subtracts the row
+    maximum); NaN propagates.
+    """
+    op = "activation"
+    kind = _check_kind(kind, ACTIVATIONS, op)
+    a = _alpha(kind, alpha, op)
+    x = as_float_array(x, "x", op)
+    if kind in ("softmax", "log_softmax") and x.ndim == 0:
+        raise ValueError(f"[{op}] {kind} needs an array with a last axis, got a 0-d array")
+    y = np.empty_like(x)
+    _core.activation_forward(kind, x, y, a)
+    return y
+
+
+def activation_backward(dy, x, y, kind: str, alpha=None) -> np.ndarray:
+    """dx = dy * d kind(x) / dx, given the forward input x and output y (computed from y)."""
+    op = "activation_backward"
+    kind = _check_kind(kind, ACTIVATIONS, op)
+    a = _alpha(kind, alpha, op)
+    dy = as_float_array(dy, "dy", op)
+    x = as_float_array(x, "x", op)
+    y = as_float_array(y, "y", op)
+    check_same_dtype(op, dy=dy, x=x, y=y)
+    _same_shape(op, "dy", dy, x=x, y=y)
+    if kind in ("softmax", "log_softmax") and dy.ndim == 0:
+        raise ValueError(f"[{op}] {kind} needs an array with a last axis, got a 0-d array")
+    dx = np.empty_like(dy)
+    _core.activation_backward(kind, dy, y, dx, a)
+    return dx
+
+
+# ---- Dense ---------------------------------------------------------------------------------
+
+def _dense_args(op: str, x, W, activation, alpha):
+    kind = _check_kind(activation, FUSABLE_ACTIVATIONS, op)
+    a = _alpha(kind, alpha, op)
+    x = as_float_array(x, "x", op)
+    W = as_float_array(W, "W", op)
+    check_ndim(x, 2, "x", op, "(batch, features)")
+    check_ndim(W, 2, "W", op, "(features, units)")
+    check_same_dtype(op, x=x, W=W)
+    if W.shape[0] != x.shape[1]:
+        raise ValueError(f"[{op}] W has shape {W.shape} but x {x.shape} has {x.shape[1]} features")
+    return kind, a, x, W
+
+
+def dense_forward(x, W, b=None, activation: str = "linear", alpha=None) -> np.ndarray:
+    """y = activation(x @ W + b) for x (N, C), W (C, K), b (K,) or None; one GEMM and one fused pass."""
+    op = "dense_forward"
+    kind, a, x, W = _dense_args(op, x, W, activation, alpha)
+    if b is not None:
+        b = as_float_array(b, "b", op)
+        check_ndim(b, 1, "b", op, "(units,)")
+        check_same_dtype(op, x=x, W=W, b=b)
+        if b.shape[0] != W.shape[1]:
+            raise ValueError(f"[{op}] b has shape {b.shape} but W {W.shape} has {W.shape[1]} units")
+    y = np.empty((x.shape[0], W.shape[1]), dtype=x.dtype)
+    _core.dense_forward(x, W, b, y, kind, a)
+    return y
+
+
+def dense_backward(dy, x, W, y, activation: str = "linear", alpha=None, need_dx: bool = True,
+                   has_bias: bool = True):
+    """Gradients of y = activation(x @ W + b): returns (dx or None, dW, db or None).
+
+    dz = dy * activation'(y); dW = x^T dz; db = column sums of dz; dx = dz W^T.
+    """
+    op = "dense_backward"
+    kind, a, x, W = _dense_args(op, x, W, activation, alpha)
+    dy = as_float_array(dy, "dy", op)
+    y = as_float_array(y, "y", op)
+    check_same_dtype(op, x=x, W=W, dy=dy, y=y)
+    want = (x.shape[0], W.shape[1])
+    for name, arr in (("dy", dy), ("y", y)):
+        if arr.shape != want:
+            raise ValueError(f"[{op}] {name} has shape {arr.shape}, expected {want} from x {x.shape} and W {W.shape}")
+    dx = np.empty_like(x) if need_dx else None
+    dW = np.empty_like(W)
+    db = np.empty(W.shape[1], dtype=W.dtype) if has_bias else None
+    _core.dense_backward(dy, x, W, y, dx, dW, db, kind, a)
+    return dx, dW, db
+
+
+# ---- losses --------------------------------------------------------------------------------
+
+def _sparse_labels(y_true, y_pred: np.ndarray, op: str) -> np.ndarray:
+    labels = np.asarray(y_true)
+    if labels.dtype == object or not (np.issubdtype(labels.dtype, np.integer) or
+                                      np.issubdtype(labels.dtype, np.floating) or labels.dtype == np.bool_):
+        raise ValueError(f"[{op}] y_true must hold integer class labels, got dtype {labels.dtype}")
+    rows = y_pred.shape[:-1]
+    if labels.shape not in (rows, rows + (1,)):
+        raise ValueError(f"[{op}] y_true has shape {labels.shape} but y_pred has shape {y_pred.shape}; "
+                         f"expected labels of shape {rows} or {rows + (1,)}")
+    if np.issubdtype(labels.dtype, np.floating):
+        if not np.all(np.isfinite(labels)):
+            raise ValueError(f"[{op}] y_true contains NaN or Inf")
+        if not np.all(labels == np.floor(labels)):
+            raise ValueError(f"[{op}] y_true must hold integer class labels, got non-integer values")
+    if np.issubdtype(labels.dtype, np.unsignedinteger) and labels.size and labels.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"[{op}] y_true holds a label larger than int64 allows")
+    return np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
+
+
+def loss(kind: str, y_true, y_pred, from_logits: bool = False):
+    """(mean loss as a Python float, d loss / d y_pred with y_pred's shape and dtype).
+
+    kind: mse, mae, binary_crossentropy, categorical_crossentropy, sparse_categorical_crossentropy.
+    Keras reduction: mean over the last axis, then over the batch. From probabilities the
+    crossentropies clip to [1e-7, 1 - 1e-7] as Keras (categorical normalises each row first); with
+    from_logits they are computed stably from logits. y_true is cast to y_pred's dtype (integer
+    labels of shape (N,) or (N, 1) for the sparse loss).
+    """
+    op = "loss"
+    kind = _check_kind(kind, LOSSES, op, "loss")
+    if not isinstance(from_logits, (bool, np.bool_)):
+        raise ValueError(f"[{kind}] from_logits must be a bool, got {from_logits!r}")
+    if from_logits and kind in ("mse", "mae"):
+        raise ValueError(f"[{kind}] from_logits applies only to the crossentropy losses")
+    y_pred = as_float_array(y_pred, "y_pred", kind)
+    if y_pred.size == 0:
+        raise ValueError(f"[{kind}] y_pred is empty, shape {y_pred.shape}")
+    grad = np.empty_like(y_pred)
+    if kind == "sparse_categorical_crossentropy":
+        if y_pred.ndim < 1:
+            raise ValueError(f"[{kind}] y_pred must have a class axis, got a 0-d array")
+        labels = _sparse_labels(y_true, y_pred, kind)
+        value = _core.sparse_categorical_crossentropy(labels, y_pred, grad, bool(from_logits))
+        return float(value), grad
+    y_true = as_float_array(y_true, "y_true", kind, dtype=y_pred.dtype)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"[{kind}] y_true has shape {y_true.shape} but y_pred has shape {y_pred.shape}")
+    check_finite(y_true, "y_true", kind)
+    if kind == "categorical_crossentropy" and y_pred.ndim < 1:
+        raise ValueError(f"[{kind}] y_pred must have a class axis, got a 0-d array")
+    value = _core.loss(kind, y_true, y_pred, grad, bool(from_logits))
+    return float(value), grad
+
+
+# ---- dropout -------------------------------------------------------------------------------
+
+def dropout_forward(x, rate, seed):
+    """Inverted dropout: returns (y, mask) with mask uint8 (1 = kept) and y = x * mask / (1 - rate).
+
+    The mask depends only on (seed, element index): the same for any thread count.
+    """
+    op = "dropout_forward"
+    rate = _check_rate(rate, op)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not (0 <= int(seed) < 2**64):
+        raise ValueError(f"[{op}] seed must be an int in [0, 2**64), got {seed!r}")
+    x = as_float_array(x, "x", op)
+    y = np.empty_like(x)
+    mask = np.empty(x.shape, dtype=np.uint8)
+    _core.dropout_forward(x, y, mask, rate, int(seed))
+    return y, mask
+
+
+def dropout_backward(dy, mask, rate) -> np.ndarray:
+    """dx = dy * mask / (1 - rate), with the mask from dropout_forward."""
+    op = "dropout_backward"
+    rate = _check_rate(rate, op)
+    dy = as_float_array(dy, "dy", op)
+    if not isinstance(mask, np.ndarray) or mask.dtype not in (np.uint8, np.bool_):
+        got = mask.dtype if isinstance(mask, np.ndarray) else type(mask).__name__
+        raise ValueError(f"[{op}] mask must be the uint8 (or bool) array from dropout_forward, got {got}")
+    if mask.shape != dy.shape:
+        raise ValueError(f"[{op}] mask has shape {mask.shape} but dy has shape {dy.shape}")
+    mask = np.ascontiguousarray(mask).view(np.uint8)
+    dx = np.empty_like(dy)
+    _core.dropout_backward(dy, mask, dx, rate)
+    return dx
+
+
+# ---- batch normalisation -------------------------------------------------------------------
+
+def _bn_param(a, name: str, c: int, dtype, op: str) -> np.ndarray:
+    a = as_float_array(a, name, op)
+    if a.dtype != dtype:
+        raise ValueError(f"[{op}] {name} has dtype {a.dtype} but x has dtype {np.dtype(dtype)}")
+    if a.shape != (c,):
+        raise ValueError(f"[{op}] {name} has shape {a.shape}, expected ({c},) for x with {c} channels")
+    return a
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum: float = 0.99, epsilon: float = 1e-3,
+                      training: bool = False):
+    """Batch normalisation over axis 1 of x (N, C) or (N, C, H, W): returns (y, cache).
+
+    training: batch mean and biased variance; running_mean/var are updated in place as Keras,
+    running = momentum * running + (1 - momentum) * batch. Otherwise the running statistics are
+    used. running_mean/var must be C-contiguous, writeable arrays of x's dtype and shape (C,).
+    The cache is opaque: pass it to batchnorm_backward.
+    """
+    op = "batchnorm_forward"
+    x = as_float_array(x, "x", op)
+    check_ndim(x, (2, 4), "x", op, "(N, C) or (N, C, H, W)")
+    c = x.shape[1]
+    gamma = _bn_param(gamma, "gamma", c, x.dtype, op)
+    beta = _bn_param(beta, "beta", c, x.dtype, op)
+    for name, arr in (("running_mean", running_mean), ("running_var", running_var)):
+        if not isinstance(arr, np.ndarray):
+            raise ValueError(f"[{op}] {name} must be a numpy.ndarray (updated in place), got {type(arr).__name__}")
+        check_out(arr, (c,), x.dtype, op, name)
+    if running_mean is running_var or np.shares_memory(running_mean, running_var):
+        raise ValueError(f"[{op}] running_mean and running_var must be separate arrays")
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not (0.0 <= momentum <= 1.0):
+        raise ValueError(f"[{op}] momentum must be a number in [0, 1], got {momentum!r}")
+    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not (0.0 < epsilon < math.inf):
+        raise ValueError(f"[{op}] epsilon must be a finite number > 0, got {epsilon!r}")
+    training = bool(training)
+    if training and x.shape[0] * (x.shape[2] * x.shape[3] if x.ndim == 4 else 1) == 0:
+        raise ValueError(f"[{op}] training needs a non-empty batch, got x of shape {x.shape}")
+    y = np.empty_like(x)
+    mean = np.empty(c, dtype=np.float64)
+    inv_std = np.empty(c, dtype=np.float64)
+    _core.batchnorm_forward(x, gamma, beta, running_mean, running_var, y, mean, inv_std, float(momentum),
+                            float(epsilon), training)
+    return y, (mean, inv_std, training)
+
+
+def batchnorm_backward(dy, x, gamma, cache):
+    """Gradients of batchnorm_forward: returns (dx, dgamma, dbeta).
+
+    After a training forward, dx = gamma*inv_std/M * (M*dy - sum(dy) - xhat*sum(dy*xhat)) with
+    M = N*H*W; after an inference forward the statistics are constants and dx = gamma*inv_std*dy.
+    """
+    op = "batchnorm_backward"
+    x = as_float_array(x, "x", op)
+    check_ndim(x, (2, 4), "x", op, "(N, C) or (N, C, H, W)")
+    c = x.shape[1]
+    dy = as_float_array(dy, "dy", op)
+    check_same_dtype(op, dy=dy, x=x)
+    _same_shape(op, "x", x, dy=dy)
+    gamma = _bn_param(gamma, "gamma", c, x.dtype, op)
+    if not (isinstance(cache, tuple) and len(cache) == 3):
+        raise ValueError(f"[{op}] cache must be the cache returned by batchnorm_forward")
+    mean, inv_std, training = cache
+    for name, arr in (("cache mean", mean), ("cache inv_std", inv_std)):
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.float64 or arr.shape != (c,):
+            raise ValueError(f"[{op}] {name} does not match x with {c} channels; pass the cache from "
+                             f"batchnorm_forward on this x")
+    dx = np.empty_like(x)
+    dgamma = np.empty(c, dtype=x.dtype)
+    dbeta = np.empty(c, dtype=x.dtype)
+    _core.batchnorm_backward(dy, x, gamma, np.ascontiguousarray(mean), np.ascontiguousarray(inv_std), dx, dgamma,
+                             dbeta, bool(training))
+    return dx, dgamma, dbeta
+
+
+__all__ = ["ACTIVATIONS", "FUSABLE_ACTIVATIONS", "LOSSES", "activation", "activation_backward", "dense_forward",
+           "dense_backward", "loss", "dropout_forward", "dropout_backward", "batchnorm_forward",
+           "batchnorm_backward"]

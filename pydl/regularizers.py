@@ -1,0 +1,121 @@
+"""Weight penalties, as in Keras.
+
+    reg = L2(0.01)
+    reg(w)          -> 0.01 * sum(w**2)        (a float, added to the reported loss)
+    reg.gradient(w) -> 0.02 * w                (added to the weight's gradient)
+
+L1: l1 * sum|w|, gradient l1 * sign(w) (0 at w == 0). L1L2 adds both.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import registry
+
+
+def _coef(value, name: str, who: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"[{who}] {name} must be a number, got {value!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"[{who}] {name} must be finite and >= 0, got {value!r}")
+    return v
+
+
+class Regularizer:
+    def __call__(self, w) -> float:
+        raise NotImplementedError
+
+    def gradient(self, w) -> np.ndarray:
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@registry.regularizers.register
+class L1L2(Regularizer):
+    def __init__(self, l1=0.0, l2=0.0):
+        self.l1 = _coef(l1, "l1", type(self).__name__)
+        self.l2 = _coef(l2, "l2", type(self).__name__)
+
+    def __call__(self, w) -> float:
+        w = np.asarray(w)
+        total = 0.0
+        if self.l1:
+            total += self.l1 * float(np.sum(np.abs(w), dtype=np.float64))
+        if self.l2:
+            total += self.l2 * float(np.sum(np.square(w, dtype=np.float64)))
+        return total
+
+    def gradient(self, w) -> np.ndarray:
+        w = np.asarray(w)
+        g = np.zeros_like(w)
+        if self.l1:
+            g += self.l1 * np.sign(w)
+        if self.l2:
+            g += (2.0 * self.l2) * w
+        return g
+
+    def get_config(self):
+        return {"l1": self.l1, "l2": self.l2}
+
+
+@registry.regularizers.register
+class L1(L1L2):
+    def __init__(self, l1=0.01):
+        super().__init__(l1=l1, l2=0.0)
+
+    def get_config(self):
+        return {"l1": self.l1}
+
+
+@registry.regularizers.register
+class L2(L1L2):
+    def __init__(self, l2=0.01):
+        super().__init__(l1=0.0, l2=l2)
+
+    def get_config(self):
+        return {"l2": self.l2}
+
+
+_ALIASES = {"l1": "L1", "l2": "L2", "l1_l2": "L1L2", "l1l2": "L1L2"}
+
+
+def serialize(reg: Regularizer | None):
+    return None if reg is None else {"class_name": type(reg).__name__, "config": reg.get_config()}
+
+
+def get(identifier) -> Regularizer | None:
+    """None, a name ("l2", "L2"), an instance, or a {"class_name", "config"} dict."""
+    if identifier is None or isinstance(identifier, Regularizer):
+        return identifier
+    if isinstance(identifier, str):
+        return registry.regularizers.get(_ALIASES.get(identifier.lower(), identifier))()
+    if isinstance(identifier, dict):
+        if "class_name" not in identifier or set(identifier) - {"class_name", "config"}:
+            raise ValueError(f"[regularizers.get] a config must be {{'class_name', 'config'}}, got {identifier!r}")
+        cls = registry.regularizers.get(identifier["class_name"])
+        cfg = identifier.get("config") or {}
+        if not isinstance(cfg, dict):
+            raise ValueError(f"[regularizers.get] config must be a dict, got {cfg!r}")
+        try:
+            return cls.from_config(cfg)
+        except TypeError as exc:
+            raise ValueError(f"[regularizers.get] bad config for {identifier['class_name']}: {exc}") from None
+    raise ValueError(f"[regularizers.get] cannot interpret {identifier!r} as a regularizer "
+                     f"(names: l1, l2, l1_l2)")
+
+
+__all__ = ["Regularizer", "L1", "L2", "L1L2", "get", "serialize"]

@@ -1,0 +1,218 @@
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+import pydl
+from pydl import Sequential, load_model
+from pydl.layers import BatchNormalization, Dense, Dropout, Flatten
+from pydl.optimizers import Adam
+
+
+def _trained_model(rng, seed=0, compile=True):
+    pydl.seed(seed)
+    model = Sequential([Flatten(input_shape=(2, 3)), Dense(8, activation="relu", kernel_regularizer="l2"),
+                        BatchNormalization(), Dropout(0.25), Dropout(0.1, seed=5),
+                        Dense(3, activation="softmax")], name="clf")
+    x = rng.standard_normal((64, 2, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    if compile:
+        model.compile("sparse_categorical_crossentropy", Adam(learning_rate=0.01), metrics=["accuracy"])
+        model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    return model, x, y
+
+
+def _arrays(path):
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _rewrite(src, dst, arrays):
+    with open(dst, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def test_save_load_identical_predictions_and_settings(rng, tmp_path):
+    model, x, y = _trained_model(rng)
+    model.scaler = pydl.data.StandardScaler().fit(x.reshape(64, -1))
+    path = tmp_path / "m.npz"
+    model.save(path)
+    loaded = load_model(path)
+    assert loaded.name == "clf" and [type(l) for l in loaded.layers] == [type(l) for l in model.layers]
+    assert [l.name for l in loaded.layers] == [l.name for l in model.layers]
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert type(loaded.loss) is type(model.loss)
+    assert type(loaded.optimizer) is Adam
+    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    assert [m[0] for m in loaded.metrics] == ["accuracy"]
+    assert loaded.evaluate(x, y) == model.evaluate(x, y)
+    st_a, st_b = loaded.optimizer.get_state(), model.optimizer.get_state()
+    assert set(st_a) == set(st_b)
+    for k in st_a:
+        np.testing.assert_array_equal(st_a[k], st_b[k])
+    flat = x.reshape(64, -1)
+    np.testing.assert_array_equal(loaded.scaler.transform(flat), model.scaler.transform(flat))
+    # the file is a plain npz: every entry loads without pickle, the config is JSON
+    arrays = _arrays(path)
+    cfg = json.loads(str(arrays["__config__"]))
+    assert cfg["format"] == "pydl-model" and cfg["version"] == 1
+    assert [e["class_name"] for e in cfg["layers"]] == ["Flatten", "Dense", "BatchNormalization", "Dropout",
+                                                       "Dropout", "Dense"]
+    assert f"{model.layers[2].name}/moving_mean" in arrays
+    assert any(k.startswith("optimizer/") for k in arrays) and any(k.startswith("scaler/") for k in arrays)
+
+
+def test_resumed_training_is_identical(rng, tmp_path):
+    model, x, y = _trained_model(rng)
+    path = tmp_path / "ckpt.npz"
+    model.save(path)
+    loaded = load_model(path)
+    pydl.seed(123)
+    h1 = model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    pydl.seed(123)
+    h2 = loaded.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert h1.history == h2.history
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert model.optimizer.iterations == loaded.optimizer.iterations
+
+
+def test_save_writes_exact_path_and_unbuilt_models(tmp_path):
+    m = Sequential([Dense(3), Dense(2)])
+    p = tmp_path / "weights.model"
+    m.save(p)
+    assert p.exists() and not (tmp_path / "weights.model.npz").exists()
+    again = load_model(p)
+    assert not again.built and [l.units for l in again.layers] == [3, 2] and not again.compiled
+
+
+@pytest.fixture
+def saved(rng, tmp_path):
+    model, x, _ = _trained_model(rng)
+    path = tmp_path / "good.npz"
+    model.save(path)
+    return model, path, _arrays(path)
+
+
+def _tamper_config(arrays, fn):
+    cfg = json.loads(str(arrays["__config__"]))
+    fn(cfg)
+    arrays = dict(arrays)
+    arrays["__config__"] = np.array(json.dumps(cfg))
+    return arrays
+
+
+@pytest.mark.parametrize("what,edit,msg", [
+    ("os.system layer", lambda c: c["layers"][1].update(class_name="os.system"), "unknown layer class 'os.system'"),
+    ("builtin name", lambda c: c["layers"][0].update(class_name="__import__"), "unknown layer class"),
+    ("optimizer class", lambda c: c["compile"]["optimizer"].update(class_name="subprocess.Popen"),
+     "unknown optimizer class"),
+    ("loss class", lambda c: c["compile"]["loss"].update(class_name="eval"), "unknown loss class"),
+    ("bad layer config", lambda c: c["layers"][1]["config"].update(units="many"), "bad config"),
+    ("extra config key", lambda c: c["layers"][1]["config"].update(evil=1), "bad config"),
+    ("format", lambda c: c.update(format="keras"), "not a 'pydl-model' config"),
+    ("version", lambda c: c.update(version=99), "version 99"),
+    ("layers type", lambda c: c.update(layers="Dense"), "'layers' must be a list"),
+])
+def test_tampered_config(saved, tmp_path, what, edit, msg):
+    _, _, arrays = saved
+    bad = tmp_path / "bad.npz"
+    _rewrite(None, bad, _tamper_config(arrays, edit))
+    with pytest.raises(ValueError, match=msg):
+        load_model(bad)
+
+
+def test_tampered_arrays(saved, tmp_path):
+    model, _, arrays = saved
+    wkey = f"{model.layers[1].name}/W"
+    bad = tmp_path / "bad.npz"
+    cases = []
+    a = dict(arrays)
+    del a[wkey]
+    cases.append((a, f"missing array '{wkey}'"))
+    a = dict(arrays)
+    a[wkey] = np.zeros((5, 8), np.float32)
+    cases.append((a, r"has shape \(5, 8\), the layer needs \(6, 8\)"))
+    a = dict(arrays)
+    a[wkey] = np.array([object(), 1], dtype=object).repeat(24)
+    cases.append((a, "cannot be read without unpickling"))
+    a = dict(arrays)
+    a["intruder/x"] = np.zeros(3)
+    cases.append((a, "unexpected arrays"))
+    a = dict(arrays)
+    a[wkey] = np.full((6, 8), "s")
+    cases.append((a, "only numeric arrays"))
+    a = dict(arrays)
+    a["__config__"] = np.array("{not json")
+    cases.append((a, "not valid JSON"))
+    a = dict(arrays)
+    a["__config__"] = np.zeros(3)
+    cases.append((a, "must be a JSON string"))
+    a = dict(arrays)
+    del a["__config__"]
+    cases.append((a, "no '__config__'"))
+    for arrays_bad, msg in cases:
+        with open(bad, "wb") as f:
+            np.savez(f, **arrays_bad)
+        with pytest.raises(ValueError, match=msg):
+            load_model(bad)
+
+
+def test_not_an_npz(tmp_path):
+    p = tmp_path / "model.npz"
+    p.write_text("hello, I am not a zip file")
+    with pytest.raises(ValueError, match="not a pydl model file"):
+        load_model(p)
+    q = tmp_path / "one.npy"
+    np.save(q, np.zeros(3))
+    with pytest.raises(ValueError, match="single array"):
+        load_model(q)
+    r = tmp_path / "pickled.npy"
+    np.save(r, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="not a pydl model file"):
+        load_model(r)
+    z = tmp_path / "trunc.npz"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("__config__.npy", b"\x93NUMPY garbage")
+    with pytest.raises(ValueError):
+        load_model(z)
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "missing.npz")
+
+
+def test_schedule_momentum_and_minmax_scaler_roundtrip(rng, tmp_path):
+    from pydl.optimizers import SGD
+    from pydl.schedules import ExponentialDecay
+
+    x = rng.standard_normal((48, 5)).astype(np.float32)
+    y = rng.standard_normal((48, 2)).astype(np.float32)
+    pydl.seed(4)
+    model = Sequential([Dense(6, activation="tanh", input_shape=(5,)), Dense(2)])
+    model.compile("mae", SGD(learning_rate=ExponentialDecay(0.05, 0.5), momentum=0.9), metrics=["mse"])
+    model.scaler = pydl.data.MinMaxScaler(feature_range=(-1, 1)).fit(x)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    path = tmp_path / "sched.npz"
+    model.save(path)
+    loaded = load_model(path)
+    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    assert loaded.scaler.get_config() == model.scaler.get_config()
+    np.testing.assert_array_equal(loaded.scaler.transform(x), model.scaler.transform(x))
+    for m in (model, loaded):  # continue at epoch 2 of the schedule
+        pydl.seed(8)
+        m.fit(x, y, epochs=4, initial_epoch=2, batch_size=16, verbose=0)
+    assert model.optimizer.current_learning_rate == loaded.optimizer.current_learning_rate == 0.05 * 0.5 ** 3
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_compiled_untrained_model_roundtrip(tmp_path):
+    model = Sequential([Dense(3, input_shape=(4,))])
+    model.compile("mse", "adam")
+    model.save(tmp_path / "fresh.npz")
+    loaded = load_model(tmp_path / "fresh.npz")
+    assert loaded.compiled and loaded.optimizer.iterations == 0
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
