@@ -93,7 +93,8 @@ void max_plane_general(T* y, std::int32_t* am, const T* x, const Pool2dGeom& g) 
 template <typename T, bool IDX>
 void max_planes(T* y, std::int32_t* am, const T* x, const Pool2dGeom& g) {
   const index_t planes = g.N * g.C, in = g.H * g.W, out = g.P * g.Q;
-  const bool fast = g.R == 2 && g.S == 2 && g.sh == 2 && g.sw == 2 && g.pt == 0 && g.pl == 0;
+  const bool fast = g.R == 2 && g.S == 2 && g.sh == 2 && g.sw == 2 && g.pt == 0 && g.pl == 0 && 2 * g.P <= g.H &&
+                    2 * g.Q <= g.W;  // every window inside the input
   const int nt = threads_for(static_cast<double>(planes) * (in + out), 3e4);
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (index_t i = 0; i < planes; ++i) {

@@ -212,27 +212,21 @@ py::tuple maxpool_forward(const py::array& x, const Pair& pool, const Pair& stri
 }
 
 template <typename T>
-py::array maxpool_backward(const py::array& dy, const py::array& argmax, const std::vector<index_t>& x_shape,
-                           const Pair& pool, const Pair& stride, const Quad& pad) {
+py::array maxpool_backward(const py::array& dy, const py::array& argmax, const std::vector<index_t>& x_shape) {
   const char* op = "max_pool2d_backward";
   const T* dyp = pydl::in_ptr<T>(dy, op, "dy", 4);
   PYDL_CHECK(x_shape.size() == 4, op, "x_shape must have 4 entries (N, C, H, W), got ", x_shape.size());
-  for (index_t d : x_shape) PYDL_CHECK(d >= 0, op, "x_shape entries must be >= 0");
+  PYDL_CHECK(x_shape[2] >= 1 && x_shape[3] >= 1 && x_shape[2] * x_shape[3] < (index_t(1) << 31), op,
+             "x_shape (H, W) must be positive and H*W < 2^31");
+  PYDL_CHECK(dy.shape(0) == x_shape[0] && dy.shape(1) == x_shape[1], op, "dy ", pydl::shape_str(dy),
+             " does not match x_shape (N, C) = (", x_shape[0], ", ", x_shape[1], ")");
   pydl::Pool2dGeom g;
   g.N = x_shape[0];
   g.C = x_shape[1];
   g.H = x_shape[2];
   g.W = x_shape[3];
-  g.R = pool[0];
-  g.S = pool[1];
-  g.sh = stride[0];
-  g.sw = stride[1];
-  g.pt = pad[0];
-  g.pb = pad[1];
-  g.pl = pad[2];
-  g.pr = pad[3];
-  pydl::pool2d_geometry(g, op);
-  pydl::check_shape(dy, {g.N, g.C, g.P, g.Q}, op, "dy");
+  g.P = dy.shape(2);
+  g.Q = dy.shape(3);
   PYDL_CHECK(argmax.dtype().is(py::dtype::of<std::int32_t>()) && (argmax.flags() & py::array::c_style), op,
              "argmax must be a C-contiguous int32 array (as returned by max_pool2d)");
   pydl::check_shape(argmax, {g.N, g.C, g.P, g.Q}, op, "argmax");
@@ -388,12 +382,10 @@ void init_conv(py::module_& m) {
       py::arg("naive") = false, py::arg("out") = py::none(), py::arg("argmax_out") = py::none());
   m.def(
       "max_pool2d_backward",
-      [](const py::array& dy, const py::array& argmax, const std::vector<index_t>& xs, const Pair& pool,
-         const Pair& stride, const Quad& pad) {
-        return is_f64(dy) ? maxpool_backward<double>(dy, argmax, xs, pool, stride, pad)
-                          : maxpool_backward<float>(dy, argmax, xs, pool, stride, pad);
+      [](const py::array& dy, const py::array& argmax, const std::vector<index_t>& xs) {
+        return is_f64(dy) ? maxpool_backward<double>(dy, argmax, xs) : maxpool_backward<float>(dy, argmax, xs);
       },
-      py::arg("dy"), py::arg("argmax"), py::arg("x_shape"), py::arg("pool"), py::arg("stride"), py::arg("padding"));
+      py::arg("dy"), py::arg("argmax"), py::arg("x_shape"));
   m.def(
       "avg_pool2d_forward",
       [](const py::array& x, const Pair& pool, const Pair& stride, const Quad& pad, bool cip, bool naive,

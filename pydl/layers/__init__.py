@@ -6,3 +6,6 @@ from .core import Dense, Activation, ReLU, LeakyReLU, ELU, Softmax, Dropout, Bat
 
 __all__ += ["Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Dropout", "BatchNormalization",
             "Flatten", "Reshape"]
+from .conv import AvgPool2D, Conv2D, GlobalAveragePooling2D, MaxPool2D
+
+__all__ += ["Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAveragePooling2D"]
