@@ -3,9 +3,26 @@
 
 #include <cstring>
 
+#include "cpu_features.h"
 #include "threading.h"
 
+#define PYDL_KNS generic
+#include "pool2d_impl.h"
+#undef PYDL_KNS
+
 namespace pydl {
+
+namespace generic {
+void maxpool2x2_plane_f32(float* y, std::int32_t* am, const float* x, index_t W, index_t P, index_t Q) {
+  maxpool2x2_rows_f32(y, am, x, W, Q, 0, P);
+}
+}  // namespace generic
+namespace avx2 {
+void maxpool2x2_plane_f32(float* y, std::int32_t* am, const float* x, index_t W, index_t P, index_t Q);
+}
+namespace avx512 {
+void maxpool2x2_plane_f32(float* y, std::int32_t* am, const float* x, index_t W, index_t P, index_t Q);
+}
 
 void pool2d_geometry(Pool2dGeom& g, const char* op) {
   PYDL_CHECK(g.N >= 0 && g.C >= 0, op, "batch and channels must be >= 0, got (", g.N, ", ", g.C, ")");
@@ -96,9 +113,21 @@ void max_planes(T* y, std::int32_t* am, const T* x, const Pool2dGeom& g) {
   const bool fast = g.R == 2 && g.S == 2 && g.sh == 2 && g.sw == 2 && g.pt == 0 && g.pl == 0 && 2 * g.P <= g.H &&
                     2 * g.Q <= g.W;  // every window inside the input
   const int nt = threads_for(static_cast<double>(planes) * (in + out), 3e4);
+  using PlaneFn = void (*)(float*, std::int32_t*, const float*, index_t, index_t, index_t);
+  PlaneFn vec = generic::maxpool2x2_plane_f32;
+#if defined(PYDL_X86)
+  if (selected_isa() == Isa::avx512) vec = avx512::maxpool2x2_plane_f32;
+  else if (selected_isa() == Isa::avx2) vec = avx2::maxpool2x2_plane_f32;
+#endif
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (index_t i = 0; i < planes; ++i) {
     std::int32_t* a = IDX ? am + i * out : nullptr;
+    if constexpr (sizeof(T) == 4) {
+      if (fast) {
+        vec(y + i * out, a, x + i * in, g.W, g.P, g.Q);
+        continue;
+      }
+    }
     if (fast) max_plane_2x2<T, IDX>(y + i * out, a, x + i * in, g);
     else max_plane_general<T, IDX>(y + i * out, a, x + i * in, g);
   }

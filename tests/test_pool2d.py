@@ -16,6 +16,8 @@ CONFIGS = [
     (3, 1, 5, 6, (1, 1), (1, 1), (0, 0, 0, 0)),
     (1, 2, 12, 13, (4, 3), (3, 4), (2, 3, 1, 2)),
     (2, 5, 6, 6, (6, 6), (1, 1), (0, 0, 0, 0)),
+    (2, 3, 6, 42, (2, 2), (2, 2), (0, 0, 0, 0)),  # vector path with an overlapping last block
+    (1, 2, 4, 65, (2, 2), (2, 2), (0, 0, 0, 0)),
 ]
 
 
@@ -90,20 +92,24 @@ def test_gradients_by_finite_differences():
     check_grad(ops.global_avg_pool2d_backward(g2, x.shape), numerical_grad(f_gap, x))
 
 
+@pytest.mark.parametrize("width", [8, 40])
 @pytest.mark.parametrize("pool,stride", [((2, 2), (2, 2)), ((3, 3), (1, 1))])
-def test_nan_propagates(pool, stride):
-    x = _tie_free((2, 2, 8, 8), np.float32)
+def test_nan_propagates(pool, stride, width):
+    x = _tie_free((2, 2, 8, width), np.float32)
     x[1, 0, 3, 2] = np.nan
+    x[1, 1, 2, 4:6] = np.nan  # two NaNs in one window: argmax names the first
     for naive in (False, True):
         y, am = _core.max_pool2d_forward(x, pool, stride, (0, 0, 0, 0), True, naive, None, None)
         yr, _ = max_pool2d_ref(np.nan_to_num(x, nan=-np.inf), pool, stride)
-        hit = np.zeros(y.shape, bool)
-        for p in range(y.shape[2]):
-            for q in range(y.shape[3]):
-                h0, w0 = p * stride[0], q * stride[1]
-                hit[1, 0, p, q] = h0 <= 3 < h0 + pool[0] and w0 <= 2 < w0 + pool[1]
+        hit = max_pool2d_ref(np.isnan(x).astype(np.float64), pool, stride)[0] > 0  # windows holding a NaN
         assert np.isnan(y[hit]).all() and hit.any()
-        assert (am[hit] == 3 * 8 + 2).all()
+        planes = x.reshape(4, -1)
+        picked = np.take_along_axis(planes, am.reshape(4, -1).astype(np.int64), 1).reshape(y.shape)
+        assert np.isnan(picked[hit]).all()  # argmax points at a NaN
+        assert am[1, 0][hit[1, 0]].min() >= 0
+        if pool == (2, 2):
+            assert am[1, 0, 1, 1] == 3 * width + 2
+            assert np.isnan(y[1, 1, 1, 2]) and am[1, 1, 1, 2] == 2 * width + 4
         np.testing.assert_array_equal(y[~hit], yr[~hit])
     ya = ops.avg_pool2d(x, pool, stride)
     assert np.isnan(ya[1, 0]).any() and not np.isnan(ya[0]).any()
