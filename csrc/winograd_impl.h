@@ -5,7 +5,12 @@
 #error "define PYDL_KNS before including winograd_impl.h"
 #endif
 
+#include <cstdint>
 #include <cstring>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -238,6 +243,190 @@ void output_transform_seg(T* yk, const T* Mk, index_t ldm, T bias, ConvAct act, 
   }
 }
 
+// ---- float transforms vectorised over 16 tiles of a tile row --------------------------------
+// Tiles u0 .. u0+15 of a row start at strip columns u*M; column j of those tiles is a stride-M
+// gather, done with two levels of shuffles from contiguous loads. Partial groups (the row's last
+// tiles) use masked stores, so nothing past the row's tiles is written.
+
+typedef std::int32_t wg_vi32 __attribute__((vector_size(64)));
+
+PYDL_VINLINE void vstore_f32_n(float* p, Vec<float> v, int n) {
+  if (n >= 16) {
+    vstore<float>(p, v);
+    return;
+  }
+#if defined(__AVX512F__)
+  _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), reinterpret_cast<__m512>(v));
+#else
+  for (int l = 0; l < n; ++l) p[l] = v[l];
+#endif
+}
+
+// out[j][l] = s[(u0 + l) * M + j] for j < A, l < 16 (s points at column u0*M).
+template <int M>
+PYDL_VINLINE void gather_cols(Vec<float>* out, const float* s) {
+  if constexpr (M == 2) {
+    const wg_vi32 ev = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    const wg_vi32 od = ev + 1;
+    const Vec<float> x0 = vload<float>(s), x1 = vload<float>(s + 16);
+    const Vec<float> y0 = vload<float>(s + 2), y1 = vload<float>(s + 18);
+    out[0] = __builtin_shuffle(x0, x1, ev);
+    out[1] = __builtin_shuffle(x0, x1, od);
+    out[2] = __builtin_shuffle(y0, y1, ev);
+    out[3] = __builtin_shuffle(y0, y1, od);
+  } else {
+    const wg_vi32 q01 = {0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29};
+    const wg_vi32 q23 = q01 + 2;
+    const wg_vi32 lo = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
+    const wg_vi32 hi = lo + 8;
+    const Vec<float> x0 = vload<float>(s), x1 = vload<float>(s + 16), x2 = vload<float>(s + 32),
+                     x3 = vload<float>(s + 48);
+    const Vec<float> a01 = __builtin_shuffle(x0, x1, q01), a23 = __builtin_shuffle(x2, x3, q01);
+    const Vec<float> b01 = __builtin_shuffle(x0, x1, q23), b23 = __builtin_shuffle(x2, x3, q23);
+    out[0] = __builtin_shuffle(a01, a23, lo);
+    out[1] = __builtin_shuffle(a01, a23, hi);
+    out[2] = __builtin_shuffle(b01, b23, lo);
+    out[3] = __builtin_shuffle(b01, b23, hi);
+    const Vec<float> y0 = vload<float>(s + 4), y1 = vload<float>(s + 20), y2 = vload<float>(s + 36),
+                     y3 = vload<float>(s + 52);
+    const Vec<float> c01 = __builtin_shuffle(y0, y1, q01), c23 = __builtin_shuffle(y2, y3, q01);
+    out[4] = __builtin_shuffle(c01, c23, lo);
+    out[5] = __builtin_shuffle(c01, c23, hi);
+  }
+}
+
+// d[l * M + j] = Y[j][l] for l < 16, j < M (inverse of gather_cols), written to o[0 .. M).
+template <int M>
+PYDL_VINLINE void interleave_cols(Vec<float>* o, const Vec<float>* Y) {
+  const wg_vi32 zl = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+  const wg_vi32 zh = zl + 8;
+  if constexpr (M == 2) {
+    o[0] = __builtin_shuffle(Y[0], Y[1], zl);
+    o[1] = __builtin_shuffle(Y[0], Y[1], zh);
+  } else {
+    const Vec<float> l02 = __builtin_shuffle(Y[0], Y[2], zl), l13 = __builtin_shuffle(Y[1], Y[3], zl);
+    const Vec<float> h02 = __builtin_shuffle(Y[0], Y[2], zh), h13 = __builtin_shuffle(Y[1], Y[3], zh);
+    o[0] = __builtin_shuffle(l02, l13, zl);
+    o[1] = __builtin_shuffle(l02, l13, zh);
+    o[2] = __builtin_shuffle(h02, h13, zl);
+    o[3] = __builtin_shuffle(h02, h13, zh);
+  }
+}
+
+// V[(a*A + b) * ldv + rr*nTw + u] for the segment's tiles, one channel (float only).
+template <int M>
+void input_transform_seg_vec(float* V, index_t ldv, const float* xc, const Conv2dGeom& g, index_t th0,
+                             index_t nrows, index_t nTw, float* buf) {
+  using Mt = WinoMats<M>;
+  constexpr int A = Mt::A;
+  const index_t ngroups = (nTw + 15) / 16;
+  const index_t Wb = ngroups * 16 * M + 16;  // strip width, zero beyond the data
+  const index_t lo = wg_min(wg_max(g.pl, 0), Wb);
+  const index_t w0 = wg_max(-g.pl, 0);
+  const index_t cnt = wg_max(0, wg_min(g.W - w0, wg_min(nTw * M + 2, Wb) - lo));
+  for (index_t rr = 0; rr < nrows; ++rr) {
+    const index_t h0 = (th0 + rr) * M - g.pt;
+    for (int i = 0; i < A; ++i) {
+      float* dst = buf + i * Wb;
+      const index_t h = h0 + i;
+      if (h < 0 || h >= g.H) {
+        std::memset(dst, 0, sizeof(float) * Wb);
+        continue;
+      }
+      std::memset(dst, 0, sizeof(float) * lo);
+      if (cnt > 0) std::memcpy(dst + lo, xc + h * g.W + w0, sizeof(float) * cnt);
+      std::memset(dst + lo + cnt, 0, sizeof(float) * (Wb - lo - cnt));
+    }
+    for (index_t gi = 0; gi < ngroups; ++gi) {
+      const index_t u0 = gi * 16;
+      const int nl = static_cast<int>(wg_min(16, nTw - u0));
+      Vec<float> tmp[A][A];  // tmp[i][b] = (row i of d) * B
+#pragma GCC unroll 8
+      for (int i = 0; i < A; ++i) {
+        Vec<float> d[A];
+        gather_cols<M>(d, buf + i * Wb + u0 * M);
+#pragma GCC unroll 8
+        for (int b = 0; b < A; ++b) {
+          Vec<float> acc = {};
+#pragma GCC unroll 8
+          for (int j = 0; j < A; ++j)
+            if (Mt::BT[b][j] != 0.0) acc += static_cast<float>(Mt::BT[b][j]) * d[j];
+          tmp[i][b] = acc;
+        }
+      }
+      float* vrow = V + rr * nTw + u0;
+#pragma GCC unroll 8
+      for (int a = 0; a < A; ++a)
+#pragma GCC unroll 8
+        for (int b = 0; b < A; ++b) {
+          Vec<float> acc = {};
+#pragma GCC unroll 8
+          for (int i = 0; i < A; ++i)
+            if (Mt::BT[a][i] != 0.0) acc += static_cast<float>(Mt::BT[a][i]) * tmp[i][b];
+          vstore_f32_n(vrow + (a * A + b) * ldv, acc, nl);
+        }
+    }
+  }
+}
+
+// Output transform of one channel over a segment (float): Y = A^T Mt A + bias, activation,
+// interleaved into the output rows with masked stores at the right and bottom edges.
+// Mk rows must be readable 16 floats past the segment's last tile.
+template <int M>
+void output_transform_seg_vec(float* yk, const float* Mk, index_t ldm, float bias, ConvAct act, const Conv2dGeom& g,
+                              index_t th0, index_t nrows, index_t nTw) {
+  using Mt = WinoMats<M>;
+  constexpr int A = Mt::A;
+  const index_t ngroups = (nTw + 15) / 16;
+  for (index_t rr = 0; rr < nrows; ++rr) {
+    const index_t p0 = (th0 + rr) * M;
+    const index_t rows = wg_min(M, g.P - p0);
+    for (index_t gi = 0; gi < ngroups; ++gi) {
+      const index_t u0 = gi * 16;
+      const float* mrow = Mk + rr * nTw + u0;
+      Vec<float> z[M][A];  // z[i][b] = sum_a AT[i][a] M[a][b]
+#pragma GCC unroll 8
+      for (int b = 0; b < A; ++b) {
+        Vec<float> m[A];
+#pragma GCC unroll 8
+        for (int a = 0; a < A; ++a) m[a] = vload<float>(mrow + (a * A + b) * ldm);
+#pragma GCC unroll 8
+        for (int i = 0; i < M; ++i) {
+          Vec<float> acc = {};
+#pragma GCC unroll 8
+          for (int a = 0; a < A; ++a)
+            if (Mt::AT[i][a] != 0.0) acc += static_cast<float>(Mt::AT[i][a]) * m[a];
+          z[i][b] = acc;
+        }
+      }
+      const index_t col0 = u0 * M;
+      const index_t ncols = wg_min(16 * M, g.Q - col0);
+#pragma GCC unroll 8
+      for (int i = 0; i < M; ++i) {
+        if (i >= rows) break;
+        Vec<float> Y[M];
+#pragma GCC unroll 8
+        for (int j = 0; j < M; ++j) {
+          Vec<float> acc = vset1<float>(bias);
+#pragma GCC unroll 8
+          for (int b = 0; b < A; ++b)
+            if (Mt::AT[j][b] != 0.0) acc += static_cast<float>(Mt::AT[j][b]) * z[i][b];
+          Y[j] = act == ConvAct::relu ? vrelu<float>(acc) : acc;
+        }
+        Vec<float> o[M];
+        interleave_cols<M>(o, Y);
+        float* out = yk + (p0 + i) * g.Q + col0;
+#pragma GCC unroll 4
+        for (int k = 0; k < M; ++k) {
+          const index_t n = ncols - 16 * k;
+          if (n <= 0) break;
+          vstore_f32_n(out + 16 * k, o[k], static_cast<int>(n));
+        }
+      }
+    }
+  }
+}
+
 // The element-wise stage of one transform point: Mx [Kp][ld] = Ux^T * Vx with Ux [C][Kp] and
 // Vx [C][ld]; ld is a multiple of TV vectors and Kp of KB. A register block of KB output channels
 // by TV vectors of tiles accumulates over C: one vector load of V per TV, one broadcast of U per
@@ -247,6 +436,10 @@ void output_transform_seg(T* yk, const T* Mk, index_t ldm, T bias, ConvAct act, 
 #define PYDL_WG_TV 1
 #endif
 constexpr int kWgKB = PYDL_WG_KB;
+#ifndef PYDL_WG_VECTOR_TRANSFORMS
+#define PYDL_WG_VECTOR_TRANSFORMS 0
+#endif
+constexpr bool kWgVectorTransforms = PYDL_WG_VECTOR_TRANSFORMS;
 constexpr int kWgTV = PYDL_WG_TV;
 
 template <typename T>
@@ -293,8 +486,9 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
   const index_t nchunks = (total_rows + rows_per_chunk - 1) / rows_per_chunk;
   const index_t Tmax = rows_per_chunk * nTw;
   const index_t ldmax = (Tmax + TB - 1) / TB * TB;
-  const index_t Wb = nTw * M + 2;
-  const index_t per_thread = A2 * (C + Kp) * ldmax + 2 * A * Wb + A2 * Tmax + M * A * Tmax + M * M * Tmax + 64;
+  const index_t Wb = ((nTw + 15) / 16 * 16) * M + 16;  // strip width (also enough for the loop path)
+  // V, M (+16 floats of slack for full-vector reads past the last tile), strip buffers, loop-path scratch
+  const index_t per_thread = A2 * (C + Kp) * ldmax + 32 + 2 * A * Wb + A2 * Tmax + M * A * Tmax + M * M * Tmax + 64;
   T* scratch = static_cast<T*>(conv_scratch(sizeof(T) * per_thread * nt, 3));
   const index_t x_img = C * g.H * g.W, y_img = K * g.P * g.Q;
 
@@ -302,7 +496,7 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
   for (index_t ch = 0; ch < nchunks; ++ch) {
     T* V = scratch + per_thread * wg_tid();
     T* Mm = V + A2 * C * ldmax;
-    T* buf = Mm + A2 * Kp * ldmax;
+    T* buf = Mm + A2 * Kp * ldmax + 32;
     T* t = buf + A * Wb;
     T* ph = t + A * Wb;
     T* z = ph + A2 * Tmax;
@@ -314,9 +508,14 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
     for (index_t rr = r0; rr < r1;) {
       const index_t n = rr / nTh, th0 = rr % nTh;
       const index_t nrows = wg_min(r1 - rr, nTh - th0), off = (rr - r0) * nTw;
-      for (index_t c = 0; c < C; ++c)
-        input_transform_seg<T, M>(V + c * ld + off, C * ld, x + n * x_img + c * g.H * g.W, g, th0, nrows, nTw, buf,
-                                  t, ph);
+      for (index_t c = 0; c < C; ++c) {
+        if constexpr (sizeof(T) == 4 && kWgVectorTransforms)
+          input_transform_seg_vec<M>(V + c * ld + off, C * ld, x + n * x_img + c * g.H * g.W, g, th0, nrows, nTw,
+                                     buf);
+        else
+          input_transform_seg<T, M>(V + c * ld + off, C * ld, x + n * x_img + c * g.H * g.W, g, th0, nrows, nTw,
+                                    buf, t, ph);
+      }
       rr += nrows;
     }
     if (ld > Tc)
@@ -326,9 +525,14 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
     for (index_t rr = r0; rr < r1;) {
       const index_t n = rr / nTh, th0 = rr % nTh;
       const index_t nrows = wg_min(r1 - rr, nTh - th0), off = (rr - r0) * nTw;
-      for (index_t k = 0; k < K; ++k)
-        output_transform_seg<T, M>(y + n * y_img + k * g.P * g.Q, Mm + k * ld + off, Kp * ld, b ? b[k] : T(0), act,
-                                   g, th0, nrows, nTw, z, yt);
+      for (index_t k = 0; k < K; ++k) {
+        if constexpr (sizeof(T) == 4 && kWgVectorTransforms)
+          output_transform_seg_vec<M>(y + n * y_img + k * g.P * g.Q, Mm + k * ld + off, Kp * ld, b ? b[k] : T(0),
+                                      act, g, th0, nrows, nTw);
+        else
+          output_transform_seg<T, M>(y + n * y_img + k * g.P * g.Q, Mm + k * ld + off, Kp * ld, b ? b[k] : T(0), act,
+                                     g, th0, nrows, nTw, z, yt);
+      }
       rr += nrows;
     }
   }
