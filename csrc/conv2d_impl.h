@@ -9,6 +9,10 @@
 
 #include <cstring>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -33,36 +37,48 @@ inline index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 // xp is one zero-padded image [C][Hp][Wp] whose (0,0) is input position (-pt, -pl).
 // wpk holds the filters repacked as [K/KBmax blocks][C][R][S][KB] so the broadcasts of one tap
 // are adjacent.
+#ifndef PYDL_DIRECT_QV
+#define PYDL_DIRECT_QV 1  // output vectors per step along the width (2 on AVX-512: 32 registers)
+#endif
+constexpr int kDirectQV = PYDL_DIRECT_QV;
+
 template <typename T, int KB>
 void direct_row(T* y_n, const T* xp, index_t Hp, index_t Wp, const T* wblk, const T* b, index_t k0,
                 const Conv2dGeom& g, index_t p, ConvAct act) {
-  constexpr int L = VecOf<T>::L;
+  constexpr int L = VecOf<T>::L, QV = kDirectQV;
   const index_t C = g.C, R = g.R, S = g.S, Q = g.Q, PQ = g.P * g.Q;
-  for (index_t q0 = 0; q0 < Q; q0 += L) {
-    Vec<T> acc[KB];
-    for (int kk = 0; kk < KB; ++kk) acc[kk] = vset1<T>(b ? b[k0 + kk] : T(0));
+  for (index_t q0 = 0; q0 < Q; q0 += QV * L) {
+    Vec<T> acc[KB][QV];
+    for (int kk = 0; kk < KB; ++kk)
+      for (int v = 0; v < QV; ++v) acc[kk][v] = vset1<T>(b ? b[k0 + kk] : T(0));
     const T* wt = wblk;
     for (index_t c = 0; c < C; ++c) {
       for (index_t r = 0; r < R; ++r) {
         const T* xrow = xp + (c * Hp + p * g.sh + r * g.dh) * Wp + q0 * g.sw;
         for (index_t s = 0; s < S; ++s, wt += KB) {
-          Vec<T> xv;
-          if (g.sw == 1) {
-            xv = vload<T>(xrow + s * g.dw);
-          } else {
-            const T* xs = xrow + s * g.dw;
-            for (int l = 0; l < L; ++l) xv[l] = xs[l * g.sw];
+          Vec<T> xv[QV];
+          for (int v = 0; v < QV; ++v) {
+            if (g.sw == 1) {
+              xv[v] = vload<T>(xrow + s * g.dw + v * L);
+            } else {
+              const T* xs = xrow + s * g.dw + v * L * g.sw;
+              for (int l = 0; l < L; ++l) xv[v][l] = xs[l * g.sw];
+            }
           }
-          for (int kk = 0; kk < KB; ++kk) acc[kk] += wt[kk] * xv;
+          for (int kk = 0; kk < KB; ++kk)
+            for (int v = 0; v < QV; ++v) acc[kk][v] += wt[kk] * xv[v];
         }
       }
     }
-    const int nq = static_cast<int>(imin(L, Q - q0));
-    for (int kk = 0; kk < KB; ++kk) {
-      Vec<T> v = act == ConvAct::relu ? vrelu<T>(acc[kk]) : acc[kk];
-      T* dst = y_n + (k0 + kk) * PQ + p * Q + q0;
-      if (nq == L) vstore<T>(dst, v);
-      else vstore_n<T>(dst, v, nq);
+    for (int v = 0; v < QV; ++v) {
+      const index_t nq = imin(L, Q - q0 - v * L);
+      if (nq <= 0) break;
+      for (int kk = 0; kk < KB; ++kk) {
+        Vec<T> val = act == ConvAct::relu ? vrelu<T>(acc[kk][v]) : acc[kk][v];
+        T* dst = y_n + (k0 + kk) * PQ + p * Q + q0 + v * L;
+        if (nq == L) vstore<T>(dst, val);
+        else vstore_n<T>(dst, val, static_cast<int>(nq));
+      }
     }
   }
 }
@@ -113,7 +129,7 @@ void pad_image(T* xp, const T* x_n, const Conv2dGeom& g, index_t Hp, index_t Wp)
 template <typename T>
 void conv2d_forward_direct_impl(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g, ConvAct act) {
   constexpr int L = VecOf<T>::L;
-  const index_t nqb = ceil_div(g.Q, L);
+  const index_t nqb = ceil_div(g.Q, L * kDirectQV) * kDirectQV;
   const index_t Hp = (g.P - 1) * g.sh + (g.R - 1) * g.dh + 1;
   const index_t Wp = (nqb * L - 1) * g.sw + (g.S - 1) * g.dw + 1;  // vector reads stay inside
   const index_t CRS = g.C * g.R * g.S;

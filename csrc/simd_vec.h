@@ -10,6 +10,7 @@
 
 // Vector values only live inside always-inline helpers, so the ABI note does not apply.
 #pragma GCC diagnostic ignored "-Wpsabi"
+// (The includer brings <immintrin.h> in at global scope when __AVX512F__ is defined.)
 
 template <typename T>
 struct VecOf {
@@ -40,9 +41,18 @@ PYDL_VINLINE Vec<T> vset1(T s) {
   return v + s;
 }
 
-// Store the first n (< L) lanes.
+// Store the first n (0 <= n <= L) lanes; nothing past them is touched (masked store on AVX-512).
 template <typename T>
 PYDL_VINLINE void vstore_n(T* p, Vec<T> v, int n) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4) {
+    _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), reinterpret_cast<__m512>(v));
+    return;
+  } else {
+    _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << n) - 1u), reinterpret_cast<__m512d>(v));
+    return;
+  }
+#endif
   for (int l = 0; l < n; ++l) p[l] = v[l];
 }
 

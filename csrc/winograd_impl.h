@@ -251,15 +251,8 @@ void output_transform_seg(T* yk, const T* Mk, index_t ldm, T bias, ConvAct act, 
 typedef std::int32_t wg_vi32 __attribute__((vector_size(64)));
 
 PYDL_VINLINE void vstore_f32_n(float* p, Vec<float> v, int n) {
-  if (n >= 16) {
-    vstore<float>(p, v);
-    return;
-  }
-#if defined(__AVX512F__)
-  _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), reinterpret_cast<__m512>(v));
-#else
-  for (int l = 0; l < n; ++l) p[l] = v[l];
-#endif
+  if (n >= 16) vstore<float>(p, v);
+  else vstore_n<float>(p, v, n);
 }
 
 // out[j][l] = s[(u0 + l) * M + j] for j < A, l < 16 (s points at column u0*M).
@@ -313,117 +306,111 @@ PYDL_VINLINE void interleave_cols(Vec<float>* o, const Vec<float>* Y) {
   }
 }
 
-// V[(a*A + b) * ldv + rr*nTw + u] for the segment's tiles, one channel (float only).
+// Segment layout of the vector path: tile row rr of the segment owns columns [rr*S, rr*S + S)
+// with S = nTw + 1; the extra "phantom" tile of each row lets the tiles of all rows sit at one
+// stride M in a "super strip" (the rows' input strips laid end to end, S*M columns each), so
+// every group of 16 tiles is a full vector even when a row has only a few tiles. Phantom tiles
+// are computed and never written to the output.
+
+// V[(a*A + b) * ldv + t] for the segment's tiles t < nrows*S, one channel (float only).
 template <int M>
 void input_transform_seg_vec(float* V, index_t ldv, const float* xc, const Conv2dGeom& g, index_t th0,
-                             index_t nrows, index_t nTw, float* buf) {
+                             index_t nrows, index_t nTw, index_t S, float* buf) {
   using Mt = WinoMats<M>;
   constexpr int A = Mt::A;
-  const index_t ngroups = (nTw + 15) / 16;
-  const index_t Wb = ngroups * 16 * M + 16;  // strip width, zero beyond the data
-  const index_t lo = wg_min(wg_max(g.pl, 0), Wb);
-  const index_t w0 = wg_max(-g.pl, 0);
-  const index_t cnt = wg_max(0, wg_min(g.W - w0, wg_min(nTw * M + 2, Wb) - lo));
-  for (index_t rr = 0; rr < nrows; ++rr) {
-    const index_t h0 = (th0 + rr) * M - g.pt;
+  const index_t nT = nrows * S;
+  const index_t Wsup = (nT + 15) / 16 * 16 * M + 16;  // super strip width, zero past the data
+  const index_t lo = wg_max(g.pl, 0);                 // strip columns before the data
+  const index_t w0 = wg_max(-g.pl, 0);                // first input column used
+  const index_t cnt = wg_max(0, wg_min(g.W - w0, nTw * M + 2 - lo));
+  for (int i = 0; i < A; ++i) {
+    float* sup = buf + i * Wsup;
+    std::memset(sup, 0, sizeof(float) * Wsup);
+    if (cnt <= 0) continue;
+    for (index_t rr = 0; rr < nrows; ++rr) {
+      const index_t h = (th0 + rr) * M - g.pt + i;
+      if (h >= 0 && h < g.H) std::memcpy(sup + rr * S * M + lo, xc + h * g.W + w0, sizeof(float) * cnt);
+    }
+  }
+  for (index_t t0 = 0; t0 < nT; t0 += 16) {
+    const int nl = static_cast<int>(wg_min(16, nT - t0));
+    Vec<float> tmp[A][A];  // tmp[i][b] = (row i of d) * B
+#pragma GCC unroll 8
     for (int i = 0; i < A; ++i) {
-      float* dst = buf + i * Wb;
-      const index_t h = h0 + i;
-      if (h < 0 || h >= g.H) {
-        std::memset(dst, 0, sizeof(float) * Wb);
-        continue;
+      Vec<float> d[A];
+      gather_cols<M>(d, buf + i * Wsup + t0 * M);
+#pragma GCC unroll 8
+      for (int bb = 0; bb < A; ++bb) {
+        Vec<float> acc = {};
+#pragma GCC unroll 8
+        for (int j = 0; j < A; ++j)
+          if (Mt::BT[bb][j] != 0.0) acc += static_cast<float>(Mt::BT[bb][j]) * d[j];
+        tmp[i][bb] = acc;
       }
-      std::memset(dst, 0, sizeof(float) * lo);
-      if (cnt > 0) std::memcpy(dst + lo, xc + h * g.W + w0, sizeof(float) * cnt);
-      std::memset(dst + lo + cnt, 0, sizeof(float) * (Wb - lo - cnt));
     }
-    for (index_t gi = 0; gi < ngroups; ++gi) {
-      const index_t u0 = gi * 16;
-      const int nl = static_cast<int>(wg_min(16, nTw - u0));
-      Vec<float> tmp[A][A];  // tmp[i][b] = (row i of d) * B
 #pragma GCC unroll 8
-      for (int i = 0; i < A; ++i) {
-        Vec<float> d[A];
-        gather_cols<M>(d, buf + i * Wb + u0 * M);
+    for (int aa = 0; aa < A; ++aa)
 #pragma GCC unroll 8
-        for (int b = 0; b < A; ++b) {
-          Vec<float> acc = {};
+      for (int bb = 0; bb < A; ++bb) {
+        Vec<float> acc = {};
 #pragma GCC unroll 8
-          for (int j = 0; j < A; ++j)
-            if (Mt::BT[b][j] != 0.0) acc += static_cast<float>(Mt::BT[b][j]) * d[j];
-          tmp[i][b] = acc;
-        }
+        for (int i = 0; i < A; ++i)
+          if (Mt::BT[aa][i] != 0.0) acc += static_cast<float>(Mt::BT[aa][i]) * tmp[i][bb];
+        vstore_f32_n(V + (aa * A + bb) * ldv + t0, acc, nl);
       }
-      float* vrow = V + rr * nTw + u0;
-#pragma GCC unroll 8
-      for (int a = 0; a < A; ++a)
-#pragma GCC unroll 8
-        for (int b = 0; b < A; ++b) {
-          Vec<float> acc = {};
-#pragma GCC unroll 8
-          for (int i = 0; i < A; ++i)
-            if (Mt::BT[a][i] != 0.0) acc += static_cast<float>(Mt::BT[a][i]) * tmp[i][b];
-          vstore_f32_n(vrow + (a * A + b) * ldv, acc, nl);
-        }
-    }
   }
 }
 
 // Output transform of one channel over a segment (float): Y = A^T Mt A + bias, activation,
-// interleaved into the output rows with masked stores at the right and bottom edges.
+// interleaved into M super strips (obuf), then copied row by row into the output plane.
 // Mk rows must be readable 16 floats past the segment's last tile.
 template <int M>
 void output_transform_seg_vec(float* yk, const float* Mk, index_t ldm, float bias, ConvAct act, const Conv2dGeom& g,
-                              index_t th0, index_t nrows, index_t nTw) {
+                              index_t th0, index_t nrows, index_t S, float* obuf) {
   using Mt = WinoMats<M>;
   constexpr int A = Mt::A;
-  const index_t ngroups = (nTw + 15) / 16;
+  const index_t nT = nrows * S;
+  const index_t Wsup = (nT + 15) / 16 * 16 * M + 16;
+  for (index_t t0 = 0; t0 < nT; t0 += 16) {
+    const float* mrow = Mk + t0;
+    Vec<float> z[M][A];  // z[i][b] = sum_a AT[i][a] M[a][b]
+#pragma GCC unroll 8
+    for (int bb = 0; bb < A; ++bb) {
+      Vec<float> m[A];
+#pragma GCC unroll 8
+      for (int aa = 0; aa < A; ++aa) m[aa] = vload<float>(mrow + (aa * A + bb) * ldm);
+#pragma GCC unroll 8
+      for (int i = 0; i < M; ++i) {
+        Vec<float> acc = {};
+#pragma GCC unroll 8
+        for (int aa = 0; aa < A; ++aa)
+          if (Mt::AT[i][aa] != 0.0) acc += static_cast<float>(Mt::AT[i][aa]) * m[aa];
+        z[i][bb] = acc;
+      }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i) {
+      Vec<float> Y[M];
+#pragma GCC unroll 8
+      for (int j = 0; j < M; ++j) {
+        Vec<float> acc = vset1<float>(bias);
+#pragma GCC unroll 8
+        for (int bb = 0; bb < A; ++bb)
+          if (Mt::AT[j][bb] != 0.0) acc += static_cast<float>(Mt::AT[j][bb]) * z[i][bb];
+        Y[j] = act == ConvAct::relu ? vrelu<float>(acc) : acc;
+      }
+      Vec<float> o[M];
+      interleave_cols<M>(o, Y);
+      float* out = obuf + i * Wsup + t0 * M;
+#pragma GCC unroll 4
+      for (int k = 0; k < M; ++k) vstore<float>(out + 16 * k, o[k]);
+    }
+  }
   for (index_t rr = 0; rr < nrows; ++rr) {
     const index_t p0 = (th0 + rr) * M;
     const index_t rows = wg_min(M, g.P - p0);
-    for (index_t gi = 0; gi < ngroups; ++gi) {
-      const index_t u0 = gi * 16;
-      const float* mrow = Mk + rr * nTw + u0;
-      Vec<float> z[M][A];  // z[i][b] = sum_a AT[i][a] M[a][b]
-#pragma GCC unroll 8
-      for (int b = 0; b < A; ++b) {
-        Vec<float> m[A];
-#pragma GCC unroll 8
-        for (int a = 0; a < A; ++a) m[a] = vload<float>(mrow + (a * A + b) * ldm);
-#pragma GCC unroll 8
-        for (int i = 0; i < M; ++i) {
-          Vec<float> acc = {};
-#pragma GCC unroll 8
-          for (int a = 0; a < A; ++a)
-            if (Mt::AT[i][a] != 0.0) acc += static_cast<float>(Mt::AT[i][a]) * m[a];
-          z[i][b] = acc;
-        }
-      }
-      const index_t col0 = u0 * M;
-      const index_t ncols = wg_min(16 * M, g.Q - col0);
-#pragma GCC unroll 8
-      for (int i = 0; i < M; ++i) {
-        if (i >= rows) break;
-        Vec<float> Y[M];
-#pragma GCC unroll 8
-        for (int j = 0; j < M; ++j) {
-          Vec<float> acc = vset1<float>(bias);
-#pragma GCC unroll 8
-          for (int b = 0; b < A; ++b)
-            if (Mt::AT[j][b] != 0.0) acc += static_cast<float>(Mt::AT[j][b]) * z[i][b];
-          Y[j] = act == ConvAct::relu ? vrelu<float>(acc) : acc;
-        }
-        Vec<float> o[M];
-        interleave_cols<M>(o, Y);
-        float* out = yk + (p0 + i) * g.Q + col0;
-#pragma GCC unroll 4
-        for (int k = 0; k < M; ++k) {
-          const index_t n = ncols - 16 * k;
-          if (n <= 0) break;
-          vstore_f32_n(out + 16 * k, o[k], static_cast<int>(n));
-        }
-      }
-    }
+    for (index_t i = 0; i < rows; ++i)
+      std::memcpy(yk + (p0 + i) * g.Q, obuf + i * Wsup + rr * S * M, sizeof(float) * g.Q);
   }
 }
 
@@ -472,6 +459,8 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
   const index_t C = g.C, K = g.K;
   const index_t Kp = (K + kWgKB - 1) / kWgKB * kWgKB;
   const index_t nTh = (g.P + M - 1) / M, nTw = (g.Q + M - 1) / M;
+  constexpr bool vec_path = sizeof(T) == 4 && kWgVectorTransforms;
+  const index_t S = vec_path ? nTw + 1 : nTw;  // tile columns per tile row (see the segment layout)
   T* U = static_cast<T*>(conv_scratch(sizeof(T) * A2 * Kp * C, 2));
   filter_transform<T, M>(U, w, K, C, Kp, flip_transpose);
 
@@ -481,12 +470,13 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
   const index_t target_tiles = wg_max(TB, kWgChunkBytes / bytes_per_tile);
   const double flops_per_row = 2.0 * A2 * C * K * nTw + 40.0 * A2 * (C + K) * nTw;
   const int nt = threads_for(flops_per_row * total_rows, 4e5);
-  index_t rows_per_chunk = wg_max(1, target_tiles / nTw);
+  index_t rows_per_chunk = wg_max(1, target_tiles / S);
   if (nt > 1) rows_per_chunk = wg_max(1, wg_min(rows_per_chunk, (total_rows + 2 * nt - 1) / (2 * nt)));
   const index_t nchunks = (total_rows + rows_per_chunk - 1) / rows_per_chunk;
-  const index_t Tmax = rows_per_chunk * nTw;
+  const index_t Tmax = rows_per_chunk * S;
   const index_t ldmax = (Tmax + TB - 1) / TB * TB;
-  const index_t Wb = ((nTw + 15) / 16 * 16) * M + 16;  // strip width (also enough for the loop path)
+  // strip buffers: A super strips (vector path) or A strips (loop path)
+  const index_t Wb = vec_path ? (Tmax + 15) / 16 * 16 * M + 16 : nTw * M + 2;
   // V, M (+16 floats of slack for full-vector reads past the last tile), strip buffers, loop-path scratch
   const index_t per_thread = A2 * (C + Kp) * ldmax + 32 + 2 * A * Wb + A2 * Tmax + M * A * Tmax + M * M * Tmax + 64;
   T* scratch = static_cast<T*>(conv_scratch(sizeof(T) * per_thread * nt, 3));
@@ -502,15 +492,15 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
     T* z = ph + A2 * Tmax;
     T* yt = z + M * A * Tmax;
     const index_t r0 = ch * rows_per_chunk, r1 = wg_min(total_rows, r0 + rows_per_chunk);
-    const index_t Tc = (r1 - r0) * nTw;
+    const index_t Tc = (r1 - r0) * S;
     const index_t ld = (Tc + TB - 1) / TB * TB;
     // segments: maximal runs of tile rows of one image
     for (index_t rr = r0; rr < r1;) {
       const index_t n = rr / nTh, th0 = rr % nTh;
-      const index_t nrows = wg_min(r1 - rr, nTh - th0), off = (rr - r0) * nTw;
+      const index_t nrows = wg_min(r1 - rr, nTh - th0), off = (rr - r0) * S;
       for (index_t c = 0; c < C; ++c) {
-        if constexpr (sizeof(T) == 4 && kWgVectorTransforms)
-          input_transform_seg_vec<M>(V + c * ld + off, C * ld, x + n * x_img + c * g.H * g.W, g, th0, nrows, nTw,
+        if constexpr (vec_path)
+          input_transform_seg_vec<M>(V + c * ld + off, C * ld, x + n * x_img + c * g.H * g.W, g, th0, nrows, nTw, S,
                                      buf);
         else
           input_transform_seg<T, M>(V + c * ld + off, C * ld, x + n * x_img + c * g.H * g.W, g, th0, nrows, nTw,
@@ -524,11 +514,11 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
     for (int xi = 0; xi < A2; ++xi) wg_gemm<T>(Mm + xi * Kp * ld, U + xi * C * Kp, V + xi * C * ld, Kp, C, ld);
     for (index_t rr = r0; rr < r1;) {
       const index_t n = rr / nTh, th0 = rr % nTh;
-      const index_t nrows = wg_min(r1 - rr, nTh - th0), off = (rr - r0) * nTw;
+      const index_t nrows = wg_min(r1 - rr, nTh - th0), off = (rr - r0) * S;
       for (index_t k = 0; k < K; ++k) {
-        if constexpr (sizeof(T) == 4 && kWgVectorTransforms)
+        if constexpr (vec_path)
           output_transform_seg_vec<M>(y + n * y_img + k * g.P * g.Q, Mm + k * ld + off, Kp * ld, b ? b[k] : T(0),
-                                      act, g, th0, nrows, nTw);
+                                      act, g, th0, nrows, S, buf);
         else
           output_transform_seg<T, M>(y + n * y_img + k * g.P * g.Q, Mm + k * ld + off, Kp * ld, b ? b[k] : T(0), act,
                                      g, th0, nrows, nTw, z, yt);
