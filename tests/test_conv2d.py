@@ -177,10 +177,13 @@ def test_fused_relu_and_nan_propagation():
 
 def test_auto_algorithm_rule():
     assert ops.conv2d_algo((8, 1, 28, 28), (32, 1, 3, 3), 1, 1) == "direct"
-    assert ops.conv2d_algo((8, 64, 56, 56), (64, 64, 3, 3), 1, 1) == "winograd_f2"
+    assert ops.conv2d_algo((8, 64, 56, 56), (64, 64, 3, 3), 1, 1) == "winograd_f4"
+    assert ops.conv2d_algo((8, 64, 28, 28), (64, 64, 3, 3), 1, 1) == "winograd_f2"
+    assert ops.conv2d_algo((8, 3, 28, 28), (64, 3, 3, 3), 1, 1) == "direct"
     assert ops.conv2d_algo((8, 64, 56, 56), (64, 64, 3, 3), 2, 1) == "im2col"
     assert ops.conv2d_algo((8, 64, 56, 56), (64, 64, 5, 5), 1, 2) == "im2col"
-    assert ops.conv2d_algo((8, 64, 56, 56), (64, 64, 3, 3), 1, 1, algo="winograd") == "winograd_f2"
+    assert ops.conv2d_algo((8, 64, 56, 56), (64, 64, 3, 3), 1, 1, algo="winograd") == "winograd_f4"
+    assert ops.conv2d_algo((8, 64, 14, 14), (64, 64, 3, 3), 1, 1, algo="winograd") == "winograd_f2"
     assert ops.conv2d_algo((8, 64, 56, 56), (64, 64, 3, 3), 1, 1, algo="winograd_f4") == "winograd_f4"
 
 

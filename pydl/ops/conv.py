@@ -11,7 +11,7 @@ algo:
   "im2col"       unfold + SGEMM, chunked by output rows; any shape
   "winograd_f2"  Winograd F(2x2,3x3): 3x3 filters, stride 1, dilation 1
   "winograd_f4"  Winograd F(4x4,3x3) (fewer multiplies, larger transforms, ~10x the rounding error)
-  "winograd"     the Winograd variant "auto" would pick
+  "winograd"     the Winograd variant "auto" would pick (F(4x4) for outputs >= 48x48)
   "naive"        the seven-loop reference
   "auto"         see `conv2d_algo`
 
@@ -123,29 +123,35 @@ def _winograd_ok(w_shape, st, dl) -> bool:
     return tuple(w_shape[2:]) == (3, 3) and st == (1, 1) and dl == (1, 1)
 
 
-def _auto(x_shape, w_shape, st, dl) -> str:
-    """The rule behind algo="auto" (measured on 2 cores of a Zen 4, see docs/architecture.md):
-    few input channels -> direct; 3x3 / stride 1 / dilation 1 with >= 8 input and output channels
-    -> Winograd F(2x2,3x3); everything else -> im2col."""
+def _winograd_variant(out_shape) -> str:
+    """F(4x4,3x3) once the output is large enough that its bigger transforms pay off."""
+    return "winograd_f4" if min(out_shape[2], out_shape[3]) >= 48 else "winograd_f2"
+
+
+def _auto(x_shape, w_shape, st, dl, out_shape) -> str:
+    """The rule behind algo="auto" (timed on this project's 2-core machine, see docs/architecture.md):
+    few input channels (C <= 4) -> direct; 3x3 / stride 1 / dilation 1 with >= 8 input and output
+    channels -> Winograd, F(4x4,3x3) for outputs of at least 48x48, else F(2x2,3x3);
+    everything else -> im2col."""
     C, K = x_shape[1], w_shape[0]
     if C <= 4:
         return "direct"
     if _winograd_ok(w_shape, st, dl) and C >= 8 and K >= 8:
-        return "winograd_f2"
+        return _winograd_variant(out_shape)
     return "im2col"
 
 
-def _resolve_algo(algo, x_shape, w_shape, st, dl, op: str) -> str:
+def _resolve_algo(algo, x_shape, w_shape, st, dl, out_shape, op: str) -> str:
     if not isinstance(algo, str) or algo not in ALGOS:
         raise ValueError(f"[{op}] unknown algo {algo!r}; expected one of {', '.join(ALGOS)}")
     if algo == "auto":
-        return _auto(x_shape, w_shape, st, dl)
+        return _auto(x_shape, w_shape, st, dl, out_shape)
     if algo.startswith("winograd"):
         if not _winograd_ok(w_shape, st, dl):
             raise ValueError(f"[{op}] algo {algo!r} needs a 3x3 filter with stride 1 and dilation 1, got filter "
                              f"{tuple(w_shape[2:])}, stride {st}, dilation {dl}")
         if algo == "winograd":
-            return "winograd_f2"
+            return _winograd_variant(out_shape)
     return algo
 
 
@@ -154,8 +160,8 @@ def conv2d_algo(x_shape, w_shape, stride=1, padding=0, dilation=1, algo: str = "
 
     Raises ValueError for bad shapes or for a forced algorithm that does not apply.
     """
-    st, _, dl, _ = _geometry(x_shape, w_shape, stride, padding, dilation, "conv2d")
-    return _resolve_algo(algo, x_shape, w_shape, st, dl, "conv2d")
+    st, _, dl, out = _geometry(x_shape, w_shape, stride, padding, dilation, "conv2d")
+    return _resolve_algo(algo, x_shape, w_shape, st, dl, out, "conv2d")
 
 
 def _as_input(x, name: str, op: str, dtype=None) -> np.ndarray:
@@ -193,8 +199,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, algo: str = "auto", ac
     act = "linear" if activation is None else activation
     if act not in _FUSED_ACTIVATIONS:
         raise ValueError(f"[{op}] activation must be None, 'linear' or 'relu', got {activation!r}")
-    st, pads, dl, _ = _geometry(x.shape, w.shape, stride, padding, dilation, op)
-    name = _resolve_algo(algo, x.shape, w.shape, st, dl, op)
+    st, pads, dl, yshape = _geometry(x.shape, w.shape, stride, padding, dilation, op)
+    name = _resolve_algo(algo, x.shape, w.shape, st, dl, yshape, op)
     return _core.conv2d_forward(x, w, b, out, st, pads, dl, name, "relu" if act == "relu" else "none")
 
 
@@ -218,5 +224,5 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, need_dx: bool = T
     if tuple(dy.shape) != yshape:
         raise ValueError(f"[{op}] dy has shape {tuple(dy.shape)}, expected {yshape} for x {tuple(x.shape)} and "
                          f"w {tuple(w.shape)}")
-    name = _resolve_algo(algo, x.shape, w.shape, st, dl, op)
+    name = _resolve_algo(algo, x.shape, w.shape, st, dl, yshape, op)
     return _core.conv2d_backward(dy, x, w, st, pads, dl, name, bool(need_dx), bool(has_bias))
