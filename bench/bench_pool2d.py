@@ -12,7 +12,13 @@ import argparse
 import os
 import sys
 
-import numpy as np
+# Several OpenMP / BLAS pools live in this process (pydl, PyTorch, OpenBLAS). Spinning idle
+# workers of one pool steal the 2 cores from the other and make timings jump by whole scheduler
+# ticks; sleeping idle workers cost every library the same few microseconds per call instead.
+# (Only effective when this file is the entry point, i.e. before any pool starts.)
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
