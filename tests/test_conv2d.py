@@ -336,3 +336,20 @@ def test_small_cnn_trains():
     hist = model.fit(x, labels, epochs=40, batch_size=16, verbose=0)
     losses = hist.history["loss"] if hasattr(hist, "history") else hist["loss"]
     assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_cnn_save_load_round_trip(tmp_path):
+    from pydl.layers import AvgPool2D, Dense, GlobalAveragePooling2D, MaxPool2D
+    from pydl.model import Sequential, load_model
+
+    pydl.seed(2)
+    model = Sequential([Conv2D(4, 3, padding=(1, 1), activation="relu", input_shape=(1, 8, 8)), MaxPool2D(2),
+                        Conv2D(6, 3, padding="same", algo="winograd"), AvgPool2D(2, padding="same"),
+                        GlobalAveragePooling2D(), Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(13).random((4, 1, 8, 8)).astype(np.float32)
+    path = tmp_path / "cnn.npz"
+    model.save(str(path))
+    clone = load_model(str(path))
+    np.testing.assert_array_equal(clone.predict(x), model.predict(x))
+    assert [type(l).__name__ for l in clone.layers][:2] == ["Conv2D", "MaxPool2D"]
