@@ -353,3 +353,42 @@ def test_cnn_save_load_round_trip(tmp_path):
     clone = load_model(str(path))
     np.testing.assert_array_equal(clone.predict(x), model.predict(x))
     assert [type(l).__name__ for l in clone.layers][:2] == ["Conv2D", "MaxPool2D"]
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "generic"])
+def test_every_isa_build_agrees(isa):
+    """The per-ISA builds of the kernels (forced with PYDL_ISA) against the naive loops."""
+    import os
+    import subprocess
+    import sys
+
+    if isa not in _core.available_isas():
+        pytest.skip(f"CPU lacks {isa}")
+    code = r"""
+import numpy as np
+from pydl import ops
+rng = np.random.default_rng(0)
+worst = 0.0
+for (N, C, H, W, K) in [(2, 3, 9, 37, 5), (3, 16, 14, 14, 20)]:
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, C, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    ref = ops.conv2d(x, w, b, padding=1, algo="naive")
+    dy = rng.standard_normal(ref.shape).astype(np.float32)
+    gref = ops.conv2d_backward(dy, x, w, padding=1, algo="naive")
+    for algo in ("direct", "im2col", "winograd_f2", "winograd_f4"):
+        y = ops.conv2d(x, w, b, padding=1, algo=algo, activation="relu")
+        worst = max(worst, np.abs(y - np.maximum(ref, 0)).max() / np.abs(ref).max())
+        for g, r in zip(ops.conv2d_backward(dy, x, w, padding=1, algo=algo), gref):
+            worst = max(worst, np.abs(g - r).max() / np.abs(r).max())
+xp = rng.permutation(4 * 6 * 40).reshape(1, 4, 6, 40).astype(np.float32)
+y, am = ops.max_pool2d(xp, 2)
+ops.max_pool2d(xp, 3, 1)
+ok = np.array_equal(y, xp.reshape(1, 4, 3, 2, 20, 2).max(axis=(3, 5)))
+print(worst, ok)
+"""
+    env = dict(os.environ, PYDL_ISA=isa)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    worst, ok = out.stdout.split()
+    assert float(worst) < 2e-4 and ok == "True", out.stdout
