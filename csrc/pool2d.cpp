@@ -87,24 +87,38 @@ void max_plane_2x2(T* y, std::int32_t* am, const T* x, const Pool2dGeom& g) {
   }
 }
 
+// Any window: per output row, visit the window's elements in row-major order (h, then s) and
+// update all Q running maxima at once (the inner loop runs along q, so it vectorises). The
+// running maximum starts at each window's first element, so ties keep the first, as the naive
+// loop does.
 template <typename T, bool IDX>
 void max_plane_general(T* y, std::int32_t* am, const T* x, const Pool2dGeom& g) {
-  for (index_t p = 0; p < g.P; ++p)
-    for (index_t q = 0; q < g.Q; ++q) {
-      const Window wd = window(g, p, q);
-      T m = x[wd.h0 * g.W + wd.w0];
-      index_t mi = wd.h0 * g.W + wd.w0;
-      for (index_t h = wd.h0; h < wd.h1; ++h)
-        for (index_t w = wd.w0; w < wd.w1; ++w) {
-          const T v = x[h * g.W + w];
-          if (takes(v, m)) {
-            m = v;
-            mi = h * g.W + w;
-          }
-        }
-      y[p * g.Q + q] = m;
-      if (IDX) am[p * g.Q + q] = static_cast<std::int32_t>(mi);
+  const index_t W = g.W, Q = g.Q, sw = g.sw;
+  for (index_t p = 0; p < g.P; ++p) {
+    const index_t hs = p * g.sh - g.pt, h0 = pmax(hs, 0), h1 = pmin(hs + g.R, g.H);
+    T* m = y + p * Q;
+    std::int32_t* ix = IDX ? am + p * Q : nullptr;
+    for (index_t q = 0; q < Q; ++q) {
+      const index_t w0 = pmax(q * sw - g.pl, 0);
+      m[q] = x[h0 * W + w0];
+      if (IDX) ix[q] = static_cast<std::int32_t>(h0 * W + w0);
     }
+    for (index_t h = h0; h < h1; ++h) {
+      const T* row = x + h * W;
+      for (index_t s = 0; s < g.S; ++s) {
+        const index_t off = s - g.pl;  // column of output q: q*sw + off
+        const index_t qlo = off >= 0 ? 0 : pmin(Q, (-off + sw - 1) / sw);
+        const index_t qhi = W - 1 - off >= 0 ? pmin(Q, (W - 1 - off) / sw + 1) : 0;
+        const std::int32_t base = static_cast<std::int32_t>(h * W + off);
+        for (index_t q = qlo; q < qhi; ++q) {
+          const T v = row[q * sw + off];
+          const bool t = takes(v, m[q]);
+          m[q] = t ? v : m[q];
+          if (IDX) ix[q] = t ? base + static_cast<std::int32_t>(q * sw) : ix[q];
+        }
+      }
+    }
+  }
 }
 
 template <typename T, bool IDX>

@@ -203,3 +203,16 @@ def test_pool_layers():
         assert type(layer).from_config(cfg).get_config() == cfg
     with pytest.raises(ValueError, match="NCHW"):
         MaxPool2D(2).build((None, 8, 8))
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[f"cfg{i}" for i in range(len(CONFIGS))])
+def test_max_pool_ties_keep_first_like_naive(cfg):
+    N, C, H, W, pool, st, pads = cfg
+    x = np.random.default_rng(11).integers(0, 3, (N, C, H, W)).astype(np.float32)  # many ties
+    y, am = _core.max_pool2d_forward(x, pool, st, pads, True, False, None, None)
+    yn, amn = _core.max_pool2d_forward(x, pool, st, pads, True, True, None, None)
+    np.testing.assert_array_equal(y, yn)
+    np.testing.assert_array_equal(am, amn)
+    # the naive loop's rule: the first maximum in row-major window order
+    yr, ar = max_pool2d_ref(x, pool, st, pads)
+    np.testing.assert_array_equal(amn, ar)
