@@ -200,20 +200,30 @@ void maxpool2d_backward(T* dx, const T* dy, const std::int32_t* argmax, const Po
 
 template <typename T>
 void avgpool2d_forward(T* y, const T* x, const Pool2dGeom& g, bool cip) {
+  // Per output row: add the window's elements in row-major order into the whole row at once
+  // (the inner loop runs along q and vectorises), then divide.
   const index_t planes = g.N * g.C, in = g.H * g.W, out = g.P * g.Q;
+  const index_t W = g.W, Q = g.Q, sw = g.sw;
   const int nt = threads_for(static_cast<double>(planes) * out * g.R * g.S, 3e4);
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (index_t i = 0; i < planes; ++i) {
     const T* xi = x + i * in;
     T* yi = y + i * out;
-    for (index_t p = 0; p < g.P; ++p)
-      for (index_t q = 0; q < g.Q; ++q) {
-        const Window wd = window(g, p, q);
-        T sum = T(0);
-        for (index_t h = wd.h0; h < wd.h1; ++h)
-          for (index_t w = wd.w0; w < wd.w1; ++w) sum += xi[h * g.W + w];
-        yi[p * g.Q + q] = sum / avg_divisor<T>(g, wd, cip);
+    for (index_t p = 0; p < g.P; ++p) {
+      const index_t hs = p * g.sh - g.pt, h0 = pmax(hs, 0), h1 = pmin(hs + g.R, g.H);
+      T* m = yi + p * Q;
+      for (index_t q = 0; q < Q; ++q) m[q] = T(0);
+      for (index_t h = h0; h < h1; ++h) {
+        const T* row = xi + h * W;
+        for (index_t s = 0; s < g.S; ++s) {
+          const index_t off = s - g.pl;
+          const index_t qlo = off >= 0 ? 0 : pmin(Q, (-off + sw - 1) / sw);
+          const index_t qhi = W - 1 - off >= 0 ? pmin(Q, (W - 1 - off) / sw + 1) : 0;
+          for (index_t q = qlo; q < qhi; ++q) m[q] += row[q * sw + off];
+        }
       }
+      for (index_t q = 0; q < Q; ++q) m[q] /= avg_divisor<T>(g, window(g, p, q), cip);
+    }
   }
 }
 
