@@ -1,29 +1,36 @@
-// SGEMM / DGEMM drivers: the Goto/BLIS five loops around a register micro-kernel.
+// SGEMM / DGEMM driver: the Goto/BLIS five loops around a register micro-kernel.
 //
 //   C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C      (row-major; beta == 0 ignores C)
 //
-// Packed path (everything but small or skinny products):
-//
-//   loop 5  for jc in [0, N) step NC            B~ = op(B)[pc:pc+KC, jc:jc+NC] lives in L3
-//   loop 4    for pc in [0, K) step KC          threads pack B~ together (NR-column micro-panels)
-//   loop 3      for ic in my rows step MC       each thread packs its own A~ (MR-row micro-panels), L2
-//   loop 2        for jr in my columns step NR  one KC x NR micro-panel of B~ stays in L1
-//   loop 1          for ir in [0, MC) step MR   stream MR x KC micro-panels of A~ from L2
+//   loop 5  for jc in [0, N) step NC              B~ = op(B)[pc:pc+KC, jc:jc+NC], shared     (L3)
+//   loop 4    for pc in [0, K) step KC            threads pack B~ together into NR-column
+//                                                 micro-panels; beta applies on pc == 0 only
+//   loop 3      for ic in a row block (<= MC)     A~ = op(A)[ic:ic+MC, pc:pc+KC], this thread's
+//                                                 own, packed into MR-row micro-panels       (L2)
+//   loop 2        for jr in a column chunk step NR
+//   loop 1          for ir in [0, MC) step MR
 //                     micro-kernel: C[ir:ir+MR, jr:jr+NR] (+)= A~ micro-panel * B~ micro-panel
+//                     (MR x NR accumulators in registers, KC rank-1 updates)
 //
-// Threads split the rows (loop 3) and, when M is short, the columns (loop 2); all of them share the
-// one packed B~. Panels are zero-padded to MR / NR, so the kernel never reads outside A or B; edge
-// tiles of C are computed into a small local tile and only the valid part is written.
+// Packing is a means, not a rule. It makes the kernel's operands contiguous, which matters when
+// a row of A or B in memory is long (rows of a long stride fall into the same cache sets and
+// pages). When the stride is short, or the product is small, or a panel would be used only once,
+// the kernel reads op(A) and the rows of op(B) in place through strides instead; only a partial
+// edge panel is then copied (zero-padded) into a small per-thread buffer. op(B) with trans_b is
+// always packed, since the kernel loads rows of op(B) as vectors.
 //
-// Direct path (small or skinny products, where packing costs more than it saves): the same
-// micro-kernel reads op(A) in place through row/column strides and op(B) rows in place; only a
-// partial edge panel (or a transposed B, KC rows at a time) goes through a small local buffer.
+// Threads take (row block, column chunk) pieces of loops 3 and 2 from a shared counter; all of them
+// share one packed B~. Panels are zero-padded to MR / NR, so the kernel never reads outside A or B;
+// for an edge tile it is told how many rows and columns of C are valid and writes only those.
 //
-// Block sizes and kernels per ISA: gemm_kernels.h. The packed path's buffers are kept per calling
-// thread (thread_local) and reused, so concurrent calls from several Python threads never share one.
+// Block sizes and kernels per ISA: gemm_kernels.h. Buffers live in a per-calling-thread workspace
+// (thread_local, grown on demand, reused), so concurrent calls from several Python threads never
+// share one and repeated calls don't fault in fresh pages.
 #include "gemm.h"
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
 #include <cstdlib>
 
 #include "cpu_features.h"
@@ -33,18 +40,27 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 namespace pydl {
 namespace {
 
-using gemm_detail::DirectKernel;
 using gemm_detail::GemmBlocks;
-using gemm_detail::PackedKernel;
+using gemm_detail::Kernel;
 
-// Work thresholds in multiply-adds (M*N*K).
-constexpr double kDirectMaxWork = 96.0 * 96.0 * 96.0;  // below this, never pack
-constexpr double kPackedMinWorkPerThread = 64.0 * 64.0 * 64.0;
-constexpr double kDirectMinWorkPerThread = 48.0 * 48.0 * 48.0;
+// Products up to this many multiply-adds (M*N*K) never pack A or B (except edges and trans_b).
+constexpr double kSmallWork = 100.0 * 100.0 * 100.0;
+// A second thread only when each gets at least this much work (an OpenMP region costs ~1-2 us).
+constexpr double kMinWorkPerThread = 100.0 * 100.0 * 100.0;
+// Rows of A or B longer than this (bytes) are packed: read in place, a block of rows that far apart
+// maps onto few sets of the 16-way L2 (64 KiB per way) and pages of the TLB.
+constexpr index_t kMaxInPlaceStrideBytes = 2048;
+// ... and only when the other dimension reuses the packed copy this many times (in rows of C for
+// B~, columns for A~); below it the copy costs more than it saves (measured: 64x512x2048 and
+// 256x3136x128 run 7% and 16% faster with B, resp. A, read in place).
+constexpr index_t kPackMinReuse = 192;
 
 index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 index_t round_up(index_t a, index_t b) { return ceil_div(a, b) * b; }
@@ -74,6 +90,11 @@ struct Problem {
   const T* b_at(index_t p, index_t j) const { return tb ? B + j * ldb + p : B + p * ldb + j; }
   index_t a_row_stride() const { return ta ? 1 : lda; }  // step of i in op(A)(i, p)
   index_t a_col_stride() const { return ta ? lda : 1; }  // step of p
+};
+
+struct Plan {
+  bool pack_a, pack_b;
+  int threads;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -158,51 +179,24 @@ void pack_b_panels(T* dst, const Problem<T>& pr, index_t p0, index_t kc, index_t
   if (q_full < q_end) pack_b_panel<T, NR>(dst + q_full * kc * NR, pr, p0, kc, j0 + q_full * NR);
 }
 
-// One MR x NR tile of C at (i0, j0) with mr x nr valid elements. Full tiles go straight to C; edge
-// tiles are computed into `tile` (beta = 0, so its old contents don't matter) and then merged.
-template <typename T, int MR, int NR, typename Call>
-inline void store_tile(const Problem<T>& pr, index_t i0, index_t j0, T beta, Call&& kernel_into) {
-  const index_t mr = std::min<index_t>(MR, pr.M - i0), nr = std::min<index_t>(NR, pr.N - j0);
-  T* c = pr.C + i0 * pr.ldc + j0;
-  if (mr == MR && nr == NR) {
-    kernel_into(c, pr.ldc, beta);
-    return;
-  }
-  alignas(64) T tile[MR * NR];
-  kernel_into(tile, index_t(NR), T(0));
-  for (index_t i = 0; i < mr; ++i)
-    for (index_t j = 0; j < nr; ++j) {
-      T& cij = c[i * pr.ldc + j];
-      cij = beta == T(0) ? tile[i * NR + j] : tile[i * NR + j] + beta * cij;
-    }
-}
+// ---------------------------------------------------------------------------------------------
+// Threads and scratch memory
 
 // Split `count` items among `parts` as evenly as possible: part `k` gets [begin, end).
-inline void split_range(index_t count, int parts, int k, index_t& begin, index_t& end) {
+void split_range(index_t count, int parts, int k, index_t& begin, index_t& end) {
   begin = count * k / parts;
   end = count * (k + 1) / parts;
 }
 
-// How a team of `nt` threads divides the tiles: tm groups of rows x tn groups of columns.
-// Rows first (each thread then packs only its own A~); columns when M has too few MR panels.
-inline void thread_grid(int nt, index_t m_panels, int& tm, int& tn) {
-  tm = 1;
-  for (int d = nt; d >= 1; --d)
-    if (nt % d == 0 && m_panels >= 2 * d) {
-      tm = d;
-      break;
-    }
-  tn = nt / tm;
-}
-
-inline int team_size() {
+int team_size() {
 #ifdef _OPENMP
   return omp_get_num_threads();
 #else
   return 1;
 #endif
 }
-inline int team_rank() {
+
+int team_rank() {
 #ifdef _OPENMP
   return omp_get_thread_num();
 #else
@@ -210,10 +204,33 @@ inline int team_rank() {
 #endif
 }
 
-// ---------------------------------------------------------------------------------------------
-// Packed path
+// The CPU this thread runs on, or -1 where that can't be asked.
+int current_cpu() {
+#if defined(__linux__)
+  return sched_getcpu();
+#else
+  return -1;
+#endif
+}
 
-// Per-calling-thread scratch, grown on demand and reused (no page faults on repeated calls).
+// On the 2-vCPU target the kernel keeps waking an OpenMP worker on the CPU of the thread that
+// woke it, and then the two take turns on one CPU (4-8 ms per parallel region, measured) while the
+// other CPU idles. A worker that finds itself on its master's CPU moves off it once: it sets an
+// affinity without that CPU, which migrates it, and then restores its own affinity at once.
+void leave_cpu(int cpu) {
+#if defined(__linux__)
+  if (cpu < 0 || sched_getcpu() != cpu) return;
+  cpu_set_t own, others;
+  if (sched_getaffinity(0, sizeof own, &own) != 0) return;
+  others = own;
+  CPU_CLR(cpu, &others);
+  if (CPU_COUNT(&others) == 0) return;
+  if (sched_setaffinity(0, sizeof others, &others) == 0) sched_setaffinity(0, sizeof own, &own);
+#else
+  (void)cpu;
+#endif
+}
+
 struct Workspace {
   aligned_ptr<unsigned char> buf;
   std::size_t bytes = 0;
@@ -232,130 +249,157 @@ Workspace& thread_workspace() {
   return ws;
 }
 
+// ---------------------------------------------------------------------------------------------
+// The five loops
+
+// The tiles of C, cut for the threads: row blocks of whole MR panels (at most MC rows, and at
+// least `4 * threads` blocks so threads can balance), each optionally cut again into column chunks
+// of whole NR panels when M alone gives too few pieces. Threads take (row block, column chunk)
+// items from a shared counter, so a thread that gets descheduled delays only the item it holds.
+struct Tiling {
+  index_t m_panels, row_blocks, max_block_rows;
+  int target_items;
+  Tiling(index_t M, int MR, index_t MC, int threads) {
+    m_panels = ceil_div(M, MR);
+    target_items = threads == 1 ? 1 : 4 * threads;
+    // A multiple of the thread count, so equal blocks also share out evenly.
+    row_blocks = std::min(m_panels, round_up(std::max<index_t>(ceil_div(M, MC), target_items), threads));
+    max_block_rows = ceil_div(m_panels, row_blocks) * MR;
+  }
+  // Column chunks for a block of n_panels NR panels.
+  index_t col_chunks(index_t n_panels) const {
+    return row_blocks >= target_items ? 1 : std::min(n_panels, ceil_div(target_items, row_blocks));
+  }
+};
+
 template <typename T, int MR, int NR>
-void gemm_packed(const Problem<T>& pr, const GemmBlocks& blk, PackedKernel<T> kernel, int nt) {
+void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel, const Plan& plan) {
   const index_t M = pr.M, N = pr.N, K = pr.K;
-  const index_t nc_max = even_block(N, blk.NC, NR);
+  const index_t nc_max = plan.pack_b ? even_block(N, blk.NC, NR) : round_up(N, NR);
   const index_t kc_max = even_block(K, blk.KC, 1);
-  const index_t mc_cap = blk.MC;
+  const int nt = plan.threads;
+  const Tiling tiling(M, MR, blk.MC, nt);
 
-  // One allocation, made here before any parallel region (allocation failure must not throw
-  // inside one): two B~ buffers (kc x nc) and one A~ (mc x kc) per thread, each 64-byte aligned.
-  // With two B~ buffers, threads may pack the next B~ while others still compute on the current
-  // one, so one barrier per K block suffices: when every thread has packed its share of B~ number
-  // t, all have also finished computing with B~ number t - 1, the buffer that t + 1 overwrites.
-  const bool two_b = nt > 1;
-  const std::size_t b_elems = static_cast<std::size_t>(round_up(kc_max * nc_max, kAlign / sizeof(T)));
-  const std::size_t a_elems = static_cast<std::size_t>(round_up(kc_max * mc_cap, kAlign / sizeof(T)));
-  const std::size_t b_total = b_elems * (two_b ? 2 : 1);
-  T* const work = reinterpret_cast<T*>(thread_workspace().get((b_total + a_elems * nt) * sizeof(T)));
+  // Scratch, allocated here: an allocation failure must not throw inside the parallel region.
+  //   shared: B~ (kc x nc), twice when threaded: threads may pack B~ number t + 1 while others
+  //           still compute on number t, so one barrier per K block suffices (when all have packed
+  //           their share of t + 1, all have finished computing with t - 1, the buffer t + 1 reuses)
+  //   per thread: A~ (one row block x kc; MR x kc for the edge panel when A is read in place) and
+  //           one zero-padded edge panel of B (kc x NR) for when B is read in place.
+  const std::size_t line = kAlign / sizeof(T);
+  const int b_count = plan.pack_b ? (nt > 1 ? 2 : 1) : 0;
+  const std::size_t b_elems = static_cast<std::size_t>(round_up(kc_max * nc_max, line));
+  const std::size_t a_elems =
+      static_cast<std::size_t>(round_up(kc_max * (plan.pack_a ? tiling.max_block_rows : MR), line));
+  const std::size_t e_elems = static_cast<std::size_t>(round_up(kc_max * NR, line));
+  const std::size_t per_thread = a_elems + e_elems;
+  T* const work = reinterpret_cast<T*>(
+      thread_workspace().get((b_elems * b_count + per_thread * static_cast<std::size_t>(nt)) * sizeof(T)));
+  // One work counter per (jc, pc) block of the loops that share B~ (one in all when B isn't packed).
+  const index_t n_counters = plan.pack_b ? ceil_div(N, nc_max) * ceil_div(K, kc_max) : 1;
+  std::unique_ptr<std::atomic<index_t>[]> counters(new std::atomic<index_t>[n_counters]);
+  for (index_t i = 0; i < n_counters; ++i) counters[i].store(0, std::memory_order_relaxed);
 
-#pragma omp parallel num_threads(nt)
-  {
-    const int team = team_size(), rank = team_rank();
-    int tm, tn;
-    thread_grid(team, ceil_div(M, MR), tm, tn);
-    const int my_m = rank / tn, my_n = rank % tn;
-    T* const a_pack = work + b_total + a_elems * rank;
-    index_t block_count = 0;  // K blocks done so far: picks the B~ buffer
+  // What each thread of the team runs (the whole call when single-threaded: no OpenMP region at
+  // all then, so a serial call costs nothing extra and never wakes the thread pool).
+  auto body = [&](const int team, const int rank) {
+    T* const a_buf = work + b_elems * b_count + per_thread * rank;
+    T* const b_edge = a_buf + a_elems;
+    index_t packed_a_key = -1;  // which (row block, K block) a_buf holds
 
-    // My rows, in whole MR panels, then cut into equal MC blocks.
-    index_t r_begin, r_end;
-    split_range(ceil_div(M, MR), tm, my_m, r_begin, r_end);
-    r_begin *= MR;
-    r_end = std::min(M, r_end * MR);
-    const index_t mc = r_end > r_begin ? even_block(r_end - r_begin, mc_cap, MR) : 0;
+    // Loops 3 (one row block), 2 and 1 for columns [jc, jc + nc) and K range [pc, pc + kc).
+    auto macro_tile = [&](index_t item, index_t n_chunks, index_t jc, index_t nc, index_t pc, index_t kc,
+                          index_t k_block, const T* b_pack) {
+      const index_t rb = item / n_chunks, chunk = item % n_chunks;
+      index_t ib, ie, qb, qe;
+      split_range(tiling.m_panels, tiling.row_blocks, static_cast<int>(rb), ib, ie);
+      split_range(ceil_div(nc, NR), static_cast<int>(n_chunks), static_cast<int>(chunk), qb, qe);
+      const index_t ic = ib * MR, m_panels = ie - ib;
+      const T beta = pc == 0 ? pr.beta : T(1);  // later K blocks accumulate
 
-    for (index_t jc = 0; jc < N; jc += nc_max) {                       // loop 5
-      const index_t nc = std::min(nc_max, N - jc);
-      const index_t n_panels = ceil_div(nc, NR);
-      index_t q_begin, q_end;  // my NR panels of this B~ block
-      split_range(n_panels, tn, my_n, q_begin, q_end);
-
-      for (index_t pc = 0; pc < K; pc += kc_max) {                     // loop 4
-        const index_t kc = std::min(kc_max, K - pc);
-        const T beta = pc == 0 ? pr.beta : T(1);  // later K blocks accumulate
-        T* const b_pack = work + (two_b && (block_count++ & 1) ? b_elems : 0);
-
-        {  // all threads pack B~ together, each a share of its micro-panels
-          index_t pb, pe;
-          split_range(n_panels, team, rank, pb, pe);
-          pack_b_panels<T, NR>(b_pack, pr, pc, kc, jc, pb, pe);
+      if (plan.pack_a) {                                                      // loop 3: A~
+        const index_t key = rb * ceil_div(K, kc_max) + k_block;
+        if (key != packed_a_key) {
+          for (index_t ip = 0; ip < m_panels; ++ip)
+            pack_a_panel<T, MR>(a_buf + ip * kc * MR, pr, ic + ip * MR, pc, kc);
+          packed_a_key = key;
         }
-#pragma omp barrier
+      } else if (ic + m_panels * MR > M) {  // A in place: only the last, partial panel is copied
+        pack_a_panel<T, MR>(a_buf, pr, ic + (m_panels - 1) * MR, pc, kc);
+      }
 
-        for (index_t ic = r_begin; ic < r_end; ic += mc) {             // loop 3
-          const index_t mcur = std::min(mc, r_end - ic);
-          const index_t m_panels = ceil_div(mcur, MR);
-          for (index_t ip = 0; ip < m_panels; ++ip) pack_a_panel<T, MR>(a_pack + ip * kc * MR, pr, ic + ip * MR, pc, kc);
-
-          for (index_t q = q_begin; q < q_end; ++q) {                  // loop 2
-            const T* bq = b_pack + q * kc * NR;
-            for (index_t ip = 0; ip < m_panels; ++ip) {                // loop 1
-              const T* ap = a_pack + ip * kc * MR;
-              store_tile<T, MR, NR>(pr, ic + ip * MR, jc + q * NR, beta, [&](T* c, index_t ldc, T b) {
-                kernel(kc, ap, bq, c, ldc, pr.alpha, b);
-              });
+      for (index_t q = qb; q < qe; ++q) {                                     // loop 2
+        const index_t j0 = jc + q * NR;
+        const int nr = static_cast<int>(std::min<index_t>(NR, N - j0));
+        const T* b = b_pack + q * kc * NR;
+        index_t rsb = NR;
+        if (!plan.pack_b) {
+          if (nr == NR) {
+            b = pr.b_at(pc, j0);
+            rsb = pr.ldb;
+          } else {
+            pack_b_panel<T, NR>(b_edge, pr, pc, kc, j0);
+            b = b_edge;
+          }
+        }
+        for (index_t ip = 0; ip < m_panels; ++ip) {                           // loop 1
+          const index_t i0 = ic + ip * MR;
+          const int mr = static_cast<int>(std::min<index_t>(MR, M - i0));
+          const T* a = a_buf + ip * kc * MR;
+          index_t rsa = 1, csa = MR;
+          if (!plan.pack_a) {
+            if (mr == MR) {
+              a = pr.a_at(i0, pc);
+              rsa = pr.a_row_stride();
+              csa = pr.a_col_stride();
+            } else {
+              a = a_buf;
             }
           }
+          kernel(kc, a, rsa, csa, b, rsb, pr.C + i0 * pr.ldc + j0, pr.ldc, pr.alpha, beta, mr, nr);
         }
-        if (!two_b) {
+      }
+    };
+
+    if (plan.pack_b) {
+      index_t block = 0;  // (jc, pc) blocks so far: picks the counter and the B~ buffer
+      for (index_t jc = 0; jc < N; jc += nc_max) {                            // loop 5
+        const index_t nc = std::min(nc_max, N - jc);
+        const index_t n_panels = ceil_div(nc, NR), n_chunks = tiling.col_chunks(n_panels);
+        const index_t n_items = tiling.row_blocks * n_chunks;
+        for (index_t pc = 0, k_block = 0; pc < K; pc += kc_max, ++k_block, ++block) {  // loop 4
+          const index_t kc = std::min(kc_max, K - pc);
+          T* const b_pack = work + (b_count == 2 && (block & 1) ? b_elems : 0);
+          index_t pb, pe;  // this thread's share of packing B~
+          split_range(n_panels, team, rank, pb, pe);
+          pack_b_panels<T, NR>(b_pack, pr, pc, kc, jc, pb, pe);
 #pragma omp barrier
-        }
-      }
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Direct path: no packing of full panels.
-
-template <typename T, int MR, int NR>
-void gemm_direct(const Problem<T>& pr, const GemmBlocks& blk, DirectKernel<T> kernel, int nt) {
-  const index_t M = pr.M, N = pr.N, K = pr.K;
-  const index_t kc_max = even_block(K, std::min<index_t>(blk.KC, 256), 1);
-  const index_t m_panels = ceil_div(M, MR), n_panels = ceil_div(N, NR);
-
-#pragma omp parallel num_threads(nt)
-  {
-    const int team = team_size(), rank = team_rank();
-    int tm, tn;
-    thread_grid(team, m_panels, tm, tn);
-    index_t ib, ie, jb, je;
-    split_range(m_panels, tm, rank / tn, ib, ie);
-    split_range(n_panels, tn, rank % tn, jb, je);
-
-    alignas(64) T b_buf[256 * NR];  // a transposed or partial B panel, up to 256 rows
-    alignas(64) T a_buf[256 * MR];  // a partial A panel (the last MR rows)
-
-    for (index_t q = jb; q < je; ++q) {
-      const index_t j0 = q * NR;
-      const bool b_in_place = !pr.tb && j0 + NR <= N;
-      for (index_t pc = 0; pc < K; pc += kc_max) {
-        const index_t kc = std::min(kc_max, K - pc);
-        const T beta = pc == 0 ? pr.beta : T(1);
-        const T* b = pr.b_at(pc, j0);
-        index_t rsb = pr.ldb;
-        if (!b_in_place) {
-          pack_b_panel<T, NR>(b_buf, pr, pc, kc, j0);
-          b = b_buf;
-          rsb = NR;
-        }
-        for (index_t ip = ib; ip < ie; ++ip) {
-          const index_t i0 = ip * MR;
-          const T* a = pr.a_at(i0, pc);
-          index_t rsa = pr.a_row_stride(), csa = pr.a_col_stride();
-          if (i0 + MR > M) {
-            pack_a_panel<T, MR>(a_buf, pr, i0, pc, kc);
-            a = a_buf;
-            rsa = 1;
-            csa = MR;
+          for (index_t t; (t = counters[block].fetch_add(1, std::memory_order_relaxed)) < n_items;)
+            macro_tile(t, n_chunks, jc, nc, pc, kc, k_block, b_pack);
+          if (b_count == 1) {
+#pragma omp barrier
           }
-          store_tile<T, MR, NR>(pr, i0, j0, beta, [&](T* c, index_t ldc, T bt) {
-            kernel(kc, a, rsa, csa, b, rsb, c, ldc, pr.alpha, bt);
-          });
         }
       }
+    } else {
+      // B read in place: no shared buffer, so each item runs its whole K loop (loop 4) itself and
+      // no thread ever waits for another.
+      const index_t n_chunks = tiling.col_chunks(ceil_div(N, NR));
+      const index_t n_items = tiling.row_blocks * n_chunks;
+      for (index_t t; (t = counters[0].fetch_add(1, std::memory_order_relaxed)) < n_items;)
+        for (index_t pc = 0, k_block = 0; pc < K; pc += kc_max, ++k_block)
+          macro_tile(t, n_chunks, 0, N, pc, std::min(kc_max, K - pc), k_block, nullptr);
+    }
+  };
+
+  if (nt == 1) {
+    body(1, 0);
+  } else {
+    const int master_cpu = current_cpu();
+#pragma omp parallel num_threads(nt)
+    {
+      if (team_rank() != 0) leave_cpu(master_cpu);
+      body(team_size(), team_rank());
     }
   }
 }
@@ -372,12 +416,7 @@ void scale_c(const Problem<T>& pr) {
 }
 
 template <typename T, int MR, int NR>
-void run(const Problem<T>& pr, GemmBlocks blk, PackedKernel<T> packed, DirectKernel<T> direct) {
-#ifdef PYDL_GEMM_TUNE  // block-size experiments in a standalone build: PYDL_GEMM_KC=384 ./bench
-  if (const char* v = std::getenv("PYDL_GEMM_KC")) blk.KC = std::atol(v);
-  if (const char* v = std::getenv("PYDL_GEMM_MC")) blk.MC = round_up(std::atol(v), MR);
-  if (const char* v = std::getenv("PYDL_GEMM_NC")) blk.NC = round_up(std::atol(v), NR);
-#endif
+void run(const Problem<T>& pr, GemmBlocks blk, Kernel<T> kernel) {
   static_assert(MR > 0 && NR > 0, "tile sizes");
   if (pr.M <= 0 || pr.N <= 0) return;
   if (pr.K <= 0 || pr.alpha == T(0)) {
@@ -385,12 +424,22 @@ void run(const Problem<T>& pr, GemmBlocks blk, PackedKernel<T> packed, DirectKer
     return;
   }
   const double work = static_cast<double>(pr.M) * static_cast<double>(pr.N) * static_cast<double>(pr.K);
-  const bool skinny = pr.M <= MR || pr.N <= NR;
-  if (work <= kDirectMaxWork || skinny) {
-    gemm_direct<T, MR, NR>(pr, blk, direct, threads_for(work, kDirectMinWorkPerThread));
-  } else {
-    gemm_packed<T, MR, NR>(pr, blk, packed, threads_for(work, kPackedMinWorkPerThread));
-  }
+  const bool small = work <= kSmallWork;
+  const index_t max_stride = kMaxInPlaceStrideBytes / static_cast<index_t>(sizeof(T));
+  Plan plan;
+  // Packing costs about one pass over the operand; it pays when the packed copy is reused often
+  // (A~ by every NR panel of B, B~ by every MR panel of A) and rows are long.
+  plan.pack_a = !small && pr.N >= kPackMinReuse && pr.lda > max_stride;
+  plan.pack_b = pr.tb || (!small && pr.M >= kPackMinReuse && pr.ldb > max_stride);
+  plan.threads = threads_for(work, kMinWorkPerThread);
+#ifdef PYDL_GEMM_TUNE  // experiments in a standalone build: PYDL_GEMM_KC=384 ./bench ...
+  if (const char* v = std::getenv("PYDL_GEMM_KC")) blk.KC = std::atol(v);
+  if (const char* v = std::getenv("PYDL_GEMM_MC")) blk.MC = round_up(std::atol(v), MR);
+  if (const char* v = std::getenv("PYDL_GEMM_NC")) blk.NC = round_up(std::atol(v), NR);
+  if (const char* v = std::getenv("PYDL_GEMM_PACK_A")) plan.pack_a = std::atoi(v) != 0;
+  if (const char* v = std::getenv("PYDL_GEMM_PACK_B")) plan.pack_b = pr.tb || std::atoi(v) != 0;
+#endif
+  gemm_blocked<T, MR, NR>(pr, blk, kernel, plan);
 }
 
 }  // namespace
@@ -402,15 +451,14 @@ void sgemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, float al
   switch (selected_isa()) {
 #if defined(PYDL_X86)
     case Isa::avx512:
-      run<float, kSgemmAvx512.MR, kSgemmAvx512.NR>(pr, kSgemmAvx512, sgemm_packed_avx512, sgemm_direct_avx512);
+      run<float, kSgemmAvx512.MR, kSgemmAvx512.NR>(pr, kSgemmAvx512, sgemm_kernel_avx512);
       return;
     case Isa::avx2:
-      run<float, kSgemmAvx2.MR, kSgemmAvx2.NR>(pr, kSgemmAvx2, sgemm_packed_avx2, sgemm_direct_avx2);
+      run<float, kSgemmAvx2.MR, kSgemmAvx2.NR>(pr, kSgemmAvx2, sgemm_kernel_avx2);
       return;
 #endif
     default:
-      run<float, kSgemmGeneric.MR, kSgemmGeneric.NR>(pr, kSgemmGeneric, sgemm_packed_generic,
-                                                      sgemm_direct_generic);
+      run<float, kSgemmGeneric.MR, kSgemmGeneric.NR>(pr, kSgemmGeneric, sgemm_kernel_generic);
   }
 }
 
@@ -418,7 +466,7 @@ void dgemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, double a
            index_t lda, const double* B, index_t ldb, double beta, double* C, index_t ldc) {
   using namespace gemm_detail;
   const Problem<double> pr{trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc};
-  run<double, kDgemmGeneric.MR, kDgemmGeneric.NR>(pr, kDgemmGeneric, dgemm_packed_generic, dgemm_direct_generic);
+  run<double, kDgemmGeneric.MR, kDgemmGeneric.NR>(pr, kDgemmGeneric, dgemm_kernel_generic);
 }
 
 }  // namespace pydl

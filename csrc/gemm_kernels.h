@@ -2,15 +2,15 @@
 //
 // A micro-kernel computes one MR x NR tile of C, holding it in registers for k rank-1 updates:
 //
-//   C[i, j] = alpha * sum_p a(i, p) * b(p, j) + beta * C[i, j]     (0 <= i < MR, 0 <= j < NR;
+//   C[i, j] = alpha * sum_p a(i, p) * b(p, j) + beta * C[i, j]     (0 <= i < mr, 0 <= j < nr;
 //                                                                   beta == 0: C is not read)
-//
-// Two operand layouts share one kernel body:
-//   packed: a(i, p) = a[p * MR + i]     (an MR-row micro-panel of A~, column after column)
-//           b(p, j) = b[p * NR + j]     (an NR-column micro-panel of B~, row after row)
-//   direct: a(i, p) = a[i * rsa + p * csa]   (A read in place, either orientation)
-//           b(p, j) = b[p * rsb + j]         (rows of op(B) read in place; NR valid columns)
-// Both always read and write a whole MR x NR tile; the caller pads or redirects edge tiles.
+// with its operands addressed through strides:
+//   a(i, p) = a[i * rsa + p * csa]   packed A~ micro-panel: rsa = 1, csa = MR;
+//                                    A in place: (lda, 1), or (1, lda) when transposed
+//   b(p, j) = b[p * rsb + j]         packed B~ micro-panel: rsb = NR; rows of B in place: ldb
+// Kernels read all MR rows of a and all NR columns of b (the caller zero-pads partial panels) but
+// write only the top-left mr x nr part of the C tile (1 <= mr <= MR, 1 <= nr <= NR); how an ISA
+// does that (masks, a row variant, a scratch tile) is its own business.
 #pragma once
 
 #include "common.h"
@@ -19,47 +19,41 @@
 namespace pydl {
 namespace gemm_detail {
 
-// Block sizes, one row per ISA. The five loops of gemm.cpp:
-//   NC: B~ = KC x NC packed panel of op(B), shared by all threads      -> L3 (32 MiB, shared)
-//   KC: depth of one rank-KC update; a B~ micro-panel KC x NR         -> L1 (48 KiB here, 32 KiB on Zen 4)
-//   MC: A~ = MC x KC packed block of op(A), one per thread            -> L2 (1 MiB per core)
-//   NR, MR: register tile (MR x NR accumulators)                      -> registers
-// MC and NC must be multiples of MR and NR. The driver shrinks KC, MC and NC to equal-sized blocks
-// (no thin remainder block), so these are upper bounds.
+// Block sizes, one row per ISA. The five loops of gemm.cpp and where their blocks live:
+//   NR, MR: the register tile, MR x NR accumulators                       -> registers
+//   KC: depth of one rank-KC update. Each C tile is loaded and stored K / KC times, so KC is long;
+//       the kernel then streams both micro-panels (A~: MR x KC, B~: KC x NR, 48 + 128 KiB for
+//       avx512) from L2, at ~15 bytes/cycle, a quarter of what the L2 delivers        -> L2 -> L1
+//   MC: A~ = MC x KC packed rows of op(A), one per thread, reused by every NR panel  -> L2 (1 MiB)
+//   NC: B~ = KC x NC packed columns of op(B), shared by the threads                  -> L3 (32 MiB)
+// Measured on the target (AMD EPYC, 48 KiB L1d, 1 MiB L2 per core, 32 MiB L3): keeping a B~
+// micro-panel in L1 (KC = 256) ran 8-12% slower at 1024^3 and 2048^3 than KC = 1024, where fewer
+// passes over C win; MC from 96 to 384 made no difference at that KC. The driver cuts K, M and N
+// into equal blocks no larger than these (no thin remainder block), so they are upper bounds.
 struct GemmBlocks {
   int MR, NR;
   index_t MC, KC, NC;
 };
 
-//                                           MR  NR   MC   KC    NC
-inline constexpr GemmBlocks kSgemmAvx512  = {12, 32, 384, 256, 4096};  // 24 zmm accumulators
-inline constexpr GemmBlocks kSgemmAvx2    = { 6, 16, 192, 256, 4096};  // 12 ymm accumulators
-inline constexpr GemmBlocks kSgemmGeneric = { 6,  8, 192, 256, 4096};  // 12 xmm (SSE2) accumulators
-inline constexpr GemmBlocks kDgemmGeneric = { 6,  4, 192, 256, 2048};  // 12 xmm (SSE2) accumulators
+//                                           MR  NR   MC    KC    NC
+inline constexpr GemmBlocks kSgemmAvx512  = {12, 32, 192, 1024, 2048};  // 24 zmm accumulators
+inline constexpr GemmBlocks kSgemmAvx2    = { 6, 16, 192,  512, 2048};  // 12 ymm accumulators
+inline constexpr GemmBlocks kSgemmGeneric = { 4,  8, 192,  512, 2048};  // 8 xmm (SSE2) accumulators
+inline constexpr GemmBlocks kDgemmGeneric = { 4,  4, 192,  512, 1024};  // 8 xmm (SSE2) accumulators
 
 template <typename T>
-using PackedKernel = void (*)(index_t k, const T* a, const T* b, T* c, index_t ldc, T alpha, T beta);
-template <typename T>
-using DirectKernel = void (*)(index_t k, const T* a, index_t rsa, index_t csa, const T* b, index_t rsb, T* c,
-                              index_t ldc, T alpha, T beta);
+using Kernel = void (*)(index_t k, const T* a, index_t rsa, index_t csa, const T* b, index_t rsb, T* c, index_t ldc,
+                        T alpha, T beta, int mr, int nr);
 
 // Per-ISA kernels, each for the MR x NR of its row above.
-void sgemm_packed_avx512(index_t k, const float* a, const float* b, float* c, index_t ldc, float alpha,
-                         float beta);
-void sgemm_direct_avx512(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
-                         float* c, index_t ldc, float alpha, float beta);
-void sgemm_packed_avx2(index_t k, const float* a, const float* b, float* c, index_t ldc, float alpha,
-                       float beta);
-void sgemm_direct_avx2(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
-                       float* c, index_t ldc, float alpha, float beta);
-void sgemm_packed_generic(index_t k, const float* a, const float* b, float* c, index_t ldc, float alpha,
-                          float beta);
-void sgemm_direct_generic(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
-                          float* c, index_t ldc, float alpha, float beta);
-void dgemm_packed_generic(index_t k, const double* a, const double* b, double* c, index_t ldc, double alpha,
-                          double beta);
-void dgemm_direct_generic(index_t k, const double* a, index_t rsa, index_t csa, const double* b,
-                          index_t rsb, double* c, index_t ldc, double alpha, double beta);
+void sgemm_kernel_avx512(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
+                         float* c, index_t ldc, float alpha, float beta, int mr, int nr);
+void sgemm_kernel_avx2(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
+                       float* c, index_t ldc, float alpha, float beta, int mr, int nr);
+void sgemm_kernel_generic(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
+                          float* c, index_t ldc, float alpha, float beta, int mr, int nr);
+void dgemm_kernel_generic(index_t k, const double* a, index_t rsa, index_t csa, const double* b, index_t rsb,
+                          double* c, index_t ldc, double alpha, double beta, int mr, int nr);
 
 }  // namespace gemm_detail
 }  // namespace pydl

@@ -4,7 +4,7 @@
 //
 // Each step p loads one row of the B micro-panel (two ymm) and broadcasts the 6 values of a(., p):
 // 12 FMAs, 2 loads, 6 broadcasts; 12 accumulators + 2 B registers + 1 broadcast fit the 16 ymm.
-// Operand layouts: see gemm_kernels.h. Called only when selected_isa() allows avx2.
+// Operand strides: see gemm_kernels.h. Called only when selected_isa() allows avx2.
 #include <immintrin.h>
 
 #include "gemm_kernels.h"
@@ -17,59 +17,79 @@ constexpr int MR = kSgemmAvx2.MR;
 constexpr int NV = kSgemmAvx2.NR / 8;  // ymm per row of the tile
 static_assert(kSgemmAvx2.NR % 8 == 0, "NR must be a multiple of the ymm width");
 
-template <bool kPacked>
+// The 12 accumulators are named variables rather than an array: with only 16 ymm registers GCC
+// otherwise keeps an accumulator array in memory.
 __attribute__((always_inline)) inline void tile(index_t k, const float* a, index_t rsa, index_t csa,
                                                 const float* b, index_t rsb, float* c, index_t ldc, float alpha,
                                                 float beta) {
-  if constexpr (kPacked) {
-    rsa = 1;
-    csa = MR;
-    rsb = 8 * NV;
-  }
-  for (int i = 0; i < MR; ++i) {
+  static_assert(MR == 6 && NV == 2, "this kernel is written out for a 6 x 16 tile");
+  for (int i = 0; i < MR; ++i) {  // C rows are needed at the end: start fetching them now
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 8 * NV - 1), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 15), _MM_HINT_T0);
   }
-  __m256 acc[MR][NV];
-  for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_setzero_ps();
-
-#pragma GCC unroll 4
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (index_t p = 0; p < k; ++p) {
-    __m256 bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + 8 * v);
-    for (int i = 0; i < MR; ++i) {
-      const __m256 ai = _mm256_broadcast_ss(a + i * rsa);
-      for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(ai, bv[v], acc[i][v]);
-    }
+    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+    __m256 ai = _mm256_broadcast_ss(a);
+    c00 = _mm256_fmadd_ps(ai, b0, c00);
+    c01 = _mm256_fmadd_ps(ai, b1, c01);
+    ai = _mm256_broadcast_ss(a + rsa);
+    c10 = _mm256_fmadd_ps(ai, b0, c10);
+    c11 = _mm256_fmadd_ps(ai, b1, c11);
+    ai = _mm256_broadcast_ss(a + 2 * rsa);
+    c20 = _mm256_fmadd_ps(ai, b0, c20);
+    c21 = _mm256_fmadd_ps(ai, b1, c21);
+    ai = _mm256_broadcast_ss(a + 3 * rsa);
+    c30 = _mm256_fmadd_ps(ai, b0, c30);
+    c31 = _mm256_fmadd_ps(ai, b1, c31);
+    ai = _mm256_broadcast_ss(a + 4 * rsa);
+    c40 = _mm256_fmadd_ps(ai, b0, c40);
+    c41 = _mm256_fmadd_ps(ai, b1, c41);
+    ai = _mm256_broadcast_ss(a + 5 * rsa);
+    c50 = _mm256_fmadd_ps(ai, b0, c50);
+    c51 = _mm256_fmadd_ps(ai, b1, c51);
     a += csa;
     b += rsb;
   }
 
-  const __m256 va = _mm256_set1_ps(alpha);
-  if (beta == 0.0f) {
-    for (int i = 0; i < MR; ++i)
-      for (int v = 0; v < NV; ++v) _mm256_storeu_ps(c + i * ldc + 8 * v, _mm256_mul_ps(acc[i][v], va));
-  } else {
-    const __m256 vb = _mm256_set1_ps(beta);
-    for (int i = 0; i < MR; ++i)
-      for (int v = 0; v < NV; ++v) {
-        float* ci = c + i * ldc + 8 * v;
-        _mm256_storeu_ps(ci, _mm256_fmadd_ps(acc[i][v], va, _mm256_mul_ps(vb, _mm256_loadu_ps(ci))));
-      }
-  }
+  const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+  const bool read_c = beta != 0.0f;
+  auto store = [&](float* ci, __m256 acc) {
+    const __m256 r = _mm256_mul_ps(acc, va);
+    _mm256_storeu_ps(ci, read_c ? _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci), r) : r);
+  };
+  store(c, c00);
+  store(c + 8, c01);
+  store(c + ldc, c10);
+  store(c + ldc + 8, c11);
+  store(c + 2 * ldc, c20);
+  store(c + 2 * ldc + 8, c21);
+  store(c + 3 * ldc, c30);
+  store(c + 3 * ldc + 8, c31);
+  store(c + 4 * ldc, c40);
+  store(c + 4 * ldc + 8, c41);
+  store(c + 5 * ldc, c50);
+  store(c + 5 * ldc + 8, c51);
 }
 
 }  // namespace
 
-void sgemm_packed_avx2(index_t k, const float* a, const float* b, float* c, index_t ldc, float alpha,
-                       float beta) {
-  tile<true>(k, a, 1, MR, b, 8 * NV, c, ldc, alpha, beta);
-}
-
-void sgemm_direct_avx2(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
-                       float* c, index_t ldc, float alpha, float beta) {
-  tile<false>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta);
+// Full tiles go straight to C; an edge tile is computed into a scratch tile, then its valid
+// mr x nr part is merged into C.
+void sgemm_kernel_avx2(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
+                       float* c, index_t ldc, float alpha, float beta, int mr, int nr) {
+  if (mr == MR && nr == 16) {
+    tile(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta);
+    return;
+  }
+  alignas(32) float t[MR * 16];
+  tile(k, a, rsa, csa, b, rsb, t, 16, alpha, 0.0f);
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < nr; ++j) {
+      float& cij = c[i * ldc + j];
+      cij = beta == 0.0f ? t[i * 16 + j] : t[i * 16 + j] + beta * cij;
+    }
 }
 
 }  // namespace gemm_detail

@@ -3,10 +3,14 @@
 //   C[i, j] = alpha * sum_p a(i, p) * b(p, j) + beta * C[i, j]      (beta == 0: C not read)
 //
 // Each step p loads one row of the B micro-panel (32 floats, two zmm) and broadcasts the 12 values
-// of a(., p) into fused multiply-adds (the broadcast folds into the FMA's memory operand), so a step
-// is 24 FMAs for 2 vector loads and 12 broadcasts. Operand layouts: see gemm_kernels.h.
+// of a(., p) into fused multiply-adds, so a step is 24 FMAs for 2 vector loads and 12 broadcasts.
+// Edge tiles need no scratch tile: a partial column count is written through AVX-512 masks, and a
+// partial row count runs a 4- or 8-row variant of the same loop (rows are padded to 4 at most).
+// Operand strides (packed panels or A and B in place): see gemm_kernels.h. With strides known
+// only at run time the loop measured within 1% of one specialised for packed panels.
 // Only this file and gemm_ukernel_avx2.cpp use intrinsics; gemm.cpp calls these only when
-// selected_isa() is avx512. Nothing here is inline-shared with other files (no ISA leaks via ODR).
+// selected_isa() is avx512. Everything here has internal linkage, so no function compiled with
+// AVX-512 can be picked by the linker for a baseline caller.
 #include <immintrin.h>
 
 #include "gemm_kernels.h"
@@ -16,62 +20,60 @@ namespace gemm_detail {
 namespace {
 
 constexpr int MR = kSgemmAvx512.MR;
-constexpr int NV = kSgemmAvx512.NR / 16;  // zmm per row of the tile
-static_assert(kSgemmAvx512.NR % 16 == 0, "NR must be a multiple of the zmm width");
+constexpr int NR = kSgemmAvx512.NR;
+static_assert(NR == 32 && MR % 4 == 0, "the kernel holds a tile row in two zmm; row variants step by 4");
 
-template <bool kPacked>
+__mmask16 lane_mask(int count) {  // the first `count` of 16 lanes (count may be <= 0 or >= 16)
+  return count >= 16 ? __mmask16(0xFFFF) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1);
+}
+
+// ROWS (4, 8 or 12) rows of the tile are computed; rows [mr, ROWS) are computed but not stored.
+template <int ROWS>
 __attribute__((always_inline)) inline void tile(index_t k, const float* a, index_t rsa, index_t csa,
                                                 const float* b, index_t rsb, float* c, index_t ldc, float alpha,
-                                                float beta) {
-  if constexpr (kPacked) {
-    rsa = 1;
-    csa = MR;
-    rsb = 16 * NV;
-  }
-  for (int i = 0; i < MR; ++i) {  // C rows are needed at the end: start fetching them now
+                                                float beta, int mr, int nr) {
+  for (int i = 0; i < ROWS; ++i) {  // C rows are needed at the end: start fetching them now
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16 * NV - 1), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + NR - 1), _MM_HINT_T0);
   }
-  __m512 acc[MR][NV];
-  for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+  __m512 acc0[ROWS], acc1[ROWS];  // columns 0-15 and 16-31 of each row
+  for (int i = 0; i < ROWS; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
 
 #pragma GCC unroll 4
   for (index_t p = 0; p < k; ++p) {
-    __m512 bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + 16 * v);
-    for (int i = 0; i < MR; ++i) {
+    const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+    for (int i = 0; i < ROWS; ++i) {
       const __m512 ai = _mm512_set1_ps(a[i * rsa]);
-      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+      acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
+      acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
     }
     a += csa;
     b += rsb;
   }
 
-  const __m512 va = _mm512_set1_ps(alpha);
-  if (beta == 0.0f) {
-    for (int i = 0; i < MR; ++i)
-      for (int v = 0; v < NV; ++v) _mm512_storeu_ps(c + i * ldc + 16 * v, _mm512_mul_ps(acc[i][v], va));
-  } else {
-    const __m512 vb = _mm512_set1_ps(beta);
-    for (int i = 0; i < MR; ++i)
-      for (int v = 0; v < NV; ++v) {
-        float* ci = c + i * ldc + 16 * v;
-        _mm512_storeu_ps(ci, _mm512_fmadd_ps(acc[i][v], va, _mm512_mul_ps(vb, _mm512_loadu_ps(ci))));
-      }
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  const __mmask16 m0 = lane_mask(nr), m1 = lane_mask(nr - 16);
+  const bool read_c = beta != 0.0f;
+  for (int i = 0; i < ROWS; ++i) {
+    if (i >= mr) break;
+    float* ci = c + i * ldc;
+    __m512 r0 = _mm512_mul_ps(acc0[i], va), r1 = _mm512_mul_ps(acc1[i], va);
+    if (read_c) {
+      r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, ci), r0);
+      r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, ci + 16), r1);
+    }
+    _mm512_mask_storeu_ps(ci, m0, r0);
+    _mm512_mask_storeu_ps(ci + 16, m1, r1);
   }
 }
 
 }  // namespace
 
-void sgemm_packed_avx512(index_t k, const float* a, const float* b, float* c, index_t ldc, float alpha,
-                         float beta) {
-  tile<true>(k, a, 1, MR, b, 16 * NV, c, ldc, alpha, beta);
-}
-
-void sgemm_direct_avx512(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
-                         float* c, index_t ldc, float alpha, float beta) {
-  tile<false>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta);
+void sgemm_kernel_avx512(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
+                         float* c, index_t ldc, float alpha, float beta, int mr, int nr) {
+  if (mr > 8) tile<12>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
+  else if (mr > 4) tile<8>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
+  else tile<4>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
 }
 
 }  // namespace gemm_detail

@@ -11,6 +11,8 @@ _MAX_INDEX = 2**62
 
 def _as_input(x, name: str) -> np.ndarray:
     """`x` as an ndarray (no copy for an ndarray), rejecting non-numeric and complex dtypes early."""
+    if isinstance(x, np.ndarray) and x.dtype.char in "fd":  # float32/float64: the common case, fast
+        return x
     arr = x if isinstance(x, np.ndarray) else np.asarray(x)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise TypeError(f"[matmul] {name} must be a numeric array, got dtype {arr.dtype}")
@@ -25,12 +27,18 @@ def _as_operand(x: np.ndarray, name: str, dtype):
     A Fortran-ordered 2-D array (such as `a.T` of a C-ordered `a`) is passed as its C-ordered
     transpose with the transpose flag set; any other non-contiguous input is copied.
     """
-    if x.ndim == 2 and not x.flags.c_contiguous and x.flags.f_contiguous and x.dtype == dtype:
-        return x.T, True
+    if x.dtype == dtype:
+        flags = x.flags
+        if flags.c_contiguous:
+            return x, False
+        if flags.f_contiguous:
+            return x.T, True
     return as_float_array(x, name, "matmul", dtype=dtype), False
 
 
 def _scalar(v, name: str) -> float:
+    if type(v) is float or type(v) is int:
+        return float(v)
     if isinstance(v, (complex, np.complexfloating)) or not np.isscalar(v) and np.ndim(v) != 0:
         raise TypeError(f"[matmul] {name} must be a real scalar, got {v!r}")
     try:
