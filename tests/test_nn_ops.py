@@ -742,3 +742,46 @@ def test_core_bindings_reject_bad_buffers():
            np.ones(3, np.float32), np.empty_like(x), np.empty(3), np.empty(3), 0.9, 1e-3, True)
     raises(ValueError, "mean must have dtype float64", _core.batchnorm_forward, x, g, g, np.zeros(3, np.float32),
            np.ones(3, np.float32), np.empty_like(x), np.empty(3, np.float32), np.empty(3), 0.9, 1e-3, True)
+
+
+def test_views_are_read_correctly_by_every_op(rng):
+    # strided and negative-stride inputs are copied on purpose and give the contiguous answer
+    base = rng.standard_normal((12, 10))
+    x = base[::-2, ::-1]  # (6, 10), negative strides
+    xc = np.ascontiguousarray(x)
+    dy = rng.standard_normal((12, 10))[::2]
+    dyc = np.ascontiguousarray(dy)
+    np.testing.assert_array_equal(ops.activation(x, "tanh"), ops.activation(xc, "tanh"))
+    y = ops.activation(xc, "softmax")
+    np.testing.assert_array_equal(ops.activation_backward(dy, x, y, "softmax"),
+                                  ops.activation_backward(dyc, xc, y, "softmax"))
+    W = rng.standard_normal((20, 4))[::2]
+    y = ops.dense_forward(x, W, None, "sigmoid")
+    np.testing.assert_array_equal(y, ops.dense_forward(xc, np.ascontiguousarray(W), None, "sigmoid"))
+    g1 = ops.dense_backward(dy[:, :4], x, W, y, "sigmoid")
+    g2 = ops.dense_backward(np.ascontiguousarray(dy[:, :4]), xc, np.ascontiguousarray(W), y, "sigmoid")
+    for a, b in zip(g1, g2):
+        np.testing.assert_array_equal(a, b)
+    p = np.abs(x) + 0.1
+    for kind in ("mse", "categorical_crossentropy"):
+        v1, gr1 = ops.loss(kind, dy, p) if kind == "mse" else ops.loss(kind, np.abs(dy), p)
+        v2, gr2 = ops.loss(kind, dyc, np.ascontiguousarray(p)) if kind == "mse" else \
+            ops.loss(kind, np.abs(dyc), np.ascontiguousarray(p))
+        assert v1 == v2
+        np.testing.assert_array_equal(gr1, gr2)
+    np.testing.assert_array_equal(ops.dropout_forward(x, 0.5, 4)[0], ops.dropout_forward(xc, 0.5, 4)[0])
+    _, mask = ops.dropout_forward(xc, 0.5, 4)
+    np.testing.assert_array_equal(ops.dropout_backward(dy, mask[::-1][::-1], 0.5), ops.dropout_backward(dyc, mask, 0.5))
+    g, b = np.ones(10), np.zeros(10)
+    y1, c1 = ops.batchnorm_forward(x, g, b, np.zeros(10), np.ones(10), training=True)
+    y2, c2 = ops.batchnorm_forward(xc, g, b, np.zeros(10), np.ones(10), training=True)
+    np.testing.assert_array_equal(y1, y2)
+    for a, b_ in zip(ops.batchnorm_backward(dy, x, g, c1), ops.batchnorm_backward(dyc, xc, g, c2)):
+        np.testing.assert_array_equal(a, b_)
+
+
+def test_ops_are_exported():
+    for name in ("activation", "activation_backward", "dense_forward", "dense_backward", "loss", "dropout_forward",
+                 "dropout_backward", "batchnorm_forward", "batchnorm_backward", "FUSABLE_ACTIVATIONS"):
+        assert name in ops.__all__ and hasattr(ops, name)
+    assert ops.FUSABLE_ACTIVATIONS == ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu")
