@@ -379,10 +379,14 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
           index_t pb, pe;  // this thread's share of packing B~
           split_range(n_panels, team, rank, pb, pe);
           pack_b_panels<T, NR>(b_pack, pr, pc, kc, jc, pb, pe);
+          // Only a team of several threads synchronises: a serial call (team == 1) may run inside
+          // a caller's parallel region, where an orphaned barrier would bind to the caller's team.
+          if (team > 1) {
 #pragma omp barrier
+          }
           for (index_t t; (t = counters[block].fetch_add(1, std::memory_order_relaxed)) < n_items;)
             macro_tile(t, n_chunks, jc, nc, pc, kc, k_block, b_pack);
-          if (b_count == 1) {
+          if (b_count == 1 && team > 1) {
 #pragma omp barrier
           }
         }

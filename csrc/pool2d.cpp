@@ -1,0 +1,333 @@
+// Pooling kernels (formulas in pool2d.h). Planes (n, c) are independent: OpenMP over N*C.
+#include "pool2d.h"
+
+#include <cstring>
+
+#include "cpu_features.h"
+#include "threading.h"
+
+#define PYDL_KNS generic
+#include "pool2d_impl.h"
+#undef PYDL_KNS
+
+namespace pydl {
+
+namespace generic {
+void maxpool2x2_plane_f32(float* y, std::int32_t* am, const float* x, index_t W, index_t P, index_t Q) {
+  maxpool2x2_rows_f32(y, am, x, W, Q, 0, P);
+}
+}  // namespace generic
+namespace avx2 {
+void maxpool2x2_plane_f32(float* y, std::int32_t* am, const float* x, index_t W, index_t P, index_t Q);
+}
+namespace avx512 {
+void maxpool2x2_plane_f32(float* y, std::int32_t* am, const float* x, index_t W, index_t P, index_t Q);
+}
+
+void pool2d_geometry(Pool2dGeom& g, const char* op) {
+  PYDL_CHECK(g.N >= 0 && g.C >= 0, op, "batch and channels must be >= 0, got (", g.N, ", ", g.C, ")");
+  PYDL_CHECK(g.H >= 1 && g.W >= 1, op, "input height and width must be positive, got (", g.H, ", ", g.W, ")");
+  PYDL_CHECK(g.R >= 1 && g.S >= 1, op, "pool_size must be positive, got (", g.R, ", ", g.S, ")");
+  PYDL_CHECK(g.sh >= 1 && g.sw >= 1, op, "stride must be >= 1, got (", g.sh, ", ", g.sw, ")");
+  PYDL_CHECK(g.pt >= 0 && g.pb >= 0 && g.pl >= 0 && g.pr >= 0, op,
+             "padding must be >= 0, got (top, bottom, left, right) = (", g.pt, ", ", g.pb, ", ", g.pl, ", ", g.pr, ")");
+  PYDL_CHECK(g.pt < g.R && g.pb < g.R && g.pl < g.S && g.pr < g.S, op, "padding (", g.pt, ", ", g.pb, ", ", g.pl,
+             ", ", g.pr, ") must be smaller than pool_size (", g.R, ", ", g.S, ")");
+  const index_t hp = g.H + g.pt + g.pb, wp = g.W + g.pl + g.pr;
+  PYDL_CHECK(g.R <= hp && g.S <= wp, op, "pool_size ", g.R, "x", g.S, " is larger than the padded input ", hp, "x",
+             wp);
+  PYDL_CHECK(g.H * g.W < (index_t(1) << 31), op, "planes of ", g.H, "x", g.W, " are too large for int32 argmax");
+  g.P = (hp - g.R) / g.sh + 1;
+  g.Q = (wp - g.S) / g.sw + 1;
+}
+
+namespace {
+
+inline index_t pmin(index_t a, index_t b) { return a < b ? a : b; }
+inline index_t pmax(index_t a, index_t b) { return a > b ? a : b; }
+
+// The window of output (p, q) clipped to the input: rows [h0, h1), columns [w0, w1).
+struct Window {
+  index_t h0, h1, w0, w1;
+};
+inline Window window(const Pool2dGeom& g, index_t p, index_t q) {
+  const index_t hs = p * g.sh - g.pt, ws = q * g.sw - g.pl;
+  return {pmax(hs, 0), pmin(hs + g.R, g.H), pmax(ws, 0), pmin(ws + g.S, g.W)};
+}
+
+// "v replaces the running maximum m": larger, or the first NaN (once m is NaN it stays).
+template <typename T>
+inline bool takes(T v, T m) {
+  return (v > m) | ((v != v) & (m == m));
+}
+
+// 2x2 window, stride 2, no padding: the common case, written so the loop vectorises.
+template <typename T, bool IDX>
+void max_plane_2x2(T* y, std::int32_t* am, const T* x, const Pool2dGeom& g) {
+  const index_t W = g.W, Q = g.Q;
+  for (index_t p = 0; p < g.P; ++p) {
+    const T* r0 = x + 2 * p * W;
+    const T* r1 = r0 + W;
+    T* yr = y + p * Q;
+    std::int32_t* ar = IDX ? am + p * Q : nullptr;
+    const std::int32_t base = static_cast<std::int32_t>(2 * p * W);
+    for (index_t q = 0; q < Q; ++q) {
+      const T a = r0[2 * q], b = r0[2 * q + 1], c = r1[2 * q], d = r1[2 * q + 1];
+      const bool u = takes(b, a), v = takes(d, c);
+      const T m1 = u ? b : a, m2 = v ? d : c;
+      const bool t = takes(m2, m1);
+      yr[q] = t ? m2 : m1;
+      if (IDX) {
+        const std::int32_t i0 = base + static_cast<std::int32_t>(2 * q);
+        const std::int32_t i1 = i0 + (u ? 1 : 0);
+        const std::int32_t i2 = i0 + static_cast<std::int32_t>(W) + (v ? 1 : 0);
+        ar[q] = t ? i2 : i1;
+      }
+    }
+  }
+}
+
+// Any window: per output row, visit the window's elements in row-major order (h, then s) and
+// update all Q running maxima at once (the inner loop runs along q, so it vectorises). The
+// running maximum starts at each window's first element, so ties keep the first, as the naive
+// loop does.
+template <typename T, bool IDX>
+void max_plane_general(T* y, std::int32_t* am, const T* x, const Pool2dGeom& g) {
+  const index_t W = g.W, Q = g.Q, sw = g.sw;
+  for (index_t p = 0; p < g.P; ++p) {
+    const index_t hs = p * g.sh - g.pt, h0 = pmax(hs, 0), h1 = pmin(hs + g.R, g.H);
+    T* m = y + p * Q;
+    std::int32_t* ix = IDX ? am + p * Q : nullptr;
+    for (index_t q = 0; q < Q; ++q) {
+      const index_t w0 = pmax(q * sw - g.pl, 0);
+      m[q] = x[h0 * W + w0];
+      if (IDX) ix[q] = static_cast<std::int32_t>(h0 * W + w0);
+    }
+    for (index_t h = h0; h < h1; ++h) {
+      const T* row = x + h * W;
+      for (index_t s = 0; s < g.S; ++s) {
+        const index_t off = s - g.pl;  // column of output q: q*sw + off
+        const index_t qlo = off >= 0 ? 0 : pmin(Q, (-off + sw - 1) / sw);
+        const index_t qhi = W - 1 - off >= 0 ? pmin(Q, (W - 1 - off) / sw + 1) : 0;
+        const std::int32_t base = static_cast<std::int32_t>(h * W + off);
+        for (index_t q = qlo; q < qhi; ++q) {
+          const T v = row[q * sw + off];
+          const bool t = takes(v, m[q]);
+          m[q] = t ? v : m[q];
+          if (IDX) ix[q] = t ? base + static_cast<std::int32_t>(q * sw) : ix[q];
+        }
+      }
+    }
+  }
+}
+
+template <typename T, bool IDX>
+void max_planes(T* y, std::int32_t* am, const T* x, const Pool2dGeom& g) {
+  const index_t planes = g.N * g.C, in = g.H * g.W, out = g.P * g.Q;
+  const bool fast = g.R == 2 && g.S == 2 && g.sh == 2 && g.sw == 2 && g.pt == 0 && g.pl == 0 && 2 * g.P <= g.H &&
+                    2 * g.Q <= g.W;  // every window inside the input
+  const int nt = threads_for(static_cast<double>(planes) * (in + out), 3e4);
+  using PlaneFn = void (*)(float*, std::int32_t*, const float*, index_t, index_t, index_t);
+  PlaneFn vec = generic::maxpool2x2_plane_f32;
+#if defined(PYDL_X86)
+  if (selected_isa() == Isa::avx512) vec = avx512::maxpool2x2_plane_f32;
+  else if (selected_isa() == Isa::avx2) vec = avx2::maxpool2x2_plane_f32;
+#endif
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (index_t i = 0; i < planes; ++i) {
+    std::int32_t* a = IDX ? am + i * out : nullptr;
+    if constexpr (sizeof(T) == 4) {
+      if (fast) {
+        vec(y + i * out, a, x + i * in, g.W, g.P, g.Q);
+        continue;
+      }
+    }
+    if (fast) max_plane_2x2<T, IDX>(y + i * out, a, x + i * in, g);
+    else max_plane_general<T, IDX>(y + i * out, a, x + i * in, g);
+  }
+}
+
+template <typename T>
+inline T avg_divisor(const Pool2dGeom& g, const Window& wd, bool cip) {
+  return cip ? static_cast<T>(g.R * g.S) : static_cast<T>((wd.h1 - wd.h0) * (wd.w1 - wd.w0));
+}
+
+}  // namespace
+
+template <typename T>
+void maxpool2d_forward(T* y, std::int32_t* argmax, const T* x, const Pool2dGeom& g) {
+  if (argmax) max_planes<T, true>(y, argmax, x, g);
+  else max_planes<T, false>(y, nullptr, x, g);
+}
+
+template <typename T>
+void maxpool2d_forward_naive(T* y, std::int32_t* argmax, const T* x, const Pool2dGeom& g) {
+  for (index_t i = 0; i < g.N * g.C; ++i)
+    for (index_t p = 0; p < g.P; ++p)
+      for (index_t q = 0; q < g.Q; ++q) {
+        bool have = false;
+        T m = T(0);
+        index_t mi = 0;
+        for (index_t r = 0; r < g.R; ++r)
+          for (index_t s = 0; s < g.S; ++s) {
+            const index_t h = p * g.sh + r - g.pt, w = q * g.sw + s - g.pl;
+            if (h < 0 || h >= g.H || w < 0 || w >= g.W) continue;
+            const T v = x[(i * g.H + h) * g.W + w];
+            if (!have || (m == m && (v > m || v != v))) {
+              m = v;
+              mi = h * g.W + w;
+              have = true;
+            }
+          }
+        y[(i * g.P + p) * g.Q + q] = m;
+        if (argmax) argmax[(i * g.P + p) * g.Q + q] = static_cast<std::int32_t>(mi);
+      }
+}
+
+template <typename T>
+void maxpool2d_backward(T* dx, const T* dy, const std::int32_t* argmax, const Pool2dGeom& g) {
+  const index_t planes = g.N * g.C, in = g.H * g.W, out = g.P * g.Q;
+  const int nt = threads_for(static_cast<double>(planes) * (in + out), 3e4);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (index_t i = 0; i < planes; ++i) {
+    T* d = dx + i * in;
+    std::memset(d, 0, sizeof(T) * in);
+    const T* s = dy + i * out;
+    const std::int32_t* a = argmax + i * out;
+    for (index_t j = 0; j < out; ++j) d[a[j]] += s[j];
+  }
+}
+
+template <typename T>
+void avgpool2d_forward(T* y, const T* x, const Pool2dGeom& g, bool cip) {
+  // Per output row: add the window's elements in row-major order into the whole row at once
+  // (the inner loop runs along q and vectorises), then divide.
+  const index_t planes = g.N * g.C, in = g.H * g.W, out = g.P * g.Q;
+  const index_t W = g.W, Q = g.Q, sw = g.sw;
+  const int nt = threads_for(static_cast<double>(planes) * out * g.R * g.S, 3e4);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (index_t i = 0; i < planes; ++i) {
+    const T* xi = x + i * in;
+    T* yi = y + i * out;
+    for (index_t p = 0; p < g.P; ++p) {
+      const index_t hs = p * g.sh - g.pt, h0 = pmax(hs, 0), h1 = pmin(hs + g.R, g.H);
+      T* m = yi + p * Q;
+      for (index_t q = 0; q < Q; ++q) m[q] = T(0);
+      for (index_t h = h0; h < h1; ++h) {
+        const T* row = xi + h * W;
+        for (index_t s = 0; s < g.S; ++s) {
+          const index_t off = s - g.pl;
+          const index_t qlo = off >= 0 ? 0 : pmin(Q, (-off + sw - 1) / sw);
+          const index_t qhi = W - 1 - off >= 0 ? pmin(Q, (W - 1 - off) / sw + 1) : 0;
+          for (index_t q = qlo; q < qhi; ++q) m[q] += row[q * sw + off];
+        }
+      }
+      for (index_t q = 0; q < Q; ++q) m[q] /= avg_divisor<T>(g, window(g, p, q), cip);
+    }
+  }
+}
+
+template <typename T>
+void avgpool2d_forward_naive(T* y, const T* x, const Pool2dGeom& g, bool cip) {
+  for (index_t i = 0; i < g.N * g.C; ++i)
+    for (index_t p = 0; p < g.P; ++p)
+      for (index_t q = 0; q < g.Q; ++q) {
+        double sum = 0.0;
+        index_t cnt = 0;
+        for (index_t r = 0; r < g.R; ++r)
+          for (index_t s = 0; s < g.S; ++s) {
+            const index_t h = p * g.sh + r - g.pt, w = q * g.sw + s - g.pl;
+            if (h < 0 || h >= g.H || w < 0 || w >= g.W) continue;
+            sum += static_cast<double>(x[(i * g.H + h) * g.W + w]);
+            ++cnt;
+          }
+        y[(i * g.P + p) * g.Q + q] = static_cast<T>(sum / static_cast<double>(cip ? g.R * g.S : cnt));
+      }
+}
+
+template <typename T>
+void avgpool2d_backward(T* dx, const T* dy, const Pool2dGeom& g, bool cip) {
+  const index_t planes = g.N * g.C, in = g.H * g.W, out = g.P * g.Q;
+  const int nt = threads_for(static_cast<double>(planes) * out * g.R * g.S, 3e4);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (index_t i = 0; i < planes; ++i) {
+    T* d = dx + i * in;
+    const T* s = dy + i * out;
+    std::memset(d, 0, sizeof(T) * in);
+    for (index_t p = 0; p < g.P; ++p)
+      for (index_t q = 0; q < g.Q; ++q) {
+        const Window wd = window(g, p, q);
+        const T v = s[p * g.Q + q] / avg_divisor<T>(g, wd, cip);
+        for (index_t h = wd.h0; h < wd.h1; ++h)
+          for (index_t w = wd.w0; w < wd.w1; ++w) d[h * g.W + w] += v;
+      }
+  }
+}
+
+template <typename T>
+void avgpool2d_backward_naive(T* dx, const T* dy, const Pool2dGeom& g, bool cip) {
+  for (index_t i = 0; i < g.N * g.C * g.H * g.W; ++i) dx[i] = T(0);
+  for (index_t i = 0; i < g.N * g.C; ++i)
+    for (index_t p = 0; p < g.P; ++p)
+      for (index_t q = 0; q < g.Q; ++q) {
+        index_t cnt = 0;
+        for (index_t r = 0; r < g.R; ++r)
+          for (index_t s = 0; s < g.S; ++s) {
+            const index_t h = p * g.sh + r - g.pt, w = q * g.sw + s - g.pl;
+            cnt += (h >= 0 && h < g.H && w >= 0 && w < g.W);
+          }
+        const double v = static_cast<double>(dy[(i * g.P + p) * g.Q + q]) / static_cast<double>(cip ? g.R * g.S : cnt);
+        for (index_t r = 0; r < g.R; ++r)
+          for (index_t s = 0; s < g.S; ++s) {
+            const index_t h = p * g.sh + r - g.pt, w = q * g.sw + s - g.pl;
+            if (h >= 0 && h < g.H && w >= 0 && w < g.W) dx[(i * g.H + h) * g.W + w] += static_cast<T>(v);
+          }
+      }
+}
+
+template <typename T>
+void global_avgpool2d_forward(T* y, const T* x, index_t planes, index_t hw) {
+  const int nt = threads_for(static_cast<double>(planes) * hw, 3e4);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (index_t i = 0; i < planes; ++i) {
+    const T* xi = x + i * hw;
+    constexpr int L = 16;  // independent partial sums (vectorisable without reassociation flags)
+    T part[L] = {};
+    index_t j = 0;
+    for (; j + L <= hw; j += L)
+      for (int l = 0; l < L; ++l) part[l] += xi[j + l];
+    T sum = T(0);
+    for (int l = 0; l < L; ++l) sum += part[l];
+    for (; j < hw; ++j) sum += xi[j];
+    y[i] = sum / static_cast<T>(hw);
+  }
+}
+
+template <typename T>
+void global_avgpool2d_backward(T* dx, const T* dy, index_t planes, index_t hw) {
+  const int nt = threads_for(static_cast<double>(planes) * hw, 3e4);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (index_t i = 0; i < planes; ++i) {
+    const T v = dy[i] / static_cast<T>(hw);
+    T* d = dx + i * hw;
+    for (index_t j = 0; j < hw; ++j) d[j] = v;
+  }
+}
+
+#define PYDL_POOL_INSTANTIATE(T)                                                                     \
+  template void maxpool2d_forward<T>(T*, std::int32_t*, const T*, const Pool2dGeom&);               \
+  template void maxpool2d_forward_naive<T>(T*, std::int32_t*, const T*, const Pool2dGeom&);         \
+  template void maxpool2d_backward<T>(T*, const T*, const std::int32_t*, const Pool2dGeom&);        \
+  template void avgpool2d_forward<T>(T*, const T*, const Pool2dGeom&, bool);                        \
+  template void avgpool2d_forward_naive<T>(T*, const T*, const Pool2dGeom&, bool);                  \
+  template void avgpool2d_backward<T>(T*, const T*, const Pool2dGeom&, bool);                       \
+  template void avgpool2d_backward_naive<T>(T*, const T*, const Pool2dGeom&, bool);                 \
+  template void global_avgpool2d_forward<T>(T*, const T*, index_t, index_t);                        \
+  template void global_avgpool2d_backward<T>(T*, const T*, index_t, index_t);
+
+PYDL_POOL_INSTANTIATE(float)
+PYDL_POOL_INSTANTIATE(double)
+
+#undef PYDL_POOL_INSTANTIATE
+
+}  // namespace pydl

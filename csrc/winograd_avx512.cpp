@@ -1,0 +1,11 @@
+// avx512 build of the Winograd loops (float); called only when selected_isa() allows it.
+#define PYDL_KNS avx512
+#define PYDL_WG_KB 8  // register block: 8 output channels x 2 vector(s) of tiles
+#define PYDL_WG_VECTOR_TRANSFORMS 1  // shuffle-based float transforms
+#define PYDL_WG_TV 2
+#include "winograd_impl.h"
+
+namespace pydl {
+template void avx512::winograd_forward_impl<float>(float*, const float*, const float*, const float*,
+                                                  const Conv2dGeom&, int, ConvAct, bool);
+}  // namespace pydl

@@ -1,0 +1,228 @@
+"""2-D convolution (NCHW) on pydl's kernels: direct, im2col + SGEMM, and Winograd.
+
+    y = conv2d(x, w, b, stride=1, padding="same")            # x (N, C, H, W), w (K, C, R, S)
+    dx, dw, db = conv2d_backward(dy, x, w, stride=1, padding="same")
+
+All algorithms compute the same function (cross-correlation, as every deep-learning library):
+    y[n,k,p,q] = b[k] + sum_{c,r,s} w[k,c,r,s] * x[n, c, p*sh + r*dh - pad_top, q*sw + s*dw - pad_left]
+
+algo:
+  "direct"       loops vectorised over the output width; best with few input channels (C <= 4)
+  "im2col"       unfold + SGEMM, chunked by output rows; any shape
+  "winograd_f2"  Winograd F(2x2,3x3): 3x3 filters, stride 1, dilation 1
+  "winograd_f4"  Winograd F(4x4,3x3) (fewer multiplies, larger transforms, ~10x the rounding error)
+  "winograd"     the Winograd variant "auto" would pick (F(4x4) for outputs >= 48x48)
+  "naive"        the seven-loop reference
+  "auto"         see `conv2d_algo`
+
+float32 is the fast path; float64 runs the same algorithms in double precision.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import _core
+from .._validate import as_float_array, check_same_dtype
+
+ALGOS = ("auto", "naive", "direct", "im2col", "winograd", "winograd_f2", "winograd_f4")
+_FUSED_ACTIVATIONS = ("linear", "relu")
+
+
+# ---- argument parsing ----------------------------------------------------------------------------
+
+def _int_pair(v, name: str, op: str, minimum: int) -> tuple[int, int]:
+    if isinstance(v, (numbers.Integral,)) and not isinstance(v, bool):
+        pair = (int(v), int(v))
+    else:
+        try:
+            items = tuple(v)
+        except TypeError:
+            raise ValueError(f"[{op}] {name} must be an int or a pair of ints, got {v!r}") from None
+        if len(items) != 2 or any(isinstance(i, bool) or not isinstance(i, numbers.Integral) for i in items):
+            raise ValueError(f"[{op}] {name} must be an int or a pair of ints, got {v!r}")
+        pair = (int(items[0]), int(items[1]))
+    if min(pair) < minimum:
+        raise ValueError(f"[{op}] {name} must be >= {minimum}, got {v!r}")
+    return pair
+
+
+def _same_padding(size: int, k_eff: int, stride: int) -> tuple[int, int]:
+    """TF/Keras "same": output ceil(size / stride), the odd pixel of padding goes after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + k_eff - size, 0)
+    return total // 2, total - total // 2
+
+
+def resolve_padding(padding, in_hw, k_eff_hw, stride_hw, op: str) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) from "valid", "same", an int, (ph, pw), ((t, b), (l, r)) or (t, b, l, r)."""
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return (0, 0, 0, 0)
+        if mode == "same":
+            return _same_padding(in_hw[0], k_eff_hw[0], stride_hw[0]) + _same_padding(in_hw[1], k_eff_hw[1],
+                                                                                       stride_hw[1])
+        raise ValueError(f"[{op}] padding must be 'valid', 'same', an int or a tuple, got {padding!r}")
+    if isinstance(padding, numbers.Integral) and not isinstance(padding, bool):
+        p = int(padding)
+        pads = (p, p, p, p)
+    else:
+        try:
+            items = tuple(padding)
+        except TypeError:
+            raise ValueError(f"[{op}] padding must be 'valid', 'same', an int or a tuple, got {padding!r}") from None
+        if len(items) == 2 and all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in items):
+            pads = (int(items[0]), int(items[0]), int(items[1]), int(items[1]))
+        elif len(items) == 2 and all(isinstance(i, (tuple, list)) and len(i) == 2 for i in items):
+            flat = (*items[0], *items[1])
+            if any(isinstance(i, bool) or not isinstance(i, numbers.Integral) for i in flat):
+                raise ValueError(f"[{op}] padding entries must be ints, got {padding!r}")
+            pads = tuple(int(i) for i in flat)
+        elif len(items) == 4 and all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in items):
+            pads = tuple(int(i) for i in items)
+        else:
+            raise ValueError(f"[{op}] padding must be an int, (pad_h, pad_w), ((top, bottom), (left, right)) or "
+                             f"(top, bottom, left, right), got {padding!r}")
+    if min(pads) < 0:
+        raise ValueError(f"[{op}] padding must be >= 0, got {padding!r}")
+    return pads
+
+
+def _geometry(x_shape, w_shape, stride, padding, dilation, op: str):
+    """Validated (stride, pads, dilation, output shape) for NCHW x and (K, C, R, S) w."""
+    x_shape, w_shape = tuple(int(d) for d in x_shape), tuple(int(d) for d in w_shape)
+    if len(x_shape) != 4:
+        raise ValueError(f"[{op}] x has {len(x_shape)} dims {x_shape}, expected 4 (N, C, H, W) in NCHW layout")
+    if len(w_shape) != 4:
+        raise ValueError(f"[{op}] w has {len(w_shape)} dims {w_shape}, expected 4 (K, C, R, S)")
+    if x_shape[1] != w_shape[1]:
+        if x_shape[3] == w_shape[1]:
+            raise ValueError(f"[{op}] x {x_shape} looks channels-last (NHWC): its last dim matches w's C = "
+                             f"{w_shape[1]}; pydl expects NCHW, e.g. x.transpose(0, 3, 1, 2)")
+        raise ValueError(f"[{op}] channel mismatch: x {x_shape} has C = {x_shape[1]} but w {w_shape} expects "
+                         f"C = {w_shape[1]} (NCHW layout)")
+    st = _int_pair(stride, "stride", op, 1)
+    dl = _int_pair(dilation, "dilation", op, 1)
+    k_eff = ((w_shape[2] - 1) * dl[0] + 1, (w_shape[3] - 1) * dl[1] + 1)
+    pads = resolve_padding(padding, x_shape[2:], k_eff, st, op)
+    try:
+        out = _core.conv2d_output_shape(list(x_shape), list(w_shape), st, pads, dl)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (x {x_shape}, w {w_shape}, stride {st}, padding {pads}, dilation {dl})") from None
+    return st, pads, dl, tuple(out)
+
+
+def conv2d_output_shape(x_shape, w_shape, stride=1, padding=0, dilation=1) -> tuple:
+    """(N, K, P, Q) of conv2d for these shapes and settings."""
+    return _geometry(x_shape, w_shape, stride, padding, dilation, "conv2d")[3]
+
+
+def _winograd_ok(w_shape, st, dl) -> bool:
+    return tuple(w_shape[2:]) == (3, 3) and st == (1, 1) and dl == (1, 1)
+
+
+def _winograd_variant(out_shape) -> str:
+    """F(4x4,3x3) once the output is large enough that its bigger transforms pay off."""
+    return "winograd_f4" if min(out_shape[2], out_shape[3]) >= 48 else "winograd_f2"
+
+
+def _auto(x_shape, w_shape, st, dl, out_shape) -> str:
+    """The rule behind algo="auto" (timed on this project's 2-core machine, see docs/architecture.md):
+    few input channels (C <= 4) -> direct; 3x3 / stride 1 / dilation 1 with >= 8 input and output
+    channels -> Winograd, F(4x4,3x3) for outputs of at least 48x48, else F(2x2,3x3);
+    everything else -> im2col."""
+    C, K = x_shape[1], w_shape[0]
+    if C <= 4:
+        return "direct"
+    if _winograd_ok(w_shape, st, dl) and C >= 8 and K >= 8:
+        return _winograd_variant(out_shape)
+    return "im2col"
+
+
+def _resolve_algo(algo, x_shape, w_shape, st, dl, out_shape, op: str) -> str:
+    if not isinstance(algo, str) or algo not in ALGOS:
+        raise ValueError(f"[{op}] unknown algo {algo!r}; expected one of {', '.join(ALGOS)}")
+    if algo == "auto":
+        return _auto(x_shape, w_shape, st, dl, out_shape)
+    if algo.startswith("winograd"):
+        if not _winograd_ok(w_shape, st, dl):
+            raise ValueError(f"[{op}] algo {algo!r} needs a 3x3 filter with stride 1 and dilation 1, got filter "
+                             f"{tuple(w_shape[2:])}, stride {st}, dilation {dl}")
+        if algo == "winograd":
+            return _winograd_variant(out_shape)
+    return algo
+
+
+def conv2d_algo(x_shape, w_shape, stride=1, padding=0, dilation=1, algo: str = "auto") -> str:
+    """The algorithm conv2d runs for these shapes ('direct', 'im2col', 'winograd_f2', 'winograd_f4', 'naive').
+
+    Raises ValueError for bad shapes or for a forced algorithm that does not apply.
+    """
+    st, _, dl, out = _geometry(x_shape, w_shape, stride, padding, dilation, "conv2d")
+    return _resolve_algo(algo, x_shape, w_shape, st, dl, out, "conv2d")
+
+
+def _as_input(x, name: str, op: str, dtype=None) -> np.ndarray:
+    arr = as_float_array(x, name, op, dtype=dtype)
+    return arr
+
+
+def _check_4d(x: np.ndarray, name: str, op: str, what: str) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"[{op}] {name} has {x.ndim} dims {tuple(x.shape)}, expected 4 {what}")
+
+
+# ---- public ops -----------------------------------------------------------------------------------
+
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, algo: str = "auto", activation=None,
+           out=None) -> np.ndarray:
+    """y = activation(conv(x, w) + b) for NCHW x (N, C, H, W) and w (K, C, R, S); y is (N, K, P, Q).
+
+    padding: "valid", "same" (stride 1 keeps H x W; stride > 1 gives ceil(H / stride) with the
+    extra pixel after, as TF/Keras), an int, (pad_h, pad_w), ((top, bottom), (left, right)) or
+    (top, bottom, left, right). stride and dilation: int or (h, w). activation: None/"linear"
+    or "relu" (fused into the kernel's epilogue). `out`, if given, must be a C-contiguous array
+    of the exact shape and dtype.
+    """
+    op = "conv2d"
+    x = _as_input(x, "x", op)
+    w = _as_input(w, "w", op)
+    _check_4d(x, "x", op, "(N, C, H, W) in NCHW layout")
+    _check_4d(w, "w", op, "(K, C, R, S)")
+    if b is not None:
+        b = _as_input(b, "b", op)
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"[{op}] b has shape {tuple(b.shape)}, expected ({w.shape[0]},) for w {tuple(w.shape)}")
+    check_same_dtype(op, x=x, w=w, b=b)
+    act = "linear" if activation is None else activation
+    if act not in _FUSED_ACTIVATIONS:
+        raise ValueError(f"[{op}] activation must be None, 'linear' or 'relu', got {activation!r}")
+    st, pads, dl, yshape = _geometry(x.shape, w.shape, stride, padding, dilation, op)
+    name = _resolve_algo(algo, x.shape, w.shape, st, dl, yshape, op)
+    return _core.conv2d_forward(x, w, b, out, st, pads, dl, name, "relu" if act == "relu" else "none")
+
+
+def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, need_dx: bool = True, has_bias: bool = True,
+                    algo: str = "auto"):
+    """Gradients of conv2d: (dx or None, dw, db or None), each written (not accumulated).
+
+    dy is dL/dy of shape (N, K, P, Q) for the forward call with the same x, w and settings.
+    algo selects how dx is computed (Winograd, im2col, direct or naive); dw and db always use
+    im2col GEMMs (the naive loops with algo="naive").
+    """
+    op = "conv2d_backward"
+    dy = _as_input(dy, "dy", op)
+    x = _as_input(x, "x", op)
+    w = _as_input(w, "w", op)
+    _check_4d(x, "x", op, "(N, C, H, W) in NCHW layout")
+    _check_4d(w, "w", op, "(K, C, R, S)")
+    _check_4d(dy, "dy", op, "(N, K, P, Q)")
+    check_same_dtype(op, dy=dy, x=x, w=w)
+    st, pads, dl, yshape = _geometry(x.shape, w.shape, stride, padding, dilation, op)
+    if tuple(dy.shape) != yshape:
+        raise ValueError(f"[{op}] dy has shape {tuple(dy.shape)}, expected {yshape} for x {tuple(x.shape)} and "
+                         f"w {tuple(w.shape)}")
+    name = _resolve_algo(algo, x.shape, w.shape, st, dl, yshape, op)
+    return _core.conv2d_backward(dy, x, w, st, pads, dl, name, bool(need_dx), bool(has_bias))

@@ -1,0 +1,218 @@
+import numpy as np
+import pytest
+
+from pydl import _core, ops
+from pydl.layers import AvgPool2D, GlobalAveragePooling2D, MaxPool2D
+from tests.gradcheck import check_grad, numerical_grad
+from tests.reference_conv import (avg_pool2d_backward_ref, avg_pool2d_ref, max_pool2d_backward_ref,
+                                  max_pool2d_ref)
+
+# (N, C, H, W, pool, stride, pads (t, b, l, r))
+CONFIGS = [
+    (2, 3, 8, 8, (2, 2), (2, 2), (0, 0, 0, 0)),
+    (1, 4, 9, 7, (2, 2), (2, 2), (0, 1, 0, 1)),
+    (2, 2, 10, 11, (3, 3), (2, 2), (1, 1, 1, 1)),
+    (1, 3, 7, 9, (3, 2), (1, 2), (0, 2, 1, 0)),
+    (3, 1, 5, 6, (1, 1), (1, 1), (0, 0, 0, 0)),
+    (1, 2, 12, 13, (4, 3), (3, 4), (2, 3, 1, 2)),
+    (2, 5, 6, 6, (6, 6), (1, 1), (0, 0, 0, 0)),
+    (2, 3, 6, 42, (2, 2), (2, 2), (0, 0, 0, 0)),  # vector path with an overlapping last block
+    (1, 2, 4, 65, (2, 2), (2, 2), (0, 0, 0, 0)),
+]
+
+
+def _tie_free(shape, dtype, seed=0):
+    """Distinct values, so the maximum of each window is unique."""
+    rng = np.random.default_rng(seed)
+    return (rng.permutation(int(np.prod(shape))).reshape(shape) / 7.0 - 3.0).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[f"cfg{i}" for i in range(len(CONFIGS))])
+def test_max_pool_vs_reference(cfg, dtype):
+    N, C, H, W, pool, st, pads = cfg
+    x = _tie_free((N, C, H, W), dtype)
+    yr, ar = max_pool2d_ref(x, pool, st, pads)
+    out = np.full(yr.shape, np.nan, dtype)
+    for naive in (False, True):
+        am_out = np.full(yr.shape, -7, np.int32)
+        y, am = _core.max_pool2d_forward(x, pool, st, pads, True, naive, out, am_out)
+        assert y is out and am is am_out
+        np.testing.assert_array_equal(y, yr)
+        np.testing.assert_array_equal(am, ar)
+    y2, am2 = ops.max_pool2d(x, pool, st, pads)
+    np.testing.assert_array_equal(y2, yr)
+    y3, none = ops.max_pool2d(x, pool, st, pads, return_argmax=False)
+    assert none is None
+    np.testing.assert_array_equal(y3, yr)
+    dy = np.random.default_rng(1).standard_normal(yr.shape).astype(dtype)
+    dx = ops.max_pool2d_backward(dy, am2, x.shape)
+    np.testing.assert_allclose(dx, max_pool2d_backward_ref(dy, ar, x.shape), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("cip", [True, False])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[f"cfg{i}" for i in range(len(CONFIGS))])
+def test_avg_pool_vs_reference(cfg, cip):
+    N, C, H, W, pool, st, pads = cfg
+    x = np.random.default_rng(2).standard_normal((N, C, H, W)).astype(np.float32)
+    yr = avg_pool2d_ref(x, pool, st, pads, cip)
+    for naive in (False, True):
+        out = np.full(yr.shape, np.nan, np.float32)
+        y = _core.avg_pool2d_forward(x, pool, st, pads, cip, naive, out)
+        assert y is out
+        np.testing.assert_allclose(y, yr, rtol=1e-5, atol=1e-6)
+    dy = np.random.default_rng(3).standard_normal(yr.shape).astype(np.float32)
+    dxr = avg_pool2d_backward_ref(dy, x.shape, pool, st, pads, cip)
+    np.testing.assert_allclose(ops.avg_pool2d_backward(dy, x.shape, pool, st, pads, cip), dxr, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_core.avg_pool2d_backward(dy, list(x.shape), pool, st, pads, cip, True), dxr,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_global_avg_pool():
+    x = np.random.default_rng(4).standard_normal((3, 5, 7, 9))
+    np.testing.assert_allclose(ops.global_avg_pool2d(x), x.mean(axis=(2, 3)), rtol=1e-12)
+    x32 = x.astype(np.float32)
+    np.testing.assert_allclose(ops.global_avg_pool2d(x32), x.mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
+    dy = np.random.default_rng(5).standard_normal((3, 5))
+    dx = ops.global_avg_pool2d_backward(dy, x.shape)
+    np.testing.assert_allclose(dx, np.broadcast_to(dy[:, :, None, None] / 63, x.shape), rtol=1e-12)
+
+
+def test_gradients_by_finite_differences():
+    x = _tie_free((1, 2, 6, 7), np.float64, seed=6)
+    g = np.random.default_rng(7).standard_normal((1, 2, 3, 4))
+    f_max = lambda: float(np.sum(ops.max_pool2d(x, 3, 2, (1, 1, 1, 1))[0] * g))  # noqa: E731
+    _, am = ops.max_pool2d(x, 3, 2, (1, 1, 1, 1))
+    check_grad(ops.max_pool2d_backward(g, am, x.shape), numerical_grad(f_max, x, eps=1e-4))
+    for cip in (True, False):
+        f_avg = lambda: float(np.sum(ops.avg_pool2d(x, 3, 2, (1, 1, 1, 1), cip) * g))  # noqa: E731
+        check_grad(ops.avg_pool2d_backward(g, x.shape, 3, 2, (1, 1, 1, 1), cip), numerical_grad(f_avg, x))
+    g2 = np.random.default_rng(8).standard_normal((1, 2))
+    f_gap = lambda: float(np.sum(ops.global_avg_pool2d(x) * g2))  # noqa: E731
+    check_grad(ops.global_avg_pool2d_backward(g2, x.shape), numerical_grad(f_gap, x))
+
+
+@pytest.mark.parametrize("width", [8, 40])
+@pytest.mark.parametrize("pool,stride", [((2, 2), (2, 2)), ((3, 3), (1, 1))])
+def test_nan_propagates(pool, stride, width):
+    x = _tie_free((2, 2, 8, width), np.float32)
+    x[1, 0, 3, 2] = np.nan
+    x[1, 1, 2, 4:6] = np.nan  # two NaNs in one window: argmax names the first
+    for naive in (False, True):
+        y, am = _core.max_pool2d_forward(x, pool, stride, (0, 0, 0, 0), True, naive, None, None)
+        yr, _ = max_pool2d_ref(np.nan_to_num(x, nan=-np.inf), pool, stride)
+        hit = max_pool2d_ref(np.isnan(x).astype(np.float64), pool, stride)[0] > 0  # windows holding a NaN
+        assert np.isnan(y[hit]).all() and hit.any()
+        planes = x.reshape(4, -1)
+        picked = np.take_along_axis(planes, am.reshape(4, -1).astype(np.int64), 1).reshape(y.shape)
+        assert np.isnan(picked[hit]).all()  # argmax points at a NaN
+        assert am[1, 0][hit[1, 0]].min() >= 0
+        if pool == (2, 2):
+            assert am[1, 0, 1, 1] == 3 * width + 2
+            assert np.isnan(y[1, 1, 1, 2]) and am[1, 1, 1, 2] == 2 * width + 4
+        np.testing.assert_array_equal(y[~hit], yr[~hit])
+    ya = ops.avg_pool2d(x, pool, stride)
+    assert np.isnan(ya[1, 0]).any() and not np.isnan(ya[0]).any()
+
+
+def test_torch_agreement():
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x = _tie_free((2, 3, 11, 10), np.float32, seed=9)
+    for k, s, p in [(2, 2, 0), (3, 2, 1), (3, 1, 1)]:
+        tx = torch.tensor(x, requires_grad=True)
+        ty, tidx = F.max_pool2d(tx, k, s, p, return_indices=True)
+        y, am = ops.max_pool2d(x, k, s, p)
+        np.testing.assert_array_equal(y, ty.detach().numpy())
+        np.testing.assert_array_equal(am, tidx.numpy())
+        dy = np.random.default_rng(k).standard_normal(y.shape).astype(np.float32)
+        ty.backward(torch.tensor(dy))
+        np.testing.assert_allclose(ops.max_pool2d_backward(dy, am, x.shape), tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+        for cip in (True, False):
+            tx = torch.tensor(x, requires_grad=True)
+            ta = F.avg_pool2d(tx, k, s, p, count_include_pad=cip)
+            np.testing.assert_allclose(ops.avg_pool2d(x, k, s, p, cip), ta.detach().numpy(), rtol=1e-5, atol=1e-6)
+            ta.backward(torch.tensor(dy))
+            np.testing.assert_allclose(ops.avg_pool2d_backward(dy, x.shape, k, s, p, cip), tx.grad.numpy(),
+                                       rtol=1e-5, atol=1e-6)
+
+
+def test_threads(threads):
+    x = _tie_free((4, 8, 20, 18), np.float32, seed=10)
+    for pool, st in (((2, 2), (2, 2)), ((3, 3), (2, 2))):
+        y, am = ops.max_pool2d(x, pool, st)
+        yr, ar = max_pool2d_ref(x, pool, st)
+        np.testing.assert_array_equal(y, yr)
+        np.testing.assert_array_equal(am, ar)
+        np.testing.assert_allclose(ops.avg_pool2d(x, pool, st), avg_pool2d_ref(x, pool, st), rtol=1e-5, atol=1e-6)
+
+
+def test_same_padding_and_empty_batch():
+    x = _tie_free((1, 1, 7, 9), np.float32)
+    y, _ = ops.max_pool2d(x, 2, padding="same")
+    assert y.shape == (1, 1, 4, 5)
+    np.testing.assert_array_equal(y, max_pool2d_ref(x, (2, 2), (2, 2), (0, 1, 0, 1))[0])
+    e = np.zeros((0, 3, 8, 8), np.float32)
+    y, am = ops.max_pool2d(e, 2)
+    assert y.shape == (0, 3, 4, 4) and am.shape == (0, 3, 4, 4)
+    assert ops.max_pool2d_backward(y, am, e.shape).shape == e.shape
+    assert ops.avg_pool2d(e, 2).shape == (0, 3, 4, 4)
+    assert ops.global_avg_pool2d(e).shape == (0, 3)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda x: ops.max_pool2d(x[0], 2), "expected 4"),
+    (lambda x: ops.max_pool2d(x, 2, stride=0), "stride must be >= 1"),
+    (lambda x: ops.max_pool2d(x, 0), "pool_size must be >= 1"),
+    (lambda x: ops.max_pool2d(x, 2, padding=2), "smaller than pool_size"),
+    (lambda x: ops.avg_pool2d(x, 2, padding=-1), "padding must be >= 0"),
+    (lambda x: ops.max_pool2d(x, 9), "larger than the padded input"),
+    (lambda x: ops.max_pool2d_backward(np.ones((1, 2, 4, 4), np.float32), np.zeros((1, 2, 4, 4), np.int64),
+                                       x.shape), "int32"),
+    (lambda x: ops.max_pool2d_backward(np.ones((1, 2, 4, 4), np.float32), np.full((1, 2, 4, 4), 64, np.int32),
+                                       x.shape), "outside"),
+    (lambda x: ops.max_pool2d_backward(np.ones((1, 2, 4, 4), np.float32), np.zeros((1, 2, 4, 3), np.int32),
+                                       x.shape), "argmax has shape"),
+    (lambda x: ops.avg_pool2d_backward(np.ones((1, 2, 3, 3), np.float32), x.shape, 2), "dy has shape"),
+    (lambda x: ops.global_avg_pool2d_backward(np.ones((1, 3), np.float32), x.shape), "dy has shape"),
+    (lambda x: ops.max_pool2d(x, 2, out=np.empty((1, 2, 4, 4), np.float64)), "dtype float32"),
+])
+def test_bad_input(call, match):
+    x = np.ones((1, 2, 8, 8), np.float32)
+    with pytest.raises(ValueError, match=match):
+        call(x)
+
+
+def test_pool_layers():
+    x = _tie_free((2, 3, 9, 8), np.float32)
+    mp = MaxPool2D(2, padding="same")
+    y = mp(x, training=True)
+    assert mp.output_shape == (None, 3, 5, 4) and y.shape == (2, 3, 5, 4)
+    dx = mp.backward(np.ones_like(y))
+    assert dx.shape == x.shape and dx.sum() == y.size
+    ap = AvgPool2D(3, strides=1, padding="same")
+    ya = ap(x)
+    np.testing.assert_allclose(ya, avg_pool2d_ref(x, (3, 3), (1, 1), (1, 1, 1, 1), False), rtol=1e-5, atol=1e-6)
+    assert ap.backward(np.ones_like(ya)).shape == x.shape
+    gp = GlobalAveragePooling2D()
+    yg = gp(x)
+    assert gp.output_shape == (None, 3) and yg.shape == (2, 3)
+    assert gp.backward(np.ones_like(yg)).shape == x.shape
+    for layer in (mp, ap):
+        cfg = layer.get_config()
+        assert type(layer).from_config(cfg).get_config() == cfg
+    with pytest.raises(ValueError, match="NCHW"):
+        MaxPool2D(2).build((None, 8, 8))
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[f"cfg{i}" for i in range(len(CONFIGS))])
+def test_max_pool_ties_keep_first_like_naive(cfg):
+    N, C, H, W, pool, st, pads = cfg
+    x = np.random.default_rng(11).integers(0, 3, (N, C, H, W)).astype(np.float32)  # many ties
+    y, am = _core.max_pool2d_forward(x, pool, st, pads, True, False, None, None)
+    yn, amn = _core.max_pool2d_forward(x, pool, st, pads, True, True, None, None)
+    np.testing.assert_array_equal(y, yn)
+    np.testing.assert_array_equal(am, amn)
+    # the naive loop's rule: the first maximum in row-major window order
+    yr, ar = max_pool2d_ref(x, pool, st, pads)
+    np.testing.assert_array_equal(amn, ar)
