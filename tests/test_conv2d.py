@@ -5,8 +5,8 @@ import pydl
 import pydl.optimizers
 from pydl import _core, ops
 from pydl.layers import Conv2D
-from tests.gradcheck import check_grad, numerical_grad
-from tests.reference_conv import conv2d_backward_ref, conv2d_ref
+from gradcheck import check_grad, numerical_grad
+from reference_conv import conv2d_backward_ref, conv2d_ref
 
 ALGOS = ["naive", "direct", "im2col", "winograd_f2", "winograd_f4"]
 # float32 error relative to max |reference| (F(4x4) transforms amplify rounding ~10x)

@@ -3,8 +3,8 @@ import pytest
 
 from pydl import _core, ops
 from pydl.layers import AvgPool2D, GlobalAveragePooling2D, MaxPool2D
-from tests.gradcheck import check_grad, numerical_grad
-from tests.reference_conv import (avg_pool2d_backward_ref, avg_pool2d_ref, max_pool2d_backward_ref,
+from gradcheck import check_grad, numerical_grad
+from reference_conv import (avg_pool2d_backward_ref, avg_pool2d_ref, max_pool2d_backward_ref,
                                   max_pool2d_ref)
 
 # (N, C, H, W, pool, stride, pads (t, b, l, r))
