@@ -42,11 +42,15 @@ inline index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 #endif
 constexpr int kDirectQV = PYDL_DIRECT_QV;
 
-template <typename T, int KB>
+// UNIT: stride 1 and dilation 1 along the width (plain vector loads); SS > 0: the filter width
+// is the compile-time constant SS, so the tap loop unrolls (the 3x3 case, where the per-row loop
+// set-up would otherwise cost more than its 3 taps).
+template <typename T, int KB, bool UNIT, int SS>
 void direct_row(T* y_n, const T* xp, index_t Hp, index_t Wp, const T* wblk, const T* b, index_t k0,
                 const Conv2dGeom& g, index_t p, ConvAct act) {
   constexpr int L = VecOf<T>::L, QV = kDirectQV;
-  const index_t C = g.C, R = g.R, S = g.S, Q = g.Q, PQ = g.P * g.Q;
+  const index_t C = g.C, R = g.R, S = SS > 0 ? SS : g.S, Q = g.Q, PQ = g.P * g.Q;
+  const index_t sw = UNIT ? 1 : g.sw, dw = UNIT ? 1 : g.dw;
   for (index_t q0 = 0; q0 < Q; q0 += QV * L) {
     Vec<T> acc[KB][QV];
     for (int kk = 0; kk < KB; ++kk)
@@ -54,15 +58,15 @@ void direct_row(T* y_n, const T* xp, index_t Hp, index_t Wp, const T* wblk, cons
     const T* wt = wblk;
     for (index_t c = 0; c < C; ++c) {
       for (index_t r = 0; r < R; ++r) {
-        const T* xrow = xp + (c * Hp + p * g.sh + r * g.dh) * Wp + q0 * g.sw;
+        const T* xrow = xp + (c * Hp + p * g.sh + r * g.dh) * Wp + q0 * sw;
         for (index_t s = 0; s < S; ++s, wt += KB) {
           Vec<T> xv[QV];
           for (int v = 0; v < QV; ++v) {
-            if (g.sw == 1) {
-              xv[v] = vload<T>(xrow + s * g.dw + v * L);
+            if (UNIT) {
+              xv[v] = vload<T>(xrow + s + v * L);
             } else {
-              const T* xs = xrow + s * g.dw + v * L * g.sw;
-              for (int l = 0; l < L; ++l) xv[v][l] = xs[l * g.sw];
+              const T* xs = xrow + s * dw + v * L * sw;
+              for (int l = 0; l < L; ++l) xv[v][l] = xs[l * sw];
             }
           }
           for (int kk = 0; kk < KB; ++kk)
@@ -85,6 +89,17 @@ void direct_row(T* y_n, const T* xp, index_t Hp, index_t Wp, const T* wblk, cons
 
 constexpr int kDirectKB = 8;
 
+template <typename T, int KB>
+void direct_row_kb(T* y_n, const T* xp, index_t Hp, index_t Wp, const T* wblk, const T* b, index_t k0,
+                   const Conv2dGeom& g, index_t p, ConvAct act) {
+  if (g.sw == 1 && g.dw == 1) {
+    if (g.S == 3) direct_row<T, KB, true, 3>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act);
+    else direct_row<T, KB, true, 0>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act);
+  } else {
+    direct_row<T, KB, false, 0>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act);
+  }
+}
+
 template <typename T>
 void direct_rows(T* y_n, const T* xp, index_t Hp, index_t Wp, const T* wpk, const T* b, const Conv2dGeom& g,
                  index_t kb, index_t p, ConvAct act) {
@@ -92,14 +107,14 @@ void direct_rows(T* y_n, const T* xp, index_t Hp, index_t Wp, const T* wpk, cons
   const index_t nk = imin(kDirectKB, g.K - k0);
   const T* wblk = wpk + k0 * g.C * g.R * g.S;  // block kb starts after kb full blocks
   switch (nk) {
-    case 8: direct_row<T, 8>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act); break;
-    case 7: direct_row<T, 7>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act); break;
-    case 6: direct_row<T, 6>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act); break;
-    case 5: direct_row<T, 5>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act); break;
-    case 4: direct_row<T, 4>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act); break;
-    case 3: direct_row<T, 3>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act); break;
-    case 2: direct_row<T, 2>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act); break;
-    default: direct_row<T, 1>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act); break;
+    case 8: direct_row_kb<T, 8>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act); break;
+    case 7: direct_row_kb<T, 7>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act); break;
+    case 6: direct_row_kb<T, 6>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act); break;
+    case 5: direct_row_kb<T, 5>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act); break;
+    case 4: direct_row_kb<T, 4>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act); break;
+    case 3: direct_row_kb<T, 3>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act); break;
+    case 2: direct_row_kb<T, 2>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act); break;
+    default: direct_row_kb<T, 1>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act); break;
   }
 }
 

@@ -381,6 +381,13 @@ for (N, C, H, W, K) in [(2, 3, 9, 37, 5), (3, 16, 14, 14, 20)]:
         worst = max(worst, np.abs(y - np.maximum(ref, 0)).max() / np.abs(ref).max())
         for g, r in zip(ops.conv2d_backward(dy, x, w, padding=1, algo=algo), gref):
             worst = max(worst, np.abs(g - r).max() / np.abs(r).max())
+# direct's other code paths: a filter width other than 3, and strided / dilated columns
+for (R, S, st, dil) in [(2, 5, 1, 1), (3, 3, 2, 1), (3, 2, (1, 2), (2, 3))]:
+    x = rng.standard_normal((2, 3, 11, 40)).astype(np.float32)
+    w = rng.standard_normal((9, 3, R, S)).astype(np.float32)
+    ref = ops.conv2d(x, w, None, stride=st, padding=1, dilation=dil, algo="naive")
+    y = ops.conv2d(x, w, None, stride=st, padding=1, dilation=dil, algo="direct")
+    worst = max(worst, np.abs(y - ref).max() / np.abs(ref).max())
 xp = rng.permutation(4 * 6 * 40).reshape(1, 4, 6, 40).astype(np.float32)
 y, am = ops.max_pool2d(xp, 2)
 ops.max_pool2d(xp, 3, 1)
