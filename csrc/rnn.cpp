@@ -126,10 +126,11 @@ void step_product(const detail::RnnRowKernels<F>* K, F* C, index_t ldc, const F*
   }
 }
 
-// Forward panels of one thread: its local column c = g * hk + u (gate g, unit u0 + u) of U,
-// k = H rows; dst[(q * H + p) * NR + j] = U[p, g * H + u0 + u] for c = q * NR + j (0 past the end).
+// Forward panels of one thread: its local column c = g * hk + u (gate g, unit u0 + u) of a
+// [rows, G*H] kernel M (U: rows = H; W: rows = C);
+// dst[(q * rows + p) * NR + j] = M[p, g * H + u0 + u] for c = q * NR + j (0 past the end).
 template <typename F>
-void pack_u(F* dst, const F* U, index_t H, index_t G, index_t u0, index_t hk, index_t NR) {
+void pack_u(F* dst, const F* U, index_t rows, index_t H, index_t G, index_t u0, index_t hk, index_t NR) {
   const index_t GH = G * H, ncols = G * hk, panels = ceil_div(ncols, NR);
   // A panel's columns are runs of consecutive units of one gate: (first panel column, first
   // column of U, length); at most NR runs.
@@ -144,8 +145,8 @@ void pack_u(F* dst, const F* U, index_t H, index_t G, index_t u0, index_t hk, in
       c += len;
     }
     const index_t filled = std::min(ncols - q * NR, NR);
-    for (index_t p = 0; p < H; ++p) {
-      F* d = dst + (q * H + p) * NR;
+    for (index_t p = 0; p < rows; ++p) {
+      F* d = dst + (q * rows + p) * NR;
       const F* row = U + p * GH;
       for (index_t r = 0; r < runs; ++r)
         for (index_t j = 0; j < run_len[r]; ++j) d[run_j[r] + j] = row[run_src[r] + j];
@@ -205,10 +206,13 @@ void copy_or_zero(F* dst, const F* src, index_t n) {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// gates[N*T, GH] = X W: one GEMM over all time steps. Then one parallel region for the whole
-// sequence: each thread owns a block of units, packs the columns of U for its units' gates once,
-// and per step computes h_{t-1} U for those columns (all N rows), runs the fused cell on its
-// units, and meets the others at one barrier (h_t complete) before the next step.
+// One parallel region for the whole sequence: each thread owns a block of units and packs the
+// columns of W and U for its units' gates once. Per step it computes h_{t-1} U for those
+// columns (all N rows), runs the fused cell on its units, computes x_{t+1} W (which needs no
+// other thread's h_t, so it fills the time others take to finish), and meets the others at one
+// barrier (h_t complete) before the next step. x_t W is formed per step, not as one GEMM over
+// all steps ahead of the loop, so the pre-activations never make a round trip through memory:
+// they are read by the cell while still in L1/L2.
 template <typename F>
 void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, F* q, const F* x, const F* W,
                  const F* U, const F* b, const F* b_h, const F* h0, const F* c0, index_t N, index_t T, index_t C,
@@ -229,19 +233,20 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
   PYDL_CHECK(!gru || q, op, "missing GRU cache");
 
   const index_t G = rnn_gates(cell), GH = G * H;
-  const index_t ldh = T * H, ldg = T * GH;
+  const index_t ldh = T * H, ldg = T * GH, ldx = T * C;
   const auto* K = row_kernels<F>();
   const index_t NR = K->NR;
-  const int nt = sequence_threads(N, GH, H, H);
-  // Per-thread packed U and h U products; thread k's share starts at (G*u0_k + k*NR) columns,
-  // which bounds every earlier thread's whole panels for any team size <= nt.
+  const int nt = sequence_threads(N, GH, C + H, H);
+  // Per-thread packed W and U and the x W, h U products; thread k's share starts at
+  // (G*u0_k + k*NR) columns, which bounds every earlier thread's whole panels for any team
+  // size <= nt.
   const index_t cols_cap = GH + nt * NR;
+  aligned_ptr<F> wpack = aligned_alloc_array<F>(static_cast<std::size_t>(cols_cap * C));
   aligned_ptr<F> upack = aligned_alloc_array<F>(static_cast<std::size_t>(cols_cap * H));
+  aligned_ptr<F> xw = aligned_alloc_array<F>(static_cast<std::size_t>(cols_cap * N));
   aligned_ptr<F> hu = aligned_alloc_array<F>(static_cast<std::size_t>(cols_cap * N));
   std::vector<F> zeros(static_cast<std::size_t>(GH), F(0));
   const F* bh = b_h ? b_h : zeros.data();
-
-  gemm(false, false, N * T, GH, C, F(1), x, C, W, GH, F(0), gates, GH);
 
 #pragma omp parallel num_threads(nt)
   {
@@ -249,10 +254,17 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
     index_t u0, u1;
     unit_slice(H, team, rank, u0, u1);
     const index_t hk = u1 - u0, ncols = G * hk;
-    const index_t ldu = ceil_div(ncols, NR) * NR;  // row stride of this thread's h U block
-    F* Up = upack.get() + (G * u0 + rank * NR) * H;
-    F* acc = hu.get() + (G * u0 + rank * NR) * N;
-    if (hk > 0) pack_u(Up, U, H, G, u0, hk, NR);
+    const index_t ldu = ceil_div(ncols, NR) * NR;  // row stride of this thread's x W and h U blocks
+    const index_t first = G * u0 + rank * NR;      // this thread's first column in the buffers
+    F* Wp = wpack.get() + first * C;
+    F* Up = upack.get() + first * H;
+    F* xacc = xw.get() + first * N;
+    F* acc = hu.get() + first * N;
+    if (hk > 0) {
+      pack_u(Wp, W, C, H, G, u0, hk, NR);
+      pack_u(Up, U, H, H, G, u0, hk, NR);
+      step_product(K, xacc, ldu, x, ldx, Wp, ncols, C, N);  // x_0 W
+    }
 
     for (index_t t = 0; t < T; ++t) {
       if (hk > 0) {
@@ -262,19 +274,22 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
         else std::fill(acc, acc + N * ldu, F(0));
         for (index_t n = 0; n < N; ++n) {
           const F* hprow = (hp ? hp + n * ldp : zeros.data()) + u0;
+          const F* gxrow = xacc + n * ldu;
           const F* hurow = acc + n * ldu;
           F* h = out + n * ldh + t * H + u0;
           F* g = gates + n * ldg + t * GH + u0;
           std::memcpy(hprev + n * ldh + t * H + u0, hprow, sizeof(F) * static_cast<std::size_t>(hk));
           if (lstm) {
             const F* cp = (t > 0 ? cs + n * ldh + (t - 1) * H : (c0 ? c0 + n * H : zeros.data())) + u0;
-            K->lstm_fwd(h, cs + n * ldh + t * H + u0, g, hurow, b + u0, cp, hk, H, hk);
+            K->lstm_fwd(h, cs + n * ldh + t * H + u0, g, gxrow, hurow, b + u0, cp, hk, H, hk);
           } else if (gru) {
-            K->gru_fwd(h, q + n * ldh + t * H + u0, g, hurow, b + u0, bh + u0, hprow, hk, H, hk);
+            K->gru_fwd(h, q + n * ldh + t * H + u0, g, gxrow, hurow, b + u0, bh + u0, hprow, hk, H, hk);
           } else {
-            K->rnn_fwd(h, g, hurow, b + u0, use_relu, hk, H, hk);
+            K->rnn_fwd(h, g, gxrow, hurow, b + u0, use_relu, hk, H, hk);
           }
         }
+        // x_{t+1} W does not depend on h_t: done before the barrier, it fills the wait.
+        if (t + 1 < T) step_product(K, xacc, ldu, x + (t + 1) * C, ldx, Wp, ncols, C, N);
       }
 #pragma omp barrier
     }

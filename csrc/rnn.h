@@ -15,8 +15,8 @@
 //   GRU        [r z] = s(x W + b + h U + b_h)[r z];  q = (h U + b_h)[n];
 //              n = tanh((x W + b)[n] + r.q);  h' = (1 - z).n + z.h
 //
-// Algorithm (forward): gates[N*T, GH] = X W in one GEMM; then per step one GEMM
-// h_{t-1}[N, H] U[H, GH] into all gates at once and one fused point-wise cell.
+// Algorithm (forward): per step, for each thread's block of units, x_t W and h_{t-1} U into all
+// gates at once (packed panels of W and U kept per thread) and one fused point-wise cell.
 // Backward (one reverse pass): per step the fused point-wise backward gives the
 // pre-activation gradients dG_t, and dh_{t-1} = dG_t U^T (one GEMM); after the pass
 // dW = X^T dG and dU = H_prev^T dG are single GEMMs over all N*T rows, db the column sums of dG,
@@ -71,10 +71,12 @@ namespace detail {
 template <typename F>
 struct RnnRowKernels {
   // Point-wise cells of one batch row over n units; gate stride gs in g / dg / b, hs in hu.
-  void (*rnn_fwd)(F* h, F* g, const F* hu, const F* b, bool use_relu, index_t n, index_t gs, index_t hs);
-  void (*lstm_fwd)(F* h, F* c, F* g, const F* hu, const F* b, const F* cp, index_t n, index_t gs, index_t hs);
-  void (*gru_fwd)(F* h, F* q, F* g, const F* hu, const F* b, const F* bh, const F* hp, index_t n, index_t gs,
+  void (*rnn_fwd)(F* h, F* g, const F* gx, const F* hu, const F* b, bool use_relu, index_t n, index_t gs,
                   index_t hs);
+  void (*lstm_fwd)(F* h, F* c, F* g, const F* gx, const F* hu, const F* b, const F* cp, index_t n, index_t gs,
+                   index_t hs);
+  void (*gru_fwd)(F* h, F* q, F* g, const F* gx, const F* hu, const F* b, const F* bh, const F* hp, index_t n,
+                  index_t gs, index_t hs);
   void (*rnn_bwd)(F* dg, const F* dhr, const F* dout, const F* h, bool use_relu, index_t n, index_t gs);
   void (*lstm_bwd)(F* dg, F* dc, const F* dhr, const F* dout, const F* g, const F* c, const F* cp, index_t n,
                    index_t gs);

@@ -99,35 +99,35 @@ static inline F relu_grad(F h, F d) {
 
 // ---- forward rows ----------------------------------------------------------------------
 // One batch row, n units (a slice of the H units). Gate q of a unit j lives at g[q * gs + j]
-// in the gate cache and the bias (gs = H there) and at hu[q * hs + j] in the recurrent
-// product h_prev U of this slice. g holds x W on entry (no bias) and the gate activations on
-// exit; each function adds the biases and applies the cell.
+// in the gate cache and the bias (gs = H there) and at gx[q * hs + j] / hu[q * hs + j] in this
+// slice's input product x_t W and recurrent product h_prev U. Each function adds the biases,
+// applies the cell and writes the gate activations to g (read: gx, hu; written: g, h, ...).
 
 // SimpleRNN: h = act(xW + hU + b); g <- h.
 template <typename F>
-static void rnn_fwd_row(F* PYDL_R h, F* PYDL_R g, const F* PYDL_R hu, const F* PYDL_R b, bool use_relu,
-                        index_t n, index_t gs, index_t hs) {
+static void rnn_fwd_row(F* PYDL_R h, F* PYDL_R g, const F* PYDL_R gx, const F* PYDL_R hu, const F* PYDL_R b,
+                        bool use_relu, index_t n, index_t gs, index_t hs) {
   (void)gs, (void)hs;
   if (use_relu) {
-    for (index_t j = 0; j < n; ++j) h[j] = g[j] = relu(g[j] + hu[j] + b[j]);
+    for (index_t j = 0; j < n; ++j) h[j] = g[j] = relu(gx[j] + hu[j] + b[j]);
   } else {
-    for (index_t j = 0; j < n; ++j) h[j] = g[j] = tanh_f(g[j] + hu[j] + b[j]);
+    for (index_t j = 0; j < n; ++j) h[j] = g[j] = tanh_f(gx[j] + hu[j] + b[j]);
   }
 }
 
 // LSTM: i f o = sigmoid, g = tanh of (xW + hU + b); c = f c_prev + i g; h = o tanh(c).
 template <typename F>
-static void lstm_fwd_row(F* PYDL_R h, F* PYDL_R c, F* PYDL_R g, const F* PYDL_R hu, const F* PYDL_R b,
-                         const F* PYDL_R cp, index_t n, index_t gs, index_t hs) {
+static void lstm_fwd_row(F* PYDL_R h, F* PYDL_R c, F* PYDL_R g, const F* PYDL_R gx, const F* PYDL_R hu,
+                         const F* PYDL_R b, const F* PYDL_R cp, index_t n, index_t gs, index_t hs) {
   F* PYDL_R gi = g;
   F* PYDL_R gf = g + gs;
   F* PYDL_R gg = g + 2 * gs;
   F* PYDL_R go = g + 3 * gs;
   for (index_t j = 0; j < n; ++j) {
-    const F i = sigmoid(gi[j] + hu[j] + b[j]);
-    const F f = sigmoid(gf[j] + hu[hs + j] + b[gs + j]);
-    const F u = tanh_f(gg[j] + hu[2 * hs + j] + b[2 * gs + j]);
-    const F o = sigmoid(go[j] + hu[3 * hs + j] + b[3 * gs + j]);
+    const F i = sigmoid(gx[j] + hu[j] + b[j]);
+    const F f = sigmoid(gx[hs + j] + hu[hs + j] + b[gs + j]);
+    const F u = tanh_f(gx[2 * hs + j] + hu[2 * hs + j] + b[2 * gs + j]);
+    const F o = sigmoid(gx[3 * hs + j] + hu[3 * hs + j] + b[3 * gs + j]);
     const F cn = f * cp[j] + i * u;
     c[j] = cn;
     h[j] = o * tanh_f(cn);
@@ -142,16 +142,17 @@ static void lstm_fwd_row(F* PYDL_R h, F* PYDL_R c, F* PYDL_R g, const F* PYDL_R 
 //   r = sigmoid(xW_r + b_r + hu_r + bh_r), z = sigmoid(xW_z + b_z + hu_z + bh_z),
 //   n = tanh(xW_n + b_n + r q), h = (1 - z) n + z h_prev.
 template <typename F>
-static void gru_fwd_row(F* PYDL_R h, F* PYDL_R q, F* PYDL_R g, const F* PYDL_R hu, const F* PYDL_R b,
-                        const F* PYDL_R bh, const F* PYDL_R hp, index_t n, index_t gs, index_t hs) {
+static void gru_fwd_row(F* PYDL_R h, F* PYDL_R q, F* PYDL_R g, const F* PYDL_R gx, const F* PYDL_R hu,
+                        const F* PYDL_R b, const F* PYDL_R bh, const F* PYDL_R hp, index_t n, index_t gs,
+                        index_t hs) {
   F* PYDL_R gr = g;
   F* PYDL_R gz = g + gs;
   F* PYDL_R gn = g + 2 * gs;
   for (index_t j = 0; j < n; ++j) {
-    const F r = sigmoid(gr[j] + b[j] + hu[j] + bh[j]);
-    const F z = sigmoid(gz[j] + b[gs + j] + hu[hs + j] + bh[gs + j]);
+    const F r = sigmoid(gx[j] + b[j] + hu[j] + bh[j]);
+    const F z = sigmoid(gx[hs + j] + b[gs + j] + hu[hs + j] + bh[gs + j]);
     const F qn = hu[2 * hs + j] + bh[2 * gs + j];
-    const F nn = tanh_f(gn[j] + b[2 * gs + j] + r * qn);
+    const F nn = tanh_f(gx[2 * hs + j] + b[2 * gs + j] + r * qn);
     h[j] = (F(1) - z) * nn + z * hp[j];
     q[j] = qn;
     gr[j] = r;

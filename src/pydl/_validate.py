@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 FLOAT_DTYPES = (np.float32, np.float64)
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def as_float_array(x, name: str, op: str, dtype=None) -> np.ndarray:
@@ -18,6 +19,9 @@ def as_float_array(x, name: str, op: str, dtype=None) -> np.ndarray:
     (ints, float16, bool) are cast to float32, the fast path. With `dtype` the result has that
     dtype. Strided or negative-stride views are copied.
     """
+    if type(x) is np.ndarray and x.flags.c_contiguous and (x.dtype == dtype if dtype is not None
+                                                              else x.dtype in _FAST_DTYPES):
+        return x  # the common case, checked first: already what the kernels take
     if isinstance(x, np.ndarray):
         arr = x
     else:

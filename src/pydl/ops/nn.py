@@ -28,7 +28,7 @@ _ALPHA_DEFAULT = {"leaky_relu": 0.3, "elu": 1.0}
 def as_float_array(x, name: str, op: str, dtype=None) -> np.ndarray:
     """_validate.as_float_array, keeping a 0-d input 0-d (np.ascontiguousarray makes it 1-d)."""
     arr = _as_float_array(x, name, op, dtype=dtype)
-    return arr.reshape(()) if np.ndim(x) == 0 else arr
+    return arr if arr is x or np.ndim(x) != 0 else arr.reshape(())
 
 
 def _check_kind(kind, valid, op: str, what: str = "activation") -> str:
