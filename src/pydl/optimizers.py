@@ -31,7 +31,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import registry, schedules
+from . import _core, registry, schedules
 from ._validate import as_float_array
 from .ops import optim as _ops
 
@@ -210,10 +210,14 @@ class Optimizer:
         elif self.clipnorm is not None:
             scales = [_ops.clip_scale(math.sqrt(_ops.sum_squares(g)), self.clipnorm) if g is not None else 1.0
                       for g in grads]
-        common = {"clip_value": self.clipvalue, "weight_decay": self.weight_decay or 0.0}
+        # Everything was checked above (or when the optimizer was built), so the rules call the
+        # kernels directly; the bindings still refuse any array that is not exactly right.
+        common = {"clip_value": self.clipvalue, "l2": 0.0, "decay": lr * (self.weight_decay or 0.0)}
         for i, (g, p) in enumerate(zip(grads, params)):
             if g is None:
                 continue
+            if np.may_share_memory(g, p):
+                g = g.copy()
             self._update(p, g, self._slots[i], lr, step, grad_scale=scales[i], **common)
         self.iterations = step
 
@@ -329,9 +333,9 @@ class SGD(Optimizer):
 
     def _update(self, param, grad, slots, lr, step, **common):
         if self.momentum > 0:
-            _ops.momentum_update(param, slots["momentum"], grad, lr, self.momentum, self.nesterov, **common)
+            _core.momentum_update(param, slots["momentum"], grad, lr, self.momentum, self.nesterov, **common)
         else:
-            _ops.sgd_update(param, grad, lr, **common)
+            _core.sgd_update(param, grad, lr, **common)
 
     def get_config(self):
         return super().get_config() | {"momentum": self.momentum, "nesterov": self.nesterov}
@@ -355,7 +359,7 @@ class Adagrad(Optimizer):
         return self.initial_accumulator_value
 
     def _update(self, param, grad, slots, lr, step, **common):
-        _ops.adagrad_update(param, slots["accumulator"], grad, lr, self.epsilon, **common)
+        _core.adagrad_update(param, slots["accumulator"], grad, lr, self.epsilon, 0.0, **common)
 
     def get_config(self):
         return super().get_config() | {"initial_accumulator_value": self.initial_accumulator_value,
@@ -382,9 +386,8 @@ class RMSprop(Optimizer):
             (("average_gradient",) if self.centered else ())
 
     def _update(self, param, grad, slots, lr, step, **common):
-        _ops.rmsprop_update(param, slots["velocity"], grad, lr, self.rho, self.momentum, self.epsilon,
-                            momentum_slot=slots.get("momentum"), average_gradient=slots.get("average_gradient"),
-                            **common)
+        _core.rmsprop_update(param, slots["velocity"], slots.get("momentum"), slots.get("average_gradient"), grad,
+                             lr, self.rho, self.momentum, self.epsilon, 0.0, **common)
 
     def get_config(self):
         return super().get_config() | {"rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon,
@@ -410,8 +413,9 @@ class Adam(Optimizer):
         return ("m", "v", "vhat") if self.amsgrad else ("m", "v")
 
     def _update(self, param, grad, slots, lr, step, **common):
-        _ops.adam_update(param, slots["m"], slots["v"], grad, lr, step, self.beta_1, self.beta_2, self.epsilon,
-                         vhat=slots.get("vhat"), **common)
+        lr_t = _ops.adam_step_size(lr, step, self.beta_1, self.beta_2)
+        _core.adam_update(param, slots["m"], slots["v"], slots.get("vhat"), grad, lr_t, self.beta_1, self.beta_2,
+                          self.epsilon, **common)
 
     def get_config(self):
         return super().get_config() | {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
