@@ -255,6 +255,27 @@ PYDL_VINLINE void vstore_f32_n(float* p, Vec<float> v, int n) {
   else vstore_n<float>(p, v, n);
 }
 
+// Row copies and clears of a few dozen floats, inline: a libc call per image row cost more than
+// the transform arithmetic on small planes (14x14).
+PYDL_VINLINE void copy_f32(float* d, const float* s, index_t n) {
+  index_t i = 0;
+  for (; i + 16 <= n; i += 16) vstore<float>(d + i, vload<float>(s + i));
+#if defined(__AVX512F__)
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
+    _mm512_mask_storeu_ps(d + i, m, _mm512_maskz_loadu_ps(m, s + i));
+  }
+#else
+  for (; i < n; ++i) d[i] = s[i];
+#endif
+}
+
+PYDL_VINLINE void zero_f32(float* d, index_t n) {
+  index_t i = 0;
+  for (; i + 16 <= n; i += 16) vstore<float>(d + i, Vec<float>{});
+  for (; i < n; ++i) d[i] = 0.0f;
+}
+
 // out[j][l] = s[(u0 + l) * M + j] for j < A, l < 16 (s points at column u0*M).
 template <int M>
 PYDL_VINLINE void gather_cols(Vec<float>* out, const float* s) {
@@ -325,11 +346,11 @@ void input_transform_seg_vec(float* V, index_t ldv, const float* xc, const Conv2
   const index_t cnt = wg_max(0, wg_min(g.W - w0, nTw * M + 2 - lo));
   for (int i = 0; i < A; ++i) {
     float* sup = buf + i * Wsup;
-    std::memset(sup, 0, sizeof(float) * Wsup);
+    zero_f32(sup, Wsup);
     if (cnt <= 0) continue;
     for (index_t rr = 0; rr < nrows; ++rr) {
       const index_t h = (th0 + rr) * M - g.pt + i;
-      if (h >= 0 && h < g.H) std::memcpy(sup + rr * S * M + lo, xc + h * g.W + w0, sizeof(float) * cnt);
+      if (h >= 0 && h < g.H) copy_f32(sup + rr * S * M + lo, xc + h * g.W + w0, cnt);
     }
   }
   for (index_t t0 = 0; t0 < nT; t0 += 16) {
@@ -410,7 +431,7 @@ void output_transform_seg_vec(float* yk, const float* Mk, index_t ldm, float bia
     const index_t p0 = (th0 + rr) * M;
     const index_t rows = wg_min(M, g.P - p0);
     for (index_t i = 0; i < rows; ++i)
-      std::memcpy(yk + (p0 + i) * g.Q, obuf + i * Wsup + rr * S * M, sizeof(float) * g.Q);
+      copy_f32(yk + (p0 + i) * g.Q, obuf + i * Wsup + rr * S * M, g.Q);
   }
 }
 
