@@ -57,10 +57,13 @@ constexpr double kMinWorkPerThread = 100.0 * 100.0 * 100.0;
 // Rows of A or B longer than this (bytes) are packed: read in place, a block of rows that far apart
 // maps onto few sets of the 16-way L2 (64 KiB per way) and pages of the TLB.
 constexpr index_t kMaxInPlaceStrideBytes = 2048;
-// ... and only when the other dimension reuses the packed copy this many times (in rows of C for
-// B~, columns for A~); below it the copy costs more than it saves (measured: 64x512x2048 and
-// 256x3136x128 run 7% and 16% faster with B, resp. A, read in place).
+// ... and only when the other dimension reuses the packed copy this many times: kPackMinReuse
+// columns of C for A~ (measured: 256x3136x128 runs 16% faster with A read in place), and
+// kPackMinReuseB rows of C for B~ (measured: 64x512x2048 runs 1.7x faster with B packed, each
+// thread packing and multiplying its own columns; read in place, B's 8 KiB rows defeat the
+// prefetchers).
 constexpr index_t kPackMinReuse = 192;
+constexpr index_t kPackMinReuseB = 64;
 
 index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 index_t round_up(index_t a, index_t b) { return ceil_div(a, b) * b; }
@@ -284,7 +287,8 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
   const index_t kc_max = even_block(K, blk.KC, 1);
   const int nt = plan.threads;
   const bool b_far_rows = !plan.pack_b && pr.ldb * static_cast<index_t>(sizeof(T)) > kMaxInPlaceStrideBytes;
-  const Tiling tiling(M, MR, blk.MC, nt, b_far_rows);
+  // Few rows of C with B packed: cut columns only (see Tiling), each thread on the panels it packed.
+  const Tiling tiling(M, MR, blk.MC, nt, b_far_rows || (plan.pack_b && !plan.pack_a && M < kPackMinReuse));
 
   // Scratch, allocated here: an allocation failure must not throw inside the parallel region.
   //   shared: B~ (kc x nc), twice when threaded: threads may pack B~ number t + 1 while others
@@ -368,6 +372,9 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
     };
 
     if (plan.pack_b) {
+      // One row block (few rows of C): each thread packs the columns of B~ it then multiplies
+      // itself, so its panels stay in its own L2 and no thread waits for another.
+      const bool own_columns = tiling.row_blocks == 1;
       index_t block = 0;  // (jc, pc) blocks so far: picks the counter and the B~ buffer
       for (index_t jc = 0; jc < N; jc += nc_max) {                            // loop 5
         const index_t nc = std::min(nc_max, N - jc);
@@ -379,6 +386,10 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
           index_t pb, pe;  // this thread's share of packing B~
           split_range(n_panels, team, rank, pb, pe);
           pack_b_panels<T, NR>(b_pack, pr, pc, kc, jc, pb, pe);
+          if (own_columns) {  // chunk `rank` of `team` is exactly the panels [pb, pe) just packed
+            if (pe > pb) macro_tile(rank, team, jc, nc, pc, kc, k_block, b_pack);
+            continue;
+          }
           // Only a team of several threads synchronises: a serial call (team == 1) may run inside
           // a caller's parallel region, where an orphaned barrier would bind to the caller's team.
           if (team > 1) {
@@ -440,7 +451,7 @@ void run(const Problem<T>& pr, GemmBlocks blk, Kernel<T> kernel) {
   // Packing costs about one pass over the operand; it pays when the packed copy is reused often
   // (A~ by every NR panel of B, B~ by every MR panel of A) and rows are long.
   plan.pack_a = !small && pr.N >= kPackMinReuse && pr.lda > max_stride;
-  plan.pack_b = pr.tb || (!small && pr.M >= kPackMinReuse && pr.ldb > max_stride);
+  plan.pack_b = pr.tb || (!small && pr.M >= kPackMinReuseB && pr.ldb > max_stride);
   plan.threads = threads_for(work, kMinWorkPerThread);
 #ifdef PYDL_GEMM_TUNE  // experiments in a standalone build: PYDL_GEMM_KC=384 ./bench ...
   if (const char* v = std::getenv("PYDL_GEMM_KC")) blk.KC = std::atol(v);
