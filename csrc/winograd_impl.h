@@ -438,47 +438,60 @@ void output_transform_seg_vec(float* yk, const float* Mk, index_t ldm, float bia
 // The element-wise stage of one transform point: Mx [Kp][ld] = Ux^T * Vx with Ux [C][Kp] and
 // Vx [C][ld]; ld is a multiple of TV vectors and Kp of KB. A register block of KB output channels
 // by TV vectors of tiles accumulates over C: one vector load of V per TV, one broadcast of U per
-// output channel.
+// output channel. The block may differ per tile size: PYDL_WG_KB / PYDL_WG_TV, and for F(4x4)
+// PYDL_WG_KB_F4 / PYDL_WG_TV_F4 where the ISA file sets them.
 #ifndef PYDL_WG_KB
 #define PYDL_WG_KB 2
 #define PYDL_WG_TV 1
 #endif
-constexpr int kWgKB = PYDL_WG_KB;
+#ifndef PYDL_WG_KB_F4
+#define PYDL_WG_KB_F4 PYDL_WG_KB
+#define PYDL_WG_TV_F4 PYDL_WG_TV
+#endif
 #ifndef PYDL_WG_VECTOR_TRANSFORMS
 #define PYDL_WG_VECTOR_TRANSFORMS 0
 #endif
 constexpr bool kWgVectorTransforms = PYDL_WG_VECTOR_TRANSFORMS;
-constexpr int kWgTV = PYDL_WG_TV;
 
-template <typename T>
+template <int M>
+struct WgBlock {
+  static constexpr int KB = PYDL_WG_KB, TV = PYDL_WG_TV;
+};
+template <>
+struct WgBlock<4> {
+  static constexpr int KB = PYDL_WG_KB_F4, TV = PYDL_WG_TV_F4;
+};
+
+template <typename T, int KB, int TV>
 void wg_gemm(T* Mx, const T* Ux, const T* Vx, index_t Kp, index_t C, index_t ld) {
   constexpr int L = VecOf<T>::L;
-  for (index_t t0 = 0; t0 < ld; t0 += kWgTV * L)
-    for (index_t k0 = 0; k0 < Kp; k0 += kWgKB) {
-      Vec<T> acc[kWgKB][kWgTV];
-      for (int kk = 0; kk < kWgKB; ++kk)
-        for (int tv = 0; tv < kWgTV; ++tv) acc[kk][tv] = Vec<T>{};
+  for (index_t t0 = 0; t0 < ld; t0 += TV * L)
+    for (index_t k0 = 0; k0 < Kp; k0 += KB) {
+      Vec<T> acc[KB][TV];
+      for (int kk = 0; kk < KB; ++kk)
+        for (int tv = 0; tv < TV; ++tv) acc[kk][tv] = Vec<T>{};
       const T* u = Ux + k0;
       const T* v = Vx + t0;
       for (index_t c = 0; c < C; ++c, u += Kp, v += ld) {
-        Vec<T> vv[kWgTV];
-        for (int tv = 0; tv < kWgTV; ++tv) vv[tv] = vload<T>(v + tv * L);
-        for (int kk = 0; kk < kWgKB; ++kk) {
+        Vec<T> vv[TV];
+        for (int tv = 0; tv < TV; ++tv) vv[tv] = vload<T>(v + tv * L);
+        for (int kk = 0; kk < KB; ++kk) {
           const T uk = u[kk];
-          for (int tv = 0; tv < kWgTV; ++tv) acc[kk][tv] += uk * vv[tv];
+          for (int tv = 0; tv < TV; ++tv) acc[kk][tv] += uk * vv[tv];
         }
       }
-      for (int kk = 0; kk < kWgKB; ++kk)
-        for (int tv = 0; tv < kWgTV; ++tv) vstore<T>(Mx + (k0 + kk) * ld + t0 + tv * L, acc[kk][tv]);
+      for (int kk = 0; kk < KB; ++kk)
+        for (int tv = 0; tv < TV; ++tv) vstore<T>(Mx + (k0 + kk) * ld + t0 + tv * L, acc[kk][tv]);
     }
 }
 
 template <typename T, int M>
 void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g, ConvAct act, bool flip_transpose) {
   constexpr int A = M + 2, A2 = A * A;
-  constexpr index_t TB = kWgTV * VecOf<T>::L;
+  constexpr int KB = WgBlock<M>::KB, TV = WgBlock<M>::TV;
+  constexpr index_t TB = TV * VecOf<T>::L;
   const index_t C = g.C, K = g.K;
-  const index_t Kp = (K + kWgKB - 1) / kWgKB * kWgKB;
+  const index_t Kp = (K + KB - 1) / KB * KB;
   const index_t nTh = (g.P + M - 1) / M, nTw = (g.Q + M - 1) / M;
   constexpr bool vec_path = sizeof(T) == 4 && kWgVectorTransforms;
   const index_t S = vec_path ? nTw + 1 : nTw;  // tile columns per tile row (see the segment layout)
@@ -532,7 +545,8 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
     if (ld > Tc)
       for (index_t i = 0; i < A2 * C; ++i)
         for (index_t j = Tc; j < ld; ++j) V[i * ld + j] = T(0);
-    for (int xi = 0; xi < A2; ++xi) wg_gemm<T>(Mm + xi * Kp * ld, U + xi * C * Kp, V + xi * C * ld, Kp, C, ld);
+    for (int xi = 0; xi < A2; ++xi)
+      wg_gemm<T, KB, TV>(Mm + xi * Kp * ld, U + xi * C * Kp, V + xi * C * ld, Kp, C, ld);
     for (index_t rr = r0; rr < r1;) {
       const index_t n = rr / nTh, th0 = rr % nTh;
       const index_t nrows = wg_min(r1 - rr, nTh - th0), off = (rr - r0) * S;
