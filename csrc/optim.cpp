@@ -33,6 +33,11 @@ inline F128 vfma(F128 a, F128 b, F128 c) { return {_mm_add_ps(_mm_mul_ps(a.r, b.
 // minps/maxps return the second operand when either is NaN: x goes second.
 inline F128 vmin(F128 bound, F128 x) { return {_mm_min_ps(bound.r, x.r)}; }
 inline F128 vmax(F128 bound, F128 x) { return {_mm_max_ps(bound.r, x.r)}; }
+// 0 where |x| < FLT_MIN (subnormal), x elsewhere; cmpltps is false for NaN, which is kept.
+inline F128 vflush(F128 x) {
+  const __m128 a = _mm_andnot_ps(_mm_set1_ps(-0.0f), x.r);
+  return {_mm_andnot_ps(_mm_cmplt_ps(a, _mm_set1_ps(FLT_MIN)), x.r)};
+}
 
 struct D128 {
   using T = double;
@@ -50,6 +55,10 @@ inline D128 vsqrt(D128 a) { return {_mm_sqrt_pd(a.r)}; }
 inline D128 vfma(D128 a, D128 b, D128 c) { return {_mm_add_pd(_mm_mul_pd(a.r, b.r), c.r)}; }
 inline D128 vmin(D128 bound, D128 x) { return {_mm_min_pd(bound.r, x.r)}; }
 inline D128 vmax(D128 bound, D128 x) { return {_mm_max_pd(bound.r, x.r)}; }
+inline D128 vflush(D128 x) {
+  const __m128d a = _mm_andnot_pd(_mm_set1_pd(-0.0), x.r);
+  return {_mm_andnot_pd(_mm_cmplt_pd(a, _mm_set1_pd(DBL_MIN)), x.r)};
+}
 using GenericF = F128;
 using GenericD = D128;
 #else
@@ -71,6 +80,7 @@ template <typename TT> inline Scalar<TT> vsqrt(Scalar<TT> a) { return {std::sqrt
 template <typename TT> inline Scalar<TT> vfma(Scalar<TT> a, Scalar<TT> b, Scalar<TT> c) { return {a.r * b.r + c.r}; }
 template <typename TT> inline Scalar<TT> vmin(Scalar<TT> bound, Scalar<TT> x) { return {x.r > bound.r ? bound.r : x.r}; }
 template <typename TT> inline Scalar<TT> vmax(Scalar<TT> bound, Scalar<TT> x) { return {x.r < bound.r ? bound.r : x.r}; }
+template <typename TT> inline Scalar<TT> vflush(Scalar<TT> x) { return {flush_subnormal(x.r)}; }
 using GenericF = Scalar<float>;
 using GenericD = Scalar<double>;
 #endif
@@ -181,7 +191,7 @@ void momentum_update_naive(T* p, T* v, const T* g, index_t n, const OptimHyper& 
   for (index_t i = 0; i < n; ++i) {
     T gi = g[i], pi = p[i];
     prep_naive(gi, pi, h);
-    v[i] = mu * v[i] - lr * gi;
+    v[i] = flush_subnormal(mu * v[i] - lr * gi);
     p[i] = h.nesterov ? pi + (mu * v[i] - lr * gi) : pi + v[i];
   }
 }
@@ -204,15 +214,15 @@ void rmsprop_update_naive(T* p, T* a, T* mom, T* mg, const T* g, index_t n, cons
   for (index_t i = 0; i < n; ++i) {
     T gi = g[i], pi = p[i];
     prep_naive(gi, pi, h);
-    a[i] = rho * a[i] + (T(1) - rho) * gi * gi;
+    a[i] = flush_subnormal(rho * a[i] + (T(1) - rho) * gi * gi);
     T d = a[i];
     if (mg) {
-      mg[i] = rho * mg[i] + (T(1) - rho) * gi;
+      mg[i] = flush_subnormal(rho * mg[i] + (T(1) - rho) * gi);
       d = a[i] - mg[i] * mg[i];
     }
     const T inc = lr * gi / (std::sqrt(d + ein) + eout);
     if (mom) {
-      mom[i] = mu * mom[i] + inc;
+      mom[i] = flush_subnormal(mu * mom[i] + inc);
       p[i] = pi - mom[i];
     } else {
       p[i] = pi - inc;
@@ -227,11 +237,11 @@ void adam_update_naive(T* p, T* m, T* v, T* vhat, const T* g, index_t n, const O
   for (index_t i = 0; i < n; ++i) {
     T gi = g[i], pi = p[i];
     prep_naive(gi, pi, h);
-    m[i] = m[i] + (T(1) - b1) * (gi - m[i]);
-    v[i] = v[i] + (T(1) - b2) * (gi * gi - v[i]);
+    m[i] = flush_subnormal(m[i] + (T(1) - b1) * (gi - m[i]));
+    v[i] = flush_subnormal(v[i] + (T(1) - b2) * (gi * gi - v[i]));
     T den = v[i];
     if (vhat) {
-      vhat[i] = (v[i] > vhat[i] || std::isnan(v[i])) ? v[i] : vhat[i];
+      vhat[i] = flush_subnormal((v[i] > vhat[i] || std::isnan(v[i])) ? v[i] : vhat[i]);
       den = vhat[i];
     }
     p[i] = pi - lr * m[i] / (std::sqrt(den) + eps);

@@ -24,6 +24,11 @@ inline F256 vfma(F256 a, F256 b, F256 c) { return {_mm256_fmadd_ps(a.r, b.r, c.r
 // vminps/vmaxps return the second operand when either is NaN: x goes second.
 inline F256 vmin(F256 bound, F256 x) { return {_mm256_min_ps(bound.r, x.r)}; }
 inline F256 vmax(F256 bound, F256 x) { return {_mm256_max_ps(bound.r, x.r)}; }
+// 0 where |x| < FLT_MIN (subnormal), x elsewhere; NaN compares false and is kept.
+inline F256 vflush(F256 x) {
+  const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x.r);
+  return {_mm256_andnot_ps(_mm256_cmp_ps(a, _mm256_set1_ps(FLT_MIN), _CMP_LT_OQ), x.r)};
+}
 
 struct D256 {
   using T = double;
@@ -41,6 +46,10 @@ inline D256 vsqrt(D256 a) { return {_mm256_sqrt_pd(a.r)}; }
 inline D256 vfma(D256 a, D256 b, D256 c) { return {_mm256_fmadd_pd(a.r, b.r, c.r)}; }
 inline D256 vmin(D256 bound, D256 x) { return {_mm256_min_pd(bound.r, x.r)}; }
 inline D256 vmax(D256 bound, D256 x) { return {_mm256_max_pd(bound.r, x.r)}; }
+inline D256 vflush(D256 x) {
+  const __m256d a = _mm256_andnot_pd(_mm256_set1_pd(-0.0), x.r);
+  return {_mm256_andnot_pd(_mm256_cmp_pd(a, _mm256_set1_pd(DBL_MIN), _CMP_LT_OQ), x.r)};
+}
 
 }  // namespace
 }  // namespace pydl

@@ -24,6 +24,11 @@ inline F512 vfma(F512 a, F512 b, F512 c) { return {_mm512_fmadd_ps(a.r, b.r, c.r
 // vminps/vmaxps return the second operand when either is NaN: x goes second.
 inline F512 vmin(F512 bound, F512 x) { return {_mm512_min_ps(bound.r, x.r)}; }
 inline F512 vmax(F512 bound, F512 x) { return {_mm512_max_ps(bound.r, x.r)}; }
+// 0 where |x| < FLT_MIN (subnormal), x elsewhere; NaN compares false and is kept.
+inline F512 vflush(F512 x) {
+  const __mmask16 tiny = _mm512_cmp_ps_mask(_mm512_abs_ps(x.r), _mm512_set1_ps(FLT_MIN), _CMP_LT_OQ);
+  return {_mm512_mask_blend_ps(tiny, x.r, _mm512_setzero_ps())};
+}
 
 struct D512 {
   using T = double;
@@ -41,6 +46,10 @@ inline D512 vsqrt(D512 a) { return {_mm512_sqrt_pd(a.r)}; }
 inline D512 vfma(D512 a, D512 b, D512 c) { return {_mm512_fmadd_pd(a.r, b.r, c.r)}; }
 inline D512 vmin(D512 bound, D512 x) { return {_mm512_min_pd(bound.r, x.r)}; }
 inline D512 vmax(D512 bound, D512 x) { return {_mm512_max_pd(bound.r, x.r)}; }
+inline D512 vflush(D512 x) {
+  const __mmask8 tiny = _mm512_cmp_pd_mask(_mm512_abs_pd(x.r), _mm512_set1_pd(DBL_MIN), _CMP_LT_OQ);
+  return {_mm512_mask_blend_pd(tiny, x.r, _mm512_setzero_pd())};
+}
 
 }  // namespace
 }  // namespace pydl

@@ -4,7 +4,7 @@
 //
 // V provides: V::T, V::W (lanes), V::load(const T*), v.store(T*), V::set1(T), + - * /,
 // vsqrt(v), vfma(a, b, c) = a * b + c, vmin(bound, x) and vmax(bound, x) that return x when x is
-// NaN (so clipping never hides a NaN gradient).
+// NaN (so clipping never hides a NaN gradient), and vflush(x): 0 where x is subnormal (optim.h).
 //
 // Determinism: the n / W full vectors are split among threads and the n % W tail is copied to a
 // padded buffer and run through the SAME block function, so every element sees the same
@@ -79,7 +79,7 @@ __attribute__((noinline)) void momentum_block(typename V::T* p, typename V::T* v
     V gi = V::load(g + i), pi = V::load(p + i);
     pre.apply(gi, pi);
     const V step = lr * gi;
-    const V vi = mu * V::load(v + i) - step;
+    const V vi = vflush(mu * V::load(v + i) - step);
     vi.store(v + i);
     (nesterov ? pi + (mu * vi - step) : pi + vi).store(p + i);
   }
@@ -117,17 +117,17 @@ __attribute__((noinline)) void rmsprop_block(typename V::T* p, typename V::T* a,
   for (index_t i = 0; i < nvec * V::W; i += V::W) {
     V gi = V::load(g + i), pi = V::load(p + i);
     pre.apply(gi, pi);
-    const V ai = rho * V::load(a + i) + one_m_rho * (gi * gi);
+    const V ai = vflush(rho * V::load(a + i) + one_m_rho * (gi * gi));
     ai.store(a + i);
     V d = ai;
     if (mg) {
-      const V mgi = rho * V::load(mg + i) + one_m_rho * gi;
+      const V mgi = vflush(rho * V::load(mg + i) + one_m_rho * gi);
       mgi.store(mg + i);
       d = ai - mgi * mgi;
     }
     const V inc = (lr * gi) / (vsqrt(d + ein) + eout);
     if (mom) {
-      const V mi = mu * V::load(mom + i) + inc;
+      const V mi = vflush(mu * V::load(mom + i) + inc);
       mi.store(mom + i);
       (pi - mi).store(p + i);
     } else {
@@ -150,13 +150,13 @@ __attribute__((noinline)) void adam_block(typename V::T* p, typename V::T* m, ty
     V gi = V::load(g + i), pi = V::load(p + i);
     pre.apply(gi, pi);
     const V mi0 = V::load(m + i), vi0 = V::load(v + i);
-    const V mi = vfma(gi - mi0, c1, mi0);
-    const V vi = vfma(gi * gi - vi0, c2, vi0);
+    const V mi = vflush(vfma(gi - mi0, c1, mi0));
+    const V vi = vflush(vfma(gi * gi - vi0, c2, vi0));
     mi.store(m + i);
     vi.store(v + i);
     V den = vi;
     if (vhat) {
-      den = vmax(V::load(vhat + i), vi);
+      den = vflush(vmax(V::load(vhat + i), vi));
       den.store(vhat + i);
     }
     (pi - (mi * lr) / (vsqrt(den) + eps)).store(p + i);

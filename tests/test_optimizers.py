@@ -658,3 +658,35 @@ def test_global_norm_and_clip_scale(rng):
     assert math.isnan(ops.clip_scale(math.nan, 2.0))
     with pytest.raises(ValueError, match="clip_norm"):
         ops.clip_scale(1.0, 0.0)
+
+
+@pytest.mark.parametrize("isa", _core.available_isas())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["momentum", "rmsprop_mom_centered", "adam", "amsgrad"])
+def test_decaying_state_is_flushed_not_left_subnormal(name, dtype, isa):
+    """State below the smallest normal number is stored as 0 (optim.h), by the fast kernels and the
+    naive twins alike; NaN and normal values go through untouched."""
+    tiny = np.finfo(dtype).tiny
+    n = 37  # full vectors and a tail on every ISA
+    old = _core.selected_isa()
+    _core.select_isa(isa)
+    try:
+        for naive in (False, True):
+            p = np.ones(n, dtype)
+            g = np.zeros(n, dtype)
+            # state at the smallest normal number (one decay step takes it below) in every lane but
+            # two: one ordinary value and one NaN
+            slots = [np.full(n, tiny, dtype) for _ in range(3)]
+            for s in slots:
+                s[0], s[1] = 0.25, np.nan
+            _kernel_call(name, p, slots, g, naive=naive)
+            # the decaying slots (AMSGrad's vhat is a running max: it keeps tiny, a normal number)
+            used = slots[:1] if name == "momentum" else slots[:2] if name in ("adam", "amsgrad") else slots
+            for s in used:
+                assert np.isnan(s[1]), (name, naive)
+                assert s[0] != 0 and np.isfinite(s[0]), (name, naive)
+                rest = s[2:]
+                assert not np.any((rest != 0) & (np.abs(rest) < tiny)), f"{name} naive={naive}: subnormal state left"
+                assert np.all(rest == 0), f"{name} naive={naive}: decayed state should be 0, got {rest[:3]}"
+    finally:
+        _core.select_isa(old)
