@@ -47,6 +47,15 @@ def check_ndim(x: np.ndarray, ndim, name: str, op: str, meaning: str = "") -> No
 
 
 def check_same_dtype(op: str, **arrays: np.ndarray) -> np.dtype:
+    first = None
+    for a in arrays.values():
+        if a is not None:
+            if first is None:
+                first = a.dtype
+            elif a.dtype != first:
+                break
+    else:
+        return first  # all equal (the common case, checked without building the message)
     dtypes = {name: a.dtype for name, a in arrays.items() if a is not None}
     if len(set(dtypes.values())) > 1:
         desc = ", ".join(f"{n} {d}" for n, d in dtypes.items())

@@ -31,6 +31,8 @@ def _activation_kind(activation, who: str) -> str:
 
 def _as_dtype(x, dtype, who: str) -> np.ndarray:
     """The layer's input as a C-contiguous array of the weights' dtype."""
+    if type(x) is np.ndarray and x.dtype == dtype and x.flags.c_contiguous:
+        return x
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
     if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
