@@ -221,6 +221,28 @@ def test_dense_naive_twin(kind, dtype, rng, threads):
         close(got, want.astype(np.float64), dtype, scale=20)
 
 
+@pytest.mark.parametrize("shape", [(128, 784, 256), (100, 601, 70), (256, 512, 64)], ids=str)
+def test_dense_forward_split_over_inputs(shape, dtype, rng):
+    """Few rows and many inputs take the two-halves path (csrc/dense.cpp): NaN-poisoned output fully
+    written, close to float64, and bitwise the same on 1 and 2 threads."""
+    n, c, k = shape
+    x = rng.standard_normal((n, c)).astype(dtype)
+    W = (rng.standard_normal((c, k)) / np.sqrt(c)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    outs = []
+    old = pydl.get_num_threads()
+    try:
+        for nt in (1, 2):
+            pydl.set_num_threads(nt)
+            y = np.full((n, k), np.nan, dtype)
+            _core.dense_forward(x, W, b, y, "relu", 0.0)
+            outs.append(y)
+    finally:
+        pydl.set_num_threads(old)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    close(outs[0], ref.dense(x, W, b, "relu"), dtype, scale=4)
+
+
 @pytest.mark.parametrize("kind", ELEMENTWISE)
 def test_dense_gradcheck(kind, rng):
     x = rng.standard_normal((4, 3))
