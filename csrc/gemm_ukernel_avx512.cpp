@@ -21,6 +21,10 @@ namespace {
 
 constexpr int MR = kSgemmAvx512.MR;
 constexpr int NR = kSgemmAvx512.NR;
+// B rows fetched this many steps ahead (4 KiB in a packed panel): the hardware prefetchers alone
+// left the B micro-panel stream short (measured: 2048^3 139 -> 150 GFLOP/s on 1 thread, 512^3
+// 122 -> 143).
+constexpr int PF = 32;
 static_assert(NR == 32 && MR % 4 == 0, "the kernel holds a tile row in two zmm; row variants step by 4");
 
 __mmask16 lane_mask(int count) {  // the first `count` of 16 lanes (count may be <= 0 or >= 16)
@@ -42,6 +46,8 @@ __attribute__((always_inline)) inline void tile(index_t k, const float* a, index
 #pragma GCC unroll 4
   for (index_t p = 0; p < k; ++p) {
     const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+    _mm_prefetch(reinterpret_cast<const char*>(b + PF * rsb), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(b + PF * rsb + 16), _MM_HINT_T0);
     for (int i = 0; i < ROWS; ++i) {
       const __m512 ai = _mm512_set1_ps(a[i * rsa]);
       acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
