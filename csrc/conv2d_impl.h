@@ -78,7 +78,7 @@ void direct_row(T* y_n, const T* xp, index_t Hp, index_t Wp, const T* wblk, cons
       const index_t nq = imin(L, Q - q0 - v * L);
       if (nq <= 0) break;
       for (int kk = 0; kk < KB; ++kk) {
-        Vec<T> val = act == ConvAct::relu ? vrelu<T>(acc[kk][v]) : acc[kk][v];
+        Vec<T> val = act == ConvAct::relu ? vrelu(acc[kk][v]) : acc[kk][v];
         T* dst = y_n + (k0 + kk) * PQ + p * Q + q0 + v * L;
         if (nq == L) vstore<T>(dst, val);
         else vstore_n<T>(dst, val, static_cast<int>(nq));

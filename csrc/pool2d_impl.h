@@ -29,15 +29,15 @@ PYDL_VINLINE void maxpool2x2_block_f32(float* yq, std::int32_t* amq, const float
   constexpr int L = 16;
   const vi32 even = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
   const vi32 odd = even + 1;
-  const Vec<float> a0 = vload<float>(r0), a1 = vload<float>(r0 + L);
-  const Vec<float> b0 = vload<float>(r1), b1 = vload<float>(r1 + L);
-  const Vec<float> a = __builtin_shuffle(a0, a1, even), b = __builtin_shuffle(a0, a1, odd);
-  const Vec<float> c = __builtin_shuffle(b0, b1, even), d = __builtin_shuffle(b0, b1, odd);
+  const Vec64<float> a0 = vload64<float>(r0), a1 = vload64<float>(r0 + L);
+  const Vec64<float> b0 = vload64<float>(r1), b1 = vload64<float>(r1 + L);
+  const Vec64<float> a = __builtin_shuffle(a0, a1, even), b = __builtin_shuffle(a0, a1, odd);
+  const Vec64<float> c = __builtin_shuffle(b0, b1, even), d = __builtin_shuffle(b0, b1, odd);
   const vi32 u = (b > a) | ((b != b) & (a == a));
   const vi32 v = (d > c) | ((d != d) & (c == c));
-  const Vec<float> m1 = u ? b : a, m2 = v ? d : c;
+  const Vec64<float> m1 = u ? b : a, m2 = v ? d : c;
   const vi32 t = (m2 > m1) | ((m2 != m2) & (m1 == m1));
-  const Vec<float> m = t ? m2 : m1;
+  const Vec64<float> m = t ? m2 : m1;
   vi32 r = {};
   if (amq) {
     const vi32 i0 = even + idx0;  // index of each window's top-left element in the plane

@@ -1,9 +1,14 @@
-// Portable 64-byte vectors (GCC/Clang vector extensions) for kernels compiled once per ISA.
+// Portable SIMD vectors (GCC/Clang vector extensions) for kernels compiled once per ISA.
 //
-// `Vec<T>` holds 64 bytes (16 floats or 8 doubles). The compiler lowers its arithmetic to one
-// zmm register under -mavx512f, two ymm under -mavx2, four xmm on baseline x86-64, so one
-// source serves every build of a kernel file (conv2d_avx512.cpp includes the same loops as
-// conv2d.cpp). Comparisons follow IEEE: NaN < 0 is false, so `v < 0 ? 0 : v` keeps NaN.
+// `Vec<T>` is ONE register of the ISA the including file is compiled for: 64 bytes (zmm, 16
+// floats) under -mavx512f, 32 bytes (ymm, 8 floats) under -mavx2, 16 bytes (xmm, 4 floats) on
+// baseline x86-64. `VecOf<T>::L` is its lane count; register tiles are written in terms of it and
+// sized per ISA (each family's table), so a tile never needs more registers than the ISA has
+// (32 zmm, 16 ymm, 16 xmm).
+// `Vec64<T>` is a fixed 64-byte group (1 zmm, 2 ymm, 4 xmm) for code whose shuffles are written
+// for 16 lanes; keep the number of live Vec64 values within the register file / (64 / register
+// bytes).
+// Comparisons follow IEEE: NaN < 0 is false, so `v < 0 ? 0 : v` keeps NaN.
 // Include this only from inside a per-ISA namespace block and keep every function inline:
 // vector values never cross a call boundary between differently compiled files.
 #pragma once
@@ -12,14 +17,31 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 // (The includer brings <immintrin.h> in at global scope when __AVX512F__ is defined.)
 
-template <typename T>
-struct VecOf {
-  typedef T type __attribute__((vector_size(64)));
-  static constexpr int L = 64 / static_cast<int>(sizeof(T));
+#if defined(__AVX512F__)
+inline constexpr int kVecBytes = 64;
+inline constexpr int kVecRegs = 32;
+#elif defined(__AVX__)
+inline constexpr int kVecBytes = 32;
+inline constexpr int kVecRegs = 16;
+#else
+inline constexpr int kVecBytes = 16;
+inline constexpr int kVecRegs = 16;
+#endif
+
+template <typename T, int BYTES>
+struct VecOfBytes {
+  typedef T type __attribute__((vector_size(BYTES)));
+  static constexpr int L = BYTES / static_cast<int>(sizeof(T));
 };
 
 template <typename T>
+struct VecOf : VecOfBytes<T, kVecBytes> {};
+
+template <typename T>
 using Vec = typename VecOf<T>::type;
+
+template <typename T>
+using Vec64 = typename VecOfBytes<T, 64>::type;
 
 #define PYDL_VINLINE static inline __attribute__((always_inline))
 
@@ -31,7 +53,15 @@ PYDL_VINLINE Vec<T> vload(const T* p) {
 }
 
 template <typename T>
-PYDL_VINLINE void vstore(T* p, Vec<T> v) {
+PYDL_VINLINE Vec64<T> vload64(const T* p) {
+  Vec64<T> v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T, typename V>
+PYDL_VINLINE void vstore(T* p, V v) {
+  static_assert(sizeof(V) % sizeof(T) == 0, "vector of T expected");
   __builtin_memcpy(p, &v, sizeof(v));
 }
 
@@ -41,14 +71,21 @@ PYDL_VINLINE Vec<T> vset1(T s) {
   return v + s;
 }
 
-// Store the first n (0 <= n <= L) lanes; nothing past them is touched (masked store on AVX-512).
 template <typename T>
-PYDL_VINLINE void vstore_n(T* p, Vec<T> v, int n) {
+PYDL_VINLINE Vec64<T> vset1_64(T s) {
+  Vec64<T> v = {};
+  return v + s;
+}
+
+// Store the first n (0 <= n <= lanes) lanes; nothing past them is touched (masked store on
+// AVX-512 for a 64-byte vector).
+template <typename T, typename V>
+PYDL_VINLINE void vstore_n(T* p, V v, int n) {
 #if defined(__AVX512F__)
-  if constexpr (sizeof(T) == 4) {
+  if constexpr (sizeof(V) == 64 && sizeof(T) == 4) {
     _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), reinterpret_cast<__m512>(v));
     return;
-  } else {
+  } else if constexpr (sizeof(V) == 64 && sizeof(T) == 8) {
     _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << n) - 1u), reinterpret_cast<__m512d>(v));
     return;
   }
@@ -56,8 +93,8 @@ PYDL_VINLINE void vstore_n(T* p, Vec<T> v, int n) {
   for (int l = 0; l < n; ++l) p[l] = v[l];
 }
 
-template <typename T>
-PYDL_VINLINE Vec<T> vrelu(Vec<T> v) {
-  const Vec<T> z = {};
+template <typename V>
+PYDL_VINLINE V vrelu(V v) {
+  const V z = {};
   return v < z ? z : v;  // NaN stays NaN
 }

@@ -250,7 +250,7 @@ void output_transform_seg(T* yk, const T* Mk, index_t ldm, T bias, ConvAct act, 
 
 typedef std::int32_t wg_vi32 __attribute__((vector_size(64)));
 
-PYDL_VINLINE void vstore_f32_n(float* p, Vec<float> v, int n) {
+PYDL_VINLINE void vstore_f32_n(float* p, Vec64<float> v, int n) {
   if (n >= 16) vstore<float>(p, v);
   else vstore_n<float>(p, v, n);
 }
@@ -259,7 +259,7 @@ PYDL_VINLINE void vstore_f32_n(float* p, Vec<float> v, int n) {
 // the transform arithmetic on small planes (14x14).
 PYDL_VINLINE void copy_f32(float* d, const float* s, index_t n) {
   index_t i = 0;
-  for (; i + 16 <= n; i += 16) vstore<float>(d + i, vload<float>(s + i));
+  for (; i + 16 <= n; i += 16) vstore<float>(d + i, vload64<float>(s + i));
 #if defined(__AVX512F__)
   if (i < n) {
     const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
@@ -272,18 +272,18 @@ PYDL_VINLINE void copy_f32(float* d, const float* s, index_t n) {
 
 PYDL_VINLINE void zero_f32(float* d, index_t n) {
   index_t i = 0;
-  for (; i + 16 <= n; i += 16) vstore<float>(d + i, Vec<float>{});
+  for (; i + 16 <= n; i += 16) vstore<float>(d + i, Vec64<float>{});
   for (; i < n; ++i) d[i] = 0.0f;
 }
 
 // out[j][l] = s[(u0 + l) * M + j] for j < A, l < 16 (s points at column u0*M).
 template <int M>
-PYDL_VINLINE void gather_cols(Vec<float>* out, const float* s) {
+PYDL_VINLINE void gather_cols(Vec64<float>* out, const float* s) {
   if constexpr (M == 2) {
     const wg_vi32 ev = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
     const wg_vi32 od = ev + 1;
-    const Vec<float> x0 = vload<float>(s), x1 = vload<float>(s + 16);
-    const Vec<float> y0 = vload<float>(s + 2), y1 = vload<float>(s + 18);
+    const Vec64<float> x0 = vload64<float>(s), x1 = vload64<float>(s + 16);
+    const Vec64<float> y0 = vload64<float>(s + 2), y1 = vload64<float>(s + 18);
     out[0] = __builtin_shuffle(x0, x1, ev);
     out[1] = __builtin_shuffle(x0, x1, od);
     out[2] = __builtin_shuffle(y0, y1, ev);
@@ -293,17 +293,17 @@ PYDL_VINLINE void gather_cols(Vec<float>* out, const float* s) {
     const wg_vi32 q23 = q01 + 2;
     const wg_vi32 lo = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
     const wg_vi32 hi = lo + 8;
-    const Vec<float> x0 = vload<float>(s), x1 = vload<float>(s + 16), x2 = vload<float>(s + 32),
-                     x3 = vload<float>(s + 48);
-    const Vec<float> a01 = __builtin_shuffle(x0, x1, q01), a23 = __builtin_shuffle(x2, x3, q01);
-    const Vec<float> b01 = __builtin_shuffle(x0, x1, q23), b23 = __builtin_shuffle(x2, x3, q23);
+    const Vec64<float> x0 = vload64<float>(s), x1 = vload64<float>(s + 16), x2 = vload64<float>(s + 32),
+                     x3 = vload64<float>(s + 48);
+    const Vec64<float> a01 = __builtin_shuffle(x0, x1, q01), a23 = __builtin_shuffle(x2, x3, q01);
+    const Vec64<float> b01 = __builtin_shuffle(x0, x1, q23), b23 = __builtin_shuffle(x2, x3, q23);
     out[0] = __builtin_shuffle(a01, a23, lo);
     out[1] = __builtin_shuffle(a01, a23, hi);
     out[2] = __builtin_shuffle(b01, b23, lo);
     out[3] = __builtin_shuffle(b01, b23, hi);
-    const Vec<float> y0 = vload<float>(s + 4), y1 = vload<float>(s + 20), y2 = vload<float>(s + 36),
-                     y3 = vload<float>(s + 52);
-    const Vec<float> c01 = __builtin_shuffle(y0, y1, q01), c23 = __builtin_shuffle(y2, y3, q01);
+    const Vec64<float> y0 = vload64<float>(s + 4), y1 = vload64<float>(s + 20), y2 = vload64<float>(s + 36),
+                     y3 = vload64<float>(s + 52);
+    const Vec64<float> c01 = __builtin_shuffle(y0, y1, q01), c23 = __builtin_shuffle(y2, y3, q01);
     out[4] = __builtin_shuffle(c01, c23, lo);
     out[5] = __builtin_shuffle(c01, c23, hi);
   }
@@ -311,15 +311,15 @@ PYDL_VINLINE void gather_cols(Vec<float>* out, const float* s) {
 
 // d[l * M + j] = Y[j][l] for l < 16, j < M (inverse of gather_cols), written to o[0 .. M).
 template <int M>
-PYDL_VINLINE void interleave_cols(Vec<float>* o, const Vec<float>* Y) {
+PYDL_VINLINE void interleave_cols(Vec64<float>* o, const Vec64<float>* Y) {
   const wg_vi32 zl = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
   const wg_vi32 zh = zl + 8;
   if constexpr (M == 2) {
     o[0] = __builtin_shuffle(Y[0], Y[1], zl);
     o[1] = __builtin_shuffle(Y[0], Y[1], zh);
   } else {
-    const Vec<float> l02 = __builtin_shuffle(Y[0], Y[2], zl), l13 = __builtin_shuffle(Y[1], Y[3], zl);
-    const Vec<float> h02 = __builtin_shuffle(Y[0], Y[2], zh), h13 = __builtin_shuffle(Y[1], Y[3], zh);
+    const Vec64<float> l02 = __builtin_shuffle(Y[0], Y[2], zl), l13 = __builtin_shuffle(Y[1], Y[3], zl);
+    const Vec64<float> h02 = __builtin_shuffle(Y[0], Y[2], zh), h13 = __builtin_shuffle(Y[1], Y[3], zh);
     o[0] = __builtin_shuffle(l02, l13, zl);
     o[1] = __builtin_shuffle(l02, l13, zh);
     o[2] = __builtin_shuffle(h02, h13, zl);
@@ -355,14 +355,14 @@ void input_transform_seg_vec(float* V, index_t ldv, const float* xc, const Conv2
   }
   for (index_t t0 = 0; t0 < nT; t0 += 16) {
     const int nl = static_cast<int>(wg_min(16, nT - t0));
-    Vec<float> tmp[A][A];  // tmp[i][b] = (row i of d) * B
+    Vec64<float> tmp[A][A];  // tmp[i][b] = (row i of d) * B
 #pragma GCC unroll 8
     for (int i = 0; i < A; ++i) {
-      Vec<float> d[A];
+      Vec64<float> d[A];
       gather_cols<M>(d, buf + i * Wsup + t0 * M);
 #pragma GCC unroll 8
       for (int bb = 0; bb < A; ++bb) {
-        Vec<float> acc = {};
+        Vec64<float> acc = {};
 #pragma GCC unroll 8
         for (int j = 0; j < A; ++j)
           if (Mt::BT[bb][j] != 0.0) acc += static_cast<float>(Mt::BT[bb][j]) * d[j];
@@ -373,7 +373,7 @@ void input_transform_seg_vec(float* V, index_t ldv, const float* xc, const Conv2
     for (int aa = 0; aa < A; ++aa)
 #pragma GCC unroll 8
       for (int bb = 0; bb < A; ++bb) {
-        Vec<float> acc = {};
+        Vec64<float> acc = {};
 #pragma GCC unroll 8
         for (int i = 0; i < A; ++i)
           if (Mt::BT[aa][i] != 0.0) acc += static_cast<float>(Mt::BT[aa][i]) * tmp[i][bb];
@@ -394,15 +394,15 @@ void output_transform_seg_vec(float* yk, const float* Mk, index_t ldm, float bia
   const index_t Wsup = (nT + 15) / 16 * 16 * M + 16;
   for (index_t t0 = 0; t0 < nT; t0 += 16) {
     const float* mrow = Mk + t0;
-    Vec<float> z[M][A];  // z[i][b] = sum_a AT[i][a] M[a][b]
+    Vec64<float> z[M][A];  // z[i][b] = sum_a AT[i][a] M[a][b]
 #pragma GCC unroll 8
     for (int bb = 0; bb < A; ++bb) {
-      Vec<float> m[A];
+      Vec64<float> m[A];
 #pragma GCC unroll 8
-      for (int aa = 0; aa < A; ++aa) m[aa] = vload<float>(mrow + (aa * A + bb) * ldm);
+      for (int aa = 0; aa < A; ++aa) m[aa] = vload64<float>(mrow + (aa * A + bb) * ldm);
 #pragma GCC unroll 8
       for (int i = 0; i < M; ++i) {
-        Vec<float> acc = {};
+        Vec64<float> acc = {};
 #pragma GCC unroll 8
         for (int aa = 0; aa < A; ++aa)
           if (Mt::AT[i][aa] != 0.0) acc += static_cast<float>(Mt::AT[i][aa]) * m[aa];
@@ -411,16 +411,16 @@ void output_transform_seg_vec(float* yk, const float* Mk, index_t ldm, float bia
     }
 #pragma GCC unroll 8
     for (int i = 0; i < M; ++i) {
-      Vec<float> Y[M];
+      Vec64<float> Y[M];
 #pragma GCC unroll 8
       for (int j = 0; j < M; ++j) {
-        Vec<float> acc = vset1<float>(bias);
+        Vec64<float> acc = vset1_64<float>(bias);
 #pragma GCC unroll 8
         for (int bb = 0; bb < A; ++bb)
           if (Mt::AT[j][bb] != 0.0) acc += static_cast<float>(Mt::AT[j][bb]) * z[i][bb];
-        Y[j] = act == ConvAct::relu ? vrelu<float>(acc) : acc;
+        Y[j] = act == ConvAct::relu ? vrelu(acc) : acc;
       }
-      Vec<float> o[M];
+      Vec64<float> o[M];
       interleave_cols<M>(o, Y);
       float* out = obuf + i * Wsup + t0 * M;
 #pragma GCC unroll 4
