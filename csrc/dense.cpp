@@ -70,17 +70,11 @@ bool split_forward(T* y, const T* x, const T* W, index_t N, index_t C, index_t K
     add_rows(0, N);
     return true;
   }
-#pragma omp parallel num_threads(2)
-  {
-#ifdef _OPENMP
-    const int rank = omp_get_thread_num();
-#else
-    const int rank = 0;
-#endif
+  parallel_team(2, [&](int rank, int team) {
     half(rank);
-#pragma omp barrier
+    team_barrier(team);
     add_rows(rank == 0 ? 0 : N / 2, rank == 0 ? N / 2 : N);
-  }
+  });
   return true;
 }
 

@@ -40,9 +40,6 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(__linux__)
-#include <sched.h>
-#endif
 
 namespace pydl {
 namespace {
@@ -189,49 +186,6 @@ void pack_b_panels(T* dst, const Problem<T>& pr, index_t p0, index_t kc, index_t
 void split_range(index_t count, int parts, int k, index_t& begin, index_t& end) {
   begin = count * k / parts;
   end = count * (k + 1) / parts;
-}
-
-int team_size() {
-#ifdef _OPENMP
-  return omp_get_num_threads();
-#else
-  return 1;
-#endif
-}
-
-int team_rank() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-
-// The CPU this thread runs on, or -1 where that can't be asked.
-int current_cpu() {
-#if defined(__linux__)
-  return sched_getcpu();
-#else
-  return -1;
-#endif
-}
-
-// On the 2-vCPU target the kernel keeps waking an OpenMP worker on the CPU of the thread that
-// woke it, and then the two take turns on one CPU (4-8 ms per parallel region, measured) while the
-// other CPU idles. A worker that finds itself on its master's CPU moves off it once: it sets an
-// affinity without that CPU, which migrates it, and then restores its own affinity at once.
-void leave_cpu(int cpu) {
-#if defined(__linux__)
-  if (cpu < 0 || sched_getcpu() != cpu) return;
-  cpu_set_t own, others;
-  if (sched_getaffinity(0, sizeof own, &own) != 0) return;
-  others = own;
-  CPU_CLR(cpu, &others);
-  if (CPU_COUNT(&others) == 0) return;
-  if (sched_setaffinity(0, sizeof others, &others) == 0) sched_setaffinity(0, sizeof own, &own);
-#else
-  (void)cpu;
-#endif
 }
 
 struct Workspace {
@@ -392,16 +346,10 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
             if (pe > pb) macro_tile(rank, team, jc, nc, pc, kc, k_block, b_pack);
             continue;
           }
-          // Only a team of several threads synchronises: a serial call (team == 1) may run inside
-          // a caller's parallel region, where an orphaned barrier would bind to the caller's team.
-          if (team > 1) {
-#pragma omp barrier
-          }
+          team_barrier(team);
           for (index_t t; (t = counters[block].fetch_add(1, std::memory_order_relaxed)) < n_items;)
             macro_tile(t, n_chunks, jc, nc, pc, kc, k_block, b_pack);
-          if (b_count == 1 && team > 1) {
-#pragma omp barrier
-          }
+          if (b_count == 1) team_barrier(team);
         }
       }
     } else {
@@ -418,12 +366,7 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
   if (nt == 1) {
     body(1, 0);
   } else {
-    const int master_cpu = current_cpu();
-#pragma omp parallel num_threads(nt)
-    {
-      if (team_rank() != 0) leave_cpu(master_cpu);
-      body(team_size(), team_rank());
-    }
+    parallel_team(nt, [&](int tid, int team) { body(team, tid); });
   }
 }
 

@@ -17,12 +17,11 @@ void run_pieces(index_t n, int nt, index_t align, F&& f) {
     return;
   }
   const index_t pieces = nt;
-#pragma omp parallel for num_threads(nt) schedule(static, 1)
-  for (index_t t = 0; t < pieces; ++t) {
+  parallel_for(nt, pieces, [&](index_t t, int) {
     index_t b = static_cast<index_t>(static_cast<double>(n) * t / pieces) / align * align;
     index_t e = t + 1 == pieces ? n : static_cast<index_t>(static_cast<double>(n) * (t + 1) / pieces) / align * align;
     if (b < e) f(b, e);
-  }
+  });
 }
 
 // Sum of f(begin, end) -> double over nt pieces of [0, n); partial sums are added in piece order,
@@ -33,12 +32,11 @@ double sum_pieces(index_t n, int nt, F&& f) {
   if (nt <= 1) return f(index_t(0), n);
   double partial[256];
   const index_t pieces = nt < 256 ? nt : 256;
-#pragma omp parallel for num_threads(nt) schedule(static, 1)
-  for (index_t t = 0; t < pieces; ++t) {
+  parallel_for(nt, pieces, [&](index_t t, int) {
     const index_t b = static_cast<index_t>(static_cast<double>(n) * t / pieces);
     const index_t e = t + 1 == pieces ? n : static_cast<index_t>(static_cast<double>(n) * (t + 1) / pieces);
     partial[t] = b < e ? f(b, e) : 0.0;
-  }
+  });
   double total = 0.0;
   for (index_t t = 0; t < pieces; ++t) total += partial[t];
   return total;

@@ -163,11 +163,10 @@ double sum_squares(const T* x, index_t n) {
   if (nb == 1) return sum_block(x, n);
   std::vector<double> part(static_cast<std::size_t>(nb));
   const int nt = threads_for(static_cast<double>(n), 65536.0);
-#pragma omp parallel for schedule(static) num_threads(nt)
-  for (index_t b = 0; b < nb; ++b) {
+  parallel_for(nt, nb, [&](index_t b, int) {
     const index_t i0 = b * kSumBlock;
     part[static_cast<std::size_t>(b)] = sum_block(x + i0, std::min(kSumBlock, n - i0));
-  }
+  });
   double total = 0.0;
   for (double v : part) total += v;
   return total;

@@ -184,13 +184,8 @@ void drive(BlockFn<V> block, typename V::T* p, typename V::T* s0, typename V::T*
     if (nt <= 1) {
       block(p, s0, s1, s2, g, nvec, h);
     } else {
-#pragma omp parallel num_threads(nt)
-      {
-#ifdef _OPENMP
-        const index_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-        const index_t tid = 0, nth = 1;
-#endif
+      parallel_team(nt, [&](int rank, int team) {
+        const index_t tid = rank, nth = team;
         // Chunks of whole 64-byte lines so threads never share a cache line.
         constexpr index_t line = (64 / static_cast<index_t>(sizeof(T)) + W - 1) / W;
         const index_t per = (nvec + nth - 1) / nth;
@@ -200,7 +195,7 @@ void drive(BlockFn<V> block, typename V::T* p, typename V::T* s0, typename V::T*
           const index_t off = v0 * W;
           block(p + off, offset(s0, off), offset(s1, off), offset(s2, off), g + off, v1 - v0, h);
         }
-      }
+      });
     }
   }
   const index_t done = nvec * W, rem = n - done;

@@ -5,6 +5,10 @@
 #include <stdexcept>
 #include <string>
 
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -49,6 +53,28 @@ int threads_for(double work, double min_work_per_thread) {
   (void)work;
   (void)min_work_per_thread;
   return 1;
+#endif
+}
+
+int current_cpu() {
+#if defined(__linux__)
+  return sched_getcpu();
+#else
+  return -1;
+#endif
+}
+
+void leave_master_cpu(int master_cpu) {
+#if defined(__linux__)
+  if (master_cpu < 0 || sched_getcpu() != master_cpu) return;
+  cpu_set_t own, others;
+  if (sched_getaffinity(0, sizeof own, &own) != 0) return;
+  others = own;
+  CPU_CLR(master_cpu, &others);
+  if (CPU_COUNT(&others) == 0) return;
+  if (sched_setaffinity(0, sizeof others, &others) == 0) sched_setaffinity(0, sizeof own, &own);
+#else
+  (void)master_cpu;
 #endif
 }
 

@@ -1,11 +1,22 @@
-// Process-wide thread count for every pydl parallel region.
+// Process-wide thread count and the one way pydl opens a parallel region.
 //
 // omp_set_num_threads only affects the calling thread, and pydl kernels are called from
 // whatever Python thread the user happens to use, so the setting lives here and every
-// parallel region passes num_threads(pydl::threads_for(...)) explicitly.
+// parallel region passes its thread count explicitly.
+//
+// Every family's parallel regions go through `parallel_team` / `parallel_for` below, which
+//   - open no region at all for one thread (body runs inline with tid 0, nthreads 1);
+//   - move a worker that woke up on its master's CPU off it first (see leave_master_cpu);
+//   - hand the body its thread index, so per-thread scratch is indexed by the team's own rank
+//     (never by omp_get_thread_num() of an enclosing team).
+// Bodies must not throw: validate and allocate before the region.
 #pragma once
 
 #include <cstdint>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace pydl {
 
@@ -21,5 +32,75 @@ void set_num_threads(int n);  // n >= 1; throws std::invalid_argument otherwise
 int threads_for(double work, double min_work_per_thread);
 
 bool openmp_enabled();
+
+// The CPU the calling thread runs on, or -1 where that can't be asked.
+int current_cpu();
+
+// On 2-vCPU VMs the kernel often wakes an OpenMP worker on the CPU of the thread that woke it;
+// the two then take turns on one CPU (4-8 ms per parallel region, measured) while the other CPU
+// idles. A worker that finds itself on `master_cpu` moves off it once (an affinity without that
+// CPU, then its own affinity restored). No-op where affinity can't be set.
+void leave_master_cpu(int master_cpu);
+
+// body(tid, nthreads) on a team of nt threads (inline when nt <= 1).
+template <class F>
+inline void parallel_team(int nt, F&& body) {
+#ifdef _OPENMP
+  if (nt > 1) {
+    const int master = current_cpu();
+#pragma omp parallel num_threads(nt)
+    {
+      const int tid = omp_get_thread_num();
+      if (tid != 0) leave_master_cpu(master);
+      body(tid, omp_get_num_threads());
+    }
+    return;
+  }
+#endif
+  body(0, 1);
+}
+
+// body(i, tid) for i in [0, n) on nt threads. chunk == 0: contiguous static blocks, one per
+// thread (the i -> thread map depends only on n and nt); chunk > 0: dynamic, `chunk` at a time.
+template <class F>
+inline void parallel_for(int nt, std::int64_t n, F&& body, std::int64_t chunk = 0) {
+  if (n <= 0) return;
+  if (nt > n) nt = static_cast<int>(n);
+#ifdef _OPENMP
+  if (nt > 1) {
+    const int master = current_cpu();
+#pragma omp parallel num_threads(nt)
+    {
+      const int tid = omp_get_thread_num();
+      if (tid != 0) leave_master_cpu(master);
+      if (chunk > 0) {
+#pragma omp for schedule(dynamic, 1)
+        for (std::int64_t b = 0; b < (n + chunk - 1) / chunk; ++b) {
+          const std::int64_t e = b * chunk + chunk < n ? b * chunk + chunk : n;
+          for (std::int64_t i = b * chunk; i < e; ++i) body(i, tid);
+        }
+      } else {
+        const int team = omp_get_num_threads();
+        const std::int64_t b = n * tid / team, e = n * (tid + 1) / team;
+        for (std::int64_t i = b; i < e; ++i) body(i, tid);
+      }
+    }
+    return;
+  }
+#endif
+  for (std::int64_t i = 0; i < n; ++i) body(i, 0);
+}
+
+// A barrier for the team of parallel_team. A team of one skips it: called outside any region of
+// its own, an orphaned barrier would bind to an enclosing caller's team and deadlock.
+inline void team_barrier(int nthreads) {
+#ifdef _OPENMP
+  if (nthreads > 1) {
+#pragma omp barrier
+  }
+#else
+  (void)nthreads;
+#endif
+}
 
 }  // namespace pydl
