@@ -31,6 +31,28 @@ import pydl
 
 QUICK = bool(int(os.environ.get("PYDL_BENCH_QUICK", "0")))
 
+from isa_env import ISA_ENV, isa_environment  # noqa: E402,F401  (re-exported)
+
+
+def libraries_isa() -> dict:
+    """The ISA (or kernel family) each library actually runs in this process."""
+    out = {"pydl": pydl.config()["isa"]}
+    if HAVE_TORCH:
+        try:
+            out["torch"] = torch.backends.cpu.get_cpu_capability()
+        except Exception:  # pragma: no cover
+            out["torch"] = "unknown"
+    try:
+        from threadpoolctl import threadpool_info
+        for info in threadpool_info():
+            if info.get("internal_api") == "openblas":
+                out["numpy"] = f"OpenBLAS {info.get('version')} {info.get('architecture')}"
+                break
+    except ImportError:  # pragma: no cover
+        pass
+    out.setdefault("numpy", "unknown BLAS")
+    return out
+
 
 def timeit(fn, warmup: int = 2, repeats: int = 7, min_time: float = 0.05) -> float:
     """Median seconds per call. Each repeat loops until it has run `min_time` seconds."""
@@ -125,12 +147,13 @@ def rows_to_markdown(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_rows(rows: list[Row], path_stem: str) -> None:
+def save_rows(rows: list[Row], path_stem: str, header: str = "") -> None:
     os.makedirs(os.path.dirname(path_stem) or ".", exist_ok=True)
     with open(path_stem + ".json", "w") as f:
-        json.dump([asdict(r) | {"ratios": {n: r.ratio(n) for n in r.baselines}} for r in rows], f, indent=1)
+        json.dump({"libraries": libraries_isa(),
+                   "rows": [asdict(r) | {"ratios": {n: r.ratio(n) for n in r.baselines}} for r in rows]}, f, indent=1)
     with open(path_stem + ".md", "w") as f:
-        f.write(rows_to_markdown(rows))
+        f.write(header + rows_to_markdown(rows))
 
 
 def assert_close(got, want, rtol=1e-4, atol=1e-4, what=""):
