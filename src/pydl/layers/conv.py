@@ -78,7 +78,7 @@ class Conv2D(Layer):
         if not isinstance(algo, str) or algo not in conv_ops.ALGOS:
             raise ValueError(f"[Conv2D] unknown algo {algo!r}; expected one of {', '.join(conv_ops.ALGOS)}")
         self.algo = algo
-        self.algo_used = None
+        self._algo_choice = None  # ((isa, threads), algorithm, reason), see algo_used
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
@@ -106,12 +106,37 @@ class Conv2D(Layer):
     def build(self, input_shape):
         shape = _check_nchw(input_shape, "Conv2D", self.name)
         w_shape = self._w_shape(shape[1])
-        self.algo_used = conv_ops.conv2d_algo((1,) + shape[1:], w_shape, self.strides, self._pad(),
-                                              self.dilation_rate, self.algo)
+        self._algo_choice = None
+        self._in_shape_for_algo = (1,) + tuple(shape[1:])
+        conv_ops.conv2d_algo(self._in_shape_for_algo, w_shape, self.strides, self._pad(), self.dilation_rate,
+                             self.algo)  # a forced algorithm that does not apply fails here
         self.params["W"] = self.kernel_initializer(w_shape)
         if self.use_bias:
             self.params["b"] = self.bias_initializer((self.filters,))
         super().build(shape)
+
+    def _choice(self):
+        if not self.built:
+            return None
+        key = conv_ops.auto_context()
+        if self._algo_choice is None or self._algo_choice[0] != key:
+            w_shape = self._w_shape(self._in_shape_for_algo[1])
+            name, why = conv_ops.conv2d_explain(self._in_shape_for_algo, w_shape, self.strides, self._pad(),
+                                                self.dilation_rate, self.algo)
+            self._algo_choice = (key, name, why)
+        return self._algo_choice
+
+    @property
+    def algo_used(self):
+        """The algorithm this layer runs (None before build); "auto" follows the ISA and thread count."""
+        c = self._choice()
+        return None if c is None else c[1]
+
+    @property
+    def algo_reason(self):
+        """Why `algo_used` was chosen (see pydl.ops.conv2d_explain)."""
+        c = self._choice()
+        return None if c is None else c[2]
 
     def check_input(self, x):
         if self.built and np.ndim(x) == 4:

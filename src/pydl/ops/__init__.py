@@ -5,7 +5,7 @@ allocates outputs, and calls one kernel in `pydl._core`. Layers call these, neve
 One module per kernel family; everything is re-exported here.
 """
 from .gemm import gemm, matmul
-from .conv import conv2d, conv2d_algo, conv2d_backward, conv2d_output_shape
+from .conv import conv2d, conv2d_algo, conv2d_backward, conv2d_explain, conv2d_output_shape
 from .pool import (avg_pool2d, avg_pool2d_backward, global_avg_pool2d, global_avg_pool2d_backward, max_pool2d,
                    max_pool2d_backward)
 from .nn import (ACTIVATIONS, FUSABLE_ACTIVATIONS, LOSSES, activation, activation_backward, batchnorm_backward,
@@ -13,7 +13,7 @@ from .nn import (ACTIVATIONS, FUSABLE_ACTIVATIONS, LOSSES, activation, activatio
 from .optim import sgd_update, momentum_update, adagrad_update, rmsprop_update, adam_update, sum_squares, global_norm
 
 __all__ = ["gemm", "matmul"]
-__all__ += ["conv2d", "conv2d_algo", "conv2d_backward", "conv2d_output_shape", "max_pool2d", "max_pool2d_backward",
+__all__ += ["conv2d", "conv2d_algo", "conv2d_backward", "conv2d_explain", "conv2d_output_shape", "max_pool2d", "max_pool2d_backward",
             "avg_pool2d", "avg_pool2d_backward", "global_avg_pool2d", "global_avg_pool2d_backward"]
 __all__ += ["ACTIVATIONS", "FUSABLE_ACTIVATIONS", "LOSSES", "activation", "activation_backward", "dense_forward",
             "dense_backward", "loss", "dropout_forward", "dropout_backward", "batchnorm_forward", "batchnorm_backward"]

@@ -11,9 +11,10 @@ algo:
   "im2col"       unfold + SGEMM, chunked by output rows; any shape
   "winograd_f2"  Winograd F(2x2,3x3): 3x3 filters, stride 1, dilation 1
   "winograd_f4"  Winograd F(4x4,3x3) (fewer multiplies, larger transforms, ~10x the rounding error)
-  "winograd"     the Winograd variant "auto" would pick (F(4x4) for outputs >= 48x48)
+  "winograd"     the Winograd variant "auto" would pick (by output size, see AUTO_RULES)
   "naive"        the seven-loop reference
-  "auto"         see `conv2d_algo`
+  "auto"         a rule per ISA and thread count (AUTO_RULES); `conv2d_explain` says what it
+                 picks for a shape and why
 
 float32 is the fast path; float64 runs the same algorithms in double precision.
 """
@@ -123,25 +124,65 @@ def _winograd_ok(w_shape, st, dl) -> bool:
     return tuple(w_shape[2:]) == (3, 3) and st == (1, 1) and dl == (1, 1)
 
 
-def _winograd_variant(out_shape) -> str:
-    """F(4x4,3x3) once the output is large enough that its bigger transforms pay off."""
-    return "winograd_f4" if min(out_shape[2], out_shape[3]) >= 48 else "winograd_f2"
+# The rule behind algo="auto", one row per ISA the kernels were built for (the ISA selected at
+# import, `pydl.config()["isa"]`), and per thread count (1, or 2 and more). Each threshold was
+# timed with bench/bench_conv2d.py on the project's 2-core machines (see docs/architecture.md,
+# "Convolution: algorithm choice"):
+#   direct_max_c   input channels up to which the direct loops beat im2col
+#   winograd       whether Winograd is used at all for 3x3 / stride 1 / dilation 1
+#   wino_min_ck    Winograd only with at least this many input and output channels
+#   f4_min_out     F(4x4,3x3) instead of F(2x2,3x3) from this output size (min(P, Q)) on
+# The rule never depends on the batch size, so a layer can fix its algorithm at build time.
+AUTO_RULES = {
+    ("avx512", 1): dict(direct_max_c=4, winograd=True, wino_min_ck=8, f4_min_out=48),
+    ("avx512", 2): dict(direct_max_c=4, winograd=True, wino_min_ck=8, f4_min_out=48),
+    ("avx2", 1): dict(direct_max_c=4, winograd=True, wino_min_ck=8, f4_min_out=48),
+    ("avx2", 2): dict(direct_max_c=4, winograd=True, wino_min_ck=8, f4_min_out=48),
+    ("generic", 1): dict(direct_max_c=4, winograd=True, wino_min_ck=8, f4_min_out=48),
+    ("generic", 2): dict(direct_max_c=4, winograd=True, wino_min_ck=8, f4_min_out=48),
+}
 
 
-def _auto(x_shape, w_shape, st, dl, out_shape) -> str:
-    """The rule behind algo="auto" (timed on this project's 2-core machine, see docs/architecture.md):
-    few input channels (C <= 4) -> direct; 3x3 / stride 1 / dilation 1 with >= 8 input and output
-    channels -> Winograd, F(4x4,3x3) for outputs of at least 48x48, else F(2x2,3x3);
-    everything else -> im2col."""
+def auto_rule(isa: str | None = None, threads: int | None = None) -> dict:
+    """The thresholds algo="auto" uses for `isa` and `threads` (default: the running ones)."""
+    isa = _core.selected_isa() if isa is None else isa
+    threads = _core.get_num_threads() if threads is None else threads
+    key = (isa, 1 if threads <= 1 else 2)
+    if key not in AUTO_RULES:
+        raise ValueError(f"[conv2d] no algo='auto' rule for ISA {isa!r}; have {sorted({k[0] for k in AUTO_RULES})}")
+    return AUTO_RULES[key]
+
+
+def auto_context() -> tuple[str, int]:
+    """(ISA, thread count): what algo="auto" depends on besides the shapes."""
+    return _core.selected_isa(), _core.get_num_threads()
+
+
+def _winograd_variant(out_shape, rule) -> tuple[str, str]:
+    side = min(out_shape[2], out_shape[3])
+    if side >= rule["f4_min_out"]:
+        return "winograd_f4", f"output {out_shape[2]}x{out_shape[3]} >= {rule['f4_min_out']}: F(4x4,3x3)"
+    return "winograd_f2", f"output {out_shape[2]}x{out_shape[3]} < {rule['f4_min_out']}: F(2x2,3x3)"
+
+
+def _auto(x_shape, w_shape, st, dl, out_shape) -> tuple[str, str]:
+    """(algorithm, reason) of algo="auto" for the running ISA and thread count (see AUTO_RULES)."""
+    isa, threads = _core.selected_isa(), _core.get_num_threads()
+    rule = auto_rule(isa, threads)
+    where = f"auto on {isa}, {threads} thread{'s' if threads != 1 else ''}: "
     C, K = x_shape[1], w_shape[0]
-    if C <= 4:
-        return "direct"
-    if _winograd_ok(w_shape, st, dl) and C >= 8 and K >= 8:
-        return _winograd_variant(out_shape)
-    return "im2col"
+    if C <= rule["direct_max_c"]:
+        return "direct", where + f"C = {C} <= {rule['direct_max_c']} input channels -> direct"
+    if _winograd_ok(w_shape, st, dl) and rule["winograd"]:
+        m = rule["wino_min_ck"]
+        if C >= m and K >= m:
+            name, why = _winograd_variant(out_shape, rule)
+            return name, where + f"3x3, stride 1, C = {C} and K = {K} >= {m} -> Winograd, {why}"
+        return "im2col", where + f"3x3 but C = {C} or K = {K} < {m} -> im2col"
+    return "im2col", where + "no faster special case for this shape -> im2col (unfold + SGEMM)"
 
 
-def _resolve_algo(algo, x_shape, w_shape, st, dl, out_shape, op: str) -> str:
+def _resolve(algo, x_shape, w_shape, st, dl, out_shape, op: str) -> tuple[str, str]:
     if not isinstance(algo, str) or algo not in ALGOS:
         raise ValueError(f"[{op}] unknown algo {algo!r}; expected one of {', '.join(ALGOS)}")
     if algo == "auto":
@@ -151,8 +192,13 @@ def _resolve_algo(algo, x_shape, w_shape, st, dl, out_shape, op: str) -> str:
             raise ValueError(f"[{op}] algo {algo!r} needs a 3x3 filter with stride 1 and dilation 1, got filter "
                              f"{tuple(w_shape[2:])}, stride {st}, dilation {dl}")
         if algo == "winograd":
-            return _winograd_variant(out_shape)
-    return algo
+            name, why = _winograd_variant(out_shape, auto_rule())
+            return name, f"winograd requested: {why}"
+    return algo, f"{algo} requested"
+
+
+def _resolve_algo(algo, x_shape, w_shape, st, dl, out_shape, op: str) -> str:
+    return _resolve(algo, x_shape, w_shape, st, dl, out_shape, op)[0]
 
 
 def conv2d_algo(x_shape, w_shape, stride=1, padding=0, dilation=1, algo: str = "auto") -> str:
@@ -162,6 +208,16 @@ def conv2d_algo(x_shape, w_shape, stride=1, padding=0, dilation=1, algo: str = "
     """
     st, _, dl, out = _geometry(x_shape, w_shape, stride, padding, dilation, "conv2d")
     return _resolve_algo(algo, x_shape, w_shape, st, dl, out, "conv2d")
+
+
+def conv2d_explain(x_shape, w_shape, stride=1, padding=0, dilation=1, algo: str = "auto") -> tuple[str, str]:
+    """(algorithm, reason): what conv2d runs for these shapes on this ISA and thread count, and why.
+
+    >>> conv2d_explain((32, 64, 56, 56), (64, 64, 3, 3), padding=1)   # doctest: +SKIP
+    ('winograd_f4', 'auto on avx2, 2 threads: 3x3, stride 1, C = 64 and K = 64 >= 8 -> Winograd, ...')
+    """
+    st, _, dl, out = _geometry(x_shape, w_shape, stride, padding, dilation, "conv2d")
+    return _resolve(algo, x_shape, w_shape, st, dl, out, "conv2d")
 
 
 def _as_input(x, name: str, op: str, dtype=None) -> np.ndarray:
