@@ -6,6 +6,7 @@
 #include <string>
 
 #if defined(__linux__)
+#include <pthread.h>
 #include <sched.h>
 #endif
 
@@ -29,9 +30,33 @@ std::atomic<int>& thread_setting() {
   return n;
 }
 
+// Fork safety. GCC's libgomp keeps its worker threads across parallel regions; a child forked
+// after they started has the pool's bookkeeping but not its threads, and its first parallel
+// region waits for them forever (multiprocessing's "fork" start method, DataLoader-style
+// workers). Such a child runs every kernel serially instead: same results (they never depend on
+// the thread count), no region opened.
+std::atomic<bool> g_serial_child{false};
+
+void after_fork_in_child() {
+  if (detail::g_pool_started.load(std::memory_order_relaxed)) g_serial_child.store(true, std::memory_order_relaxed);
+}
+
+[[maybe_unused]] const bool g_fork_handler = [] {
+#if defined(__linux__) || defined(__APPLE__)
+  pthread_atfork(nullptr, nullptr, after_fork_in_child);
+#endif
+  return true;
+}();
+
 }  // namespace
 
-int get_num_threads() { return thread_setting().load(std::memory_order_relaxed); }
+namespace detail {
+std::atomic<bool> g_pool_started{false};
+}  // namespace detail
+
+bool in_serial_child() { return g_serial_child.load(std::memory_order_relaxed); }
+
+int get_num_threads() { return in_serial_child() ? 1 : thread_setting().load(std::memory_order_relaxed); }
 
 void set_num_threads(int n) {
   if (n < 1) throw std::invalid_argument("[set_num_threads] n must be >= 1, got " + std::to_string(n));
@@ -43,7 +68,7 @@ void set_num_threads(int n) {
 
 int threads_for(double work, double min_work_per_thread) {
 #ifdef _OPENMP
-  if (omp_in_parallel()) return 1;
+  if (omp_in_parallel() || in_serial_child()) return 1;
   int n = get_num_threads();
   if (n <= 1 || min_work_per_thread <= 0) return n;
   double by_work = work / min_work_per_thread;

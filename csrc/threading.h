@@ -12,6 +12,7 @@
 // Bodies must not throw: validate and allocate before the region.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 #ifdef _OPENMP
@@ -33,6 +34,15 @@ int threads_for(double work, double min_work_per_thread);
 
 bool openmp_enabled();
 
+// True in a child process forked after this process started its OpenMP worker threads: every
+// region then runs inline on one thread (libgomp's pool does not survive fork, and a region
+// would wait for it forever). get_num_threads() reports 1 there.
+bool in_serial_child();
+
+namespace detail {
+extern std::atomic<bool> g_pool_started;  // set by the first region with more than one thread
+}  // namespace detail
+
 // The CPU the calling thread runs on, or -1 where that can't be asked.
 int current_cpu();
 
@@ -46,7 +56,9 @@ void leave_master_cpu(int master_cpu);
 template <class F>
 inline void parallel_team(int nt, F&& body) {
 #ifdef _OPENMP
-  if (nt > 1) {
+  if (nt > 1 && !in_serial_child()) {
+    if (!detail::g_pool_started.load(std::memory_order_relaxed))
+      detail::g_pool_started.store(true, std::memory_order_relaxed);
     const int master = current_cpu();
 #pragma omp parallel num_threads(nt)
     {
@@ -67,7 +79,9 @@ inline void parallel_for(int nt, std::int64_t n, F&& body, std::int64_t chunk = 
   if (n <= 0) return;
   if (nt > n) nt = static_cast<int>(n);
 #ifdef _OPENMP
-  if (nt > 1) {
+  if (nt > 1 && !in_serial_child()) {
+    if (!detail::g_pool_started.load(std::memory_order_relaxed))
+      detail::g_pool_started.store(true, std::memory_order_relaxed);
     const int master = current_cpu();
 #pragma omp parallel num_threads(nt)
     {
