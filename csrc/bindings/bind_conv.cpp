@@ -72,6 +72,9 @@ void check_algo_name(const std::string& algo, const pydl::Conv2dGeom& g, const c
 template <typename T>
 py::array make_out(const py::object& out, const std::vector<py::ssize_t>& shape, const char* op, const char* name) {
   if (out.is_none()) return py::array_t<T>(shape);
+  if (!py::isinstance<py::array>(out))
+    throw py::type_error(std::string("[") + op + "] " + name + " must be a numpy.ndarray, got " +
+                         std::string(py::str(py::type::of(out).attr("__name__"))));
   py::array a = py::reinterpret_borrow<py::array>(out);
   pydl::out_ptr<T>(a, op, name);
   pydl::check_shape(a, shape, op, name);
@@ -194,6 +197,9 @@ py::tuple maxpool_forward(const py::array& x, const Pair& pool, const Pair& stri
     if (argmax_out.is_none()) {
       a = py::array_t<std::int32_t>(shape);
     } else {
+      if (!py::isinstance<py::array>(argmax_out))
+        throw py::type_error(std::string("[") + op + "] argmax_out must be a numpy.ndarray, got " +
+                             std::string(py::str(py::type::of(argmax_out).attr("__name__"))));
       a = py::reinterpret_borrow<py::array>(argmax_out);
       PYDL_CHECK(a.dtype().is(py::dtype::of<std::int32_t>()) && (a.flags() & py::array::c_style) && a.writeable(), op,
                  "argmax_out must be a writeable C-contiguous int32 array");

@@ -63,9 +63,13 @@ def check_same_dtype(op: str, **arrays: np.ndarray) -> np.dtype:
     return next(iter(dtypes.values()))
 
 
-def check_out(out, shape, dtype, op: str, name: str = "out") -> np.ndarray:
-    """An output/in-place array must match exactly: a silent copy would lose the result."""
-    if not isinstance(out, np.ndarray):
+def check_out(out, shape, dtype, op: str, name: str = "out", inputs: dict | None = None) -> np.ndarray:
+    """An output/in-place array must match exactly: a silent copy would lose the result.
+
+    Also aligned to its item size (what the kernels' loads assume) and sharing no memory with any
+    of `inputs` ({name: array}): a kernel reads its inputs while it writes `out`.
+    """
+    if type(out) is not np.ndarray:
         raise TypeError(f"[{op}] {name} must be a numpy.ndarray, got {type(out).__name__}")
     if out.dtype != dtype:
         raise ValueError(f"[{op}] {name} has dtype {out.dtype}, expected {np.dtype(dtype)}")
@@ -75,6 +79,11 @@ def check_out(out, shape, dtype, op: str, name: str = "out") -> np.ndarray:
         raise ValueError(f"[{op}] {name} must be C-contiguous")
     if not out.flags.writeable:
         raise ValueError(f"[{op}] {name} must be writeable")
+    if not out.flags.aligned:
+        raise ValueError(f"[{op}] {name} must be aligned to its item size ({out.dtype.itemsize} bytes)")
+    for in_name, arr in (inputs or {}).items():
+        if arr is not None and np.may_share_memory(out, arr) and np.shares_memory(out, arr, max_work=10**6):
+            raise ValueError(f"[{op}] {name} overlaps input {in_name} {tuple(arr.shape)}; pass a separate array")
     return out
 
 

@@ -25,13 +25,18 @@ import numbers
 import numpy as np
 
 from .. import _core
-from .._validate import as_float_array, check_same_dtype
+from .._validate import as_float_array, check_out, check_same_dtype
 
 ALGOS = ("auto", "naive", "direct", "im2col", "winograd", "winograd_f2", "winograd_f4")
 _FUSED_ACTIVATIONS = ("linear", "relu")
 
 
 # ---- argument parsing ----------------------------------------------------------------------------
+
+# Every size that reaches a kernel (strides, paddings, dilations, pool and filter sizes) is at
+# most this, so the kernels' int64 geometry (products of a few such sizes) can never overflow.
+MAX_GEOMETRY = 2**31 - 1
+
 
 def _int_pair(v, name: str, op: str, minimum: int) -> tuple[int, int]:
     if isinstance(v, (numbers.Integral,)) and not isinstance(v, bool):
@@ -46,6 +51,8 @@ def _int_pair(v, name: str, op: str, minimum: int) -> tuple[int, int]:
         pair = (int(items[0]), int(items[1]))
     if min(pair) < minimum:
         raise ValueError(f"[{op}] {name} must be >= {minimum}, got {v!r}")
+    if max(pair) > MAX_GEOMETRY:
+        raise ValueError(f"[{op}] {name} must be <= {MAX_GEOMETRY}, got {v!r}")
     return pair
 
 
@@ -88,6 +95,8 @@ def resolve_padding(padding, in_hw, k_eff_hw, stride_hw, op: str) -> tuple[int, 
                              f"(top, bottom, left, right), got {padding!r}")
     if min(pads) < 0:
         raise ValueError(f"[{op}] padding must be >= 0, got {padding!r}")
+    if max(pads) > MAX_GEOMETRY:
+        raise ValueError(f"[{op}] padding must be <= {MAX_GEOMETRY}, got {padding!r}")
     return pads
 
 
@@ -257,6 +266,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, algo: str = "auto", ac
         raise ValueError(f"[{op}] activation must be None, 'linear' or 'relu', got {activation!r}")
     st, pads, dl, yshape = _geometry(x.shape, w.shape, stride, padding, dilation, op)
     name = _resolve_algo(algo, x.shape, w.shape, st, dl, yshape, op)
+    if out is not None:
+        check_out(out, yshape, x.dtype, op, inputs={"x": x, "w": w, "b": b})
     return _core.conv2d_forward(x, w, b, out, st, pads, dl, name, "relu" if act == "relu" else "none")
 
 
