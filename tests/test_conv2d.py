@@ -262,7 +262,7 @@ def test_bad_dtypes_and_buffers():
         ops.conv2d(x, w.astype(np.float64))
     with pytest.raises(ValueError, match="out has shape"):
         ops.conv2d(x, w, out=np.empty((1, 3, 4, 4), np.float32))
-    with pytest.raises(ValueError, match="dtype float32"):
+    with pytest.raises(ValueError, match="out has dtype float64, expected float32"):
         ops.conv2d(x, w, out=np.empty((1, 3, 3, 3), np.float64))
     with pytest.raises(ValueError, match="C-contiguous"):
         ops.conv2d(x, w, out=np.empty((1, 3, 3, 6), np.float32)[..., ::2])

@@ -51,7 +51,7 @@ def max_pool2d(x, pool_size, stride=None, padding=0, return_argmax: bool = True,
     op = "max_pool2d"
     x, pool, st, pads = _pool_args(x, pool_size, stride, padding, op)
     if out is not None:  # the kernel checks the shape; here: type, alignment and overlap with x
-        check_out(out, getattr(out, "shape", ()), x.dtype, op, inputs={"x": x})
+        check_out(out, getattr(out, "shape", ()), getattr(out, "dtype", x.dtype), op, inputs={"x": x})
     return _core.max_pool2d_forward(x, pool, st, pads, bool(return_argmax), False, out, None)
 
 
@@ -73,7 +73,7 @@ def avg_pool2d(x, pool_size, stride=None, padding=0, count_include_pad: bool = T
     op = "avg_pool2d"
     x, pool, st, pads = _pool_args(x, pool_size, stride, padding, op)
     if out is not None:
-        check_out(out, getattr(out, "shape", ()), x.dtype, op, inputs={"x": x})
+        check_out(out, getattr(out, "shape", ()), getattr(out, "dtype", x.dtype), op, inputs={"x": x})
     return _core.avg_pool2d_forward(x, pool, st, pads, bool(count_include_pad), False, out)
 
 
