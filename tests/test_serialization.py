@@ -221,3 +221,72 @@ def test_compiled_untrained_model_roundtrip(tmp_path):
     assert loaded.compiled and loaded.optimizer.iterations == 0
     x = np.ones((2, 4), np.float32)
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+def _saved_arrays(tmp_path):
+    import json
+    from pydl.layers import LSTM
+    m = pydl.Sequential([LSTM(8, input_shape=(5, 4)), Dense(3)])
+    m.compile("mse", "adam")
+    m.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as z:
+        arrs = {k: z[k] for k in z.files}
+    return arrs, json.loads(str(arrs["__config__"]))
+
+
+def test_hostile_sizes_fail_fast(tmp_path):
+    import json
+    import time
+    arrs, cfg = _saved_arrays(tmp_path)
+    cfg["layers"][0]["config"]["units"] = 8000           # a 23 KB file asking for ~1 GB of weights
+    arrs["__config__"] = np.array(json.dumps(cfg))
+    np.savez(tmp_path / "big.npz", **arrs)
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="exceed"):
+        pydl.load_model(tmp_path / "big.npz")
+    assert time.perf_counter() - t0 < 1.0
+
+
+@pytest.mark.parametrize("raw", ['{"format": "pydl", "version": ' + "9" * 5000 + "}",
+                                 "[" * 100000 + "]" * 100000, '{"format": 1e999999}'])
+def test_hostile_json_is_value_error(tmp_path, raw):
+    arrs, _ = _saved_arrays(tmp_path)
+    arrs["__config__"] = np.array(raw)
+    np.savez(tmp_path / "bad.npz", **arrs)
+    with pytest.raises(ValueError, match="load_model"):
+        pydl.load_model(tmp_path / "bad.npz")
+
+
+def test_entry_declaring_more_than_it_holds(tmp_path):
+    import io
+    import json
+    import zipfile
+    _, cfg = _saved_arrays(tmp_path)
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w") as zf:
+        b = io.BytesIO()
+        np.lib.format.write_array_header_1_0(b, {"descr": "<f4", "fortran_order": False, "shape": (100000, 10000)})
+        zf.writestr("lstm/W.npy", b.getvalue() + b"\0" * 64)
+        b = io.BytesIO()
+        np.lib.format.write_array(b, np.array(json.dumps(cfg)))
+        zf.writestr("__config__.npy", b.getvalue())
+    with pytest.raises(ValueError, match="declares shape"):
+        pydl.load_model(tmp_path / "bomb.npz")
+
+
+def test_truncated_and_bitflipped_files(tmp_path):
+    _saved_arrays(tmp_path)
+    data = (tmp_path / "m.npz").read_bytes()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        if i % 2:
+            bad = data[: int(rng.integers(0, len(data)))]
+        else:
+            arr = bytearray(data)
+            for _ in range(4):
+                arr[int(rng.integers(0, len(arr)))] ^= 1 << int(rng.integers(0, 8))
+            bad = bytes(arr)
+        (tmp_path / "x.npz").write_bytes(bad)
+        try:
+            pydl.load_model(tmp_path / "x.npz")
+        except ValueError:
+            pass

@@ -18,7 +18,9 @@ with `s`: the sequence of arrays it produces is reproducible, and successive cal
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 
 import numpy as np
 
@@ -42,6 +44,26 @@ def compute_fans(shape) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
+class _ShapesOnly(threading.local):
+    budget = None  # elements still allowed while building weights that a file will overwrite
+
+
+_SHAPES_ONLY = _ShapesOnly()
+
+
+@contextlib.contextmanager
+def shapes_only(max_elements: int):
+    """Within this block initializers return uninitialised arrays (the caller overwrites them, as
+    `load_model` does with the file's weights) and refuse to create more than `max_elements`
+    elements in all: a ValueError before any allocation, however large the sizes asked for."""
+    old = _SHAPES_ONLY.budget
+    _SHAPES_ONLY.budget = int(max_elements)
+    try:
+        yield
+    finally:
+        _SHAPES_ONLY.budget = old
+
+
 class Initializer:
     """Base class: `init(shape, dtype=float32) -> ndarray`."""
 
@@ -59,6 +81,13 @@ class Initializer:
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"[{type(self).__name__}] dtype must be float32 or float64, got {dtype}")
+        if _SHAPES_ONLY.budget is not None:
+            size = math.prod(shape)
+            if size > _SHAPES_ONLY.budget:
+                raise ValueError(f"weights of shape {shape} exceed the {_SHAPES_ONLY.budget} elements left of "
+                                 f"what the file holds")
+            _SHAPES_ONLY.budget -= size
+            return np.empty(shape, dtype)
         return np.ascontiguousarray(self.generate(shape), dtype=dtype)
 
     def generate(self, shape) -> np.ndarray:  # float64 values

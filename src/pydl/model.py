@@ -574,9 +574,51 @@ def _class_config(entry, path, what: str):
     return entry["class_name"], entry["config"]
 
 
+def _check_archive_sizes(npz, path) -> None:
+    """Each entry's declared array must fit in the bytes the entry really holds, and the archive
+    may not inflate far beyond its own size (the model files pydl writes are not compressed), so
+    a small tampered file cannot make np.load allocate gigabytes before failing."""
+    zf = npz.zip
+    file_bytes = sum(info.compress_size for info in zf.infolist())
+    total = 0
+    for info in zf.infolist():
+        total += info.file_size
+        if total > 16 * file_bytes + (1 << 20):
+            raise _bad(path, f"entries inflate to more than {total} bytes from {file_bytes} stored; refused")
+        with zf.open(info) as f:
+            try:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            except Exception as exc:
+                raise _bad(path, f"entry {info.filename!r} is not a .npy array: {exc}") from None
+        count = 1
+        for d in shape:
+            count *= int(d)
+        if count * dtype.itemsize > info.file_size:
+            raise _bad(path, f"entry {info.filename!r} declares shape {tuple(shape)} ({dtype}) but holds only "
+                             f"{info.file_size} bytes")
+
+
 def load_model(path) -> Sequential:
     """Rebuild a model written by `Sequential.save` (weights, state, compile settings, optimizer
-    state and scaler). Never unpickles; any malformed or tampered file raises ValueError."""
+    state and scaler). Never unpickles; any malformed or tampered file raises ValueError.
+
+    Layers are built with uninitialised weights (the file's arrays overwrite them), and the sizes
+    a config asks for are bounded by the arrays the file actually holds before anything is
+    allocated: a small file cannot make loading slow or memory-hungry."""
+    try:
+        return _load_model(path)
+    except (ValueError, FileNotFoundError):
+        raise
+    except (ArithmeticError, RecursionError, TypeError, KeyError, IndexError, AttributeError, MemoryError) as exc:
+        raise _bad(path, f"malformed file ({type(exc).__name__}: {exc})") from None
+
+
+def _load_model(path) -> Sequential:
+    from . import initializers as _initializers
     from . import optimizers as _optimizers  # noqa: F401  (registers the optimizer classes)
 
     try:
@@ -587,6 +629,7 @@ def load_model(path) -> Sequential:
         raise _bad(path, f"not a pydl model file (.npz): {exc}") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise _bad(path, "not a pydl model file: holds a single array, expected an .npz archive")
+    _check_archive_sizes(npz, path)
     arrays = {}
     with npz:
         for key in npz.files:
@@ -603,7 +646,7 @@ def load_model(path) -> Sequential:
         raise _bad(path, f"'__config__' must be a JSON string, got an array of dtype {raw.dtype} shape {raw.shape}")
     try:
         cfg = json.loads(str(raw))
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, int digit limit, deep nesting
         raise _bad(path, f"'__config__' is not valid JSON: {exc}") from None
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise _bad(path, f"'__config__' is not a {FORMAT!r} config")
@@ -627,15 +670,19 @@ def load_model(path) -> Sequential:
     mname = cfg.get("name", "sequential")
     if not isinstance(mname, str):
         raise _bad(path, f"model name must be a string, got {mname!r}")
+    # what the weights may take: the file's arrays, plus slack so that a small missing array is
+    # reported by name below rather than as an exceeded budget
+    budget = sum(int(v.size) for k, v in arrays.items() if not k.startswith(("optimizer/", "scaler/"))) + (1 << 20)
     try:
-        model = Sequential(layers, name=mname)
-        input_shape = cfg.get("input_shape")
-        if input_shape is not None:
-            if not isinstance(input_shape, list) or not all(d is None or (isinstance(d, int) and not isinstance(d, bool))
-                                                            for d in input_shape):
-                raise ValueError(f"input_shape must be a list of ints or nulls, got {input_shape!r}")
-            if not model.built or tuple(model.input_shape[1:]) != tuple(input_shape[1:]):
-                model.build(tuple(input_shape))
+        with _initializers.shapes_only(budget):
+            model = Sequential(layers, name=mname)
+            input_shape = cfg.get("input_shape")
+            if input_shape is not None:
+                if not isinstance(input_shape, list) or not all(d is None or (isinstance(d, int) and not isinstance(d, bool))
+                                                                for d in input_shape):
+                    raise ValueError(f"input_shape must be a list of ints or nulls, got {input_shape!r}")
+                if not model.built or tuple(model.input_shape[1:]) != tuple(input_shape[1:]):
+                    model.build(tuple(input_shape))
     except (TypeError, ValueError, MemoryError) as exc:  # MemoryError: absurd sizes in a tampered config
         raise _bad(path, f"the layers cannot be rebuilt: {exc}") from None
 
