@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
+import pydl
 from pydl import callbacks as C
 from pydl import registry
 
@@ -343,3 +344,32 @@ def test_progbar_verbose0_silent_and_verbose1_bar(capsys):
     assert "Epoch 1/2" in out and "Epoch 2/2" in out and "3/3" in out and "val_loss: 0.2500" in out
     with pytest.raises(ValueError, match="verbose"):
         C.ProgbarLogger(verbose=3)
+
+
+def test_ctrl_c_stops_after_the_batch_and_runs_on_train_end():
+    import os
+    import signal
+    import warnings
+
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    model = pydl.Sequential([pydl.layers.Dense(2, activation="softmax", input_shape=(4,))])
+    model.compile("sparse_categorical_crossentropy", "sgd")
+    seen = []
+
+    class Probe(C.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(batch)
+            if len(seen) == 3:
+                os.kill(os.getpid(), signal.SIGINT)   # as a user pressing Ctrl-C mid-epoch
+
+        def on_train_end(self, logs=None):
+            seen.append("end")
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        model.fit(x, y, batch_size=4, epochs=5, verbose=0, callbacks=[Probe()])
+    assert seen[-1] == "end" and seen[:3] == [0, 1, 2] and len(seen) == 4
+    assert any("Ctrl-C" in str(m.message) for m in w)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert all(np.isfinite(p).all() for p in model.layers[0].params.values())

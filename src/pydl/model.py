@@ -26,10 +26,15 @@ inputs yourself (`model.predict(model.scaler.transform(x))`).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
+import sys
 import tempfile
+import threading
+import warnings
 import zipfile
 
 import numpy as np
@@ -333,6 +338,12 @@ class Sequential:
         self.stop_training = False
         rng = get_rng()
         logs: dict = {}
+        with _stop_on_interrupt(self):
+            logs = self._fit_epochs(cblist, x, y, val, n, steps, batch_size, shuffle, rng, initial_epoch, epochs)
+        return history
+
+    def _fit_epochs(self, cblist, x, y, val, n, steps, batch_size, shuffle, rng, initial_epoch, epochs):
+        logs: dict = {}
         cblist.on_train_begin(None)
         for epoch in range(initial_epoch, epochs):
             self.optimizer.set_epoch(epoch)
@@ -364,7 +375,7 @@ class Sequential:
             if self.stop_training:
                 break
         cblist.on_train_end(dict(logs))
-        return history
+        return logs
 
     def train_on_batch(self, x, y, return_dict: bool = False):
         """One training step on one batch; the loss (or a dict with the metrics)."""
@@ -552,6 +563,35 @@ class Sequential:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(model):
+    """During fit, a first Ctrl-C (SIGINT) asks the loop to stop after the current batch: the
+    weights stay consistent (no step is cut in half) and the callbacks' on_epoch_end/on_train_end
+    run (checkpoints, CSV logs, restored best weights). A second Ctrl-C interrupts at once.
+    Only in the main thread (elsewhere signal handlers can't be set) and only for SIGINT's
+    default Python handler (a handler the user installed is left alone)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    interrupted = []
+
+    def handler(signum, frame):
+        interrupted.append(True)
+        model.stop_training = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\n[fit] interrupted: stopping after this batch (Ctrl-C again to abort at once)", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is handler:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    if interrupted:
+        warnings.warn("fit stopped early by Ctrl-C after a complete batch", RuntimeWarning, stacklevel=3)
 
 
 # ---------------------------------------------------------------------------------------------
