@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 #if defined(__AVX512F__)
@@ -357,9 +358,12 @@ void input_transform_vec(float* V, index_t ldv, const float* xc, const Conv2dGeo
     float* dst = t + rr * SM;
     for (int a = 0; a < A; ++a)
       for (index_t j = 0; j < lo; ++j) dst[a * Wt + j] = 0.0f;
+    // t[a][lo + j] = sum_i BT[a][i] x[h0 + i][w0 + j]; a row of at least L columns ends with one
+    // vector overlapping the previous one (same values stored twice), shorter rows are scalar
+    const index_t jv = cnt >= L ? (cnt + L - 1) / L * L : 0;
     index_t j = 0;
-    // t[a][lo + j] = sum_i BT[a][i] x[h0 + i][w0 + j]
-    for (; j + L <= cnt; j += L) {
+    for (index_t j0 = 0; j0 < jv; j0 += L) {
+      j = j0 + L > cnt ? cnt - L : j0;
       Vf d[A];
 #pragma GCC unroll 8
       for (int i = 0; i < A; ++i) d[i] = wg_load<L>(r[i] + j);
@@ -372,7 +376,7 @@ void input_transform_vec(float* V, index_t ldv, const float* xc, const Conv2dGeo
         vstore<float>(dst + a * Wt + lo + j, acc);
       }
     }
-    for (; j < cnt; ++j)
+    for (j = jv; j < cnt; ++j)
 #pragma GCC unroll 8
       for (int a = 0; a < A; ++a) {
         float acc = 0.0f;
@@ -384,20 +388,26 @@ void input_transform_vec(float* V, index_t ldv, const float* xc, const Conv2dGeo
     for (int a = 0; a < A; ++a)
       for (index_t jj = lo + cnt; jj < SM; ++jj) dst[a * Wt + jj] = 0.0f;
   }
-  for (int a = 0; a < A; ++a)
-    for (index_t jj = nT * M; jj < Wt; ++jj) t[a * Wt + jj] = 0.0f;
-  for (index_t gi = 0; gi < nG; ++gi) {
-#pragma GCC unroll 8
-    for (int a = 0; a < A; ++a) {
+  for (int a = 0; a < A; ++a) {
+    index_t jj = nT * M;
+    for (; jj + L <= Wt; jj += L) vstore<float>(t + a * Wt + jj, Vf{});
+    for (; jj < Wt; ++jj) t[a * Wt + jj] = 0.0f;
+  }
+  // row by row (A output rows of V live, rather than A*A with the groups outermost)
+#pragma GCC unroll 1
+  for (int a = 0; a < A; ++a) {
+    const float* ta = t + a * Wt;
+    float* va = V + a * A * ldv;
+    for (index_t gi = 0; gi < nG; ++gi) {
       Vf d[A];
-      gather_cols<M, L>(d, t + a * Wt + gi * L * M);
+      gather_cols<M, L>(d, ta + gi * L * M);
 #pragma GCC unroll 8
       for (int b = 0; b < A; ++b) {
         Vf acc = {};
 #pragma GCC unroll 8
         for (int j = 0; j < A; ++j)
           if (Mt::BT[b][j] != 0.0) acc += static_cast<float>(Mt::BT[b][j]) * d[j];
-        vstore<float>(V + (a * A + b) * ldv + gi * L, acc);
+        vstore<float>(va + b * ldv + gi * L, acc);
       }
     }
   }
@@ -414,13 +424,13 @@ void output_transform_vec(float* yk, const float* Mk, index_t ldm, float bias, C
   constexpr int A = Mt::A;
   const index_t nT = nrows * S, nG = (nT + L - 1) / L;
   const index_t Wt = wg_strip_width<M, L>(nT);
-  for (index_t gi = 0; gi < nG; ++gi) {
-    const float* mg = Mk + gi * L;
-#pragma GCC unroll 8
-    for (int a = 0; a < A; ++a) {
+#pragma GCC unroll 1
+  for (int a = 0; a < A; ++a) {
+    const float* ma = Mk + a * A * ldm;
+    for (index_t gi = 0; gi < nG; ++gi) {
       Vf m[A];
 #pragma GCC unroll 8
-      for (int b = 0; b < A; ++b) m[b] = wg_load<L>(mg + (a * A + b) * ldm);
+      for (int b = 0; b < A; ++b) m[b] = wg_load<L>(ma + b * ldm + gi * L);
       Vf Y[M];
 #pragma GCC unroll 8
       for (int j = 0; j < M; ++j) {
@@ -433,32 +443,39 @@ void output_transform_vec(float* yk, const float* Mk, index_t ldm, float bias, C
       interleave_cols<M, L>(h + a * Wt + gi * L * M, Y);
     }
   }
-  // y[p0 + i][q] = act(bias + sum_a AT[i][a] h[a][rr*S*M + q])
+  // y[p0 + i][q] = act(bias + sum_a AT[i][a] h[a][rr*S*M + q]). Rows of at least L columns end
+  // with an overlapping vector (same values stored twice); narrower planes take the masked path.
   const index_t SM = S * M;
   const Vf vb = Vf{} + bias;
-  for (index_t rr = 0; rr < nrows; ++rr) {
-    const index_t p0 = (th0 + rr) * M;
-    const int rows = static_cast<int>(wg_min(M, g.P - p0));
-    const float* hr = h + rr * SM;
-    float* yr = yk + p0 * g.Q;
-    for (index_t q = 0; q < g.Q; q += L) {
-      Vf v[A];
+  const bool relu = act == ConvAct::relu;
+  auto rows_pass = [&](auto full) {
+    for (index_t rr = 0; rr < nrows; ++rr) {
+      const index_t p0 = (th0 + rr) * M;
+      const index_t rows = wg_min(M, g.P - p0);
+      const float* hr = h + rr * SM;
+      float* yr = yk + p0 * g.Q;
+      for (index_t q0 = 0; q0 < g.Q; q0 += L) {
+        const index_t q = full && q0 + L > g.Q ? g.Q - L : q0;
+        Vf v[A];
 #pragma GCC unroll 8
-      for (int a = 0; a < A; ++a) v[a] = wg_load<L>(hr + a * Wt + q);
-      const int n = static_cast<int>(wg_min(L, g.Q - q));
+        for (int a = 0; a < A; ++a) v[a] = wg_load<L>(hr + a * Wt + q);
 #pragma GCC unroll 4
-      for (int i = 0; i < M; ++i) {
-        if (i >= rows) break;
-        Vf acc = vb;
+        for (int i = 0; i < M; ++i) {
+          Vf acc = vb;
 #pragma GCC unroll 8
-        for (int a = 0; a < A; ++a)
-          if (Mt::AT[i][a] != 0.0) acc += static_cast<float>(Mt::AT[i][a]) * v[a];
-        if (act == ConvAct::relu) acc = vrelu(acc);
-        if (n == L) vstore<float>(yr + i * g.Q + q, acc);
-        else vstore_n<float>(yr + i * g.Q + q, acc, n);
+          for (int a = 0; a < A; ++a)
+            if (Mt::AT[i][a] != 0.0) acc += static_cast<float>(Mt::AT[i][a]) * v[a];
+          if (relu) acc = vrelu(acc);
+          if (i < rows) {
+            if constexpr (decltype(full)::value) vstore<float>(yr + i * g.Q + q, acc);
+            else vstore_n<float>(yr + i * g.Q + q, acc, static_cast<int>(g.Q - q));
+          }
+        }
       }
     }
-  }
+  };
+  if (g.Q >= L) rows_pass(std::true_type{});
+  else rows_pass(std::false_type{});
 }
 
 // ---- element-wise stage ------------------------------------------------------------------------
@@ -469,15 +486,19 @@ void output_transform_vec(float* yk, const float* Mk, index_t ldm, float bias, C
 // the register file.
 //   avx512 (32 zmm): F(2x2) 8 x 2; F(4x4) 4 x 6, 24 zmm with 6 tile vectors loaded per 4
 //     broadcasts (N32 C64 56x56: 1.1-1.3x faster than 8 x 2; on 14x14 F(2x2) 8 x 2 is 6% faster).
-//   avx2 (16 ymm) and SSE2 (16 xmm): 4 x 3 for both sizes, 12 accumulators + 3 + 1 = 16.
+//   avx2 (16 ymm): 5 x 2 for both sizes, 10 accumulators + 2 + 1. Zen 3, C64 K64, one point's
+//     product in cache: 5 x 2 56-76 GFLOP/s, 4 x 2 47-66, 6 x 2 45-65, 4 x 3 52, 8 x 1 57-60
+//     (4 x 3 and 8 x 1 issue more loads per FMA: 2 vector loads + 1 broadcast per cycle is the
+//     load limit; 4 x 2 has only as many accumulators as FMAs in flight).
+//   SSE2 (16 xmm, no FMA: one more register for the product): 4 x 2.
 struct WgTile {
   int KB, TV;
 };
 template <int M>
 constexpr WgTile wg_tile() {
   if constexpr (kVecBytes == 64) return M == 2 ? WgTile{8, 2} : WgTile{4, 6};
-  else if constexpr (kVecBytes == 32) return M == 2 ? WgTile{4, 3} : WgTile{4, 3};
-  else return M == 2 ? WgTile{4, 3} : WgTile{4, 3};
+  else if constexpr (kVecBytes == 32) return WgTile{5, 2};
+  else return WgTile{4, 2};
 }
 template <int M>
 struct WgBlock {
@@ -503,7 +524,7 @@ void wg_gemm(T* Mx, const T* Ux, const T* Vx, index_t Kp, index_t C, index_t ld)
         for (int tv = 0; tv < TV; ++tv) vv[tv] = vload<T>(v + tv * L);
 #pragma GCC unroll 8
         for (int kk = 0; kk < KB; ++kk) {
-          const Vec<T> uk = vset1<T>(u[kk]);
+          const T uk = u[kk];  // scalar * vector: a broadcast load (vset1's 0 + s costs an add)
 #pragma GCC unroll 8
           for (int tv = 0; tv < TV; ++tv) acc[kk][tv] += uk * vv[tv];
         }
@@ -539,6 +560,20 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
   const int nt = threads_for(flops_per_row * total_rows, 4e5);
   index_t rows_per_chunk = wg_max(1, target_tiles / S);
   if (nt > 1) rows_per_chunk = wg_max(1, wg_min(rows_per_chunk, (total_rows + 2 * nt - 1) / (2 * nt)));
+  {
+    // Phantom tiles and the padding of segments to groups and of chunks to TB make the tiles
+    // computed per real tile depend on the chunk height: take the height in [r/2, r] with the
+    // fewest (F(4x4) 56x56 on AVX2: 5 rows compute 96 tiles for 70, 8 rows 120 for 112).
+    auto computed = [&](index_t r) {
+      const index_t seg = (nTh * S + GL - 1) / GL * GL, part = ((r % nTh) * S + GL - 1) / GL * GL;
+      const index_t tiles = r < nTh ? (r * S + GL - 1) / GL * GL : r / nTh * seg + part;
+      return static_cast<double>((tiles + TB - 1) / TB * TB) / static_cast<double>(r);
+    };
+    index_t best = rows_per_chunk;
+    for (index_t r = rows_per_chunk; r >= wg_max(1, rows_per_chunk / 2); --r)
+      if (computed(r) < computed(best) * 0.98) best = r;
+    rows_per_chunk = best;
+  }
   const index_t nchunks = (total_rows + rows_per_chunk - 1) / rows_per_chunk;
   // a chunk holds at most rows_per_chunk / nTh + 2 segments, each padded to whole groups
   const index_t Tmax = rows_per_chunk * S + (rows_per_chunk / nTh + 2) * (GL - 1);
