@@ -246,6 +246,10 @@ void output_transform_seg(T* yk, const T* Mk, index_t ldm, T bias, ConvAct act, 
 // 16 (AVX-512). The price is a fixed permutation of the L tiles of a group over the vector's
 // lanes (identity for L = 4); the element-wise stage does not care, and the output transform
 // undoes it. So groups must never straddle two segments: segments start at multiples of L.
+// Where the time goes (AVX2, Zen 3, one thread, CPU time, N32 C64 56x56 K64, F(4x4)): filter
+// transform 0.3 ms, input 11, element-wise 28, output 7.5 ms, ~47 ms in all (156 GFLOP/s counted
+// as direct); the input transform's cost is mostly its stores of V missing L2 (the same pass
+// storing to one place: 19 -> 11 ms before the row-by-row order).
 
 template <int L>
 using WgVf = typename VecOfBytes<float, 4 * L>::type;
