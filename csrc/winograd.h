@@ -1,7 +1,7 @@
 // Winograd convolution F(m x m, 3x3), m = 2 or 4, for 3x3 filters, stride 1, dilation 1.
 //
 //   U = G g G^T (filters, once per call)   V = B^T d B (A x A input tiles, A = m + 2)
-//   M[a,b] = U[a,b] (K x C) * V[a,b] (C x tiles)   -- A*A GEMMs on sgemm
+//   M[a,b] = U[a,b] (K x C) * V[a,b] (C x tiles)   -- A*A small GEMMs (register-tiled, per ISA)
 //   Y = A^T M A (m x m output tiles, edge tiles clipped), + bias, activation
 // Tiles are processed in chunks of whole tile rows so V and M stay in cache; chunks run in
 // parallel. Multiplies per output: 9 direct, 4 for F(2x2,3x3), 2.25 for F(4x4,3x3).

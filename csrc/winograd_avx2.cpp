@@ -1,8 +1,6 @@
 // avx2 build of the Winograd loops (float); called only when selected_isa() allows it.
+// Register tiles: the table in winograd_impl.h (wg_tile).
 #define PYDL_KNS avx2
-#define PYDL_WG_KB 4  // register block: 4 output channels x 1 vector(s) of tiles
-#define PYDL_WG_VECTOR_TRANSFORMS 1  // shuffle-based float transforms
-#define PYDL_WG_TV 1
 #include "winograd_impl.h"
 
 namespace pydl {

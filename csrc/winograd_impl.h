@@ -7,13 +7,11 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
-#endif
-
-#ifdef _OPENMP
-#include <omp.h>
 #endif
 
 #include "conv2d.h"
@@ -63,14 +61,6 @@ struct WinoMats<4> {
 #endif
 constexpr index_t kWgChunkBytes = PYDL_WG_CHUNK_BYTES;
 
-inline int wg_tid() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-
 // U[a*A + b][c][k] = (G g G^T)[a][b] with g = w[k,c] (or w[c,k] flipped 180 degrees).
 template <typename T, int M>
 void filter_transform(T* U, const T* w, index_t K, index_t C, index_t Kp, bool flip_transpose) {
@@ -78,8 +68,7 @@ void filter_transform(T* U, const T* w, index_t K, index_t C, index_t Kp, bool f
   constexpr int A = Mt::A;
   for (index_t i = 0; i < A * A * C * Kp; ++i) U[i] = T(0);  // K..Kp padding stays zero
   const int nt = threads_for(static_cast<double>(K) * C * A * A * 12, 1e5);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (index_t k = 0; k < K; ++k)
+  parallel_for(nt, K, [&](std::int64_t k, int) {
     for (index_t c = 0; c < C; ++c) {
       double gk[3][3];
       for (int r = 0; r < 3; ++r)
@@ -95,6 +84,7 @@ void filter_transform(T* U, const T* w, index_t K, index_t C, index_t Kp, bool f
           U[((a * A + b) * C + c) * Kp + k] = static_cast<T>(u);
         }
     }
+  });
 }
 
 // Input transform of one channel over a segment of `nrows` tile rows (th0 ..) of one image:
@@ -243,223 +233,281 @@ void output_transform_seg(T* yk, const T* Mk, index_t ldm, T bias, ConvAct act, 
   }
 }
 
-// ---- float transforms vectorised over 16 tiles of a tile row --------------------------------
-// Tiles u0 .. u0+15 of a row start at strip columns u*M; column j of those tiles is a stride-M
-// gather, done with two levels of shuffles from contiguous loads. Partial groups (the row's last
-// tiles) use masked stores, so nothing past the row's tiles is written.
+// ---- float transforms vectorised over groups of L tiles ---------------------------------------
+// Both transforms are split into a pass along the strip, vectorised over contiguous columns, and
+// a pass across the tiles' columns, so no more than ~A + M vectors are live at once (the earlier
+// 16-tile version held A*A 64-byte values: 72 ymm on AVX2, spilled on every group):
+//   input   t = B^T d over the input rows (contiguous columns), then per row a of t:
+//           gather the A columns of L tiles, V[a][b] = sum_j t[a][j] B[j][b];
+//   output  h[a] = M[a] A per row a of the L tiles, interleaved back into strip columns, then
+//           Y = A^T h + bias over the strip's contiguous columns, written to the output rows.
+// The column gathers and interleaves use only shuffles within 128-bit lanes (shufps, unpcklps,
+// unpcklpd: one uop on every x86 ISA), so one formulation serves L = 4 (SSE2), 8 (AVX2) and
+// 16 (AVX-512). The price is a fixed permutation of the L tiles of a group over the vector's
+// lanes (identity for L = 4); the element-wise stage does not care, and the output transform
+// undoes it. So groups must never straddle two segments: segments start at multiples of L.
+// Where the time goes (AVX2, Zen 3, one thread, CPU time, N32 C64 56x56 K64, F(4x4)): filter
+// transform 0.3 ms, input 11, element-wise 28, output 7.5 ms, ~47 ms in all (156 GFLOP/s counted
+// as direct); the input transform's cost is mostly its stores of V missing L2 (the same pass
+// storing to one place: 19 -> 11 ms before the row-by-row order).
 
-typedef std::int32_t wg_vi32 __attribute__((vector_size(64)));
+template <int L>
+using WgVf = typename VecOfBytes<float, 4 * L>::type;
+template <int L>
+using WgVi = typename VecOfBytes<std::int32_t, 4 * L>::type;
 
-PYDL_VINLINE void vstore_f32_n(float* p, Vec64<float> v, int n) {
-  if (n >= 16) vstore<float>(p, v);
-  else vstore_n<float>(p, v, n);
+template <int L, int P0, int P1, int P2, int P3, int... I>
+constexpr WgVi<L> wg_lane_mask(std::integer_sequence<int, I...>) {
+  // position p of 128-bit lane h takes a[4h + P] (P < 4) or b[4h + P - 4] (P >= 4)
+  constexpr int P[4] = {P0, P1, P2, P3};
+  return WgVi<L>{((P[I & 3] < 4 ? 0 : L - 4) + (I & ~3) + P[I & 3])...};
 }
 
-// Row copies and clears of a few dozen floats, inline: a libc call per image row cost more than
-// the transform arithmetic on small planes (14x14).
-PYDL_VINLINE void copy_f32(float* d, const float* s, index_t n) {
-  index_t i = 0;
-  for (; i + 16 <= n; i += 16) vstore<float>(d + i, vload64<float>(s + i));
-#if defined(__AVX512F__)
-  if (i < n) {
-    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
-    _mm512_mask_storeu_ps(d + i, m, _mm512_maskz_loadu_ps(m, s + i));
-  }
-#else
-  for (; i < n; ++i) d[i] = s[i];
-#endif
+template <int L, int P0, int P1, int P2, int P3>
+PYDL_VINLINE WgVf<L> lane_shuffle(WgVf<L> a, WgVf<L> b) {
+  constexpr WgVi<L> m = wg_lane_mask<L, P0, P1, P2, P3>(std::make_integer_sequence<int, L>{});
+  return __builtin_shuffle(a, b, m);
 }
 
-PYDL_VINLINE void zero_f32(float* d, index_t n) {
-  index_t i = 0;
-  for (; i + 16 <= n; i += 16) vstore<float>(d + i, Vec64<float>{});
-  for (; i < n; ++i) d[i] = 0.0f;
+template <int L>
+PYDL_VINLINE WgVf<L> wg_load(const float* p) {
+  WgVf<L> v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
 }
 
-// out[j][l] = s[(u0 + l) * M + j] for j < A, l < 16 (s points at column u0*M).
-template <int M>
-PYDL_VINLINE void gather_cols(Vec64<float>* out, const float* s) {
+// d[j] = column j (j < A) of the group's L tiles, read from a strip s at column (first tile)*M.
+// M = 2: lane 4h + p holds tile 2h + p (p < 2) or L/2 + 2h + p - 2; loads at 0, L (columns 0, 1)
+// and 2, L + 2 (columns 2, 3), even/odd split by one shufps each.
+// M = 4: lane 4h + q holds tile q*L/4 + h; the loads at q*L (q < 4) hold 4 columns of 4 tiles per
+// 128-bit lane: a 4x4 transpose per lane gives columns 0-3; columns 4, 5 are columns 0, 1 of the
+// next tile, the same transpose of the loads at q*L + 4.
+template <int M, int L>
+PYDL_VINLINE void gather_cols(WgVf<L>* d, const float* s) {
+  using V = WgVf<L>;
   if constexpr (M == 2) {
-    const wg_vi32 ev = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
-    const wg_vi32 od = ev + 1;
-    const Vec64<float> x0 = vload64<float>(s), x1 = vload64<float>(s + 16);
-    const Vec64<float> y0 = vload64<float>(s + 2), y1 = vload64<float>(s + 18);
-    out[0] = __builtin_shuffle(x0, x1, ev);
-    out[1] = __builtin_shuffle(x0, x1, od);
-    out[2] = __builtin_shuffle(y0, y1, ev);
-    out[3] = __builtin_shuffle(y0, y1, od);
+    const V x0 = wg_load<L>(s), x1 = wg_load<L>(s + L);
+    const V y0 = wg_load<L>(s + 2), y1 = wg_load<L>(s + L + 2);
+    d[0] = lane_shuffle<L, 0, 2, 4, 6>(x0, x1);
+    d[1] = lane_shuffle<L, 1, 3, 5, 7>(x0, x1);
+    d[2] = lane_shuffle<L, 0, 2, 4, 6>(y0, y1);
+    d[3] = lane_shuffle<L, 1, 3, 5, 7>(y0, y1);
   } else {
-    const wg_vi32 q01 = {0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29};
-    const wg_vi32 q23 = q01 + 2;
-    const wg_vi32 lo = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
-    const wg_vi32 hi = lo + 8;
-    const Vec64<float> x0 = vload64<float>(s), x1 = vload64<float>(s + 16), x2 = vload64<float>(s + 32),
-                     x3 = vload64<float>(s + 48);
-    const Vec64<float> a01 = __builtin_shuffle(x0, x1, q01), a23 = __builtin_shuffle(x2, x3, q01);
-    const Vec64<float> b01 = __builtin_shuffle(x0, x1, q23), b23 = __builtin_shuffle(x2, x3, q23);
-    out[0] = __builtin_shuffle(a01, a23, lo);
-    out[1] = __builtin_shuffle(a01, a23, hi);
-    out[2] = __builtin_shuffle(b01, b23, lo);
-    out[3] = __builtin_shuffle(b01, b23, hi);
-    const Vec64<float> y0 = vload64<float>(s + 4), y1 = vload64<float>(s + 20), y2 = vload64<float>(s + 36),
-                     y3 = vload64<float>(s + 52);
-    const Vec64<float> c01 = __builtin_shuffle(y0, y1, q01), c23 = __builtin_shuffle(y2, y3, q01);
-    out[4] = __builtin_shuffle(c01, c23, lo);
-    out[5] = __builtin_shuffle(c01, c23, hi);
+    const V x0 = wg_load<L>(s), x1 = wg_load<L>(s + L), x2 = wg_load<L>(s + 2 * L), x3 = wg_load<L>(s + 3 * L);
+    const V t0 = lane_shuffle<L, 0, 4, 1, 5>(x0, x1), t1 = lane_shuffle<L, 2, 6, 3, 7>(x0, x1);
+    const V t2 = lane_shuffle<L, 0, 4, 1, 5>(x2, x3), t3 = lane_shuffle<L, 2, 6, 3, 7>(x2, x3);
+    d[0] = lane_shuffle<L, 0, 1, 4, 5>(t0, t2);
+    d[1] = lane_shuffle<L, 2, 3, 6, 7>(t0, t2);
+    d[2] = lane_shuffle<L, 0, 1, 4, 5>(t1, t3);
+    d[3] = lane_shuffle<L, 2, 3, 6, 7>(t1, t3);
+    const V y0 = wg_load<L>(s + 4), y1 = wg_load<L>(s + L + 4), y2 = wg_load<L>(s + 2 * L + 4),
+            y3 = wg_load<L>(s + 3 * L + 4);
+    const V u0 = lane_shuffle<L, 0, 4, 1, 5>(y0, y1), u1 = lane_shuffle<L, 0, 4, 1, 5>(y2, y3);
+    d[4] = lane_shuffle<L, 0, 1, 4, 5>(u0, u1);
+    d[5] = lane_shuffle<L, 2, 3, 6, 7>(u0, u1);
   }
 }
 
-// d[l * M + j] = Y[j][l] for l < 16, j < M (inverse of gather_cols), written to o[0 .. M).
-template <int M>
-PYDL_VINLINE void interleave_cols(Vec64<float>* o, const Vec64<float>* Y) {
-  const wg_vi32 zl = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
-  const wg_vi32 zh = zl + 8;
+// Inverse of gather_cols for the M output columns: strip[tile*M + j] = Y[j][lane of tile], for
+// the group's L tiles, as M contiguous vectors at o, o + L, ...
+template <int M, int L>
+PYDL_VINLINE void interleave_cols(float* o, const WgVf<L>* Y) {
+  using V = WgVf<L>;
   if constexpr (M == 2) {
-    o[0] = __builtin_shuffle(Y[0], Y[1], zl);
-    o[1] = __builtin_shuffle(Y[0], Y[1], zh);
+    vstore<float>(o, lane_shuffle<L, 0, 4, 1, 5>(Y[0], Y[1]));
+    vstore<float>(o + L, lane_shuffle<L, 2, 6, 3, 7>(Y[0], Y[1]));
   } else {
-    const Vec64<float> l02 = __builtin_shuffle(Y[0], Y[2], zl), l13 = __builtin_shuffle(Y[1], Y[3], zl);
-    const Vec64<float> h02 = __builtin_shuffle(Y[0], Y[2], zh), h13 = __builtin_shuffle(Y[1], Y[3], zh);
-    o[0] = __builtin_shuffle(l02, l13, zl);
-    o[1] = __builtin_shuffle(l02, l13, zh);
-    o[2] = __builtin_shuffle(h02, h13, zl);
-    o[3] = __builtin_shuffle(h02, h13, zh);
+    const V t0 = lane_shuffle<L, 0, 4, 1, 5>(Y[0], Y[1]), t1 = lane_shuffle<L, 2, 6, 3, 7>(Y[0], Y[1]);
+    const V t2 = lane_shuffle<L, 0, 4, 1, 5>(Y[2], Y[3]), t3 = lane_shuffle<L, 2, 6, 3, 7>(Y[2], Y[3]);
+    vstore<float>(o, lane_shuffle<L, 0, 1, 4, 5>(t0, t2));
+    vstore<float>(o + L, lane_shuffle<L, 2, 3, 6, 7>(t0, t2));
+    vstore<float>(o + 2 * L, lane_shuffle<L, 0, 1, 4, 5>(t1, t3));
+    vstore<float>(o + 3 * L, lane_shuffle<L, 2, 3, 6, 7>(t1, t3));
   }
 }
 
-// Segment layout of the vector path: tile row rr of the segment owns columns [rr*S, rr*S + S)
-// with S = nTw + 1; the extra "phantom" tile of each row lets the tiles of all rows sit at one
-// stride M in a "super strip" (the rows' input strips laid end to end, S*M columns each), so
-// every group of 16 tiles is a full vector even when a row has only a few tiles. Phantom tiles
-// are computed and never written to the output.
+// Strip row stride for a segment of nT tiles: whole groups of M columns per tile, plus room for
+// the gathers' reads past the last group.
+template <int M, int L>
+constexpr index_t wg_strip_width(index_t nT) {
+  return (nT + L - 1) / L * L * M + 16;
+}
 
-// V[(a*A + b) * ldv + t] for the segment's tiles t < nrows*S, one channel (float only).
-template <int M>
-void input_transform_seg_vec(float* V, index_t ldv, const float* xc, const Conv2dGeom& g, index_t th0,
-                             index_t nrows, index_t nTw, index_t S, float* buf) {
+// Segment layout of the vector path: tile row rr of the segment owns strip columns
+// [rr*S*M, (rr + 1)*S*M) with S = nTw + 1; the extra "phantom" tile of each row keeps the rows'
+// strips from overlapping, so the tiles of all rows sit at one stride M and every group of L
+// tiles is a full vector even when a row has only a few tiles. Phantom tiles (and the tiles that
+// pad the segment to whole groups) are computed and never written to the output.
+
+// V[(a*A + b) * ldv + t] for the segment's tiles t < ceil(nrows*S / L) * L, one channel.
+// zrow: at least W zeros (stands in for rows above and below the image).
+template <int M, int L>
+void input_transform_vec(float* V, index_t ldv, const float* xc, const Conv2dGeom& g, index_t th0, index_t nrows,
+                         index_t nTw, index_t S, float* t, const float* zrow) {
   using Mt = WinoMats<M>;
+  using Vf = WgVf<L>;
   constexpr int A = Mt::A;
-  const index_t nT = nrows * S;
-  const index_t Wsup = (nT + 15) / 16 * 16 * M + 16;  // super strip width, zero past the data
-  const index_t lo = wg_max(g.pl, 0);                 // strip columns before the data
-  const index_t w0 = wg_max(-g.pl, 0);                // first input column used
+  const index_t nT = nrows * S, nG = (nT + L - 1) / L;
+  const index_t Wt = wg_strip_width<M, L>(nT);
+  const index_t lo = wg_max(g.pl, 0);  // strip columns before the data
+  const index_t w0 = wg_max(-g.pl, 0);  // first input column used
   const index_t cnt = wg_max(0, wg_min(g.W - w0, nTw * M + 2 - lo));
-  for (int i = 0; i < A; ++i) {
-    float* sup = buf + i * Wsup;
-    zero_f32(sup, Wsup);
-    if (cnt <= 0) continue;
-    for (index_t rr = 0; rr < nrows; ++rr) {
-      const index_t h = (th0 + rr) * M - g.pt + i;
-      if (h >= 0 && h < g.H) copy_f32(sup + rr * S * M + lo, xc + h * g.W + w0, cnt);
-    }
-  }
-  for (index_t t0 = 0; t0 < nT; t0 += 16) {
-    const int nl = static_cast<int>(wg_min(16, nT - t0));
-    Vec64<float> tmp[A][A];  // tmp[i][b] = (row i of d) * B
-#pragma GCC unroll 8
+  const index_t SM = S * M;
+  for (index_t rr = 0; rr < nrows; ++rr) {
+    const float* r[A];
     for (int i = 0; i < A; ++i) {
-      Vec64<float> d[A];
-      gather_cols<M>(d, buf + i * Wsup + t0 * M);
-#pragma GCC unroll 8
-      for (int bb = 0; bb < A; ++bb) {
-        Vec64<float> acc = {};
-#pragma GCC unroll 8
-        for (int j = 0; j < A; ++j)
-          if (Mt::BT[bb][j] != 0.0) acc += static_cast<float>(Mt::BT[bb][j]) * d[j];
-        tmp[i][bb] = acc;
-      }
+      const index_t h = (th0 + rr) * M - g.pt + i;
+      r[i] = h >= 0 && h < g.H ? xc + h * g.W + w0 : zrow;
     }
+    float* dst = t + rr * SM;
+    for (int a = 0; a < A; ++a)
+      for (index_t j = 0; j < lo; ++j) dst[a * Wt + j] = 0.0f;
+    // t[a][lo + j] = sum_i BT[a][i] x[h0 + i][w0 + j]; a row of at least L columns ends with one
+    // vector overlapping the previous one (same values stored twice), shorter rows are scalar
+    const index_t jv = cnt >= L ? (cnt + L - 1) / L * L : 0;
+    index_t j = 0;
+    for (index_t j0 = 0; j0 < jv; j0 += L) {
+      j = j0 + L > cnt ? cnt - L : j0;
+      Vf d[A];
 #pragma GCC unroll 8
-    for (int aa = 0; aa < A; ++aa)
+      for (int i = 0; i < A; ++i) d[i] = wg_load<L>(r[i] + j);
 #pragma GCC unroll 8
-      for (int bb = 0; bb < A; ++bb) {
-        Vec64<float> acc = {};
+      for (int a = 0; a < A; ++a) {
+        Vf acc = {};
 #pragma GCC unroll 8
         for (int i = 0; i < A; ++i)
-          if (Mt::BT[aa][i] != 0.0) acc += static_cast<float>(Mt::BT[aa][i]) * tmp[i][bb];
-        vstore_f32_n(V + (aa * A + bb) * ldv + t0, acc, nl);
+          if (Mt::BT[a][i] != 0.0) acc += static_cast<float>(Mt::BT[a][i]) * d[i];
+        vstore<float>(dst + a * Wt + lo + j, acc);
       }
+    }
+    for (j = jv; j < cnt; ++j)
+#pragma GCC unroll 8
+      for (int a = 0; a < A; ++a) {
+        float acc = 0.0f;
+#pragma GCC unroll 8
+        for (int i = 0; i < A; ++i)
+          if (Mt::BT[a][i] != 0.0) acc += static_cast<float>(Mt::BT[a][i]) * r[i][j];
+        dst[a * Wt + lo + j] = acc;
+      }
+    for (int a = 0; a < A; ++a)
+      for (index_t jj = lo + cnt; jj < SM; ++jj) dst[a * Wt + jj] = 0.0f;
+  }
+  for (int a = 0; a < A; ++a) {
+    index_t jj = nT * M;
+    for (; jj + L <= Wt; jj += L) vstore<float>(t + a * Wt + jj, Vf{});
+    for (; jj < Wt; ++jj) t[a * Wt + jj] = 0.0f;
+  }
+  // row by row (A output rows of V live, rather than A*A with the groups outermost)
+#pragma GCC unroll 1
+  for (int a = 0; a < A; ++a) {
+    const float* ta = t + a * Wt;
+    float* va = V + a * A * ldv;
+    for (index_t gi = 0; gi < nG; ++gi) {
+      Vf d[A];
+      gather_cols<M, L>(d, ta + gi * L * M);
+#pragma GCC unroll 8
+      for (int b = 0; b < A; ++b) {
+        Vf acc = {};
+#pragma GCC unroll 8
+        for (int j = 0; j < A; ++j)
+          if (Mt::BT[b][j] != 0.0) acc += static_cast<float>(Mt::BT[b][j]) * d[j];
+        vstore<float>(va + b * ldv + gi * L, acc);
+      }
+    }
   }
 }
 
-// Output transform of one channel over a segment (float): Y = A^T Mt A + bias, activation,
-// interleaved into M super strips (obuf), then copied row by row into the output plane.
-// Mk rows must be readable 16 floats past the segment's last tile.
-template <int M>
-void output_transform_seg_vec(float* yk, const float* Mk, index_t ldm, float bias, ConvAct act, const Conv2dGeom& g,
-                              index_t th0, index_t nrows, index_t S, float* obuf) {
+// Output transform of one channel over a segment: Y = A^T Mt A + bias, activation, written to
+// the output plane yk (edge tiles clipped). Mk[(a*A + b) * ldm + t] holds tile t of the segment
+// (t < ceil(nrows*S / L) * L); h: scratch strips.
+template <int M, int L>
+void output_transform_vec(float* yk, const float* Mk, index_t ldm, float bias, ConvAct act, const Conv2dGeom& g,
+                          index_t th0, index_t nrows, index_t S, float* h) {
   using Mt = WinoMats<M>;
+  using Vf = WgVf<L>;
   constexpr int A = Mt::A;
-  const index_t nT = nrows * S;
-  const index_t Wsup = (nT + 15) / 16 * 16 * M + 16;
-  for (index_t t0 = 0; t0 < nT; t0 += 16) {
-    const float* mrow = Mk + t0;
-    Vec64<float> z[M][A];  // z[i][b] = sum_a AT[i][a] M[a][b]
+  const index_t nT = nrows * S, nG = (nT + L - 1) / L;
+  const index_t Wt = wg_strip_width<M, L>(nT);
+#pragma GCC unroll 1
+  for (int a = 0; a < A; ++a) {
+    const float* ma = Mk + a * A * ldm;
+    for (index_t gi = 0; gi < nG; ++gi) {
+      Vf m[A];
 #pragma GCC unroll 8
-    for (int bb = 0; bb < A; ++bb) {
-      Vec64<float> m[A];
-#pragma GCC unroll 8
-      for (int aa = 0; aa < A; ++aa) m[aa] = vload64<float>(mrow + (aa * A + bb) * ldm);
-#pragma GCC unroll 8
-      for (int i = 0; i < M; ++i) {
-        Vec64<float> acc = {};
-#pragma GCC unroll 8
-        for (int aa = 0; aa < A; ++aa)
-          if (Mt::AT[i][aa] != 0.0) acc += static_cast<float>(Mt::AT[i][aa]) * m[aa];
-        z[i][bb] = acc;
-      }
-    }
-#pragma GCC unroll 8
-    for (int i = 0; i < M; ++i) {
-      Vec64<float> Y[M];
+      for (int b = 0; b < A; ++b) m[b] = wg_load<L>(ma + b * ldm + gi * L);
+      Vf Y[M];
 #pragma GCC unroll 8
       for (int j = 0; j < M; ++j) {
-        Vec64<float> acc = vset1_64<float>(bias);
+        Vf acc = {};
 #pragma GCC unroll 8
-        for (int bb = 0; bb < A; ++bb)
-          if (Mt::AT[j][bb] != 0.0) acc += static_cast<float>(Mt::AT[j][bb]) * z[i][bb];
-        Y[j] = act == ConvAct::relu ? vrelu(acc) : acc;
+        for (int b = 0; b < A; ++b)
+          if (Mt::AT[j][b] != 0.0) acc += static_cast<float>(Mt::AT[j][b]) * m[b];
+        Y[j] = acc;
       }
-      Vec64<float> o[M];
-      interleave_cols<M>(o, Y);
-      float* out = obuf + i * Wsup + t0 * M;
-#pragma GCC unroll 4
-      for (int k = 0; k < M; ++k) vstore<float>(out + 16 * k, o[k]);
+      interleave_cols<M, L>(h + a * Wt + gi * L * M, Y);
     }
   }
-  for (index_t rr = 0; rr < nrows; ++rr) {
-    const index_t p0 = (th0 + rr) * M;
-    const index_t rows = wg_min(M, g.P - p0);
-    for (index_t i = 0; i < rows; ++i)
-      copy_f32(yk + (p0 + i) * g.Q, obuf + i * Wsup + rr * S * M, g.Q);
-  }
+  // y[p0 + i][q] = act(bias + sum_a AT[i][a] h[a][rr*S*M + q]). Rows of at least L columns end
+  // with an overlapping vector (same values stored twice); narrower planes take the masked path.
+  const index_t SM = S * M;
+  const Vf vb = Vf{} + bias;
+  const bool relu = act == ConvAct::relu;
+  auto rows_pass = [&](auto full) {
+    for (index_t rr = 0; rr < nrows; ++rr) {
+      const index_t p0 = (th0 + rr) * M;
+      const index_t rows = wg_min(M, g.P - p0);
+      const float* hr = h + rr * SM;
+      float* yr = yk + p0 * g.Q;
+      for (index_t q0 = 0; q0 < g.Q; q0 += L) {
+        const index_t q = full && q0 + L > g.Q ? g.Q - L : q0;
+        Vf v[A];
+#pragma GCC unroll 8
+        for (int a = 0; a < A; ++a) v[a] = wg_load<L>(hr + a * Wt + q);
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) {
+          Vf acc = vb;
+#pragma GCC unroll 8
+          for (int a = 0; a < A; ++a)
+            if (Mt::AT[i][a] != 0.0) acc += static_cast<float>(Mt::AT[i][a]) * v[a];
+          if (relu) acc = vrelu(acc);
+          if (i < rows) {
+            if constexpr (decltype(full)::value) vstore<float>(yr + i * g.Q + q, acc);
+            else vstore_n<float>(yr + i * g.Q + q, acc, static_cast<int>(g.Q - q));
+          }
+        }
+      }
+    }
+  };
+  if (g.Q >= L) rows_pass(std::true_type{});
+  else rows_pass(std::false_type{});
 }
 
-// The element-wise stage of one transform point: Mx [Kp][ld] = Ux^T * Vx with Ux [C][Kp] and
-// Vx [C][ld]; ld is a multiple of TV vectors and Kp of KB. A register block of KB output channels
-// by TV vectors of tiles accumulates over C: one vector load of V per TV, one broadcast of U per
-// output channel. The block may differ per tile size: PYDL_WG_KB / PYDL_WG_TV, and for F(4x4)
-// PYDL_WG_KB_F4 / PYDL_WG_TV_F4 where the ISA file sets them.
-#ifndef PYDL_WG_KB
-#define PYDL_WG_KB 2
-#define PYDL_WG_TV 1
-#endif
-#ifndef PYDL_WG_KB_F4
-#define PYDL_WG_KB_F4 PYDL_WG_KB
-#define PYDL_WG_TV_F4 PYDL_WG_TV
-#endif
-#ifndef PYDL_WG_VECTOR_TRANSFORMS
-#define PYDL_WG_VECTOR_TRANSFORMS 0
-#endif
-constexpr bool kWgVectorTransforms = PYDL_WG_VECTOR_TRANSFORMS;
-
+// ---- element-wise stage ------------------------------------------------------------------------
+// Mx [Kp][ld] = Ux^T * Vx for one transform point, Ux [C][Kp], Vx [C][ld]; ld a multiple of TV
+// vectors, Kp of KB. A register tile of KB output channels x TV vectors of tiles accumulates over
+// C: TV vector loads of V and KB broadcasts of U per step.
+// One tile per ISA and tile size m; accumulators + TV loaded vectors + 1 broadcast must fit
+// the register file.
+//   avx512 (32 zmm): F(2x2) 8 x 2; F(4x4) 4 x 6, 24 zmm with 6 tile vectors loaded per 4
+//     broadcasts (N32 C64 56x56: 1.1-1.3x faster than 8 x 2; on 14x14 F(2x2) 8 x 2 is 6% faster).
+//   avx2 (16 ymm): 5 x 2 for both sizes, 10 accumulators + 2 + 1. Zen 3, C64 K64, one point's
+//     product in cache: 5 x 2 56-76 GFLOP/s, 4 x 2 47-66, 6 x 2 45-65, 4 x 3 52, 8 x 1 57-60
+//     (4 x 3 and 8 x 1 issue more loads per FMA: 2 vector loads + 1 broadcast per cycle is the
+//     load limit; 4 x 2 has only as many accumulators as FMAs in flight).
+//   SSE2 (16 xmm, no FMA: one more register for the product): 4 x 2.
+struct WgTile {
+  int KB, TV;
+};
+template <int M>
+constexpr WgTile wg_tile() {
+  if constexpr (kVecBytes == 64) return M == 2 ? WgTile{8, 2} : WgTile{4, 6};
+  else if constexpr (kVecBytes == 32) return WgTile{5, 2};
+  else return WgTile{4, 2};
+}
 template <int M>
 struct WgBlock {
-  static constexpr int KB = PYDL_WG_KB, TV = PYDL_WG_TV;
-};
-template <>
-struct WgBlock<4> {
-  static constexpr int KB = PYDL_WG_KB_F4, TV = PYDL_WG_TV_F4;
+  static constexpr int KB = wg_tile<M>().KB, TV = wg_tile<M>().TV;
+  static_assert(KB * TV + TV + 1 <= kVecRegs, "Winograd register tile does not fit the register file");
 };
 
 template <typename T, int KB, int TV>
@@ -468,19 +516,26 @@ void wg_gemm(T* Mx, const T* Ux, const T* Vx, index_t Kp, index_t C, index_t ld)
   for (index_t t0 = 0; t0 < ld; t0 += TV * L)
     for (index_t k0 = 0; k0 < Kp; k0 += KB) {
       Vec<T> acc[KB][TV];
+#pragma GCC unroll 8
       for (int kk = 0; kk < KB; ++kk)
+#pragma GCC unroll 8
         for (int tv = 0; tv < TV; ++tv) acc[kk][tv] = Vec<T>{};
       const T* u = Ux + k0;
       const T* v = Vx + t0;
       for (index_t c = 0; c < C; ++c, u += Kp, v += ld) {
         Vec<T> vv[TV];
+#pragma GCC unroll 8
         for (int tv = 0; tv < TV; ++tv) vv[tv] = vload<T>(v + tv * L);
+#pragma GCC unroll 8
         for (int kk = 0; kk < KB; ++kk) {
-          const T uk = u[kk];
+          const T uk = u[kk];  // scalar * vector: a broadcast load (vset1's 0 + s costs an add)
+#pragma GCC unroll 8
           for (int tv = 0; tv < TV; ++tv) acc[kk][tv] += uk * vv[tv];
         }
       }
+#pragma GCC unroll 8
       for (int kk = 0; kk < KB; ++kk)
+#pragma GCC unroll 8
         for (int tv = 0; tv < TV; ++tv) vstore<T>(Mx + (k0 + kk) * ld + t0 + tv * L, acc[kk][tv]);
     }
 }
@@ -490,10 +545,13 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
   constexpr int A = M + 2, A2 = A * A;
   constexpr int KB = WgBlock<M>::KB, TV = WgBlock<M>::TV;
   constexpr index_t TB = TV * VecOf<T>::L;
+  // float: vector transforms over groups of GL tiles (segments start at multiples of GL);
+  // double: the plain-loop transforms
+  constexpr bool vec_path = sizeof(T) == 4;
+  constexpr int GL = vec_path ? VecOf<float>::L : 1;
   const index_t C = g.C, K = g.K;
   const index_t Kp = (K + KB - 1) / KB * KB;
   const index_t nTh = (g.P + M - 1) / M, nTw = (g.Q + M - 1) / M;
-  constexpr bool vec_path = sizeof(T) == 4 && kWgVectorTransforms;
   const index_t S = vec_path ? nTw + 1 : nTw;  // tile columns per tile row (see the segment layout)
   T* U = static_cast<T*>(conv_scratch(sizeof(T) * A2 * Kp * C, 2));
   filter_transform<T, M>(U, w, K, C, Kp, flip_transpose);
@@ -506,40 +564,66 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
   const int nt = threads_for(flops_per_row * total_rows, 4e5);
   index_t rows_per_chunk = wg_max(1, target_tiles / S);
   if (nt > 1) rows_per_chunk = wg_max(1, wg_min(rows_per_chunk, (total_rows + 2 * nt - 1) / (2 * nt)));
+  {
+    // Phantom tiles and the padding of segments to groups and of chunks to TB make the tiles
+    // computed per real tile depend on the chunk height: take the height in [r/2, r] with the
+    // fewest (F(4x4) 56x56 on AVX2: 5 rows compute 96 tiles for 70, 8 rows 120 for 112).
+    auto computed = [&](index_t r) {
+      const index_t seg = (nTh * S + GL - 1) / GL * GL, part = ((r % nTh) * S + GL - 1) / GL * GL;
+      const index_t tiles = r < nTh ? (r * S + GL - 1) / GL * GL : r / nTh * seg + part;
+      return static_cast<double>((tiles + TB - 1) / TB * TB) / static_cast<double>(r);
+    };
+    index_t best = rows_per_chunk;
+    for (index_t r = rows_per_chunk; r >= wg_max(1, rows_per_chunk / 2); --r)
+      if (computed(r) < computed(best) * 0.98) best = r;
+    rows_per_chunk = best;
+  }
   const index_t nchunks = (total_rows + rows_per_chunk - 1) / rows_per_chunk;
-  const index_t Tmax = rows_per_chunk * S;
+  // a chunk holds at most rows_per_chunk / nTh + 2 segments, each padded to whole groups
+  const index_t Tmax = rows_per_chunk * S + (rows_per_chunk / nTh + 2) * (GL - 1);
   const index_t ldmax = (Tmax + TB - 1) / TB * TB;
-  // strip buffers: A super strips (vector path) or A strips (loop path)
-  const index_t Wb = vec_path ? (Tmax + 15) / 16 * 16 * M + 16 : nTw * M + 2;
-  // V, M (+16 floats of slack for full-vector reads past the last tile), strip buffers, loop-path scratch
-  const index_t per_thread = A2 * (C + Kp) * ldmax + 32 + 2 * A * Wb + A2 * Tmax + M * A * Tmax + M * M * Tmax + 64;
+  const index_t seg_max = wg_min(rows_per_chunk, nTh) * S;
+  // strip buffers: A strips of a segment (vector path) or of one tile row (loop path)
+  const index_t Wb = vec_path ? wg_strip_width<M, GL>(seg_max) : nTw * M + 2;
+  const index_t zlen = g.W + 16;
+  // V, M (+32 of slack for full-vector reads past the last tile), strips, zero row, loop-path scratch
+  const index_t per_thread =
+      A2 * (C + Kp) * ldmax + 32 + 2 * A * Wb + zlen + A2 * Tmax + M * A * Tmax + M * M * Tmax + 64;
   T* scratch = static_cast<T*>(conv_scratch(sizeof(T) * per_thread * nt, 3));
   const index_t x_img = C * g.H * g.W, y_img = K * g.P * g.Q;
 
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-  for (index_t ch = 0; ch < nchunks; ++ch) {
-    T* V = scratch + per_thread * wg_tid();
+  // One chunk: input transform per segment and channel, A2 element-wise products, output
+  // transform per segment and output channel.
+  auto chunk = [&](std::int64_t ch, int tid) {
+    T* V = scratch + per_thread * tid;
     T* Mm = V + A2 * C * ldmax;
     T* buf = Mm + A2 * Kp * ldmax + 32;
     T* t = buf + A * Wb;
-    T* ph = t + A * Wb;
+    T* zrow = t + A * Wb;
+    T* ph = zrow + zlen;
     T* z = ph + A2 * Tmax;
     T* yt = z + M * A * Tmax;
     const index_t r0 = ch * rows_per_chunk, r1 = wg_min(total_rows, r0 + rows_per_chunk);
-    const index_t Tc = (r1 - r0) * S;
-    const index_t ld = (Tc + TB - 1) / TB * TB;
-    // segments: maximal runs of tile rows of one image
+    // segments: maximal runs of tile rows of one image; segment s starts at tile column offs[s]
+    index_t Tc = 0;
     for (index_t rr = r0; rr < r1;) {
+      const index_t nrows = wg_min(r1 - rr, nTh - rr % nTh);
+      Tc += (nrows * S + GL - 1) / GL * GL;
+      rr += nrows;
+    }
+    const index_t ld = (Tc + TB - 1) / TB * TB;
+    for (index_t j = 0; j < zlen; ++j) zrow[j] = T(0);
+    for (index_t rr = r0, off = 0; rr < r1;) {
       const index_t n = rr / nTh, th0 = rr % nTh;
-      const index_t nrows = wg_min(r1 - rr, nTh - th0), off = (rr - r0) * S;
+      const index_t nrows = wg_min(r1 - rr, nTh - th0);
       for (index_t c = 0; c < C; ++c) {
+        const T* xc = x + n * x_img + c * g.H * g.W;
         if constexpr (vec_path)
-          input_transform_seg_vec<M>(V + c * ld + off, C * ld, x + n * x_img + c * g.H * g.W, g, th0, nrows, nTw, S,
-                                     buf);
+          input_transform_vec<M, GL>(V + c * ld + off, C * ld, xc, g, th0, nrows, nTw, S, buf, zrow);
         else
-          input_transform_seg<T, M>(V + c * ld + off, C * ld, x + n * x_img + c * g.H * g.W, g, th0, nrows, nTw,
-                                    buf, t, ph);
+          input_transform_seg<T, M>(V + c * ld + off, C * ld, xc, g, th0, nrows, nTw, buf, t, ph);
       }
+      off += (nrows * S + GL - 1) / GL * GL;
       rr += nrows;
     }
     if (ld > Tc)
@@ -547,20 +631,22 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
         for (index_t j = Tc; j < ld; ++j) V[i * ld + j] = T(0);
     for (int xi = 0; xi < A2; ++xi)
       wg_gemm<T, KB, TV>(Mm + xi * Kp * ld, U + xi * C * Kp, V + xi * C * ld, Kp, C, ld);
-    for (index_t rr = r0; rr < r1;) {
+    for (index_t rr = r0, off = 0; rr < r1;) {
       const index_t n = rr / nTh, th0 = rr % nTh;
-      const index_t nrows = wg_min(r1 - rr, nTh - th0), off = (rr - r0) * S;
+      const index_t nrows = wg_min(r1 - rr, nTh - th0);
       for (index_t k = 0; k < K; ++k) {
+        T* yk = y + n * y_img + k * g.P * g.Q;
+        const T bk = b ? b[k] : T(0);
         if constexpr (vec_path)
-          output_transform_seg_vec<M>(y + n * y_img + k * g.P * g.Q, Mm + k * ld + off, Kp * ld, b ? b[k] : T(0),
-                                      act, g, th0, nrows, S, buf);
+          output_transform_vec<M, GL>(yk, Mm + k * ld + off, Kp * ld, bk, act, g, th0, nrows, S, buf);
         else
-          output_transform_seg<T, M>(y + n * y_img + k * g.P * g.Q, Mm + k * ld + off, Kp * ld, b ? b[k] : T(0), act,
-                                     g, th0, nrows, nTw, z, yt);
+          output_transform_seg<T, M>(yk, Mm + k * ld + off, Kp * ld, bk, act, g, th0, nrows, nTw, z, yt);
       }
+      off += (nrows * S + GL - 1) / GL * GL;
       rr += nrows;
     }
-  }
+  };
+  parallel_for(nt, nchunks, chunk, 1);
 }
 
 }  // namespace
