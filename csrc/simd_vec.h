@@ -65,16 +65,20 @@ PYDL_VINLINE void vstore(T* p, V v) {
   __builtin_memcpy(p, &v, sizeof(v));
 }
 
+// Broadcasts written lane by lane, which GCC turns into one vbroadcastss (`Vec<T>{} + s` is an
+// IEEE add of 0 that it must keep: an extra instruction and a register per broadcast).
 template <typename T>
 PYDL_VINLINE Vec<T> vset1(T s) {
-  Vec<T> v = {};
-  return v + s;
+  Vec<T> v;
+  for (int l = 0; l < VecOf<T>::L; ++l) v[l] = s;
+  return v;
 }
 
 template <typename T>
 PYDL_VINLINE Vec64<T> vset1_64(T s) {
-  Vec64<T> v = {};
-  return v + s;
+  Vec64<T> v;
+  for (int l = 0; l < VecOfBytes<T, 64>::L; ++l) v[l] = s;
+  return v;
 }
 
 // Store the first n (0 <= n <= lanes) lanes; nothing past them is touched (masked store on
