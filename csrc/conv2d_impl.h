@@ -9,7 +9,7 @@
 
 #include <cstring>
 
-#if defined(__AVX512F__)
+#if defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
@@ -28,6 +28,30 @@ inline index_t imin(index_t a, index_t b) { return a < b ? a : b; }
 inline index_t imax(index_t a, index_t b) { return a > b ? a : b; }
 inline index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 
+// A vector of s in every lane: one vbroadcastss from memory. (vset1's 0 + s is a real add
+// without -ffast-math and pins a zero register, and a lane-by-lane fill compiles to inserts:
+// in the avx2 direct tile either cost an extra instruction per broadcast and spills.)
+template <typename T>
+PYDL_VINLINE Vec<T> vdup(T s) {
+#if defined(__SSE2__)
+  if constexpr (sizeof(T) == 4 && kVecBytes == 64) {
+#if defined(__AVX512F__)
+    return reinterpret_cast<Vec<T>>(_mm512_set1_ps(s));
+#endif
+  } else if constexpr (sizeof(T) == 4 && kVecBytes == 32) {
+#if defined(__AVX__)
+    return reinterpret_cast<Vec<T>>(_mm256_set1_ps(s));
+#endif
+  } else if constexpr (sizeof(T) == 4 && kVecBytes == 16) {
+    return reinterpret_cast<Vec<T>>(_mm_set1_ps(s));
+  } else if constexpr (sizeof(T) == 8 && kVecBytes == 16) {
+    return reinterpret_cast<Vec<T>>(_mm_set1_pd(s));
+  }
+#endif
+  Vec<T> v = {};
+  return v + s;
+}
+
 // ---------------------------------------------------------------------------------------------
 // direct: y[n,k,p,q0:q0+QV*L] for KB output channels at once, KB x QV accumulators in registers.
 // xp is one zero-padded image [C][Hp][Wp] whose (0,0) is input position (-pt, -pl).
@@ -39,16 +63,20 @@ inline index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 //   avx512: 8 ch x 2 zmm = 16 accumulators of 32 (tuned on AVX-512 hardware).
 //   avx2:   6 ch x 2 ymm = 12 accumulators + 2 x + 1 broadcast = 15 of 16 ymm. The 8 x 1 tile it
 //           replaced ran C1->32 28x28 N64 (1 thread) in 6.0 ms, slower than SSE2's 5.1 ms.
-//   sse2:   6 ch x 2 xmm = 12 accumulators + 2 x + 1 broadcast + 1 product (no FMA) = 16 xmm.
+//   sse2:   6 ch x 2 xmm = 12 accumulators + 2 x + 1 broadcast + 1 product (no FMA) = 16 xmm,
+//           with the tap loop not unrolled: unrolling 3 taps, GCC hoists their broadcasts (movss
+//           + shufps) and spilled 14 accumulator accesses per filter row (4 x 2: 5; 3 x 3: 1, but
+//           12-wide steps waste 10 of 24 lanes on Q = 14).
 // K is cut into ceil(K / KB) blocks of nearly equal size (K = 32: 6,6,5,5,5,5 rather than
 // 6,6,6,6,6,2, whose last block has too few accumulators to hide the FMA latency).
 struct DirectTile {
   int KB, QV;
+  bool unroll3;  // a 3-tap filter width unrolled at compile time
 };
-//                                            KB QV
-inline constexpr DirectTile kDirectAvx512 = {8, 2};
-inline constexpr DirectTile kDirectAvx2   = {6, 2};
-inline constexpr DirectTile kDirectSse2   = {6, 2};
+//                                            KB QV unroll3
+inline constexpr DirectTile kDirectAvx512 = {8, 2, true};
+inline constexpr DirectTile kDirectAvx2   = {6, 2, true};
+inline constexpr DirectTile kDirectSse2   = {6, 2, false};
 inline constexpr DirectTile kDirect = kVecBytes == 64 ? kDirectAvx512 : kVecBytes == 32 ? kDirectAvx2 : kDirectSse2;
 #if defined(__FMA__) || defined(__AVX512F__)
 inline constexpr int kFmaTemp = 0;
@@ -70,7 +98,7 @@ void direct_row(T* y_n, const T* xp, index_t Hp, index_t Wp, const T* wblk, cons
   for (index_t q0 = 0; q0 < Q; q0 += QV * L) {
     Vec<T> acc[KB][QV];
     for (int kk = 0; kk < KB; ++kk)
-      for (int v = 0; v < QV; ++v) acc[kk][v] = vset1<T>(b ? b[k0 + kk] : T(0));
+      for (int v = 0; v < QV; ++v) acc[kk][v] = vdup<T>(b ? b[k0 + kk] : T(0));
     const T* wt = wblk;
     for (index_t c = 0; c < C; ++c) {
       for (index_t r = 0; r < R; ++r) {
@@ -86,7 +114,7 @@ void direct_row(T* y_n, const T* xp, index_t Hp, index_t Wp, const T* wblk, cons
             }
           }
           for (int kk = 0; kk < KB; ++kk) {
-            const Vec<T> wv = vset1<T>(wt[kk]);
+            const Vec<T> wv = vdup<T>(wt[kk]);
             for (int v = 0; v < QV; ++v) acc[kk][v] += wv * xv[v];
           }
         }
@@ -109,7 +137,7 @@ template <typename T, int KB>
 void direct_row_kb(T* y_n, const T* xp, index_t Hp, index_t Wp, const T* wblk, const T* b, index_t k0,
                    const Conv2dGeom& g, index_t p, ConvAct act) {
   if (g.sw == 1 && g.dw == 1) {
-    if (g.S == 3) direct_row<T, KB, true, 3>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act);
+    if (kDirect.unroll3 && g.S == 3) direct_row<T, KB, true, 3>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act);
     else direct_row<T, KB, true, 0>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act);
   } else {
     direct_row<T, KB, false, 0>(y_n, xp, Hp, Wp, wblk, b, k0, g, p, act);
