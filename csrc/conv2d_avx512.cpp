@@ -1,6 +1,5 @@
 // avx512 build of the convolution loops (float); called only when selected_isa() allows it.
 #define PYDL_KNS avx512
-#define PYDL_DIRECT_QV 2  // 8 channels x 2 vectors = 16 accumulators of 32 zmm
 #include "conv2d_impl.h"
 
 namespace pydl {
