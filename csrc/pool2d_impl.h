@@ -38,14 +38,24 @@ using VD = Vec<double>;
 typedef float VFH __attribute__((vector_size(kVecBytes / 2)));  // half a register of floats
 static_assert(sizeof(VI) == sizeof(VF) && VecOf<std::int32_t>::L == L, "int32 and float lanes must match");
 
-template <int... I>
-PYDL_VINLINE VI affine_(std::integer_sequence<int, I...>, int a, int b) {
-  return VI{(a * I + b)...};
-}
-// Lanes a*l + b (constant after inlining, so shuffles by it compile to immediate permutes).
-PYDL_VINLINE VI affine(int a, int b) { return affine_(std::make_integer_sequence<int, L>{}, a, b); }
+// Lane order of the two-register even / odd split. On AVX2, vshufps picks the even (odd) floats
+// of two registers within each 128-bit half (1 uop, where an in-order split costs 2 vpermd + a
+// blend), so lane k holds element perm(k) = 0 1 4 5 2 3 6 7 (bits 1 and 2 swapped); kernels
+// compute in that order and put results back in order once per block (vpermpd, perm is its own
+// inverse). SSE2 (shufps) and AVX-512 (vpermt2ps) split in order in one instruction already.
+constexpr int split_perm(int k) { return L == 8 ? ((k & 1) | ((k & 2) << 1) | ((k & 4) >> 1)) : k; }
 
-PYDL_VINLINE VI takes(VF v, VF m) { return (v > m) | ((v != v) & (m == m)); }
+template <int... I>
+PYDL_VINLINE VI affine_(std::integer_sequence<int, I...>, int a, int b, bool perm) {
+  return VI{(a * (perm ? split_perm(I) : I) + b)...};
+}
+// Lanes a*l + b, or a*perm(l) + b (constant after inlining, so shuffles by them compile to
+// immediate permutes).
+PYDL_VINLINE VI affine(int a, int b) { return affine_(std::make_integer_sequence<int, L>{}, a, b, false); }
+PYDL_VINLINE VI paffine(int a, int b) { return affine_(std::make_integer_sequence<int, L>{}, a, b, true); }
+
+// takes(v, m): not (v <= m) is v > m or v NaN or m NaN; the m == m term keeps a NaN maximum.
+PYDL_VINLINE VI takes(VF v, VF m) { return ~(v <= m) & (m == m); }
 
 PYDL_VINLINE VI vload_i(const std::int32_t* p) {
   VI v;
@@ -53,9 +63,15 @@ PYDL_VINLINE VI vload_i(const std::int32_t* p) {
   return v;
 }
 
-// Even / odd lanes of the 2L floats at p (one two-input shuffle each).
-PYDL_VINLINE VF even_of(VF a0, VF a1) { return __builtin_shuffle(a0, a1, affine(2, 0)); }
-PYDL_VINLINE VF odd_of(VF a0, VF a1) { return __builtin_shuffle(a0, a1, affine(2, 1)); }
+// Even / odd floats of a0:a1 in split order (lane k: element 2 perm(k) (+1) of the pair).
+PYDL_VINLINE VF even_of(VF a0, VF a1) { return __builtin_shuffle(a0, a1, paffine(2, 0)); }
+PYDL_VINLINE VF odd_of(VF a0, VF a1) { return __builtin_shuffle(a0, a1, paffine(2, 1)); }
+// Split order back to element order.
+template <typename V>
+PYDL_VINLINE V in_order(V v) {
+  if constexpr (L == 8) return __builtin_shuffle(v, paffine(1, 0));
+  else return v;
+}
 
 }  // namespace poolk
 
@@ -72,13 +88,13 @@ PYDL_VINLINE void maxpool2x2_block_f32(float* yq, std::int32_t* amq, const float
   const VI u = takes(b, a), v = takes(d, c);
   const VF m1 = u ? b : a, m2 = v ? d : c;
   const VI t = takes(m2, m1);
-  const VF m = t ? m2 : m1;
+  const VF m = in_order(t ? m2 : m1);
   VI r = {};
   if (amq) {
-    const VI i0 = affine(2, 0) + idx0;  // index of each window's top-left element in the plane
+    const VI i0 = paffine(2, 0) + idx0;  // index of each window's top-left element in the plane
     const VI i1 = i0 - u;
     const VI i2 = i0 + W - v;
-    r = t ? i2 : i1;
+    r = in_order(t ? i2 : i1);
   }
   if (n == L) {
     vstore<float>(yq, m);
@@ -128,47 +144,94 @@ inline index_t maxpool_padded_width(index_t W, index_t S, index_t sw, index_t pl
   return (w + 15) / 16 * 16;
 }
 
-// One output row (L outputs per step, the last step overlapping when Q >= L, else n = Q stored):
+// Blocks of L outputs updated together in the general max kernel: each block's running maximum
+// is a dependent chain of compare + blend per tap (~6 cycles), so a block alone is latency-bound
+// (3x3 / stride 2 ran at 0.26x copy bandwidth); NB independent chains fill the pipes. Registers:
+// NB maxima + NB indices, 3 temporaries, the lane / all-ones constants and (AVX2) the two
+// vpermd index vectors of the even-lane shuffle.
+constexpr int kMaxBlocks = 4;
+static_assert(2 * kMaxBlocks + 7 <= kVecRegs, "max-pool blocks exceed the register file");
+
+// NB blocks of one output row starting at outputs q0[0..NB) (each < Q, L outputs; n = Q < L
+// outputs stored when the row is shorter than a vector):
 //   y[q] = max over rows h in [h0, h0 + nr), taps s < S of row_h[q*SW + s]
 // where rows[r] is input row h0 + r laid out padded: column c holds x[h, c - pl], -inf outside
 // [0, W). The running maximum starts at -inf with the index of the window's first input element
 // (h0, max(q*SW - pl, 0)); a padded -inf never takes (strictly greater), so ties keep the first
 // element in row-major order and an all -inf window points at its first element, as the naive
 // loop does.
+template <int SW, int NB>
+PYDL_VINLINE void maxpool_blocks_f32(float* yr, std::int32_t* ar, const float* const* rows, const index_t* q0,
+                                     index_t h0, index_t nr, index_t S, index_t W, index_t pl, index_t Q) {
+  using namespace poolk;
+  // ix[b] holds the index minus q0[b]*SW, so one candidate vector per tap serves every block.
+  const VI lane = SW == 2 ? paffine(2, 0) : affine(1, 0);
+  const VI zero = {};
+  VF m[NB];
+  VI ix[NB];
+  for (int b = 0; b < NB; ++b) {
+    m[b] = vset1<float>(-std::numeric_limits<float>::infinity());
+    const VI first = lane + static_cast<std::int32_t>(q0[b] * SW - pl);
+    ix[b] = (first < zero ? zero : first) + static_cast<std::int32_t>(h0 * W - q0[b] * SW);
+  }
+  for (index_t r = 0; r < nr; ++r) {
+    VI cand = lane + static_cast<std::int32_t>((h0 + r) * W - pl);
+    for (index_t s = 0; s < S; ++s) {
+      const float* row = rows[r] + s;
+      for (int b = 0; b < NB; ++b) {
+        VF v;
+        if constexpr (SW == 1) {
+          v = vload<float>(row + q0[b]);
+        } else {
+          v = even_of(vload<float>(row + 2 * q0[b]), vload<float>(row + 2 * q0[b] + L));
+        }
+        const VI t = takes(v, m[b]);
+        m[b] = t ? v : m[b];
+        ix[b] = t ? cand : ix[b];
+      }
+      cand += 1;
+    }
+  }
+  for (int b = 0; b < NB; ++b) {
+    VF mb = m[b];
+    VI ib = ix[b] + static_cast<std::int32_t>(q0[b] * SW);
+    if constexpr (SW == 2) {
+      mb = in_order(mb);
+      ib = in_order(ib);
+    }
+    if (Q >= L) {
+      vstore<float>(yr + q0[b], mb);
+      if (ar) vstore<std::int32_t>(ar + q0[b], ib);
+    } else {
+      vstore_n<float>(yr, mb, static_cast<int>(Q));
+      if (ar)
+        for (index_t l = 0; l < Q; ++l) ar[l] = ib[l];
+    }
+  }
+}
+
+// One output row: blocks at 0, L, 2L, ... (the last one overlapping when Q is not a multiple of L),
+// in groups of at most kMaxBlocks, as even as possible (4 blocks: 2 + 2, not 3 + a lone
+// latency-bound one).
 template <int SW>
 inline void maxpool_row_f32(float* yr, std::int32_t* ar, const float* const* rows, index_t h0, index_t nr,
                             index_t S, index_t W, index_t pl, index_t Q) {
-  using namespace poolk;
-  const VI lane = affine(SW, 0);
-  const VI zero = {};
-  const VF ninf = vset1<float>(-std::numeric_limits<float>::infinity());
-  for (index_t qn = 0; qn < (Q > L ? Q : 1); qn += L) {
-    const index_t q0 = Q >= L ? (qn + L <= Q ? qn : Q - L) : 0;
-    VF m = ninf;
-    VI first = lane + static_cast<std::int32_t>(q0 * SW - pl);
-    VI ix = (first < zero ? zero : first) + static_cast<std::int32_t>(h0 * W);
-    for (index_t r = 0; r < nr; ++r) {
-      const float* row = rows[r] + q0 * SW;
-      const std::int32_t base = static_cast<std::int32_t>((h0 + r) * W + q0 * SW - pl);
-      for (index_t s = 0; s < S; ++s) {
-        VF v;
-        if constexpr (SW == 1) {
-          v = vload<float>(row + s);
-        } else {
-          v = even_of(vload<float>(row + s), vload<float>(row + s + L));
-        }
-        const VI t = takes(v, m);
-        m = t ? v : m;
-        ix = t ? lane + static_cast<std::int32_t>(base + s) : ix;
-      }
+  constexpr int L = poolk::L;
+  const index_t nblk = Q > L ? (Q + L - 1) / L : 1;
+  index_t groups = (nblk + kMaxBlocks - 1) / kMaxBlocks;
+  for (index_t b0 = 0; b0 < nblk; --groups) {
+    index_t q0[kMaxBlocks];
+    const int nb = static_cast<int>((nblk - b0 + groups - 1) / groups);
+    for (int b = 0; b < nb; ++b) {
+      const index_t q = (b0 + b) * L;
+      q0[b] = Q >= L ? (q + L <= Q ? q : Q - L) : 0;
     }
-    if (Q >= L) {
-      vstore<float>(yr + q0, m);
-      if (ar) vstore<std::int32_t>(ar + q0, ix);
-    } else {
-      vstore_n<float>(yr, m, static_cast<int>(Q));
-      if (ar)
-        for (index_t l = 0; l < Q; ++l) ar[l] = ix[l];
+    b0 += nb;
+    switch (nb) {
+      case 4: maxpool_blocks_f32<SW, 4>(yr, ar, rows, q0, h0, nr, S, W, pl, Q); break;
+      case 3: maxpool_blocks_f32<SW, 3>(yr, ar, rows, q0, h0, nr, S, W, pl, Q); break;
+      case 2: maxpool_blocks_f32<SW, 2>(yr, ar, rows, q0, h0, nr, S, W, pl, Q); break;
+      default: maxpool_blocks_f32<SW, 1>(yr, ar, rows, q0, h0, nr, S, W, pl, Q); break;
     }
   }
 }
