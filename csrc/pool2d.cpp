@@ -2,6 +2,7 @@
 // (threading.h), contiguous blocks of planes per thread, so results do not depend on the thread count.
 #include "pool2d.h"
 
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -227,13 +228,16 @@ void maxpool2d_forward_naive(T* y, std::int32_t* argmax, const T* x, const Pool2
 // pooling, or any pooling whose maxima happen to fall there), the blocks are disjoint and dx is
 // written densely, row by row, as dy or 0 (pool2d_impl.h): a stream instead of a memset plus a
 // data-dependent scatter. The dense kernel stops at the first argmax outside its block; that
-// plane is then redone by the scatter, which gives the same bits (0 + g either way).
+// plane is then redone by the scatter, which gives the same bits (0 + g either way). The
+// scatter checks its plane's indices first and reports a bad one (the binding raises); the
+// binding's separate serial pass over argmax is gone (~1/10 of the backward's time).
 template <typename T>
-void maxpool2d_backward(T* dx, const T* dy, const std::int32_t* argmax, const Pool2dGeom& g) {
+bool maxpool2d_backward(T* dx, const T* dy, const std::int32_t* argmax, const Pool2dGeom& g) {
   const index_t planes = g.N * g.C, in = g.H * g.W, out = g.P * g.Q;
   const int nt = threads_for(static_cast<double>(planes) * (in + out), 3e4);
   const bool dense = sizeof(T) == 4 && g.P == g.H / 2 && g.Q == g.W / 2 && g.P > 0 && g.Q > 0;
   const PoolKernels k = pool_kernels();
+  std::atomic<bool> bad{false};
   parallel_for(nt, planes, [&](std::int64_t i, int) {
     T* d = dx + i * in;
     const T* s = dy + i * out;
@@ -241,9 +245,16 @@ void maxpool2d_backward(T* dx, const T* dy, const std::int32_t* argmax, const Po
     if constexpr (sizeof(T) == 4) {
       if (dense && k.unpool2x2(d, s, a, g.H, g.W, g.P, g.Q)) return;
     }
+    std::uint32_t outside = 0;  // (unsigned) a >= in: negative or past the plane
+    for (index_t j = 0; j < out; ++j) outside |= static_cast<std::uint32_t>(a[j]) >= static_cast<std::uint32_t>(in);
+    if (outside) {
+      bad.store(true, std::memory_order_relaxed);
+      return;
+    }
     std::memset(d, 0, sizeof(T) * in);
     for (index_t j = 0; j < out; ++j) d[a[j]] += s[j];
   });
+  return !bad.load();
 }
 
 template <typename T>
@@ -390,7 +401,7 @@ void global_avgpool2d_backward(T* dx, const T* dy, index_t planes, index_t hw) {
 #define PYDL_POOL_INSTANTIATE(T)                                                                     \
   template void maxpool2d_forward<T>(T*, std::int32_t*, const T*, const Pool2dGeom&);               \
   template void maxpool2d_forward_naive<T>(T*, std::int32_t*, const T*, const Pool2dGeom&);         \
-  template void maxpool2d_backward<T>(T*, const T*, const std::int32_t*, const Pool2dGeom&);        \
+  template bool maxpool2d_backward<T>(T*, const T*, const std::int32_t*, const Pool2dGeom&);        \
   template void avgpool2d_forward<T>(T*, const T*, const Pool2dGeom&, bool);                        \
   template void avgpool2d_forward_naive<T>(T*, const T*, const Pool2dGeom&, bool);                  \
   template void avgpool2d_backward<T>(T*, const T*, const Pool2dGeom&, bool);                       \
