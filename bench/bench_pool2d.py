@@ -3,8 +3,9 @@
     python bench/bench_pool2d.py [--quick] [--threads 2]
 
 Rate: GB/s = (bytes of x read + bytes of y written) / time; argmax (int32) writes are extra
-work not counted, as for torch. "copy" is np.copyto of x into a preallocated array
-(2 * x bytes moved): the memory-bandwidth ceiling measured in the same process.
+work not counted, as for torch. Max-pool backward: (dy + dx bytes) / time, argmax reads not
+counted. "copy" is np.copyto of x into a preallocated array (2 * x bytes moved): the
+memory-bandwidth ceiling measured in the same process.
 """
 from __future__ import annotations
 
@@ -38,13 +39,13 @@ def run(quick: bool = False, nthreads: int = 2) -> list[Row]:
         copy_gbs = gbps(2 * x.nbytes, timeit(lambda: np.copyto(dst, x)))
         tx = torch.from_numpy(x) if HAVE_TORCH else None
 
-        def add(name, fn, out_bytes, torch_fn=None, check=None):
+        def add(name, fn, out_bytes, torch_fn=None, check=None, in_bytes=x.nbytes):
             base = {"copy": copy_gbs}
             if check is not None:
                 assert_close(check[0](), check[1](), rtol=1e-5, atol=1e-6, what=name)
             if torch_fn is not None:
-                base["torch"] = gbps(x.nbytes + out_bytes, timeit(torch_fn))
-            rows.append(Row("pool2d", f"{name} {case}", nthreads, "GB/s", gbps(x.nbytes + out_bytes, timeit(fn)),
+                base["torch"] = gbps(in_bytes + out_bytes, timeit(torch_fn))
+            rows.append(Row("pool2d", f"{name} {case}", nthreads, "GB/s", gbps(in_bytes + out_bytes, timeit(fn)),
                             base))
 
         F = torch.nn.functional if HAVE_TORCH else None
@@ -61,6 +62,21 @@ def run(quick: bool = False, nthreads: int = 2) -> list[Row]:
         tmax3 = (lambda: F.max_pool2d(tx, 3, 2, 1)) if HAVE_TORCH else None
         yb3 = x.nbytes // 4
         add("maxpool 3x3 s2 p1", lambda: ops.max_pool2d(x, 3, 2, 1), yb3, tmax3)
+        for k, st, pd in ((2, 2, 0), (3, 2, 1)):
+            y, amx = ops.max_pool2d(x, k, st, pd)
+            dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+            tb = chk = None
+            if HAVE_TORCH:
+                tdy, tam = torch.from_numpy(dy), torch.from_numpy(amx.astype(np.int64))
+
+                def tb(k=k, st=st, pd=pd, tdy=tdy, tam=tam):
+                    return torch.ops.aten.max_pool2d_with_indices_backward(tdy, tx, [k, k], [st, st], [pd, pd],
+                                                                           [1, 1], False, tam)
+
+                chk = (lambda dy=dy, amx=amx: ops.max_pool2d_backward(dy, amx, x.shape), lambda tb=tb: tb().numpy())
+            name = f"maxpool {k}x{k}" + (f" s{st} p{pd}" if (st, pd) != (k, 0) else "") + " backward"
+            add(name, lambda dy=dy, amx=amx: ops.max_pool2d_backward(dy, amx, x.shape), x.nbytes, tb, chk,
+                in_bytes=dy.nbytes)
         tavg = (lambda: F.avg_pool2d(tx, 2)) if HAVE_TORCH else None
         chk = (lambda: ops.avg_pool2d(x, 2), lambda: F.avg_pool2d(tx, 2).numpy()) if HAVE_TORCH else None
         add("avgpool 2x2", lambda: ops.avg_pool2d(x, 2), yb, tavg, chk)

@@ -8,7 +8,7 @@
 //   global average: y[n,c] = mean_{h,w} x[n,c,h,w].
 // x (N, C, H, W), y (N, C, P, Q), P = (H + pt + pb - R) / sh + 1. Padding must be smaller than
 // the window (each window holds at least one input element). Backward kernels write dx (=).
-// OpenMP over the N*C planes.
+// Threads over the N*C planes (parallel_for); results do not depend on the thread count.
 #pragma once
 
 #include <cstdint>
@@ -32,9 +32,12 @@ template <typename T>
 void maxpool2d_forward(T* y, std::int32_t* argmax, const T* x, const Pool2dGeom& g);  // argmax may be null
 template <typename T>
 void maxpool2d_forward_naive(T* y, std::int32_t* argmax, const T* x, const Pool2dGeom& g);
-// dx[n,c,argmax[n,c,p,q]] += dy[n,c,p,q] over a zeroed dx   (dx =)
+// dx[n,c,argmax[n,c,p,q]] += dy[n,c,p,q] over a zeroed dx   (dx =); written densely when every
+// argmax lies in its own 2x2 block (P = H/2, Q = W/2), else scattered
+// Returns false, with dx unspecified, when an argmax index lies outside [0, H*W) (nothing is
+// written out of bounds: every scattered plane's indices are checked first).
 template <typename T>
-void maxpool2d_backward(T* dx, const T* dy, const std::int32_t* argmax, const Pool2dGeom& g);
+bool maxpool2d_backward(T* dx, const T* dy, const std::int32_t* argmax, const Pool2dGeom& g);
 
 template <typename T>
 void avgpool2d_forward(T* y, const T* x, const Pool2dGeom& g, bool count_include_pad);

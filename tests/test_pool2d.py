@@ -216,3 +216,134 @@ def test_max_pool_ties_keep_first_like_naive(cfg):
     # the naive loop's rule: the first maximum in row-major window order
     yr, ar = max_pool2d_ref(x, pool, st, pads)
     np.testing.assert_array_equal(amn, ar)
+
+
+# ---- vector kernels: every ISA this CPU has, edge widths, ties, NaN, threads ---------------------
+
+@pytest.fixture(params=["generic", "avx2", "avx512"])
+def isa(request):
+    if request.param not in _core.available_isas():
+        pytest.skip(f"{request.param} not available on this CPU")
+    old = _core.selected_isa()
+    _core.select_isa(request.param)
+    yield request.param
+    _core.select_isa(old)
+
+
+# widths around the 4 / 8 / 16 lanes: Q < L, Q = L, Q not a multiple of L, odd W
+EDGE_WIDTHS = [1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33, 34, 47, 56]
+WINDOWS = [((2, 2), (2, 2), (0, 0, 0, 0)), ((3, 3), (2, 2), (1, 1, 1, 1)), ((3, 3), (1, 1), (1, 1, 1, 1)),
+           ((2, 2), (1, 1), (0, 0, 0, 0)), ((3, 2), (2, 2), (0, 2, 1, 1)), ((1, 1), (1, 2), (0, 0, 0, 0)),
+           ((5, 4), (1, 2), (2, 1, 3, 0))]
+
+
+def _ties_nan_inf(shape, seed):
+    """Small integers (many ties), some NaN and -inf (an all -inf window must point at its first element)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, shape).astype(np.float32)
+    x[rng.random(shape) < 0.03] = np.nan
+    x[rng.random(shape) < 0.1] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("win", WINDOWS, ids=[f"w{i}" for i in range(len(WINDOWS))])
+def test_max_pool_vector_paths_match_naive(isa, win, threads):
+    pool, st, pads = win
+    for W in EDGE_WIDTHS:
+        H = 6 if pool[0] <= 3 else 7
+        if W + pads[2] + pads[3] < pool[1]:
+            continue
+        x = _ties_nan_inf((2, 3, H, W), seed=W)
+        if W == 7:
+            x[:] = -np.inf
+        yn, amn = _core.max_pool2d_forward(x, pool, st, pads, True, True, None, None)
+        y = np.full(yn.shape, 7.0, np.float32)
+        am = np.full(yn.shape, -7, np.int32)
+        _core.max_pool2d_forward(x, pool, st, pads, True, False, y, am)
+        np.testing.assert_array_equal(y, yn, err_msg=f"W={W}")  # NaN == NaN here
+        np.testing.assert_array_equal(am, amn, err_msg=f"W={W}")
+        y2, none = _core.max_pool2d_forward(x, pool, st, pads, False, False, None, None)
+        assert none is None
+        np.testing.assert_array_equal(y2, yn)
+
+
+def _scatter_f32(dy, am, x_shape):
+    """dx[argmax] += dy in float32, in output order (the kernel's scatter, add for add)."""
+    N, C, H, W = x_shape
+    dx = np.zeros((N * C, H * W), np.float32)
+    for i in range(N * C):
+        np.add.at(dx[i], am.reshape(N * C, -1)[i], dy.reshape(N * C, -1)[i])
+    return dx.reshape(x_shape)
+
+
+@pytest.mark.parametrize("HW", [(2, 2), (3, 5), (8, 16), (9, 17), (12, 34), (14, 14), (6, 66)])
+def test_max_pool_backward_dense_matches_scatter(isa, HW, threads):
+    H, W = HW
+    x = _ties_nan_inf((2, 3, H, W), seed=H * W)
+    dy = np.random.default_rng(3).standard_normal((2, 3, H // 2, W // 2)).astype(np.float32)
+    dy[0, 0, 0, 0] = np.nan
+    dy.flat[1::7] = -0.0
+    for pool, st, pads in (((2, 2), (2, 2), (0, 0, 0, 0)), ((3, 3), (2, 2), (1, 1, 1, 1))):
+        if (H + pads[0] + pads[1] - pool[0]) // st[0] + 1 != H // 2 or \
+                (W + pads[2] + pads[3] - pool[1]) // st[1] + 1 != W // 2:
+            continue
+        _, am = ops.max_pool2d(x, pool, st, pads)
+        want = _scatter_f32(dy, am, x.shape)
+        dx = ops.max_pool2d_backward(dy, am, x.shape)
+        np.testing.assert_array_equal(dx, want)
+        assert not np.signbit(dx[dx == 0]).any()  # 0 + (-0) = +0, as the scatter gives
+
+
+def test_max_pool_backward_argmax_outside_block_falls_back(isa):
+    # P = H/2, Q = W/2 but argmax from overlapping windows (or made up): the scatter must run
+    H, W = 8, 20
+    dy = np.arange(1, 2 * 4 * 10 + 1, dtype=np.float32).reshape(2, 1, 4, 10)
+    am = np.zeros(dy.shape, np.int32)  # every output points at element 0: contributions add up
+    am[1] = (np.arange(4)[:, None] * 2 * W + np.arange(10) * 2)  # plane 1: in its blocks
+    am[1, 0, 3, 9] = 0  # ... except the very last one
+    dx = ops.max_pool2d_backward(dy, am, (2, 1, H, W))
+    np.testing.assert_array_equal(dx, max_pool2d_backward_ref(dy, am, (2, 1, H, W)))
+    assert dx[0, 0, 0, 0] == dy[0].sum()
+
+
+def test_global_avg_pool_accuracy_and_threads(isa):
+    import pydl
+    x = np.full((1, 1, 4096, 4096), 1.1, np.float32)
+    old = pydl.get_num_threads()
+    try:
+        got = []
+        for nt in (1, 2):
+            pydl.set_num_threads(nt)
+            got.append(ops.global_avg_pool2d(x))
+        np.testing.assert_allclose(got[0], np.float64(np.float32(1.1)), rtol=1e-6)
+        np.testing.assert_array_equal(got[0], got[1])
+        xr = np.random.default_rng(5).standard_normal((3, 4, 300, 301)).astype(np.float32)
+        pydl.set_num_threads(1)
+        g1 = ops.global_avg_pool2d(xr)
+        pydl.set_num_threads(2)
+        np.testing.assert_array_equal(ops.global_avg_pool2d(xr), g1)
+        np.testing.assert_allclose(g1, xr.astype(np.float64).mean(axis=(2, 3)), rtol=1e-6, atol=1e-7)
+        for hw in (1, 7, 33):
+            xs = np.random.default_rng(hw).standard_normal((2, 3, 1, hw)).astype(np.float32)
+            np.testing.assert_allclose(ops.global_avg_pool2d(xs), xs.astype(np.float64).mean(axis=(2, 3)),
+                                       rtol=1e-6, atol=1e-7)
+    finally:
+        pydl.set_num_threads(old)
+
+
+def test_max_pool_same_bits_for_any_thread_count(isa):
+    import pydl
+    x = _ties_nan_inf((3, 5, 23, 29), seed=12)
+    old = pydl.get_num_threads()
+    try:
+        for pool, st, pads in WINDOWS:
+            res = []
+            for nt in (1, 2):
+                pydl.set_num_threads(nt)
+                y, am = ops.max_pool2d(x, pool, st, pads)
+                dy = np.ones_like(y)
+                res.append((y, am, ops.max_pool2d_backward(dy, am, x.shape)))
+            for a, b in zip(res[0], res[1]):
+                np.testing.assert_array_equal(a, b)
+    finally:
+        pydl.set_num_threads(old)
