@@ -396,7 +396,10 @@ void run(const Problem<T>& pr, GemmBlocks blk, Kernel<T> kernel) {
   // Packing costs about one pass over the operand; it pays when the packed copy is reused often
   // (A~ by every NR panel of B, B~ by every MR panel of A) and rows are long.
   plan.pack_a = !small && pr.N >= kPackMinReuse && pr.lda > max_stride;
-  plan.pack_b = pr.tb || (!small && pr.M >= kPackMinReuseB && pr.ldb > max_stride);
+  // B's micro-panel reads 64 bytes from each of KC rows: rows exactly 2 KiB apart (512 floats) map
+  // onto 1/32 of the cache sets, and the panel no longer stays in L1/L2 (512^3 on Zen 3: 48 -> 70
+  // GFLOP/s with B packed), so that stride is packed too.
+  plan.pack_b = pr.tb || (!small && pr.M >= kPackMinReuseB && pr.ldb >= max_stride);
   plan.threads = threads_for(work, kMinWorkPerThread);
 #ifdef PYDL_GEMM_TUNE  // experiments in a standalone build: PYDL_GEMM_KC=384 ./bench ...
   if (const char* v = std::getenv("PYDL_GEMM_KC")) blk.KC = std::atol(v);
