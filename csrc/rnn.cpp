@@ -263,8 +263,12 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
   aligned_ptr<F> upack = aligned_alloc_array<F>(slab_elems(GH, nt, NR, H));
   aligned_ptr<F> xw = aligned_alloc_array<F>(slab_elems(GH, nt, NR, N));
   aligned_ptr<F> hu = aligned_alloc_array<F>(slab_elems(GH, nt, NR, N));
-  const std::size_t ap_elems = apack_elems(N, MR, std::max(C, H));
-  aligned_ptr<F> apack = aligned_alloc_array<F>(ap_elems * static_cast<std::size_t>(nt));
+  // x_t packed per thread; h_t packed once, each thread packing its own units after its cell
+  // into one of two shared buffers used in turn (step t reads h_{t-1} from one while a faster
+  // thread may already fill the other with h_t).
+  const std::size_t xp_elems = apack_elems(N, MR, C), hp_elems = apack_elems(N, MR, H);
+  aligned_ptr<F> xpack = aligned_alloc_array<F>(xp_elems * static_cast<std::size_t>(nt));
+  aligned_ptr<F> hpack = aligned_alloc_array<F>(hp_elems * 2);
   std::vector<F> zeros(static_cast<std::size_t>(GH), F(0));
   const F* bh = b_h ? b_h : zeros.data();
 
@@ -277,21 +281,22 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
     F* Up = upack.get() + slab_offset(G, u0, rank, NR, H);
     F* xacc = xw.get() + slab_offset(G, u0, rank, NR, N);
     F* acc = hu.get() + slab_offset(G, u0, rank, NR, N);
-    F* Ap = apack.get() + ap_elems * static_cast<std::size_t>(rank);
+    F* Xp = xpack.get() + xp_elems * static_cast<std::size_t>(rank);
     if (hk > 0) {
       pack_u(Wp, W, C, H, G, u0, hk, NR);
       pack_u(Up, U, H, H, G, u0, hk, NR);
-      pack_a(Ap, x, ldx, N, C, 0, C, MR);
-      step_product(K, xacc, ldu, Ap, Wp, ncols, C, N);  // x_0 W
+      pack_a(Xp, x, ldx, N, C, 0, C, MR);
+      step_product(K, xacc, ldu, Xp, Wp, ncols, C, N);  // x_0 W
+      if (h0) pack_a(hpack.get() + hp_elems, h0, H, N, H, u0, u1, MR);
     }
+    if (h0) team_barrier(team);
 
     for (index_t t = 0; t < T; ++t) {
       if (hk > 0) {
         const F* hp = t == 0 ? h0 : out + (t - 1) * H;  // null: zeros
         const index_t ldp = t == 0 ? H : ldh;
         if (hp) {
-          pack_a(Ap, hp, ldp, N, H, 0, H, MR);
-          step_product(K, acc, ldu, Ap, Up, ncols, H, N);
+          step_product(K, acc, ldu, hpack.get() + hp_elems * static_cast<std::size_t>((t + 1) & 1), Up, ncols, H, N);
         } else {
           std::fill(acc, acc + N * ldu, F(0));
         }
@@ -313,8 +318,9 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
         }
         // x_{t+1} W does not depend on h_t: done before the barrier, it fills the wait.
         if (t + 1 < T) {
-          pack_a(Ap, x + (t + 1) * C, ldx, N, C, 0, C, MR);
-          step_product(K, xacc, ldu, Ap, Wp, ncols, C, N);
+          pack_a(hpack.get() + hp_elems * static_cast<std::size_t>(t & 1), out + t * H, ldh, N, H, u0, u1, MR);
+          pack_a(Xp, x + (t + 1) * C, ldx, N, C, 0, C, MR);
+          step_product(K, xacc, ldu, Xp, Wp, ncols, C, N);
         }
       }
       team_barrier(team);
