@@ -82,10 +82,24 @@ struct RnnRowKernels {
                    index_t gs);
   void (*gru_bwd)(F* dgx, F* dgh, F* dhd, const F* dhr, const F* dout, const F* g, const F* q, const F* hp,
                   index_t n, index_t gs);
-  // C[m, NR] (= or +=) A[m, k] (row stride lda) * Bp[k, NR] (packed), m <= MR.
-  void (*tile)(index_t m, index_t k, const F* A, index_t lda, const F* Bp, F* C, index_t ldc, bool accumulate);
+  // C[m, NR] (= or +=) A[m, k] * Bp[k, NR], m <= MR; both packed: a(i, p) = Ap[p * MR + i],
+  // b(p, j) = Bp[p * NR + j].
+  void (*tile)(index_t m, index_t k, const F* Ap, const F* Bp, F* C, index_t ldc, bool accumulate);
   int MR, NR;  // NR <= 64
 };
+
+// Register tiles of the per-step products, one row per instruction set: MR rows x NR columns of
+// accumulators, plus NR / lanes vectors of the B panel and one broadcast of A (each ISA's file
+// static_asserts that they fit its register file).
+struct RnnTile {
+  int MR, NR;
+};
+//                                           MR  NR
+inline constexpr RnnTile kRnnTileAvx512  = {8, 32};  // 16 zmm accumulators + 2 + 1 of 32
+inline constexpr RnnTile kRnnTileAvx2    = {6, 16};  // 12 ymm accumulators + 2 + 1 of 16
+inline constexpr RnnTile kRnnTileGeneric = {4, 8};   // 8 xmm (SSE2) accumulators + 2 + 1 of 16
+inline constexpr RnnTile kRnnTileDouble  = {4, 8};   // plain loops (the float64 check path)
+
 #if defined(PYDL_X86)
 const RnnRowKernels<float>* rnn_rows_avx2();
 const RnnRowKernels<float>* rnn_rows_avx512();

@@ -209,6 +209,28 @@ def test_fast_kernels_match_naive_twins_with_poisoned_outputs(cell, act, dtype, 
     assert_all_close(fast, slow, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("cell,act", CELLS)
+@pytest.mark.parametrize("N,H", [(6, 7), (7, 24), (13, 41), (25, 16), (17, 9)])
+def test_row_blocks_and_unit_tails_match_naive_twins(cell, act, N, H, rng):
+    # The per-step products cut the N rows into ceil(N / MR) nearly equal blocks (MR 4, 6, 8 by
+    # ISA) and the cells run H % lanes units as a padded tail: sizes on and off every boundary.
+    T, C = 3, 11
+    p = make(rng, cell, N, T, C, H, np.float32)
+    up = [None if u is None else u.astype(np.float32) for u in upstream(rng, cell, N, T, H)]
+    slow = naive(cell, act, p, *up)
+    old = _core.selected_isa()
+    try:
+        for isa in _core.available_isas():
+            _core.select_isa(isa)
+            fast = fast_poisoned(cell, act, p, *up)
+            for arrs in (fast[:3], list(fast[3].values())):
+                for a in arrs:
+                    assert a is None or np.all(np.isfinite(a)), f"{isa}: an output element was left unwritten"
+            assert_all_close(fast, slow, rtol=1e-4, atol=1e-4)
+    finally:
+        _core.select_isa(old)
+
+
 # ---- PyTorch -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cell,act", CELLS)
