@@ -274,12 +274,11 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
     index_t packed_a_key = -1;  // which (row block, K block) a_buf holds
 
     // Loops 3 (one row block), 2 and 1 for columns [jc, jc + nc) and K range [pc, pc + kc).
-    auto macro_tile = [&](index_t item, index_t n_chunks, index_t jc, index_t nc, index_t pc, index_t kc,
-                          index_t k_block, const T* b_pack) {
-      const index_t rb = item / n_chunks, chunk = item % n_chunks;
-      index_t ib, ie, qb, qe;
+    // Row block rb times the NR panels [qb, qe) of the block at column jc.
+    auto panels_tile = [&](index_t rb, index_t qb, index_t qe, index_t jc, index_t pc, index_t kc, index_t k_block,
+                           const T* b_pack) {
+      index_t ib, ie;
       split_range(tiling.m_panels, tiling.row_blocks, static_cast<int>(rb), ib, ie);
-      split_range(ceil_div(nc, NR), static_cast<int>(n_chunks), static_cast<int>(chunk), qb, qe);
       const index_t ic = ib * MR, m_panels = ie - ib;
       const T beta = pc == 0 ? pr.beta : T(1);  // later K blocks accumulate
 
@@ -326,6 +325,13 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
         }
       }
     };
+    auto macro_tile = [&](index_t item, index_t n_chunks, index_t jc, index_t nc, index_t pc, index_t kc,
+                          index_t k_block, const T* b_pack) {
+      const index_t rb = item / n_chunks, chunk = item % n_chunks;
+      index_t qb, qe;
+      split_range(ceil_div(nc, NR), static_cast<int>(n_chunks), static_cast<int>(chunk), qb, qe);
+      panels_tile(rb, qb, qe, jc, pc, kc, k_block, b_pack);
+    };
 
     if (plan.pack_b) {
       // One row block (few rows of C): each thread packs the columns of B~ it then multiplies
@@ -341,11 +347,19 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
           T* const b_pack = work + (b_count == 2 && (block & 1) ? b_elems : 0);
           index_t pb, pe;  // this thread's share of packing B~
           split_range(n_panels, team, rank, pb, pe);
-          pack_b_panels<T, NR>(b_pack, pr, pc, kc, jc, pb, pe);
-          if (own_columns) {  // chunk `rank` of `team` is exactly the panels [pb, pe) just packed
-            if (pe > pb) macro_tile(rank, team, jc, nc, pc, kc, k_block, b_pack);
+          if (own_columns) {
+            // This thread's panels [pb, pe), a few at a time: each group is packed and at once
+            // multiplied by every row panel, so B~ is used while it is still in L1/L2 (packed
+            // whole, a thread's share of B~ can exceed its L2 and come back from L3).
+            constexpr index_t kGroup = 4;
+            for (index_t q = pb; q < pe; q += kGroup) {
+              const index_t qn = std::min(pe, q + kGroup);
+              pack_b_panels<T, NR>(b_pack, pr, pc, kc, jc, q, qn);
+              panels_tile(0, q, qn, jc, pc, kc, k_block, b_pack);
+            }
             continue;
           }
+          pack_b_panels<T, NR>(b_pack, pr, pc, kc, jc, pb, pe);
           team_barrier(team);
           for (index_t t; (t = counters[block].fetch_add(1, std::memory_order_relaxed)) < n_items;)
             macro_tile(t, n_chunks, jc, nc, pc, kc, k_block, b_pack);
