@@ -140,7 +140,10 @@ void max_plane_general(T* y, std::int32_t* am, const T* x, const Pool2dGeom& g) 
     }
     for (index_t h = h0; h < h1; ++h) {
       const T* row = x + h * W;
-      for (index_t s = 0; s < g.S; ++s) {
+      // Only the taps s that reach a column of the input for some q (a window far wider than
+      // the padded input would otherwise spend its time on empty taps).
+      const index_t s_lo = pmax(0, g.pl - (Q - 1) * sw), s_hi = pmin(g.S, g.pl + W);
+      for (index_t s = s_lo; s < s_hi; ++s) {
         const index_t off = s - g.pl;  // column of output q: q*sw + off
         const index_t qlo = off >= 0 ? 0 : pmin(Q, (-off + sw - 1) / sw);
         const index_t qhi = W - 1 - off >= 0 ? pmin(Q, (W - 1 - off) / sw + 1) : 0;
@@ -273,7 +276,8 @@ void avgpool2d_forward(T* y, const T* x, const Pool2dGeom& g, bool cip) {
       for (index_t q = 0; q < Q; ++q) m[q] = T(0);
       for (index_t h = h0; h < h1; ++h) {
         const T* row = xi + h * W;
-        for (index_t s = 0; s < g.S; ++s) {
+        const index_t s_lo = pmax(0, g.pl - (Q - 1) * sw), s_hi = pmin(g.S, g.pl + W);  // taps that reach x
+        for (index_t s = s_lo; s < s_hi; ++s) {
           const index_t off = s - g.pl;
           const index_t qlo = off >= 0 ? 0 : pmin(Q, (-off + sw - 1) / sw);
           const index_t qhi = W - 1 - off >= 0 ? pmin(Q, (W - 1 - off) / sw + 1) : 0;

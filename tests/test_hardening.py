@@ -88,3 +88,15 @@ def test_huge_pool_size_is_a_clear_error(value):
     x = np.ones((1, 1, 1, 1), np.float32)
     with pytest.raises(ValueError, match="pool_size must be <= 2147483647"):
         ops.max_pool2d(x, value, stride=1, padding=0)
+
+
+def test_pool_window_far_wider_than_the_input_is_fast():
+    import time
+    x = np.full((1, 1, 1, 1), 2.0, np.float32)
+    t0 = time.perf_counter()
+    y, am = ops.max_pool2d(x, 2**30, padding=2**30 - 1)
+    assert y.ravel().tolist() == [2.0] and am.ravel().tolist() == [0]
+    assert ops.avg_pool2d(x, 2**30, padding=2**30 - 1, count_include_pad=False).ravel().tolist() == [2.0]
+    v = ops.avg_pool2d(x, 2**30, padding=2**30 - 1).ravel()[0]
+    assert v == np.float32(2.0 / 2**60)
+    assert time.perf_counter() - t0 < 1.0
