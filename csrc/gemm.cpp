@@ -415,7 +415,8 @@ void run(const Problem<T>& pr, GemmBlocks blk, Kernel<T> kernel) {
   // B's micro-panel reads 64 bytes from each of KC rows: rows exactly 2 KiB apart (512 floats) map
   // onto 1/32 of the cache sets, and the panel no longer stays in L1/L2 (512^3 on Zen 3: 48 -> 70
   // GFLOP/s with B packed), so that stride is packed too.
-  plan.pack_b = pr.tb || (!small && pr.M >= kPackMinReuseB && pr.ldb >= max_stride);
+  plan.pack_b = pr.tb || (!small && pr.M >= kPackMinReuseB && pr.ldb >= max_stride) ||
+                (!small && blk.pack_b_rows > 0 && pr.M >= blk.pack_b_rows);
   plan.threads = threads_for(work, kMinWorkPerThread);
 #ifdef PYDL_GEMM_TUNE  // experiments in a standalone build: PYDL_GEMM_KC=384 ./bench ...
   if (const char* v = std::getenv("PYDL_GEMM_KC")) blk.KC = std::atol(v);

@@ -30,16 +30,23 @@ namespace gemm_detail {
 // micro-panel in L1 (KC = 256) ran 8-12% slower at 1024^3 and 2048^3 than KC = 1024, where fewer
 // passes over C win; MC from 96 to 384 made no difference at that KC. The driver cuts K, M and N
 // into equal blocks no larger than these (no thin remainder block), so they are upper bounds.
+//   pack_b_rows: B is also packed, whatever its row stride, once C has at least this many rows
+//       (0: only by the stride rule in gemm.cpp). AVX2 (Zen 3, 32 KiB 8-way L1): B's micro-panel
+//       read in place takes 64 bytes from each of KC rows, which for the usual power-of-two
+//       strides fall into a few L1 sets; packed, it is reused by M / MR row panels. 256x3136x128
+//       on 1 thread, best of 25, four runs: 49-73 -> 63-80 GFLOP/s; 64x784x128 (M = 64) was 10%
+//       faster with B in place, hence the row threshold. Not measured on AVX-512: off there.
 struct GemmBlocks {
   int MR, NR;
   index_t MC, KC, NC;
+  index_t pack_b_rows;
 };
 
-//                                           MR  NR   MC    KC    NC
-inline constexpr GemmBlocks kSgemmAvx512  = {12, 32, 192, 1024, 2048};  // 24 zmm accumulators
-inline constexpr GemmBlocks kSgemmAvx2    = { 6, 16, 192,  512, 2048};  // 12 ymm accumulators
-inline constexpr GemmBlocks kSgemmGeneric = { 4,  8, 192,  512, 2048};  // 8 xmm (SSE2) accumulators
-inline constexpr GemmBlocks kDgemmGeneric = { 4,  4, 192,  512, 1024};  // 8 xmm (SSE2) accumulators
+//                                           MR  NR   MC    KC    NC  pack_b_rows
+inline constexpr GemmBlocks kSgemmAvx512  = {12, 32, 192, 1024, 2048,   0};  // 24 zmm accumulators
+inline constexpr GemmBlocks kSgemmAvx2    = { 6, 16, 192,  512, 2048, 192};  // 12 ymm accumulators
+inline constexpr GemmBlocks kSgemmGeneric = { 4,  8, 192,  512, 2048,   0};  // 8 xmm (SSE2) accumulators
+inline constexpr GemmBlocks kDgemmGeneric = { 4,  4, 192,  512, 1024,   0};  // 8 xmm (SSE2) accumulators
 
 template <typename T>
 using Kernel = void (*)(index_t k, const T* a, index_t rsa, index_t csa, const T* b, index_t rsb, T* c, index_t ldc,
