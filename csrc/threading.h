@@ -78,31 +78,26 @@ template <class F>
 inline void parallel_for(int nt, std::int64_t n, F&& body, std::int64_t chunk = 0) {
   if (n <= 0) return;
   if (nt > n) nt = static_cast<int>(n);
-#ifdef _OPENMP
-  if (nt > 1 && !in_serial_child()) {
-    if (!detail::g_pool_started.load(std::memory_order_relaxed))
-      detail::g_pool_started.store(true, std::memory_order_relaxed);
-    const int master = current_cpu();
-#pragma omp parallel num_threads(nt)
-    {
-      const int tid = omp_get_thread_num();
-      if (tid != 0) leave_master_cpu(master);
-      if (chunk > 0) {
-#pragma omp for schedule(dynamic, 1)
-        for (std::int64_t b = 0; b < (n + chunk - 1) / chunk; ++b) {
-          const std::int64_t e = b * chunk + chunk < n ? b * chunk + chunk : n;
-          for (std::int64_t i = b * chunk; i < e; ++i) body(i, tid);
-        }
-      } else {
-        const int team = omp_get_num_threads();
-        const std::int64_t b = n * tid / team, e = n * (tid + 1) / team;
-        for (std::int64_t i = b; i < e; ++i) body(i, tid);
-      }
-    }
+  if (nt <= 1 || in_serial_child()) {
+    // No worksharing construct here: an orphaned `omp for` would bind to an enclosing caller's
+    // team and hand this loop's iterations to its threads.
+    for (std::int64_t i = 0; i < n; ++i) body(i, 0);
     return;
   }
+  parallel_team(nt, [&](int tid, int team) {
+    if (chunk > 0) {
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
 #endif
-  for (std::int64_t i = 0; i < n; ++i) body(i, 0);
+      for (std::int64_t b = 0; b < (n + chunk - 1) / chunk; ++b) {
+        const std::int64_t e = b * chunk + chunk < n ? b * chunk + chunk : n;
+        for (std::int64_t i = b * chunk; i < e; ++i) body(i, tid);
+      }
+    } else {
+      const std::int64_t b = n * tid / team, e = n * (tid + 1) / team;
+      for (std::int64_t i = b; i < e; ++i) body(i, tid);
+    }
+  });
 }
 
 // A barrier for the team of parallel_team. A team of one skips it: called outside any region of
