@@ -100,3 +100,22 @@ def test_pool_window_far_wider_than_the_input_is_fast():
     v = ops.avg_pool2d(x, 2**30, padding=2**30 - 1).ravel()[0]
     assert v == np.float32(2.0 / 2**60)
     assert time.perf_counter() - t0 < 1.0
+
+
+def test_big_endian_float64_stays_float64():
+    from pydl.layers import Dense
+    x = np.linspace(-1, 1, 12).reshape(3, 4).astype(">f8")
+    w = np.linspace(0.5, 1.5, 20).reshape(4, 5).astype(">f8")
+    got = __import__("pydl").matmul(x, w)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, x.astype("<f8") @ w.astype("<f8"), rtol=1e-15)
+    y = ops.conv2d(x.reshape(1, 1, 3, 4), w[:3, :3].reshape(1, 1, 3, 3).copy(), padding=1)
+    assert y.dtype == np.float64
+
+
+def test_flatten_and_reshape_sizes_do_not_wrap():
+    from pydl.layers import Flatten, Reshape
+    assert Flatten().compute_output_shape((None, 2**32, 2**32)) == (None, 2**64)
+    assert Reshape((2**33, -1)).compute_output_shape((None, 2**32, 2**32)) == (None, 2**33, 2**31)
+    with pytest.raises(ValueError):
+        Reshape((3, -1)).compute_output_shape((None, 2**32, 2**32 + 1))

@@ -34,7 +34,9 @@ def as_float_array(x, name: str, op: str, dtype=None) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.complexfloating):
         raise TypeError(f"[{op}] {name} must be real, got dtype {arr.dtype}")
     if dtype is None:
-        dtype = arr.dtype if arr.dtype in FLOAT_DTYPES else np.float32
+        # float64 in any byte order stays float64 (a big-endian '>f8' is not == np.float64, and
+        # casting it to float32 would silently lose precision); the copy below makes it native.
+        dtype = np.float64 if (arr.dtype.kind == "f" and arr.dtype.itemsize == 8) else np.float32
     # np.asarray(order='C') keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d).
     return np.asarray(arr, dtype=dtype, order="C")
 

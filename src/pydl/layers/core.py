@@ -425,7 +425,7 @@ class Flatten(Layer):
 
     def compute_output_shape(self, input_shape):
         _known(input_shape, f"Flatten '{self.name}'")
-        return (input_shape[0], int(np.prod(input_shape[1:], dtype=np.int64)))
+        return (input_shape[0], math.prod(int(d) for d in input_shape[1:]))  # exact: no int64 wrap
 
     def build(self, input_shape):
         if len(tuple(input_shape)) < 2:
@@ -458,8 +458,8 @@ class Reshape(Layer):
 
     def compute_output_shape(self, input_shape):
         _known(input_shape, f"Reshape '{self.name}'")
-        n_in = int(np.prod(input_shape[1:], dtype=np.int64))
-        known = int(np.prod([d for d in self.target_shape if d != -1], dtype=np.int64))
+        n_in = math.prod(int(d) for d in input_shape[1:])  # Python ints: exact, no int64 wrap
+        known = math.prod(int(d) for d in self.target_shape if d != -1)
         if -1 in self.target_shape:
             if n_in % known:
                 raise ValueError(f"[Reshape '{self.name}'] cannot reshape input {_fmt_shape(input_shape)} "

@@ -72,7 +72,9 @@ def gemm(a, b, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0,
     if max(m, 1) * max(n, 1) >= _MAX_INDEX or max(m, 1) * max(k, 1) >= _MAX_INDEX or \
             max(k, 1) * max(n, 1) >= _MAX_INDEX:
         raise ValueError(f"[matmul] product of shapes {(m, k)} x {(k, n)} is too large to index")
-    dtype = np.float64 if (a.dtype == np.float64 or b.dtype == np.float64) else np.float32
+    # float64 in either byte order computes in float64 ('>f8' == np.float64 is False)
+    wide = [d.kind == "f" and d.itemsize == 8 for d in (a.dtype, b.dtype)]
+    dtype = np.float64 if any(wide) else np.float32
     if out is None:
         if beta != 0.0:
             raise ValueError("[matmul] beta != 0 needs an `out` array to accumulate into")
