@@ -36,6 +36,31 @@ enum class ConvAct { none = 0, relu = 1 };
 // Fills P and Q and validates every size (throws std::invalid_argument "[op] ...").
 void conv2d_geometry(Conv2dGeom& g, const char* op);
 
+// With stride 1, the backward to the input is a forward convolution of dy with the filters
+// flipped 180 degrees and C and K swapped:
+//   dx[n,c,h,v] = sum_{k,r',s'} w[k,c,R-1-r',S-1-s'] * dy[n,k, h + r'*dh - ((R-1)*dh - pt), ...]
+// This is its geometry: input dy (N, K, P, Q), output dx (N, C, H, W), padding (R-1)*dh - pt
+// (may be negative) before, and what makes the output H x W after.
+inline Conv2dGeom backward_input_as_forward(const Conv2dGeom& g) {
+  Conv2dGeom t;
+  t.N = g.N;
+  t.C = g.K;
+  t.H = g.P;
+  t.W = g.Q;
+  t.K = g.C;
+  t.R = g.R;
+  t.S = g.S;
+  t.P = g.H;
+  t.Q = g.W;
+  t.dh = g.dh;
+  t.dw = g.dw;
+  t.pt = (g.R - 1) * g.dh - g.pt;
+  t.pl = (g.S - 1) * g.dw - g.pl;
+  t.pb = g.H + (g.R - 1) * g.dh - g.P - t.pt;
+  t.pr = g.W + (g.S - 1) * g.dw - g.Q - t.pl;
+  return t;
+}
+
 // --- naive references -------------------------------------------------------------------
 // y = conv(x, w) + b   (b may be null)
 template <typename T>

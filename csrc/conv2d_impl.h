@@ -266,21 +266,7 @@ void conv2d_forward_direct_impl(T* y, const T* x, const T* w, const T* b, const 
 template <typename T>
 void conv2d_backward_input_direct_impl(T* dx, const T* dy, const T* w, const Conv2dGeom& g) {
   if (g.sh == 1 && g.sw == 1) {
-    Conv2dGeom t;
-    t.N = g.N;
-    t.C = g.K;
-    t.H = g.P;
-    t.W = g.Q;
-    t.K = g.C;
-    t.R = g.R;
-    t.S = g.S;
-    t.P = g.H;
-    t.Q = g.W;
-    t.dh = g.dh;
-    t.dw = g.dw;
-    t.pt = (g.R - 1) * g.dh - g.pt;
-    t.pl = (g.S - 1) * g.dw - g.pl;
-    t.pb = t.pr = 0;  // only P and Q matter, set above
+    const Conv2dGeom t = backward_input_as_forward(g);
     direct_forward<T>(dx, dy, w, nullptr, t, ConvAct::none, true);
     return;
   }

@@ -46,22 +46,7 @@ void conv2d_forward_winograd(T* y, const T* x, const T* w, const T* b, const Con
 template <typename T>
 void conv2d_backward_input_winograd(T* dx, const T* dy, const T* w, const Conv2dGeom& g, int m) {
   PYDL_CHECK(winograd_applicable(g), "conv2d_backward", "winograd needs a 3x3 filter, stride 1 and dilation 1");
-  // dx[n,c,h,v] = sum_{k,r,s} dy[n,k,h+pt-r, v+pl-s] w[k,c,r,s]
-  //             = sum_{k,r',s'} dy[n,k,h-(2-pt)+r', v-(2-pl)+s'] w[k,c,2-r',2-s']
-  Conv2dGeom t;
-  t.N = g.N;
-  t.C = g.K;
-  t.H = g.P;
-  t.W = g.Q;
-  t.K = g.C;
-  t.R = 3;
-  t.S = 3;
-  t.P = g.H;
-  t.Q = g.W;
-  t.pt = 2 - g.pt;
-  t.pl = 2 - g.pl;
-  t.pb = g.H + 2 - g.P - t.pt;
-  t.pr = g.W + 2 - g.Q - t.pl;
+  const Conv2dGeom t = backward_input_as_forward(g);  // 3x3: padding 2 - p
   winograd_dispatch<T>(dx, dy, w, nullptr, t, m, ConvAct::none, true);
 }
 

@@ -53,14 +53,6 @@ def _ref(x, w, b, pads, relu):
     return np.maximum(y, 0) if relu else y
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    old = pydl.get_num_threads()
-    pydl.set_num_threads(request.param)
-    yield request.param
-    pydl.set_num_threads(old)
-
-
 @pytest.mark.parametrize("algo", WINO)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "N%dC%d_%dx%d_K%d_p%s" % (s[:5] + ("".join(map(str, s[5])),)))
 def test_forward_edges(algo, shape, threads):
