@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-FLOAT_DTYPES = (np.float32, np.float64)
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -68,8 +67,7 @@ def check_same_dtype(op: str, **arrays: np.ndarray) -> np.dtype:
 def check_out(out, shape, dtype, op: str, name: str = "out", inputs: dict | None = None) -> np.ndarray:
     """An output/in-place array must match exactly: a silent copy would lose the result.
 
-    Also aligned to its item size (what the kernels' loads assume) and sharing no memory with any
-    of `inputs` ({name: array}): a kernel reads its inputs while it writes `out`.
+    Also what `check_out_buffer` checks (contiguous, writeable, aligned, no overlap with `inputs`).
     """
     if type(out) is not np.ndarray:
         raise TypeError(f"[{op}] {name} must be a numpy.ndarray, got {type(out).__name__}")
@@ -77,6 +75,16 @@ def check_out(out, shape, dtype, op: str, name: str = "out", inputs: dict | None
         raise ValueError(f"[{op}] {name} has dtype {out.dtype}, expected {np.dtype(dtype)}")
     if tuple(out.shape) != tuple(shape):
         raise ValueError(f"[{op}] {name} has shape {tuple(out.shape)}, expected {tuple(shape)}")
+    return check_out_buffer(out, op, name, inputs)
+
+
+def check_out_buffer(out, op: str, name: str = "out", inputs: dict | None = None) -> np.ndarray:
+    """`out` is an ndarray a kernel can write in place: C-contiguous, writeable, aligned to its
+    item size (what the kernels' loads assume), and sharing no memory with any of `inputs`
+    ({name: array}), which the kernel reads while it writes `out`. Shape and dtype are left to
+    the caller (or the binding)."""
+    if type(out) is not np.ndarray:
+        raise TypeError(f"[{op}] {name} must be a numpy.ndarray, got {type(out).__name__}")
     if not out.flags.c_contiguous:
         raise ValueError(f"[{op}] {name} must be C-contiguous")
     if not out.flags.writeable:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from .._validate import as_float_array, check_out
+from .._validate import as_float_array, check_out_buffer
 from .conv import _int_pair, resolve_padding
 
 
@@ -50,8 +50,8 @@ def max_pool2d(x, pool_size, stride=None, padding=0, return_argmax: bool = True,
     """(y, argmax) with y[n,c,p,q] the maximum of its window; argmax is None when not requested."""
     op = "max_pool2d"
     x, pool, st, pads = _pool_args(x, pool_size, stride, padding, op)
-    if out is not None:  # the kernel checks the shape; here: type, alignment and overlap with x
-        check_out(out, getattr(out, "shape", ()), getattr(out, "dtype", x.dtype), op, inputs={"x": x})
+    if out is not None:  # the binding checks shape and dtype
+        check_out_buffer(out, op, inputs={"x": x})
     return _core.max_pool2d_forward(x, pool, st, pads, bool(return_argmax), False, out, None)
 
 
@@ -72,8 +72,8 @@ def avg_pool2d(x, pool_size, stride=None, padding=0, count_include_pad: bool = T
     """y[n,c,p,q] = mean of its window (see the module docstring for the divisor)."""
     op = "avg_pool2d"
     x, pool, st, pads = _pool_args(x, pool_size, stride, padding, op)
-    if out is not None:
-        check_out(out, getattr(out, "shape", ()), getattr(out, "dtype", x.dtype), op, inputs={"x": x})
+    if out is not None:  # the binding checks shape and dtype
+        check_out_buffer(out, op, inputs={"x": x})
     return _core.avg_pool2d_forward(x, pool, st, pads, bool(count_include_pad), False, out)
 
 
