@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <vector>
 #include <stdexcept>
 #include <string>
 
@@ -17,9 +20,58 @@
 namespace pydl {
 namespace {
 
+// How many threads (at most `want`) can exist at once. libgomp exits the whole process when it
+// cannot create a worker (a memory limit, a thread limit), so a team size is tried here first:
+// `want` threads are started with the default attributes (libgomp's, unless OMP_STACKSIZE is
+// set), each waits until all have started or one failed to, then all exit.
+int creatable_threads(int want) {
+#if defined(__linux__)
+  struct Gate {
+    std::mutex m;
+    std::condition_variable cv;
+    bool open = false;
+  } gate;
+  void* (*wait_at_gate)(void*) = [](void* p) -> void* {
+    auto* g = static_cast<Gate*>(p);
+    std::unique_lock<std::mutex> lock(g->m);
+    g->cv.wait(lock, [g] { return g->open; });
+    return nullptr;
+  };
+  std::vector<pthread_t> started;
+  started.reserve(static_cast<std::size_t>(want));
+  for (int i = 0; i < want; ++i) {
+    pthread_t t;
+    if (pthread_create(&t, nullptr, wait_at_gate, &gate) != 0) break;
+    started.push_back(t);
+  }
+  {
+    std::lock_guard<std::mutex> lock(gate.m);
+    gate.open = true;
+  }
+  gate.cv.notify_all();
+  for (pthread_t t : started) pthread_join(t, nullptr);
+  return static_cast<int>(started.size());
+#else
+  return want;
+#endif
+}
+
+// The largest team size known to be creatable (so each size is tried once, not per call).
+std::atomic<int> g_team_ok{1};
+
+// `n` threads, or as many as can be created (at least 1).
+int grantable_threads(int n) {
+  if (n <= g_team_ok.load(std::memory_order_relaxed)) return n;
+  const int got = 1 + creatable_threads(n - 1);
+  int known = g_team_ok.load(std::memory_order_relaxed);
+  while (got > known && !g_team_ok.compare_exchange_weak(known, got)) {
+  }
+  return std::min(n, got);
+}
+
 int initial_threads() {
 #ifdef _OPENMP
-  return std::max(1, omp_get_max_threads());
+  return grantable_threads(std::max(1, omp_get_max_threads()));
 #else
   return 1;
 #endif
@@ -58,12 +110,15 @@ bool in_serial_child() { return g_serial_child.load(std::memory_order_relaxed); 
 
 int get_num_threads() { return in_serial_child() ? 1 : thread_setting().load(std::memory_order_relaxed); }
 
-void set_num_threads(int n) {
+int set_num_threads(int n) {
   if (n < 1) throw std::invalid_argument("[set_num_threads] n must be >= 1, got " + std::to_string(n));
-#ifndef _OPENMP
+#ifdef _OPENMP
+  n = grantable_threads(n);
+#else
   n = 1;
 #endif
   thread_setting().store(n, std::memory_order_relaxed);
+  return n;
 }
 
 int threads_for(double work, double min_work_per_thread) {

@@ -24,7 +24,9 @@ namespace pydl {
 // Threads available to pydl (>= 1). Defaults to omp_get_max_threads() at load time,
 // which honours OMP_NUM_THREADS.
 int get_num_threads();
-void set_num_threads(int n);  // n >= 1; throws std::invalid_argument otherwise
+// n >= 1 (throws std::invalid_argument otherwise). Returns the count set: n, or fewer when only
+// fewer threads can be created (a memory or thread limit), so a region never fails to start.
+int set_num_threads(int n);
 
 // Threads to use for a job of `work` units when one thread should get at least
 // `min_work_per_thread` units. Returns 1 inside an enclosing parallel region, so a kernel

@@ -119,3 +119,63 @@ def test_flatten_and_reshape_sizes_do_not_wrap():
     assert Reshape((2**33, -1)).compute_output_shape((None, 2**32, 2**32)) == (None, 2**33, 2**31)
     with pytest.raises(ValueError):
         Reshape((3, -1)).compute_output_shape((None, 2**32, 2**32 + 1))
+
+
+def _misaligned(a):
+    """A C-contiguous view of `a`'s values starting one byte past an aligned address."""
+    raw = np.zeros(a.nbytes + a.itemsize, np.uint8)
+    view = np.frombuffer(raw.data, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
+    view[...] = a
+    assert view.flags.c_contiguous and not view.flags.aligned
+    return view
+
+
+def test_misaligned_inputs_give_the_aligned_results():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    a = rng.standard_normal((17, 33)).astype(np.float32)
+    np.testing.assert_array_equal(ops.conv2d(_misaligned(x), _misaligned(w), padding=1), ops.conv2d(x, w, padding=1))
+    np.testing.assert_array_equal(ops.max_pool2d(_misaligned(x), 2)[0], ops.max_pool2d(x, 2)[0])
+    np.testing.assert_array_equal(ops.matmul(_misaligned(a), _misaligned(a.T.copy())), ops.matmul(a, a.T.copy()))
+    np.testing.assert_array_equal(ops.activation(_misaligned(a), "tanh"), ops.activation(a, "tanh"))
+
+
+def test_kernels_reject_misaligned_arrays_directly():
+    a = _misaligned(np.ones((4, 4), np.float32))
+    c = np.empty((4, 4), np.float32)
+    with pytest.raises(ValueError, match="aligned"):
+        _core.gemm(a, a, c, 1.0, 0.0, False, False)
+
+
+def test_batchnorm_running_stats_aliasing_x_are_rejected():
+    x = np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32)
+    gamma, beta = np.ones(3, np.float32), np.zeros(3, np.float32)
+    var = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="running_mean overlaps input x"):
+        ops.batchnorm_forward(x, gamma, beta, x[0], var, training=True)
+    with pytest.raises(ValueError, match="running_var overlaps input gamma"):
+        ops.batchnorm_forward(x, gamma, beta, np.zeros(3, np.float32), gamma, training=True)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_rnn_backward_uses_the_forward_weights_and_inputs(cell):
+    """Changing x, W or U in place between forward and backward (an optimizer step, a reused
+    buffer) must not change the gradients of the forward that ran."""
+    rng = np.random.default_rng(2)
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    N, T, C, H = 3, 5, 4, 6
+    x = rng.standard_normal((N, T, C)).astype(np.float32)
+    W = rng.standard_normal((C, G * H)).astype(np.float32) * 0.3
+    U = rng.standard_normal((H, G * H)).astype(np.float32) * 0.3
+    b = np.zeros(G * H, np.float32)
+    dout = rng.standard_normal((N, T, H)).astype(np.float32)
+    out, _, _, cache = ops.rnn_forward(cell, x, W, U, b)
+    want = ops.rnn_backward(cell, dout, None, None, cache)
+    out2, _, _, cache2 = ops.rnn_forward(cell, x, W, U, b)
+    x += 1.0
+    W *= -2.0
+    U *= 3.0
+    got = ops.rnn_backward(cell, dout, None, None, cache2)
+    for k in ("dx", "dW", "dU", "db", "dh0"):
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)

@@ -81,3 +81,38 @@ def test_python_threads_get_serial_results():
         assert not errors, errors[:3]
     finally:
         pydl.set_num_threads(old)
+
+
+_LIMITED = textwrap.dedent("""
+    import resource, warnings
+    import numpy as np, pydl
+    a = np.ones((600, 600), np.float32)
+    pydl.matmul(a, a)
+    # room for the arrays below and about 40 more 8 MiB thread stacks, not for 1000
+    with open("/proc/self/statm") as f:
+        vm = int(f.read().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (vm + (320 << 20), resource.RLIM_INFINITY))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = pydl.set_num_threads(1000)
+    assert 1 <= got < 1000 and pydl.get_num_threads() == got, got
+    assert any("could be created" in str(w.message) for w in caught), caught
+    c = pydl.matmul(a, a)
+    assert np.allclose(c, 600.0)
+    print("limited-ok", got)
+""")
+
+
+def test_thread_creation_failure_falls_back_with_a_warning():
+    """Under a memory limit that leaves no room for 1000 thread stacks, set_num_threads(1000)
+    sets fewer and warns; the next kernel runs (libgomp would otherwise exit the process)."""
+    out = subprocess.run([sys.executable, "-c", _LIMITED], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "limited-ok" in out.stdout, (out.returncode, out.stderr[-2000:])
+
+
+def test_set_num_threads_rejects_out_of_range_counts():
+    with pytest.raises(ValueError, match="set_num_threads"):
+        pydl.set_num_threads(2**63)
+    with pytest.raises(ValueError, match="set_num_threads"):
+        pydl.set_num_threads(0)
+    assert pydl.set_num_threads(pydl.get_num_threads()) == pydl.get_num_threads()

@@ -10,6 +10,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,8 @@ inline void check_array(const py::array& a, const char* op, const char* name, py
   PYDL_CHECK(py::isinstance<py::array_t<T>>(a) && a.dtype().is(py::dtype::of<T>()), op, name,
              " must have dtype ", dtype_name<T>(), ", got ", std::string(py::str(a.dtype())));
   PYDL_CHECK(a.flags() & py::array::c_style, op, name, " must be C-contiguous");
+  PYDL_CHECK(reinterpret_cast<std::uintptr_t>(a.data()) % alignof(T) == 0, op, name,
+             " must be aligned to its item size (", sizeof(T), " bytes)");
   if (ndim >= 0)
     PYDL_CHECK(a.ndim() == ndim, op, name, " has ", a.ndim(), " dims ", shape_str(a), ", expected ", ndim);
 }

@@ -10,7 +10,7 @@ namespace py = pybind11;
 void init_config(py::module_& m) {
   pydl::init_isa_from_env();
   m.def("get_num_threads", &pydl::get_num_threads, "Threads every pydl parallel region uses.");
-  m.def("set_num_threads", &pydl::set_num_threads, py::arg("n"), "Set the process-wide thread count (>= 1).");
+  m.def("set_num_threads", &pydl::set_num_threads, py::arg("n"), "Set the process-wide thread count (>= 1); returns the count set (fewer when no more threads can be created).");
   m.def("openmp_enabled", &pydl::openmp_enabled);
   m.def("selected_isa", [] { return std::string(pydl::isa_name(pydl::selected_isa())); });
   m.def("available_isas", &pydl::available_isas);

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import numbers
+import warnings
+
 from . import _core
 from .random import seed
 from .ops import matmul
@@ -19,11 +22,21 @@ from .model import Sequential, load_model
 from .gradcheck import gradcheck
 
 
-def set_num_threads(n: int) -> None:
-    """Set the number of threads every pydl kernel uses (process-wide, from any thread)."""
-    if isinstance(n, bool) or not isinstance(n, int):
+def set_num_threads(n: int) -> int:
+    """Set the number of threads every pydl kernel uses (process-wide, from any thread).
+
+    Returns the count set. Where fewer threads can be created (a memory or thread limit), that
+    many are used and a RuntimeWarning says so.
+    """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"[set_num_threads] n must be an int, got {type(n).__name__}")
-    _core.set_num_threads(n)
+    if not 1 <= n <= 2**31 - 1:
+        raise ValueError(f"[set_num_threads] n must be in [1, 2^31 - 1], got {int(n)}")
+    got = _core.set_num_threads(int(n))
+    if got < n:
+        warnings.warn(f"[set_num_threads] only {got} of the {int(n)} threads asked for could be created; "
+                      f"using {got}", RuntimeWarning, stacklevel=2)
+    return got
 
 
 def get_num_threads() -> int:

@@ -18,8 +18,8 @@ def as_float_array(x, name: str, op: str, dtype=None) -> np.ndarray:
     (ints, float16, bool) are cast to float32, the fast path. With `dtype` the result has that
     dtype. Strided or negative-stride views are copied.
     """
-    if type(x) is np.ndarray and x.flags.c_contiguous and (x.dtype == dtype if dtype is not None
-                                                              else x.dtype in _FAST_DTYPES):
+    if type(x) is np.ndarray and x.flags.c_contiguous and x.flags.aligned and (
+            x.dtype == dtype if dtype is not None else x.dtype in _FAST_DTYPES):
         return x  # the common case, checked first: already what the kernels take
     if isinstance(x, np.ndarray):
         arr = x
@@ -37,7 +37,16 @@ def as_float_array(x, name: str, op: str, dtype=None) -> np.ndarray:
         # casting it to float32 would silently lose precision); the copy below makes it native.
         dtype = np.float64 if (arr.dtype.kind == "f" and arr.dtype.itemsize == 8) else np.float32
     # np.asarray(order='C') keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d).
-    return np.asarray(arr, dtype=dtype, order="C")
+    out = np.asarray(arr, dtype=dtype, order="C")
+    # A view at an odd byte offset (np.frombuffer(buf, offset=1)) is valid NumPy but the kernels'
+    # loads assume item alignment: copy it to fresh (aligned) memory.
+    return out if out.flags.aligned else out.copy()
+
+
+def contiguous_aligned(a: np.ndarray, dtype=None) -> np.ndarray:
+    """`a` (of `dtype`, if given) as a C-contiguous array aligned to its item size, copied only
+    when it is not already one (index arrays, masks: what the kernels read)."""
+    return np.require(a, dtype=dtype, requirements=["C", "A"])
 
 
 def check_ndim(x: np.ndarray, ndim, name: str, op: str, meaning: str = "") -> None:

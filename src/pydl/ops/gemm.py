@@ -27,7 +27,7 @@ def _as_operand(x: np.ndarray, name: str, dtype):
     A Fortran-ordered 2-D array (such as `a.T` of a C-ordered `a`) is passed as its C-ordered
     transpose with the transpose flag set; any other non-contiguous input is copied.
     """
-    if x.dtype == dtype:
+    if x.dtype == dtype and x.flags.aligned:
         flags = x.flags
         if flags.c_contiguous:
             return x, False

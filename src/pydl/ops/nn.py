@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import _core
 from .._validate import as_float_array as _as_float_array
-from .._validate import check_finite, check_ndim, check_out, check_same_dtype
+from .._validate import check_finite, check_ndim, check_out, check_same_dtype, contiguous_aligned
 
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "softmax", "log_softmax")
 FUSABLE_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu")
@@ -169,7 +169,7 @@ def _sparse_labels(y_true, y_pred: np.ndarray, op: str) -> np.ndarray:
             raise ValueError(f"[{op}] y_true must hold integer class labels, got non-integer values")
     if np.issubdtype(labels.dtype, np.unsignedinteger) and labels.size and labels.max() > np.iinfo(np.int64).max:
         raise ValueError(f"[{op}] y_true holds a label larger than int64 allows")
-    return np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
+    return contiguous_aligned(labels, np.int64).reshape(-1)
 
 
 def loss(kind: str, y_true, y_pred, from_logits: bool = False):
@@ -235,7 +235,7 @@ def dropout_backward(dy, mask, rate) -> np.ndarray:
         raise ValueError(f"[{op}] mask must be the uint8 (or bool) array from dropout_forward, got {got}")
     if mask.shape != dy.shape:
         raise ValueError(f"[{op}] mask has shape {mask.shape} but dy has shape {dy.shape}")
-    mask = np.ascontiguousarray(mask).view(np.uint8)
+    mask = contiguous_aligned(mask).view(np.uint8)
     dx = np.empty_like(dy)
     _core.dropout_backward(dy, mask, dx, rate)
     return dx
@@ -270,7 +270,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum: float
     for name, arr in (("running_mean", running_mean), ("running_var", running_var)):
         if not isinstance(arr, np.ndarray):
             raise ValueError(f"[{op}] {name} must be a numpy.ndarray (updated in place), got {type(arr).__name__}")
-        check_out(arr, (c,), x.dtype, op, name)
+        check_out(arr, (c,), x.dtype, op, name, inputs={"x": x, "gamma": gamma, "beta": beta})
     if running_mean is running_var or np.shares_memory(running_mean, running_var):
         raise ValueError(f"[{op}] running_mean and running_var must be separate arrays")
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not (0.0 <= momentum <= 1.0):

@@ -28,7 +28,8 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _check_param(param, op: str) -> np.ndarray:
-    if type(param) is np.ndarray and param.dtype in _FLOATS and param.flags.c_contiguous and param.flags.writeable:
+    if type(param) is np.ndarray and param.dtype in _FLOATS and param.flags.c_contiguous and param.flags.writeable \
+            and param.flags.aligned:
         return param
     if not isinstance(param, np.ndarray):
         raise TypeError(f"[{op}] param must be a numpy.ndarray (updated in place), got {type(param).__name__}")
@@ -39,12 +40,15 @@ def _check_param(param, op: str) -> np.ndarray:
                          f"update), got strides {param.strides} for shape {param.shape}")
     if not param.flags.writeable:
         raise ValueError(f"[{op}] param must be writeable (it is updated in place)")
+    if not param.flags.aligned:
+        raise ValueError(f"[{op}] param must be aligned to its item size ({param.dtype.itemsize} bytes); it is "
+                         f"updated in place, so it cannot be copied")
     return param
 
 
 def _check_slot(slot, param: np.ndarray, op: str, name: str) -> np.ndarray:
     if isinstance(slot, np.ndarray) and slot.dtype == param.dtype and slot.shape == param.shape \
-            and slot.flags.c_contiguous and slot.flags.writeable:
+            and slot.flags.c_contiguous and slot.flags.writeable and slot.flags.aligned:
         return slot  # overlap with param or another slot is refused by the binding
     if not isinstance(slot, np.ndarray):
         raise TypeError(f"[{op}] {name} must be a numpy.ndarray (updated in place), got {type(slot).__name__}")
@@ -57,7 +61,8 @@ def _prepare(op: str, param, grad, slots: dict):
     for name, s in slots.items():
         if s is not None:
             _check_slot(s, param, op, name)
-    if isinstance(grad, np.ndarray) and grad.dtype == param.dtype and grad.flags.c_contiguous:
+    if isinstance(grad, np.ndarray) and grad.dtype == param.dtype and grad.flags.c_contiguous \
+            and grad.flags.aligned:
         g = grad
     else:
         g = as_float_array(grad, "grad", op, dtype=param.dtype)

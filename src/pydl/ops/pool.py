@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from .._validate import as_float_array, check_out_buffer
+from .._validate import as_float_array, check_out_buffer, contiguous_aligned
 from .conv import _int_pair, resolve_padding
 
 
@@ -65,7 +65,7 @@ def max_pool2d_backward(dy, argmax, x_shape) -> np.ndarray:
                          f"{getattr(argmax, 'dtype', type(argmax).__name__)}")
     if argmax.shape != dy.shape:
         raise ValueError(f"[{op}] argmax has shape {argmax.shape} but dy has shape {dy.shape}")
-    return _core.max_pool2d_backward(dy, np.ascontiguousarray(argmax), shape)
+    return _core.max_pool2d_backward(dy, contiguous_aligned(argmax), shape)
 
 
 def avg_pool2d(x, pool_size, stride=None, padding=0, count_include_pad: bool = True, out=None) -> np.ndarray:

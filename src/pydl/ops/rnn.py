@@ -62,6 +62,14 @@ def _empty(shape, dtype) -> np.ndarray:
     return raw[off:off + n * dtype.itemsize].view(dtype).reshape(shape)
 
 
+def _own(a, original):
+    """`a` (the validated form of `original`) as an array no caller holds: copied unless the
+    validation already made a new one."""
+    if a is None or (a is not original and not np.may_share_memory(a, original)):
+        return a
+    return a.copy()
+
+
 def _dtype_of(*arrays):
     for a in arrays:
         if a is not None and np.asarray(a).dtype == np.float64:
@@ -97,6 +105,7 @@ def rnn_forward(cell: str, x, W, U, b, h0=None, c0=None, b_h=None, activation: s
     cid = _cell_id(cell, activation, op)
     G = _GATES[cell]
     dtype = _dtype_of(x, W, U, b, h0, c0, b_h)
+    x_in, W_in, U_in, c0_in = x, W, U, c0
     x = as_float_array(x, "x", op, dtype)
     W = as_float_array(W, "W", op, dtype)
     U = as_float_array(U, "U", op, dtype)
@@ -143,6 +152,9 @@ def rnn_forward(cell: str, x, W, U, b, h0=None, c0=None, b_h=None, activation: s
     cs = _empty((N, T, H), dtype) if lstm else None
     q = _empty((N, T, H), dtype) if gru else None
     _core.rnn_forward(cid, x, W, U, b, b_h, h0, c0, out, hT, cT, gates, hprev, cs, q)
+    # The cache owns what backward reads: the caller may change x, W, U or c0 in place (an
+    # optimizer step, a reused input buffer) before calling rnn_backward.
+    x, W, U, c0 = (_own(a, orig) for a, orig in ((x, x_in), (W, W_in), (U, U_in), (c0, c0_in)))
     cache = RNNCache(cell=cell, activation=activation, cell_id=cid, x=x, W=W, U=U, c0=c0, gates=gates,
                      hprev=hprev, cs=cs, q=q, dtype=np.dtype(dtype), N=N, T=T, C=C, H=H, has_b_h=gru)
     return out, hT, cT, cache
