@@ -540,6 +540,75 @@ void wg_gemm(T* Mx, const T* Ux, const T* Vx, index_t Kp, index_t C, index_t ld)
     }
 }
 
+// Non-finite inputs. The transforms mix every input of a tile into every output of the tile,
+// so one Inf or NaN would reach outputs whose receptive fields are all finite (Inf - Inf = NaN),
+// and an Inf would become NaN where the exact sum is Inf. A chunk whose input rows hold a
+// non-finite value is patched after its output transform: each tile whose input patch holds one
+// is recomputed by the direct formula, so every output is what the direct convolution gives.
+// The check is a linear scan of rows the input transform has just read (x - x is 0 only for
+// finite x); the patch is scalar and runs only on such tiles.
+template <typename T>
+bool all_finite(const T* p, index_t n) {
+  constexpr index_t L = VecOf<T>::L;
+  Vec<T> acc0 = {}, acc1 = {};
+  index_t i = 0;
+  for (; i + 2 * L <= n; i += 2 * L) {
+    const Vec<T> a = vload(p + i), b = vload(p + i + L);
+    acc0 += a - a;
+    acc1 += b - b;
+  }
+  acc0 += acc1;
+  T tail = 0;
+  for (; i < n; ++i) tail += p[i] - p[i];
+  for (int l = 0; l < L; ++l) tail += acc0[l];
+  return tail == T(0);
+}
+
+// Filter tap (k, c, r, s) of the convolution being computed: w (K, C, 3, 3), or for the input
+// gradient (flip_transpose) w (C, K, 3, 3) read transposed and rotated by 180 degrees.
+template <typename T>
+inline T wg_tap(const T* w, const Conv2dGeom& g, bool flip_transpose, index_t k, index_t c, int r, int s) {
+  return flip_transpose ? w[(c * g.K + k) * 9 + (2 - r) * 3 + (2 - s)] : w[(k * g.C + c) * 9 + r * 3 + s];
+}
+
+// Recompute, by the direct formula, the outputs of image n's tiles in tile rows [th0, th0 + nrows)
+// whose A x A input patch (all channels) holds a non-finite value.
+template <typename T, int M>
+void patch_nonfinite_tiles(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g, ConvAct act,
+                           bool flip_transpose, index_t n, index_t th0, index_t nrows) {
+  constexpr int A = M + 2;
+  const index_t nTw = (g.Q + M - 1) / M;
+  const T* xn = x + n * g.C * g.H * g.W;
+  for (index_t th = th0; th < th0 + nrows; ++th) {
+    const index_t h0 = th * M - g.pt, ha = wg_max(h0, 0), hb = wg_min(h0 + A, g.H);
+    for (index_t tw = 0; tw < nTw; ++tw) {
+      const index_t v0 = tw * M - g.pl, va = wg_max(v0, 0), vb = wg_min(v0 + A, g.W);
+      bool finite = true;
+      for (index_t c = 0; c < g.C && finite; ++c)
+        for (index_t h = ha; h < hb && finite; ++h) finite = all_finite(xn + (c * g.H + h) * g.W + va, vb - va);
+      if (finite) continue;
+      const index_t pa = th * M, pb = wg_min(pa + M, g.P), qa = tw * M, qb = wg_min(qa + M, g.Q);
+      for (index_t k = 0; k < g.K; ++k)
+        for (index_t p = pa; p < pb; ++p)
+          for (index_t q = qa; q < qb; ++q) {
+            T acc = b ? b[k] : T(0);
+            for (index_t c = 0; c < g.C; ++c)
+              for (int r = 0; r < 3; ++r) {
+                const index_t h = p - g.pt + r;
+                if (h < 0 || h >= g.H) continue;
+                for (int s = 0; s < 3; ++s) {
+                  const index_t v = q - g.pl + s;
+                  if (v < 0 || v >= g.W) continue;
+                  acc += wg_tap(w, g, flip_transpose, k, c, r, s) * xn[(c * g.H + h) * g.W + v];
+                }
+              }
+            if (act == ConvAct::relu && acc < T(0)) acc = T(0);
+            y[((n * g.K + k) * g.P + p) * g.Q + q] = acc;
+          }
+    }
+  }
+}
+
 template <typename T, int M>
 void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g, ConvAct act, bool flip_transpose) {
   constexpr int A = M + 2, A2 = A * A;
@@ -643,6 +712,16 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
           output_transform_seg<T, M>(yk, Mm + k * ld + off, Kp * ld, bk, act, g, th0, nrows, nTw, z, yt);
       }
       off += (nrows * S + GL - 1) / GL * GL;
+      rr += nrows;
+    }
+    for (index_t rr = r0; rr < r1;) {
+      const index_t n = rr / nTh, th0 = rr % nTh;
+      const index_t nrows = wg_min(r1 - rr, nTh - th0);
+      const index_t ha = wg_max(th0 * M - g.pt, 0), hb = wg_min((th0 + nrows) * M - g.pt + 2, g.H);
+      bool finite = true;
+      for (index_t c = 0; c < C && finite && hb > ha; ++c)
+        finite = all_finite(x + n * x_img + (c * g.H + ha) * g.W, (hb - ha) * g.W);
+      if (!finite) patch_nonfinite_tiles<T, M>(y, x, w, b, g, act, flip_transpose, n, th0, nrows);
       rr += nrows;
     }
   };

@@ -121,3 +121,44 @@ def test_each_isa_subprocess(isa):
     env["PYTHONPATH"] = pkg_parent + os.pathsep + env.get("PYTHONPATH", "")
     res = subprocess.run([sys.executable, "-c", _SNIPPET], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr
+
+
+def _same_nonfinite(got, want):
+    """Same positions of NaN, +Inf and -Inf; finite values close."""
+    for f in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(f(got), f(want), err_msg=f.__name__)
+    fin = np.isfinite(want)
+    scale = max(1.0, float(np.abs(want[fin]).max())) if fin.any() else 1.0
+    np.testing.assert_allclose(got[fin], want[fin], rtol=0, atol=2e-4 * scale)
+
+
+@pytest.mark.parametrize("algo", WINO)
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("relu", [False, True])
+def test_nonfinite_input_propagates_as_direct(algo, bad, relu):
+    """One Inf or NaN reaches exactly the outputs whose receptive field holds it, with the value
+    the direct sum gives (Inf stays Inf, not NaN), for every ISA's transform grouping."""
+    rng = np.random.default_rng(7)
+    for n, c, h, w_, k, pads in SHAPES[1:8] + [(2, 8, 50, 50, 16, (1, 1, 1, 1))]:
+        x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
+        x[n - 1, c // 2, h // 2, w_ // 3] = bad
+        x[0, 0, 0, w_ - 1] = bad
+        w = rng.standard_normal((k, c, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(k).astype(np.float32)
+        act = "relu" if relu else None
+        want = ops.conv2d(x, w, b, padding=pads, algo="naive", activation=act)
+        got = ops.conv2d(x, w, b, padding=pads, algo=algo, activation=act)
+        _same_nonfinite(got, want)
+
+
+@pytest.mark.parametrize("algo", WINO)
+def test_nonfinite_gradient_propagates_as_direct(algo):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 5, 20, 23)).astype(np.float32)
+    w = rng.standard_normal((6, 5, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((2, 6, 20, 23)).astype(np.float32)
+    dy[1, 3, 10, 11] = np.inf
+    dy[0, 0, 19, 0] = np.nan
+    want = ops.conv2d_backward(dy, x, w, padding=1, algo="naive")[0]
+    got = ops.conv2d_backward(dy, x, w, padding=1, algo=algo)[0]
+    _same_nonfinite(got, want)
