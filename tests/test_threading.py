@@ -116,3 +116,61 @@ def test_set_num_threads_rejects_out_of_range_counts():
     with pytest.raises(ValueError, match="set_num_threads"):
         pydl.set_num_threads(0)
     assert pydl.set_num_threads(pydl.get_num_threads()) == pydl.get_num_threads()
+
+
+def _every_family(rng):
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    a, b = f(300, 200), f(200, 250)
+    x, w, bias = f(4, 16, 30, 30), f(24, 16, 3, 3), f(24)
+    dy = f(4, 24, 30, 30)
+    xs, W, U, rb = f(16, 12, 40), f(40, 256), f(64, 256), f(256)
+    gamma, beta = f(16), f(16)
+    labels = rng.integers(0, 10, 512)
+    logits = f(512, 10)
+    out = {"matmul": pydl.matmul(a, b), "dense": ops.dense_forward(a, b, f(250), "relu")}
+    out["dense_backward"] = ops.dense_backward(f(300, 250), a, b, out["dense"], "relu")
+    for algo in ("direct", "im2col", "winograd_f2", "winograd_f4"):
+        out[f"conv2d_{algo}"] = ops.conv2d(x, w, bias, padding=1, algo=algo)
+        out[f"conv2d_backward_{algo}"] = ops.conv2d_backward(dy, x, w, padding=1, algo=algo)
+    y, am = ops.max_pool2d(x, 3, 2, 1)
+    out["max_pool"] = (y, am, ops.max_pool2d_backward(y, am, x.shape))
+    out["avg_pool"] = (ops.avg_pool2d(x, 3, 2, 1), ops.avg_pool2d_backward(y, x.shape, 3, 2, 1))
+    out["global_avg_pool"] = (ops.global_avg_pool2d(x), ops.global_avg_pool2d_backward(f(4, 16), x.shape))
+    out["activation"] = ops.activation_backward(a, a, ops.activation(a, "softmax"), "softmax")
+    out["loss"] = ops.loss("sparse_categorical_crossentropy", labels, logits, from_logits=True)
+    rm, rv = np.zeros(16, np.float32), np.ones(16, np.float32)
+    yb, cache = ops.batchnorm_forward(x, gamma, beta, rm, rv, training=True)
+    out["batchnorm"] = (yb, rm, rv, ops.batchnorm_backward(x, x, gamma, cache))
+    out["dropout"] = ops.dropout_forward(a, 0.3, 11)
+    p, m, v = f(100_000), np.zeros(100_000, np.float32), np.zeros(100_000, np.float32)
+    ops.adam_update(p, m, v, f(100_000), 1e-2, 1)
+    out["adam"] = (p, m, v, ops.sum_squares(p))
+    for cell, G in (("rnn", 1), ("lstm", 4), ("gru", 3)):
+        o, hT, cT, c = ops.rnn_forward(cell, xs, W[:, :G * 64], U[:, :G * 64], rb[:G * 64])
+        out[f"rnn_{cell}"] = (o, hT, cT, ops.rnn_backward(cell, o, None, None, c))
+    return out
+
+
+def _flatten(v):
+    if isinstance(v, dict):
+        return [a for k in sorted(v) for a in _flatten(v[k])]
+    if isinstance(v, (tuple, list)):
+        return [a for e in v for a in _flatten(e)]
+    return [] if v is None else [np.asarray(v)]
+
+
+def test_every_family_is_bitwise_identical_for_any_thread_count():
+    """Fixed reduction orders: 1, 2 and 3 threads give the same bits (seeded training is
+    reproducible on any machine size)."""
+    old = pydl.get_num_threads()
+    try:
+        results = {}
+        for n in (1, 2, 3):
+            pydl.set_num_threads(n)
+            results[n] = _every_family(np.random.default_rng(5))
+    finally:
+        pydl.set_num_threads(old)
+    for n in (2, 3):
+        for name in results[1]:
+            for i, (g, e) in enumerate(zip(_flatten(results[n][name]), _flatten(results[1][name]))):
+                assert np.array_equal(g, e, equal_nan=True), f"{name} output {i}: {n} threads differ from 1"
