@@ -705,6 +705,14 @@ class Model:
             xs = [xs]
         if type(ys) is not list:
             ys = [ys]
+        total, values, vals, plan = self._gradients(xs, ys)
+        self.optimizer.apply_gradients(self._grad_pairs())
+        return self._logs(total, values, plan, vals, ys)
+
+    def _gradients(self, xs, ys):
+        """Zero the grads, forward (training), losses, backward, regularization gradients: every
+        layer's grads then hold d(loss)/d(params). Returns (loss with regularization, per-output
+        losses, tensor values, output plan)."""
         plan = self._out_plan if self._out_plan is not None else self._output_plan()
         bplan = self._backward_plan()
         for layer in self._layers:
@@ -716,8 +724,7 @@ class Model:
         for layer in self._reg_layers:
             if layer._trainable:
                 layer.add_regularization_grads()
-        self.optimizer.apply_gradients(self._grad_pairs())
-        return self._logs(total + reg, values, plan, vals, ys)
+        return total + reg, values, vals, plan
 
     def _logs(self, loss, values, plan, vals, ys) -> dict:
         logs = {"loss": loss}
