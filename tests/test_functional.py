@@ -510,3 +510,20 @@ def test_multiply_and_subtract_models_train(rng):
     model.compile("mse", Adam(0.02))
     hist = model.fit([xa, xb], y, epochs=30, batch_size=16, verbose=0)
     assert hist.history["loss"][-1] < 0.3 * hist.history["loss"][0]
+
+
+def test_inputs_outputs_and_old_style_layer_is_refused(rng):
+    a = Input((3,), name="a")
+    d = Dense(2, name="d")
+    m = Model(a, d(a))
+    assert m.inputs == [a] and m.outputs[0].node.layer is d and m.get_layer("d") is d
+
+    class OldStyle(pydl.layers.Layer):  # written for the contract before per-call contexts
+        def forward(self, x, training=False):
+            return x
+
+        def backward(self, dout):
+            return dout
+
+    with pytest.raises(TypeError, match=r"OldStyle 'old'\] forward takes no ctx argument"):
+        Model(a, OldStyle(name="old")(a))

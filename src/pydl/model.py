@@ -71,6 +71,7 @@ inputs yourself (`model.predict(model.scaler.transform(x))`).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -123,6 +124,24 @@ def _check_layer_name(layer, who: str) -> None:
                          f"{_RESERVED_NAMES})")
 
 
+def _takes_ctx(fn) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return True
+    return "ctx" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _check_contract(layer) -> None:
+    """A layer in a model must take the per-call context (forward(x, training, ctx=...),
+    backward(dy, ctx=...)); say so clearly for a layer written for the older contract."""
+    for meth in ("forward", "backward"):
+        if not _takes_ctx(getattr(layer, meth)):
+            raise TypeError(f"[{type(layer).__name__} '{layer.name}'] {meth} takes no ctx argument; a layer in a model "
+                            f"keeps what backward needs in the per-call context: def forward(self, x, training=False, "
+                            f"ctx=None) / def backward(self, dout, ctx=None) (see pydl.layers.base)")
+
+
 class Model:
     """A graph of layer calls with compile / fit / evaluate / predict / save / summary.
 
@@ -167,6 +186,16 @@ class Model:
     def layers(self) -> list:
         """The layers of the model, each once, in execution order (model inputs not included)."""
         return self._layers
+
+    @property
+    def inputs(self) -> list:
+        """The model's input tensors (symbolic), in order."""
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list:
+        """The model's output tensors (symbolic), in order."""
+        return list(self._outputs)
 
     def _who(self, what: str) -> str:
         return f"{type(self).__name__}.{what}"
@@ -218,6 +247,8 @@ class Model:
             slot[id(t)] = len(slot)
         steps = []
         consumers: dict[int, int] = {}
+        for layer in {id(n.layer): n.layer for n in self._nodes}.values():
+            _check_contract(layer)
         for node in self._nodes:
             for t in node.outputs:
                 slot[id(t)] = len(slot)
