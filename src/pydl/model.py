@@ -283,7 +283,7 @@ class Model:
         """Reverse steps that need a backward pass, with ctx.need_input_grad set; re-made only when
         a `trainable` flag changed (or forced: every node, every input gradient, with the fused
         outputs of `out_plan`, for gradcheck)."""
-        version = _base.trainable_version()
+        version = _base._trainable_version
         if not force_all and self._bplan is not None and self._bplan_version == version:
             return self._bplan
         if out_plan is None:
