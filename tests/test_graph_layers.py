@@ -193,7 +193,8 @@ def test_upsampling2d(rng):
 
 # (kernel, strides, padding, output_padding, PyTorch padding) where the two definitions agree
 CASES = [(3, 1, "valid", None, 0), (3, 2, "valid", None, 0), (3, 2, "valid", 1, 0), (4, 2, "same", None, 1),
-         (3, 1, "same", None, 1), (5, 3, "valid", 2, 0), (2, 2, "valid", None, 0), ((3, 2), (2, 1), "valid", None, 0)]
+         (3, 1, "same", None, 1), (5, 3, "valid", 2, 0), (2, 2, "valid", None, 0), ((3, 2), (2, 1), "valid", None, 0),
+         ((5, 3), 1, "same", None, (2, 1)), (1, 1, "valid", None, 0)]
 
 
 @pytest.mark.parametrize("k,s,pad,op,tpad", CASES)
@@ -237,6 +238,23 @@ def test_conv2d_transpose_against_torch(k, s, pad, op, tpad, rng):
     np.testing.assert_allclose(layer.backward(dy), tx.grad.numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(layer.grads["W"], tw.grad.numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(layer.grads["b"], tb.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("act", ["relu", "sigmoid", None])
+@pytest.mark.parametrize("strides", [1, 2])
+def test_conv2d_transpose_activations_both_paths(act, strides, rng):
+    """strides 1 runs a flipped-kernel conv2d (relu fused), larger strides conv2d_backward."""
+    layer = Conv2DTranspose(3, 3, strides=strides, padding="same", activation=act)
+    x = rng.standard_normal((2, 2, 4, 4))
+    layer.build((None, 2, 4, 4))
+    layer.params["b"][:] = rng.standard_normal(3)
+    pydl.gradcheck(layer, x)
+    if torch is not None and strides == 1:
+        layer.params = {k: v.astype(np.float64) for k, v in layer.params.items()}
+        t = torch.nn.functional.conv_transpose2d(torch.tensor(x), torch.tensor(layer.params["W"]),
+                                                 torch.tensor(layer.params["b"]), padding=1)
+        t = {"relu": torch.relu, "sigmoid": torch.sigmoid, None: lambda v: v}[act](t)
+        np.testing.assert_allclose(layer.forward(x), t.numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_conv2d_transpose_float32_config_and_errors(rng):

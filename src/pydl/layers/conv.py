@@ -378,8 +378,9 @@ class Conv2DTranspose(Layer):
     Backward: dx = conv2d(dy, W) (the forward convolution), dW = conv2d's weight gradient with
     dy as its input and x as its output gradient, db = sums of dy.
 
-    Cost: the forward runs pydl.ops.conv2d_backward, which also forms a (discarded) weight
-    gradient, so it takes about twice the multiply-adds of the convolution it transposes.
+    Cost: with strides 1 the forward is one pydl.ops.conv2d (x padded by k - 1 - pad, the kernel
+    flipped, bias and relu fused). With larger strides it runs pydl.ops.conv2d_backward, which
+    also forms a (discarded) weight gradient: about twice the multiply-adds.
     """
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", output_padding=None, activation=None,
@@ -459,25 +460,38 @@ class Conv2DTranspose(Layer):
         x = _as_dtype(x, W.dtype, "Conv2DTranspose")
         n = x.shape[0]
         out_shape = (n,) + self.output_shape[1:]
-        zeros = getattr(self, "_zeros", None)  # conv2d_backward needs an input of the output's shape
-        if zeros is None or zeros.shape != out_shape or zeros.dtype != W.dtype:
-            zeros = self._zeros = np.zeros(out_shape, W.dtype)
-        z, _, _ = conv_ops.conv2d_backward(x, zeros, W, self.strides, self.padding, need_dx=True, has_bias=False)
-        if b is not None:
-            z += b.reshape(1, -1, 1, 1)
-        if self.activation == "linear":
-            y = z
+        if self.strides == (1, 1):
+            # stride 1: the input gradient is a plain convolution of x, padded by k - 1 - pad, with the
+            # kernel flipped and its channel axes swapped (bias and relu fused, no wasted weight gradient)
+            kh, kw = self.kernel_size
+            t, bt, l, r = conv_ops.resolve_padding(self.padding, out_shape[2:], (kh, kw), (1, 1), "Conv2DTranspose")
+            Wf = np.ascontiguousarray(W.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+            fused = self.activation in ("linear", "relu")
+            z = conv_ops.conv2d(x, Wf, b, 1, (kh - 1 - t, kh - 1 - bt, kw - 1 - l, kw - 1 - r),
+                                activation=self.activation if fused else None)
         else:
-            y = nn.activation(z, self.activation, self.alpha)
-        ctx.x, ctx.z, ctx.y = x, z, y
+            fused = self.activation == "linear"
+            zeros = getattr(self, "_zeros", None)  # conv2d_backward needs an input of the output's shape
+            if zeros is None or zeros.shape != out_shape or zeros.dtype != W.dtype:
+                zeros = self._zeros = np.zeros(out_shape, W.dtype)
+            z, _, _ = conv_ops.conv2d_backward(x, zeros, W, self.strides, self.padding, need_dx=True,
+                                               has_bias=False)
+            if b is not None:
+                z += b.reshape(1, -1, 1, 1)
+        y = z if fused else nn.activation(z, self.activation, self.alpha)
+        ctx.x, ctx.z, ctx.y = x, z, (None if fused else y)
         return y
 
     def backward(self, dout, ctx=None):
         ctx = self.backward_context(ctx)
         W = self.params["W"]
         dout = _as_dtype(dout, W.dtype, "Conv2DTranspose")
-        dz = dout if self.activation == "linear" else nn.activation_backward(dout, ctx.z, ctx.y, self.activation,
-                                                                              self.alpha)
+        if self.activation == "linear":
+            dz = dout
+        elif ctx.y is None:  # relu fused into the convolution: z is the output
+            dz = nn.activation_backward(dout, ctx.z, ctx.z, "relu")
+        else:
+            dz = nn.activation_backward(dout, ctx.z, ctx.y, self.activation, self.alpha)
         _, dW, _ = conv_ops.conv2d_backward(ctx.x, dz, W, self.strides, self.padding, need_dx=False, has_bias=False)
         self.add_grad("W", dW)
         if self.use_bias:
