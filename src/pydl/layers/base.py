@@ -73,10 +73,6 @@ _name_counter = itertools.count(1)
 _trainable_version = 0
 
 
-def trainable_version() -> int:
-    return _trainable_version
-
-
 def register_layer(cls):
     """Make a layer class loadable by `pydl.load_model` (resolution is by this registry only)."""
     return registry.layers.register(cls)
