@@ -3,7 +3,7 @@
 Network: Conv2D(32, 3, "same", relu) -> MaxPool2D(2) -> Conv2D(64, 3, "same", relu) -> MaxPool2D(2)
 -> Flatten -> Dense(10, softmax); sparse categorical cross-entropy, Adam, batch 128 of (1, 28, 28)
 in NCHW. A step is forward + loss + backward + optimizer update. pydl is timed through the same
-function `Sequential.fit` runs per batch (`model._train_step`); PyTorch as zero_grad + forward +
+function `Model.fit` runs per batch (`model._train_step`); PyTorch as zero_grad + forward +
 CrossEntropyLoss + backward + Adam.step(); NumPy as a hand-written step (im2col convolutions on
 OpenBLAS matmuls, reshaped 2x2 max-pool, fused softmax-CE gradient p - y, vectorised Adam).
 
@@ -214,9 +214,7 @@ def _step_close(got, want, g_ref, what):
 def check_correctness(x, y, weights):
     # 1. Loss and every gradient of pydl (float32) against float64 autograd from the same weights.
     model = pydl_model(weights)
-    out = model._forward(x, training=True)
-    value, grad = model._loss_grad(model.loss, y, out, model._fused())
-    model._backward(grad, model._fused())
+    value = model._gradients([x], [y])[0]
     grads = [l.grads[k] for l in model.layers for k in l.params]
     ref_grads = None
     if HAVE_TORCH:
@@ -247,8 +245,10 @@ def check_correctness(x, y, weights):
 
 
 def profile_pydl(model, x, y, repeats=30) -> dict:
-    """Median microseconds per part of the pydl step (the calls Sequential._train_step makes)."""
+    """Median microseconds per part of the pydl step (the calls Model._train_step makes)."""
     layers = model.layers
+    model._backward_plan()  # sets each call's need_input_grad (the first layer computes no dx)
+    ctxs = [step[1] for step in model._plan]  # the model's per-call contexts (one chain here)
     parts: dict[str, list] = {}
 
     def tick(name, t0):
@@ -259,23 +259,27 @@ def profile_pydl(model, x, y, repeats=30) -> dict:
         return f"{i} {l.name}{extra}"
 
     for _ in range(repeats):
+        t0 = time.perf_counter()
+        for l in layers:
+            l.zero_grads()
+        tick("zero grads", t0)
         out = x
         for i, l in enumerate(layers):
             t0 = time.perf_counter()
-            out = l.forward(out, training=True)
+            out = l.forward(out, training=True, ctx=ctxs[i])
             tick(f"forward  {label(i, l)}", t0)
         t0 = time.perf_counter()
-        _, grad = nn.loss("sparse_categorical_crossentropy", y, layers[-1].logits, from_logits=True)
+        _, grad = nn.loss("sparse_categorical_crossentropy", y, layers[-1].fused_logits(ctxs[-1]), from_logits=True)
         tick("loss + dL/dlogits (fused softmax-CE)", t0)
         t0 = time.perf_counter()
-        grad = layers[-1].backward_logits(grad)
+        grad = layers[-1].backward_logits(grad, ctx=ctxs[-1])
         tick(f"backward {label(len(layers) - 1, layers[-1])}", t0)
         for i in range(len(layers) - 2, -1, -1):
             t0 = time.perf_counter()
-            grad = layers[i].backward(grad)
+            grad = layers[i].backward(grad, ctx=ctxs[i])
             tick(f"backward {label(i, layers[i])}" + (" (no dx)" if grad is None else ""), t0)
         t0 = time.perf_counter()
-        model.optimizer.apply_gradients(model._trainable_pairs())
+        model.optimizer.apply_gradients(model._grad_pairs())
         tick("Adam update (6 tensors)", t0)
     return {k: float(np.median(v)) for k, v in parts.items()}
 

@@ -134,9 +134,7 @@ def check_correctness(x, y, weights):
         # first step moves every weight by ~lr * sign(g), so float32 rounding of a near-zero
         # gradient flips whole steps; and Keras and PyTorch place epsilon differently.)
         model = pydl_model(weights)
-        out = model._forward(x, training=True)
-        value, grad = model._loss_grad(model.loss, y, out, model._fused())
-        model._backward(grad, model._fused())
+        value = model._gradients([x], [y])[0]
         grads = [l.grads[k] for l in model.layers for k in l.params]
         tnet = torch.nn.Sequential(torch.nn.Linear(SIZES[0], SIZES[1]), torch.nn.ReLU(),
                                    torch.nn.Linear(SIZES[1], SIZES[2]), torch.nn.ReLU(),
@@ -157,31 +155,37 @@ def check_correctness(x, y, weights):
 
 
 def profile_pydl(model, x, y, repeats=50) -> dict:
-    """Median microseconds per part of the pydl step (same calls as Sequential._train_step)."""
+    """Median microseconds per part of the pydl step (the calls Model._train_step makes)."""
     layers = model.layers
+    model._backward_plan()  # sets each call's need_input_grad (the first layer computes no dx)
+    ctxs = [step[1] for step in model._plan]  # the model's per-call contexts (one chain here)
     parts: dict[str, list] = {}
 
     def tick(name, t0):
         parts.setdefault(name, []).append((time.perf_counter() - t0) * 1e6)
 
     for _ in range(repeats):
+        t0 = time.perf_counter()
+        for l in layers:
+            l.zero_grads()
+        tick("zero grads", t0)
         out = x
         for i, l in enumerate(layers):
             t0 = time.perf_counter()
-            out = l.forward(out, training=True)
+            out = l.forward(out, training=True, ctx=ctxs[i])
             tick(f"forward {i} {l.name} ({l.activation})", t0)
         t0 = time.perf_counter()
-        _, grad = nn.loss("sparse_categorical_crossentropy", y, layers[-1].logits, from_logits=True)
+        _, grad = nn.loss("sparse_categorical_crossentropy", y, layers[-1].fused_logits(ctxs[-1]), from_logits=True)
         tick("loss + dL/dlogits (fused softmax-CE)", t0)
         t0 = time.perf_counter()
-        grad = layers[-1].backward_logits(grad)
+        grad = layers[-1].backward_logits(grad, ctx=ctxs[-1])
         tick(f"backward {len(layers) - 1} {layers[-1].name}", t0)
         for i in range(len(layers) - 2, -1, -1):
             t0 = time.perf_counter()
-            grad = layers[i].backward(grad)
+            grad = layers[i].backward(grad, ctx=ctxs[i])
             tick(f"backward {i} {layers[i].name}" + (" (no dx)" if grad is None else ""), t0)
         t0 = time.perf_counter()
-        model.optimizer.apply_gradients(model._trainable_pairs())
+        model.optimizer.apply_gradients(model._grad_pairs())
         tick("Adam update (6 tensors)", t0)
     return {k: float(np.median(v)) for k, v in parts.items()}
 

@@ -253,8 +253,9 @@ def test_input_shape_checked_with_layer_name():
         d.forward(np.zeros((2, 6), np.float32))
     with pytest.raises(ValueError, match="Flatten"):
         d.forward(np.zeros((2, 5, 1), np.float32))
-    with pytest.raises(ValueError, match="Flatten"):
-        L.Dense(3).build((None, 1, 8, 8))
+    on_last_axis = L.Dense(3)  # Dense applies to the last axis of inputs of any rank, as Keras
+    on_last_axis.build((None, 1, 8, 8))
+    assert on_last_axis.output_shape == (None, 1, 8, 3) and on_last_axis.params["W"].shape == (8, 3)
     bn = _built(L.BatchNormalization(name="bn"), (None, 4, 3, 3))
     with pytest.raises(ValueError, match=r"BatchNormalization 'bn'.*\(N, 4, 3, 3\).*\(2, 3, 3, 3\)"):
         bn.forward(np.zeros((2, 3, 3, 3), np.float32))

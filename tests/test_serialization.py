@@ -58,7 +58,7 @@ def test_save_load_identical_predictions_and_settings(rng, tmp_path):
     # the file is a plain npz: every entry loads without pickle, the config is JSON
     arrays = _arrays(path)
     cfg = json.loads(str(arrays["__config__"]))
-    assert cfg["format"] == "pydl-model" and cfg["version"] == 1
+    assert cfg["format"] == "pydl-model" and cfg["version"] == 2 and cfg["class_name"] == "Sequential"
     assert [e["class_name"] for e in cfg["layers"]] == ["Flatten", "Dense", "BatchNormalization", "Dropout",
                                                        "Dropout", "Dense"]
     assert f"{model.layers[2].name}/moving_mean" in arrays

@@ -18,7 +18,8 @@ from . import ops, layers
 from . import data, datasets, metrics, callbacks
 from . import optimizers, schedules
 from . import losses, initializers, regularizers
-from .model import Sequential, load_model
+from .graph import Input
+from .model import Model, Sequential, load_model
 from .gradcheck import gradcheck
 
 
@@ -68,4 +69,4 @@ def show_config() -> None:
 
 __all__ = ["__version__", "matmul", "seed", "set_num_threads", "get_num_threads", "show_config",
            "config", "ops", "layers", "data", "datasets", "metrics", "callbacks", "optimizers", "schedules",
-           "losses", "initializers", "regularizers", "Sequential", "load_model", "gradcheck"]
+           "losses", "initializers", "regularizers", "Input", "Model", "Sequential", "load_model", "gradcheck"]

@@ -1,24 +1,68 @@
-"""`Sequential`: a stack of layers trained with `compile` / `fit`, as in Keras.
+"""`Model`: a graph of layer calls trained with `compile` / `fit`, as in Keras; `Sequential` is
+the one-chain case of the same machinery.
+
+    inp = pydl.Input(shape=(1, 28, 28))
+    x = Conv2D(32, 3, padding="same")(inp); x = BatchNormalization()(x); x = Activation("relu")(x)
+    y = Conv2D(32, 3, padding="same")(x); y = BatchNormalization()(y)
+    x = Activation("relu")(Add()([x, y]))                             # residual
+    out = Dense(10, activation="softmax")(GlobalAveragePooling2D()(x))
+    model = pydl.Model(inputs=inp, outputs=out)
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=10); model.save("model.npz"); model = pydl.load_model("model.npz")
 
     model = pydl.Sequential([Dense(128, activation="relu", input_shape=(64,)), Dense(10, activation="softmax")])
-    model.compile(loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
-    history = model.fit(x, y, epochs=10, validation_split=0.1)
-    model.save("model.npz"); model = pydl.load_model("model.npz")
 
-Training step: forward through every layer (training=True), loss and its gradient, backward
-through the layers in reverse, regularization penalties added to the loss and gradients, one
-`optimizer.apply_gradients` over every trainable parameter in layer order. A softmax output with
-categorical / sparse cross-entropy runs fused from the logits (see `pydl.losses`).
+    class Net(pydl.Model):                  # subclassing: layers in __init__, the computation in call
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = Dense(50, activation="relu"), Dense(10)
+        def call(self, x):
+            return self.fc2(self.fc1(x))
+    net = Net(); net.build((None, 784))     # or let the first fit/predict infer the input shape
 
-Save format: one `.npz` written by `np.savez` (no pickle) holding
+A subclass's `call` runs once, on symbolic inputs (`pydl.Input`), and is recorded into the same
+graph as a functional model (no autograd): from then on the model is its graph.
+
+Execution plan (made once when the graph is built, not per step): the nodes in topological
+order, one `Context` per node (what the call keeps for its backward), one slot per tensor. A step
+runs forward over the nodes in that order, the losses (one per output, weighted), then backward
+over the nodes in reverse, summing the gradients of a tensor that feeds several nodes. Which nodes
+need a backward pass at all, and which need their input gradient (`ctx.need_input_grad`: not a
+node consuming only model inputs or frozen constants), is planned again only when some layer's
+`trainable` changed since. Grads are zeroed once per step (layers accumulate into them), then
+regularization gradients are added and one `optimizer.apply_gradients` updates every parameter of
+every layer in `model.layers` order: a frozen layer (`trainable = False`) passes None, which
+leaves the parameter and its optimizer slots untouched. Toggling `trainable` takes effect at the
+next step of every model containing the layer; no recompile is needed (Keras needs one).
+
+Softmax + cross-entropy fusion: an output produced by a softmax (`Softmax`, `Activation("softmax")`,
+`Dense(activation="softmax")`) that feeds nothing else, with categorical / sparse cross-entropy on
+probabilities, is trained and evaluated from the logits (see `pydl.losses`).
+
+Several inputs and outputs: x and y are lists in the order of `inputs` / `outputs` (or dicts
+keyed by input names / output names: an output is named after the layer producing it). compile
+takes one loss for every output, a list, or a dict (outputs without a loss get no gradient), and
+`loss_weights` (list or dict); the logged "loss" is the weighted sum plus regularization, with
+"<output>_loss" and "<output>_<metric>" per output when there are several.
+
+Save format (version 2): one `.npz` written by `np.savez` (no pickle) holding
   "<layer>/<name>"     every parameter and state array (BatchNorm moving statistics),
-  "optimizer/<key>"    the optimizer state (`optimizer.get_state()`),
+  "optimizer/<key>"    the optimizer state (`optimizer.get_state()`; slot i = the i-th parameter of
+                       `model.layers`, frozen ones included),
   "scaler/<key>"       the state of `model.scaler`, if one is attached,
-  "__config__"         a JSON string: {"format": "pydl-model", "version": 1, "name", "input_shape",
-                       "layers": [{"class_name", "config"}], "compile": {"loss", "optimizer",
-                       "metrics"} or null, "scaler": {"class_name", "config"} or null}.
-`load_model` reads it with `allow_pickle=False` and resolves every class name through
-`pydl.registry` only; anything malformed raises ValueError.
+  "__config__"         a JSON string: {"format": "pydl-model", "version": 2, "name",
+                       "class_name": "Sequential" | "Model", "input_shape" (Sequential),
+                       "layers": [{"class_name", "config"}] (model.layers order),
+                       "graph": {"inputs": [{"name", "shape"}], "nodes": [{"layer": i, "inputs": [ref],
+                       "list": bool}], "outputs": [ref]} or null (an unbuilt Sequential),
+                       "compile": {"loss", "loss_weights", "optimizer", "metrics"} or null,
+                       "scaler": {"class_name", "config"} or null}
+  where a ref is ["input", k, 0] or ["node", i, j] (output j of node i; nodes are listed in
+  topological order and refer only to earlier ones). A subclassed model is saved as its traced
+  graph and loads as a functional `Model`. Version-1 files (the `Sequential.save` of pydl before
+  graphs: the same arrays, "layers" without "graph", the optimizer's slots over the trainable
+  layers only) still load. `load_model` reads with `allow_pickle=False` and resolves every class
+  name through `pydl.registry` only; anything malformed raises ValueError.
 
 `model.scaler` (a pydl.data StandardScaler / MinMaxScaler, or None) is only carried: it is saved
 and restored with the model, but `fit`, `evaluate` and `predict` never apply it; transform the
@@ -27,6 +71,7 @@ inputs yourself (`model.predict(model.scaler.transform(x))`).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -39,15 +84,18 @@ import zipfile
 
 import numpy as np
 
+from . import graph as _graph
 from . import losses as _losses
 from . import registry
+from .layers import base as _base
 from .layers.base import Layer, _fmt_shape
 from .losses import check_sparse_labels
 from .ops import nn as _nn
 from .random import get_rng
 
 FORMAT = "pydl-model"
-VERSION = 1
+VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 _RESERVED_NAMES = ("optimizer", "scaler", "__config__")
 _FUSED_LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy")
 
@@ -70,10 +118,42 @@ def _json_default(obj):
     raise TypeError(f"cannot store {type(obj).__name__} in a model config")
 
 
-class Sequential:
-    def __init__(self, layers=None, name: str | None = None):
-        self.name = name or "sequential"
-        self.layers: list[Layer] = []
+def _check_layer_name(layer, who: str) -> None:
+    if not isinstance(layer.name, str) or not layer.name or "/" in layer.name or layer.name in _RESERVED_NAMES:
+        raise ValueError(f"[{who}] layer name {layer.name!r} is not allowed (no '/', not one of "
+                         f"{_RESERVED_NAMES})")
+
+
+def _takes_ctx(fn) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return True
+    return "ctx" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _check_contract(layer) -> None:
+    """A layer in a model must take the per-call context (forward(x, training, ctx=...),
+    backward(dy, ctx=...)); say so clearly for a layer written for the older contract."""
+    for meth in ("forward", "backward"):
+        if not _takes_ctx(getattr(layer, meth)):
+            raise TypeError(f"[{type(layer).__name__} '{layer.name}'] {meth} takes no ctx argument; a layer in a model "
+                            f"keeps what backward needs in the per-call context: def forward(self, x, training=False, "
+                            f"ctx=None) / def backward(self, dout, ctx=None) (see pydl.layers.base)")
+
+
+class Model:
+    """A graph of layer calls with compile / fit / evaluate / predict / save / summary.
+
+    Model(inputs=..., outputs=...) with symbolic tensors (functional API), or a subclass that
+    creates layers in __init__ and defines call(self, x). See the module docstring."""
+
+    def __init__(self, inputs=None, outputs=None, name: str | None = None):
+        default = "model" if type(self) is Model else type(self).__name__.lower()
+        self.name = name if name is not None else default
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"[Model] name must be a non-empty string, got {name!r}")
+        self._layers: list[Layer] = []
         self.built = False
         self.input_shape = None
         self.output_shape = None
@@ -81,205 +161,611 @@ class Sequential:
         self.optimizer = None
         self.metrics: list[tuple[str, object]] = []
         self._metric_ids: list = []
+        self._loss_weights_arg = None
         self.compiled = False
         self.stop_training = False
         self.history = None
         self.scaler = None
-        if layers is not None:
-            if isinstance(layers, Layer):
-                layers = [layers]
-            for layer in layers:
-                self.add(layer)
+        self._inputs: list = []
+        self._outputs: list = []
+        self._nodes: list = []
+        self._plan = None
+        self._bplan = None
+        self._bplan_version = -1
+        self._out_plan = None
+        if inputs is not None or outputs is not None:
+            if inputs is None or outputs is None:
+                raise ValueError("[Model] a functional model needs both inputs= and outputs=")
+            self._init_graph(inputs, outputs)
+        elif type(self) is Model:
+            raise TypeError("[Model] give inputs= and outputs= (symbolic tensors from pydl.Input and layer calls), "
+                            "or subclass pydl.Model and define call(self, x)")
 
-    # -- construction ---------------------------------------------------------------------
-    def add(self, layer: Layer) -> None:
-        if not isinstance(layer, Layer):
-            raise TypeError(f"[Sequential.add] expected a pydl Layer, got {type(layer).__name__}")
-        if any(l is layer for l in self.layers):
-            raise ValueError(f"[Sequential.add] layer '{layer.name}' is already in this model")
-        if not isinstance(layer.name, str) or not layer.name or "/" in layer.name or layer.name in _RESERVED_NAMES:
-            raise ValueError(f"[Sequential.add] layer name {layer.name!r} is not allowed (no '/', not one of "
-                             f"{_RESERVED_NAMES})")
-        if any(l.name == layer.name for l in self.layers):
-            raise ValueError(f"[Sequential.add] a layer named '{layer.name}' is already in this model; "
-                             f"names must be unique")
-        self.layers.append(layer)
-        if self.built:
-            self._build_layer(layer, self.output_shape)
-            self.output_shape = layer.output_shape
-            layer.need_input_grad = len(self.layers) > 1
-        elif len(self.layers) == 1 and layer.input_shape_arg is not None:
-            self.build((None,) + tuple(layer.input_shape_arg))
+    # -- the graph ---------------------------------------------------------------------------
+    @property
+    def layers(self) -> list:
+        """The layers of the model, each once, in execution order (model inputs not included)."""
+        return self._layers
 
-    @staticmethod
-    def _build_layer(layer: Layer, shape) -> None:
-        if layer.built:
-            want = tuple(layer.input_shape)
-            if len(want) != len(shape) or any(a is not None and b is not None and a != b
-                                              for a, b in zip(want[1:], shape[1:])):
-                raise ValueError(f"[Sequential] layer '{layer.name}' was built for input {_fmt_shape(want)} but "
-                                 f"receives {_fmt_shape(shape)}")
-        else:
-            layer.build(shape)
+    @property
+    def inputs(self) -> list:
+        """The model's input tensors (symbolic), in order."""
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list:
+        """The model's output tensors (symbolic), in order."""
+        return list(self._outputs)
+
+    def _who(self, what: str) -> str:
+        return f"{type(self).__name__}.{what}"
+
+    def _init_graph(self, inputs, outputs) -> None:
+        ins = _graph.flatten_tensors(inputs, "inputs")
+        outs = _graph.flatten_tensors(outputs, "outputs")
+        for i, t in enumerate(ins):
+            if not t.is_input:
+                raise TypeError(f"[Model] inputs[{i}] '{t.name}' is the output of layer '{t.node.layer.name}', not a "
+                                f"model input; use pydl.Input(shape) for inputs")
+        if len({id(t) for t in ins}) != len(ins):
+            raise ValueError("[Model] the same input tensor is listed twice in inputs")
+        names = [t.name for t in ins]
+        if len(set(names)) != len(names):
+            raise ValueError(f"[Model] input names must be unique, got {names}")
+        nodes = _graph.topological_nodes(ins, outs)
+        layers, seen = [], set()
+        for node in nodes:
+            if id(node.layer) not in seen:
+                seen.add(id(node.layer))
+                layers.append(node.layer)
+        by_name = {}
+        for layer in layers:
+            _check_layer_name(layer, "Model")
+            if layer.name in by_name:
+                raise ValueError(f"[Model] two different layers are named '{layer.name}'; names must be unique")
+            by_name[layer.name] = layer
+        self._inputs, self._outputs, self._nodes, self._layers = ins, outs, nodes, layers
+        # output names: the producing layer's name (the input's for an output that is an input)
+        out_names = []
+        for t in outs:
+            base = t.name if t.node is None else t.node.layer.name
+            nm, k = base, 1
+            while nm in out_names:
+                nm, k = f"{base}_{k}", k + 1
+            out_names.append(nm)
+        self.input_names = names
+        self.output_names = out_names
+        self.input_shape = ins[0].shape if len(ins) == 1 else [t.shape for t in ins]
+        self.output_shape = outs[0].shape if len(outs) == 1 else [t.shape for t in outs]
+        self._make_plan()
+        self.built = True
+
+    def _make_plan(self) -> None:
+        """Slots for every tensor, a context per node and the forward steps; done once per graph."""
+        slot = {}
+        for t in self._inputs:
+            slot[id(t)] = len(slot)
+        steps = []
+        consumers: dict[int, int] = {}
+        for layer in {id(n.layer): n.layer for n in self._nodes}.values():
+            _check_contract(layer)
+        for node in self._nodes:
+            for t in node.outputs:
+                slot[id(t)] = len(slot)
+            ins = tuple(slot[id(t)] for t in node.inputs)
+            for t in node.inputs:
+                consumers[id(t)] = consumers.get(id(t), 0) + 1
+            outs = tuple(slot[id(t)] for t in node.outputs)
+            ctx = node.layer.new_context()
+            steps.append((node.layer, ctx, ins if node.multi_in else ins[0], node.multi_in,
+                          outs if node.multi_out else outs[0], node.multi_out))
+        self._slot = slot
+        self._n_slots = len(slot)
+        self._input_slots = [slot[id(t)] for t in self._inputs]
+        self._output_slots = [slot[id(t)] for t in self._outputs]
+        self._consumers = consumers
+        self._node_step = {id(node): i for i, node in enumerate(self._nodes)}
+        self._plan = steps
+        self._param_slots = [(layer, k) for layer in self._layers for k in layer.params]
+        self._reg_layers = [layer for layer in self._layers if layer.regularizers]
+        self._bplan = None
+        self._out_plan = None
+
+    def _fusable_output(self, k: int) -> bool:
+        """Output k may run fused with a cross-entropy loss: a softmax layer's only output, feeding
+        nothing else and listed once among the outputs."""
+        t = self._outputs[k]
+        if t.node is None or t.node.multi_out or not getattr(t.node.layer, "fusable_softmax", False):
+            return False
+        return self._consumers.get(id(t), 0) == 0 and sum(o is t for o in self._outputs) == 1
+
+    def _backward_plan(self, force_all: bool = False, out_plan=None):
+        """Reverse steps that need a backward pass, with ctx.need_input_grad set; re-made only when
+        a `trainable` flag changed (or forced: every node, every input gradient, with the fused
+        outputs of `out_plan`, for gradcheck)."""
+        version = _base._trainable_version
+        if not force_all and self._bplan is not None and self._bplan_version == version:
+            return self._bplan
+        if out_plan is None:
+            out_plan = self._output_plan()
+        fused_at = {self._node_step[id(self._outputs[k].node)]: k for k, (_, _, fused, _) in enumerate(out_plan)
+                    if fused}
+        wants = [False] * self._n_slots  # the tensor depends on something with trainable weights
+        steps, needs_seen = [], set()
+        for i, (layer, ctx, ins, multi_in, outs, multi_out) in enumerate(self._plan):
+            in_list = ins if multi_in else (ins,)
+            need_in = force_all or any(wants[s] for s in in_list)
+            run = need_in or force_all or (layer.trainable and bool(layer.params))
+            ctx.need_input_grad = need_in
+            if not force_all:  # informational, for calls by hand: does any call of the layer need dx
+                layer.need_input_grad = need_in or (layer.need_input_grad and id(layer) in needs_seen)
+                needs_seen.add(id(layer))
+            for s in (outs if multi_out else (outs,)):
+                wants[s] = run
+            if run:
+                steps.append((layer, ctx, ins, multi_in, outs, multi_out, fused_at.get(i)))
+        steps.reverse()
+        if force_all:
+            self._bplan = None  # the next ordinary step plans (and sets need_input_grad) again
+            return steps
+        self._bplan, self._bplan_version = steps, version
+        return steps
+
+    # -- calling ------------------------------------------------------------------------------
+    def call(self, inputs):
+        """Subclasses define the computation here, in terms of layer calls (traced once)."""
+        raise NotImplementedError(f"[{type(self).__name__}] a subclassed Model must define call(self, x)")
+
+    def _is_subclass_graph(self) -> bool:
+        return type(self).call is not Model.call
 
     def build(self, input_shape) -> None:
-        """Build every layer for inputs of `input_shape`, batch dimension included: (None, 784)."""
+        """Trace `call` on symbolic inputs of `input_shape` (batch dimension included, e.g.
+        (None, 1, 28, 28); a list of shapes for several inputs). A functional model is built already."""
+        if not self._is_subclass_graph():
+            if self.built:
+                return
+            raise ValueError(f"[{self._who('build')}] this model has no graph; create it with inputs= and outputs=")
+        multi = isinstance(input_shape, list) and input_shape and isinstance(input_shape[0], (list, tuple))
+        shapes = input_shape if multi else [input_shape]
+        inputs = []
+        for s in shapes:
+            shape = self._check_build_shape(s)
+            inputs.append(_graph.Input(shape[1:]))
+        outs = self.call(inputs if multi else inputs[0])
+        if isinstance(outs, dict):
+            raise TypeError(f"[{self._who('call')}] return a tensor or a list of tensors, not a dict")
+        try:
+            _graph.flatten_tensors(outs, "call's result")
+        except TypeError as exc:
+            raise TypeError(f"[{self._who('call')}] must return what layers return (symbolic tensors while "
+                            f"the model is traced): {exc}") from None
+        self._init_graph(inputs, outs)
+
+    def _check_build_shape(self, input_shape) -> tuple:
         try:
             shape = tuple(None if d is None else int(d) for d in input_shape)
         except TypeError:
-            raise ValueError(f"[Sequential.build] input_shape must be a tuple such as (None, 784), "
+            raise ValueError(f"[{self._who('build')}] input_shape must be a tuple such as (None, 784), "
                              f"got {input_shape!r}") from None
         if len(shape) < 2:
-            raise ValueError(f"[Sequential.build] input_shape must include the batch dimension, e.g. "
+            raise ValueError(f"[{self._who('build')}] input_shape must include the batch dimension, e.g. "
                              f"(None,) + sample_shape; got {input_shape!r}")
-        if any(d is not None and d <= 0 for d in shape):
-            raise ValueError(f"[Sequential.build] input_shape sizes must be positive, got {input_shape!r}")
-        shape = (None,) + shape[1:]
-        self.input_shape = shape
-        for i, layer in enumerate(self.layers):
-            self._build_layer(layer, shape)
-            layer.need_input_grad = i > 0
-            shape = tuple(layer.output_shape)
-        self.output_shape = shape
-        self.built = True
+        if any(d is not None and d <= 0 for d in shape[1:]):
+            raise ValueError(f"[{self._who('build')}] input_shape sizes must be positive, got {input_shape!r}")
+        return (None,) + shape[1:]
+
+    def __call__(self, x, training: bool = False):
+        if _graph.is_symbolic(x):
+            return self._call_symbolic(x)
+        xs = self._prepare_x(x, "__call__")
+        vals = self._run_forward(xs, training)
+        outs = [vals[s] for s in self._output_slots]
+        return outs[0] if len(outs) == 1 else outs
+
+    def _call_symbolic(self, x):
+        """The model used as a layer inside another graph: its nodes are recorded again on the new
+        inputs (same layers, so the weights are shared)."""
+        if not self.built:
+            xs = x if isinstance(x, (list, tuple)) else [x]
+            self.build([t.shape for t in xs] if isinstance(x, (list, tuple)) else xs[0].shape)
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        if len(xs) != len(self._inputs):
+            raise ValueError(f"[{self._who('__call__')}] the model takes {len(self._inputs)} inputs, got {len(xs)}")
+        new = {}
+        for t, v in zip(self._inputs, xs):
+            if not _graph._compatible(t.shape, v.shape):
+                raise ValueError(f"[{self._who('__call__')}] input '{t.name}' expects {_fmt_shape(t.shape)}, got "
+                                 f"{_fmt_shape(v.shape)}")
+            new[id(t)] = v
+        for node in self._nodes:
+            args = [new[id(t)] for t in node.inputs]
+            res = node.layer(args if node.multi_in else args[0])
+            for t, r in zip(node.outputs, res if node.multi_out else [res]):
+                new[id(t)] = r
+        outs = [new[id(t)] for t in self._outputs]
+        return outs[0] if len(outs) == 1 else outs
+
+    # -- trainable ------------------------------------------------------------------------------
+    @property
+    def trainable(self) -> bool:
+        return all(layer.trainable for layer in self._layers)
+
+    @trainable.setter
+    def trainable(self, value) -> None:
+        """Freeze (False) or unfreeze every layer of the model; takes effect at the next step of
+        every model that contains these layers."""
+        for layer in self._layers:
+            layer.trainable = value
+
+    def get_layer(self, name: str) -> Layer:
+        for layer in self._layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"[{self._who('get_layer')}] no layer named {name!r} (layers: "
+                         f"{', '.join(l.name for l in self._layers)})")
 
     # -- compile ----------------------------------------------------------------------------
-    def compile(self, loss, optimizer="adam", metrics=None) -> None:
+    def compile(self, loss, optimizer="adam", metrics=None, loss_weights=None) -> None:
+        """loss: one loss (every output), a list (one per output, None for none) or a dict keyed by
+        output name; loss_weights: a list or dict of floats (default 1); metrics: a list (applied
+        to every output) or a dict keyed by output name."""
         from . import metrics as _metrics
         from . import optimizers as _optimizers
 
-        self.loss = _losses.get(loss)
+        who = self._who("compile")
+        if isinstance(loss, dict):
+            self.loss = {k: (None if v is None else _losses.get(v)) for k, v in loss.items()}
+        elif isinstance(loss, (list, tuple)):
+            self.loss = [None if v is None else _losses.get(v) for v in loss]
+        else:
+            self.loss = _losses.get(loss)
+        if loss_weights is not None:
+            items = loss_weights.values() if isinstance(loss_weights, dict) else loss_weights
+            if not isinstance(loss_weights, (dict, list, tuple)):
+                raise ValueError(f"[{who}] loss_weights must be a list or a dict of numbers, got {loss_weights!r}")
+            for w in items:
+                if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)) \
+                        or not math.isfinite(float(w)) or float(w) < 0:
+                    raise ValueError(f"[{who}] loss weights must be finite numbers >= 0, got {w!r}")
+        self._loss_weights_arg = loss_weights
         self.optimizer = _optimizers.get(optimizer)
-        if metrics is None:
-            metrics = []
-        if isinstance(metrics, (str, dict)) or callable(metrics):
-            metrics = [metrics]
-        resolved, seen = [], set()
-        for m in metrics:
-            display, fn = _metrics.get(m)
-            if display in seen or display == "loss":
-                raise ValueError(f"[Sequential.compile] metric name {display!r} appears twice (or clashes with 'loss')")
-            seen.add(display)
-            resolved.append((display, fn))
-        self.metrics = resolved
-        self._metric_ids = list(metrics)
+
+        def resolve(ms):
+            if ms is None:
+                ms = []
+            if isinstance(ms, str) or callable(ms) or (isinstance(ms, tuple) and len(ms) == 2 and callable(ms[1])):
+                ms = [ms]
+            resolved, seen = [], set()
+            for m in ms:
+                display, fn = _metrics.get(m)
+                if display in seen or display == "loss":
+                    raise ValueError(f"[{who}] metric name {display!r} appears twice (or clashes with 'loss')")
+                seen.add(display)
+                resolved.append((display, fn))
+            return resolved, list(ms)
+
+        if isinstance(metrics, dict):
+            self._metric_dict = {}
+            self._metric_ids = {}
+            for k, ms in metrics.items():
+                self._metric_dict[k], self._metric_ids[k] = resolve(ms)
+            self.metrics = []
+        else:
+            self._metric_dict = None
+            self.metrics, self._metric_ids = resolve(metrics)
         self.compiled = True
+        self._out_plan = None
+        self._bplan = None
+        if self.built:
+            self._output_plan()  # mismatched output names / counts fail here, not at fit
 
     def _require_compiled(self, who: str) -> None:
         if not self.compiled:
-            raise RuntimeError(f"[Sequential.{who}] the model must be compiled first: "
+            raise RuntimeError(f"[{self._who(who)}] the model must be compiled first: "
                                f"model.compile(loss=..., optimizer=...)")
 
+    def _per_output(self, spec, what: str, default):
+        """A compile argument given once, as a list or as a dict, spread over the outputs."""
+        names, n, who = self.output_names, len(self._outputs), self._who("compile")
+        if isinstance(spec, dict):
+            unknown = [k for k in spec if k not in names]
+            if unknown:
+                raise ValueError(f"[{who}] {what} names unknown output(s) {unknown}; the outputs are {names}")
+            return [spec.get(k, default) for k in names]
+        if isinstance(spec, (list, tuple)):
+            if len(spec) != n:
+                raise ValueError(f"[{who}] {what} has {len(spec)} entries but the model has {n} output(s) {names}")
+            return list(spec)
+        return [spec] * n
+
+    def _make_output_plan(self, loss, loss_weights, metrics=None):
+        """Per output: (loss or None, weight, fused, [(log name, metric fn)]) for these settings."""
+        n = len(self._outputs)
+        losses = self._per_output(loss, "loss", None)
+        weights = [1.0 if w is None else float(w) for w in self._per_output(loss_weights, "loss_weights", None)] \
+            if loss_weights is not None else [1.0] * n
+        if all(l is None for l in losses):
+            raise ValueError(f"[{self._who('compile')}] no output has a loss")
+        mets = metrics if metrics is not None else [[] for _ in range(n)]
+        plan = []
+        for k in range(n):
+            lk = losses[k]
+            fused = (lk is not None and lk.kind in _FUSED_LOSSES and not lk._from_logits()
+                     and self._fusable_output(k))
+            prefix = "" if n == 1 else f"{self.output_names[k]}_"
+            plan.append((lk, weights[k], fused, [(prefix + d, fn) for d, fn in mets[k]]))
+        return plan
+
+    def _output_plan(self):
+        """The compiled settings per output (see _make_output_plan), made once per graph and compile."""
+        if self._out_plan is not None:
+            return self._out_plan
+        if not self.compiled:
+            return [(None, 1.0, False, []) for _ in self._outputs]
+        if self._metric_dict is not None:
+            mets = self._per_output(self._metric_dict, "metrics", [])
+        else:
+            mets = [self.metrics] * len(self._outputs)
+        self._out_plan = self._make_output_plan(self.loss, self._loss_weights_arg, mets)
+        return self._out_plan
+
     def _fused(self, loss=None) -> bool:
-        loss = self.loss if loss is None else loss
-        last = self.layers[-1] if self.layers else None
-        return (last is not None and getattr(last, "fusable_softmax", False)
-                and loss is not None and loss.kind in _FUSED_LOSSES and not loss._from_logits())
+        """Whether the (first) output runs fused softmax + cross-entropy with `loss` (default: the
+        compiled loss)."""
+        if not self.built:
+            return False
+        if loss is None:
+            return self._output_plan()[0][2]
+        loss = _losses.get(loss)
+        return loss.kind in _FUSED_LOSSES and not loss._from_logits() and self._fusable_output(0)
 
     # -- input checks ---------------------------------------------------------------------
-    def _prepare_x(self, x, who: str) -> np.ndarray:
-        if not isinstance(x, np.ndarray):
+    def _as_array(self, a, what: str, who: str) -> np.ndarray:
+        if not isinstance(a, np.ndarray):
             try:
-                x = np.asarray(x)
+                a = np.asarray(a)
             except Exception as exc:
-                raise TypeError(f"[Sequential.{who}] x must be array-like, got {type(x).__name__}") from exc
-        if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) \
-                or np.issubdtype(x.dtype, np.complexfloating):
-            raise TypeError(f"[Sequential.{who}] x must be a real numeric array, got dtype {x.dtype}")
-        if x.ndim < 2:
-            raise ValueError(f"[Sequential.{who}] x must have a batch dimension and features, got shape {x.shape}"
-                             + (f"; the model expects {_fmt_shape(self.input_shape)}" if self.built else ""))
-        if x.shape[0] == 0:
-            raise ValueError(f"[Sequential.{who}] x is empty (shape {x.shape})")
-        if not self.layers:
-            raise ValueError(f"[Sequential.{who}] the model has no layers")
-        if self.built:
-            want = self.input_shape
-            if x.ndim != len(want) or any(w is not None and w != g for w, g in zip(want[1:], x.shape[1:])):
-                raise ValueError(f"[Sequential.{who}] x has shape {x.shape} but the model expects "
-                                 f"{_fmt_shape(want)}")
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if not np.all(np.isfinite(x)):
-            raise ValueError(f"[Sequential.{who}] x contains NaN or Inf")
-        if not self.built:
-            self.build((None,) + x.shape[1:])
-        return x
+                raise TypeError(f"[{self._who(who)}] {what} must be array-like, got {type(a).__name__}") from exc
+        if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_) \
+                or np.issubdtype(a.dtype, np.complexfloating):
+            raise TypeError(f"[{self._who(who)}] {what} must be a real numeric array, got dtype {a.dtype}")
+        return a
 
-    def _prepare_y(self, y, n: int, who: str, loss=None) -> np.ndarray:
-        loss = self.loss if loss is None else loss
-        if not isinstance(y, np.ndarray):
-            try:
-                y = np.asarray(y)
-            except Exception as exc:
-                raise TypeError(f"[Sequential.{who}] y must be array-like, got {type(y).__name__}") from exc
-        if y.dtype == object or not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_) \
-                or np.issubdtype(y.dtype, np.complexfloating):
-            raise TypeError(f"[Sequential.{who}] y must be a real numeric array, got dtype {y.dtype}")
+    def _split_inputs(self, x, who: str) -> list:
+        """x as a list in input order (a single array for one input, a list, or a dict by name)."""
+        n_in = len(self._inputs) if self.built else 1
+        if isinstance(x, dict):
+            if not self.built:
+                raise ValueError(f"[{self._who(who)}] inputs given as a dict need a built model")
+            missing = [k for k in self.input_names if k not in x]
+            extra = [k for k in x if k not in self.input_names]
+            if missing or extra:
+                raise ValueError(f"[{self._who(who)}] x is a dict with keys {sorted(x)}; the inputs are "
+                                 f"{self.input_names}")
+            return [x[k] for k in self.input_names]
+        if isinstance(x, (list, tuple)) and (n_in > 1 or (not self.built and x and isinstance(x[0], np.ndarray)
+                                                          and isinstance(x, list) and len(x) > 1
+                                                          and self._is_subclass_graph())):
+            if self.built and len(x) != n_in:
+                raise ValueError(f"[{self._who(who)}] the model has {n_in} inputs {self.input_names}, got a list of "
+                                 f"{len(x)} arrays")
+            return list(x)
+        if n_in > 1:
+            raise ValueError(f"[{self._who(who)}] the model has {n_in} inputs {self.input_names}: pass a list or a "
+                             f"dict of arrays")
+        return [x]
+
+    def _prepare_x(self, x, who: str) -> list:
+        items = self._split_inputs(x, who)
+        multi = len(items) > 1
+        out = []
+        for i, a in enumerate(items):
+            what = f"x[{i}]" if multi else "x"
+            a = self._as_array(a, what, who)
+            want = self._inputs[i].shape if self.built else None
+            if a.ndim < 2:
+                raise ValueError(f"[{self._who(who)}] {what} must have a batch dimension and features, got shape "
+                                 f"{a.shape}" + (f"; the model expects {_fmt_shape(want)}" if want else ""))
+            if a.shape[0] == 0:
+                raise ValueError(f"[{self._who(who)}] {what} is empty (shape {a.shape})")
+            if not self.built and not self._layers and not self._is_subclass_graph():
+                raise ValueError(f"[{self._who(who)}] the model has no layers")
+            if want is not None and (a.ndim != len(want) or
+                                     any(w is not None and w != g for w, g in zip(want[1:], a.shape[1:]))):
+                name = f" (input '{self._inputs[i].name}')" if multi else ""
+                raise ValueError(f"[{self._who(who)}] {what}{name} has shape {a.shape} but the model expects "
+                                 f"{_fmt_shape(want)}")
+            a = np.ascontiguousarray(a, dtype=np.float32)
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"[{self._who(who)}] {what} contains NaN or Inf")
+            out.append(a)
+        if len({a.shape[0] for a in out}) > 1:
+            raise ValueError(f"[{self._who(who)}] the inputs have different numbers of samples: "
+                             f"{[a.shape[0] for a in out]}")
+        if not self.built:
+            shapes = [(None,) + a.shape[1:] for a in out]
+            self.build(shapes if len(shapes) > 1 else shapes[0])
+        return out
+
+    def _split_targets(self, y, who: str) -> list:
+        n_out = len(self._outputs)
+        if isinstance(y, dict):
+            extra = [k for k in y if k not in self.output_names]
+            if extra:
+                raise ValueError(f"[{self._who(who)}] y names unknown output(s) {extra}; the outputs are "
+                                 f"{self.output_names}")
+            return [y.get(k) for k in self.output_names]
+        if n_out > 1:
+            if not isinstance(y, (list, tuple)) or len(y) != n_out:
+                raise ValueError(f"[{self._who(who)}] the model has {n_out} outputs {self.output_names}: pass y as a "
+                                 f"list of {n_out} arrays or a dict keyed by output name")
+            return list(y)
+        return [y]
+
+    def _prepare_y(self, y, n: int, who: str, plan=None) -> list:
+        """y as a list per output (None where the output has no loss), checked against the outputs."""
+        plan = self._output_plan() if plan is None else plan
+        items = self._split_targets(y, who)
+        out = []
+        for k, t in enumerate(items):
+            lk = plan[k][0]
+            if lk is None:
+                out.append(None)
+                continue
+            if t is None:
+                raise ValueError(f"[{self._who(who)}] no target for output '{self.output_names[k]}', which has a loss")
+            out.append(self._prepare_one_y(t, n, who, lk, self._outputs[k].shape,
+                                           "" if len(items) == 1 else f" for output '{self.output_names[k]}'"))
+        return out
+
+    def _prepare_one_y(self, y, n, who, loss, out, where) -> np.ndarray:
+        y = self._as_array(y, "y", who)
         if y.ndim == 0 or y.shape[0] != n:
-            raise ValueError(f"[Sequential.{who}] x has {n} samples but y has shape {y.shape}")
+            raise ValueError(f"[{self._who(who)}] x has {n} samples but y{where} has shape {y.shape}")
         if np.issubdtype(y.dtype, np.floating) and not np.all(np.isfinite(y)):
-            raise ValueError(f"[Sequential.{who}] y contains NaN or Inf")
-        out = self.output_shape
+            raise ValueError(f"[{self._who(who)}] y{where} contains NaN or Inf")
         if loss.kind == "sparse_categorical_crossentropy":
-            check_sparse_labels(y, (n,) + tuple(out[1:]), f"Sequential.{who}")
+            check_sparse_labels(y, (n,) + tuple(out[1:]), self._who(who))
             return np.ascontiguousarray(y.reshape(n).astype(np.int64, copy=False))
         y = np.ascontiguousarray(y, dtype=np.float32)
         if y.ndim == 1 and len(out) == 2 and out[1] == 1:
             y = y.reshape(n, 1)
-        if y.shape[1:] != tuple(out[1:]):
-            raise ValueError(f"[Sequential.{who}] y has shape {y.shape} but the model outputs "
+        if len(y.shape) != len(out) or any(o is not None and o != g for o, g in zip(out[1:], y.shape[1:])):
+            raise ValueError(f"[{self._who(who)}] y{where} has shape {y.shape} but the model outputs "
                              f"{_fmt_shape(out)} (loss {loss.name})")
         if loss.kind == "binary_crossentropy" and (y.min() < 0 or y.max() > 1):
-            raise ValueError(f"[Sequential.{who}] binary cross-entropy targets must lie in [0, 1], got "
+            raise ValueError(f"[{self._who(who)}] binary cross-entropy targets must lie in [0, 1], got "
                              f"[{y.min()}, {y.max()}]")
         return y
 
     # -- forward / backward -----------------------------------------------------------------
-    def _forward(self, x, training: bool):
-        for layer in self.layers:
-            x = layer.forward(x, training=training)
-        return x
+    def _run_forward(self, xs, training: bool) -> list:
+        """Values of every tensor slot after running the nodes in order on the input arrays."""
+        vals = [None] * self._n_slots
+        for s, x in zip(self._input_slots, xs):
+            vals[s] = x
+        for layer, ctx, ins, multi_in, outs, multi_out in self._plan:
+            if multi_in:
+                y = layer.forward([vals[i] for i in ins], training, ctx=ctx)
+            else:
+                y = layer.forward(vals[ins], training, ctx=ctx)
+            if multi_out:
+                if not isinstance(y, (list, tuple)) or len(y) != len(outs):
+                    raise RuntimeError(f"[{layer._label()}] returned {type(y).__name__}, expected a list of "
+                                       f"{len(outs)} outputs")
+                for o, v in zip(outs, y):
+                    vals[o] = v
+            else:
+                vals[outs] = y
+        return vals
 
-    def _loss_grad(self, loss, y, out, fused: bool):
-        """(loss value, gradient to pass to the last layer's backward or backward_logits)."""
-        if fused:
-            value, grad = _nn.loss(loss.kind, y, self.layers[-1].logits, from_logits=True)
-        else:
-            value, grad = _nn.loss(loss.kind, y, out, from_logits=loss._from_logits())
-        return float(value), grad
+    def _losses(self, vals, ys, plan, need_grad: bool = True):
+        """(weighted total, per-output values, seeds {slot: dL/dtensor}, fused {output: dL/dlogits})."""
+        total, values, seeds, fused_dz = 0.0, [], {}, {}
+        for k, (loss, w, fused, _) in enumerate(plan):
+            if loss is None:
+                values.append(None)
+                continue
+            if fused:
+                step = self._plan[self._node_step[id(self._outputs[k].node)]]
+                logits = step[0].fused_logits(step[1])
+                value, grad = _nn.loss(loss.kind, ys[k], logits, from_logits=True)
+            else:
+                value, grad = _nn.loss(loss.kind, ys[k], vals[self._output_slots[k]], from_logits=loss._from_logits())
+            value = float(value)
+            values.append(value)
+            total += w * value
+            if need_grad and w != 0.0:
+                if w != 1.0:
+                    grad = grad * np.asarray(w, dtype=grad.dtype)
+                if fused:
+                    fused_dz[k] = grad
+                else:
+                    s = self._output_slots[k]
+                    seeds[s] = grad if s not in seeds else seeds[s] + grad
+        return total, values, seeds, fused_dz
 
-    def _backward(self, grad, fused: bool) -> None:
-        layers = self.layers
-        if fused:
-            grad = layers[-1].backward_logits(grad)
-            layers = layers[:-1]
-        for layer in reversed(layers):
-            if grad is None:
-                break
-            grad = layer.backward(grad)
-
-    def _loss_value(self, loss, y, out, fused: bool) -> float:
-        return self._loss_grad(loss, y, out, fused)[0]
+    def _run_backward(self, bplan, seeds: dict, fused_dz: dict) -> list:
+        """Gradients of every tensor slot, running the planned nodes in reverse (a tensor feeding
+        several nodes gets the sum of their input gradients)."""
+        grads = [None] * self._n_slots
+        for s, g in seeds.items():
+            grads[s] = g
+        for layer, ctx, ins, multi_in, outs, multi_out, fused_k in bplan:
+            if fused_k is not None:
+                dz = fused_dz.get(fused_k)
+                if dz is None:
+                    continue
+                dx = layer.backward_logits(dz, ctx=ctx)
+            elif multi_out:
+                dy = [grads[o] for o in outs]
+                if all(g is None for g in dy):
+                    continue
+                dx = layer.backward(dy, ctx=ctx)
+            else:
+                dy = grads[outs]
+                if dy is None:
+                    continue
+                dx = layer.backward(dy, ctx=ctx)
+            if dx is None or not ctx.need_input_grad:
+                continue
+            if multi_in:
+                for i, d in zip(ins, dx):
+                    if d is not None:
+                        g = grads[i]
+                        grads[i] = d if g is None else g + d
+            else:
+                g = grads[ins]
+                grads[ins] = dx if g is None else g + dx
+        return grads
 
     def regularization_loss(self) -> float:
-        return float(sum(layer.regularization_loss() for layer in self.layers))
+        return float(sum(layer.regularization_loss() for layer in self._layers))
+
+    def _grad_pairs(self):
+        """(grad or None, param) for every parameter of every layer, in a fixed order."""
+        return [(layer.grads.get(k) if layer._trainable else None, layer.params[k]) for layer, k in self._param_slots]
 
     def _trainable_pairs(self):
-        return [(layer.grads[k], p) for layer in self.layers if layer.trainable for k, p in layer.params.items()]
+        return self._grad_pairs()
 
-    def _train_step(self, x, y) -> dict:
-        fused = self._fused()
-        out = self._forward(x, training=True)
-        value, grad = self._loss_grad(self.loss, y, out, fused)
-        reg = self.regularization_loss()
-        self._backward(grad, fused)
-        for layer in self.layers:
-            if layer.trainable and layer.regularizers:
+    def _train_step(self, xs, ys) -> dict:
+        """One step on prepared arrays (lists per input / output; single arrays accepted)."""
+        if type(xs) is not list:
+            xs = [xs]
+        if type(ys) is not list:
+            ys = [ys]
+        total, values, vals, plan = self._gradients(xs, ys)
+        self.optimizer.apply_gradients(self._grad_pairs())
+        return self._logs(total, values, plan, vals, ys)
+
+    def _gradients(self, xs, ys):
+        """Zero the grads, forward (training), losses, backward, regularization gradients: every
+        layer's grads then hold d(loss)/d(params). Returns (loss with regularization, per-output
+        losses, tensor values, output plan)."""
+        plan = self._out_plan if self._out_plan is not None else self._output_plan()
+        bplan = self._backward_plan()
+        for layer in self._layers:
+            layer.zero_grads()
+        vals = self._run_forward(xs, True)
+        total, values, seeds, fused_dz = self._losses(vals, ys, plan)
+        reg = self.regularization_loss() if self._reg_layers else 0.0
+        self._run_backward(bplan, seeds, fused_dz)
+        for layer in self._reg_layers:
+            if layer._trainable:
                 layer.add_regularization_grads()
-        self.optimizer.apply_gradients(self._trainable_pairs())
-        logs = {"loss": value + reg}
-        for name, fn in self.metrics:
-            logs[name] = float(fn(y, out))
+        return total + reg, values, vals, plan
+
+    def _logs(self, loss, values, plan, vals, ys) -> dict:
+        logs = {"loss": loss}
+        multi = len(plan) > 1
+        for k, (lk, _, _, mets) in enumerate(plan):
+            if multi and lk is not None:
+                logs[f"{self.output_names[k]}_loss"] = values[k]
+            for name, fn in mets:
+                if ys[k] is not None:
+                    logs[name] = float(fn(ys[k], vals[self._output_slots[k]]))
         return logs
 
     # -- training ---------------------------------------------------------------------------
@@ -293,37 +779,39 @@ class Sequential:
         """
         from .callbacks import CallbackList, History, ProgbarLogger
 
+        who = self._who("fit")
         self._require_compiled("fit")
-        batch_size = _positive_int(batch_size, "batch_size", "Sequential.fit")
-        epochs = _positive_int(epochs, "epochs", "Sequential.fit")
+        batch_size = _positive_int(batch_size, "batch_size", who)
+        epochs = _positive_int(epochs, "epochs", who)
         if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
-            raise ValueError(f"[Sequential.fit] initial_epoch must be an int >= 0, got {initial_epoch!r}")
+            raise ValueError(f"[{who}] initial_epoch must be an int >= 0, got {initial_epoch!r}")
         if verbose not in (0, 1, 2):
-            raise ValueError(f"[Sequential.fit] verbose must be 0, 1 or 2, got {verbose!r}")
-        x = self._prepare_x(x, "fit")
-        y = self._prepare_y(y, x.shape[0], "fit")
+            raise ValueError(f"[{who}] verbose must be 0, 1 or 2, got {verbose!r}")
+        xs = self._prepare_x(x, "fit")
+        ys = self._prepare_y(y, xs[0].shape[0], "fit")
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("[Sequential.fit] validation_data must be a tuple (x_val, y_val)")
+                raise ValueError(f"[{who}] validation_data must be a tuple (x_val, y_val)")
             xv = self._prepare_x(validation_data[0], "fit (validation_data)")
-            val = (xv, self._prepare_y(validation_data[1], xv.shape[0], "fit (validation_data)"))
+            val = (xv, self._prepare_y(validation_data[1], xv[0].shape[0], "fit (validation_data)"))
         elif validation_split:
             try:
                 split = float(validation_split)
             except (TypeError, ValueError):
-                raise ValueError(f"[Sequential.fit] validation_split must be a float in [0, 1), "
+                raise ValueError(f"[{who}] validation_split must be a float in [0, 1), "
                                  f"got {validation_split!r}") from None
             if not (0.0 < split < 1.0):
-                raise ValueError(f"[Sequential.fit] validation_split must be in [0, 1), got {validation_split!r}")
-            n = x.shape[0]
+                raise ValueError(f"[{who}] validation_split must be in [0, 1), got {validation_split!r}")
+            n = xs[0].shape[0]
             split_at = int(math.floor(n * (1.0 - split)))  # Keras's rounding
             if split_at <= 0 or split_at >= n:
-                raise ValueError(f"[Sequential.fit] validation_split={split} leaves an empty training or validation "
+                raise ValueError(f"[{who}] validation_split={split} leaves an empty training or validation "
                                  f"set for {n} samples")
-            val = (x[split_at:], y[split_at:])
-            x, y = x[:split_at], y[:split_at]
-        n = x.shape[0]
+            val = ([a[split_at:] for a in xs], [None if a is None else a[split_at:] for a in ys])
+            xs = [a[:split_at] for a in xs]
+            ys = [None if a is None else a[:split_at] for a in ys]
+        n = xs[0].shape[0]
         steps = int(math.ceil(n / batch_size))
 
         history = History()
@@ -337,12 +825,11 @@ class Sequential:
         self.history = history
         self.stop_training = False
         rng = get_rng()
-        logs: dict = {}
         with _stop_on_interrupt(self):
-            logs = self._fit_epochs(cblist, x, y, val, n, steps, batch_size, shuffle, rng, initial_epoch, epochs)
+            self._fit_epochs(cblist, xs, ys, val, n, steps, batch_size, shuffle, rng, initial_epoch, epochs)
         return history
 
-    def _fit_epochs(self, cblist, x, y, val, n, steps, batch_size, shuffle, rng, initial_epoch, epochs):
+    def _fit_epochs(self, cblist, xs, ys, val, n, steps, batch_size, shuffle, rng, initial_epoch, epochs):
         logs: dict = {}
         cblist.on_train_begin(None)
         for epoch in range(initial_epoch, epochs):
@@ -355,10 +842,12 @@ class Sequential:
                 cblist.on_train_batch_begin(step, None)
                 lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
                 if order is None:
-                    xb, yb = x[lo:hi], y[lo:hi]
+                    xb = [a[lo:hi] for a in xs]
+                    yb = [None if a is None else a[lo:hi] for a in ys]
                 else:
                     idx = order[lo:hi]
-                    xb, yb = x[idx], y[idx]
+                    xb = [a[idx] for a in xs]
+                    yb = [None if a is None else a[idx] for a in ys]
                 batch_logs = self._train_step(xb, yb)
                 m = hi - lo
                 seen += m
@@ -380,23 +869,24 @@ class Sequential:
     def train_on_batch(self, x, y, return_dict: bool = False):
         """One training step on one batch; the loss (or a dict with the metrics)."""
         self._require_compiled("train_on_batch")
-        x = self._prepare_x(x, "train_on_batch")
-        y = self._prepare_y(y, x.shape[0], "train_on_batch")
-        logs = self._train_step(x, y)
+        xs = self._prepare_x(x, "train_on_batch")
+        ys = self._prepare_y(y, xs[0].shape[0], "train_on_batch")
+        logs = self._train_step(xs, ys)
         return logs if return_dict else logs["loss"]
 
     # -- inference --------------------------------------------------------------------------
-    def _evaluate_arrays(self, x, y, batch_size: int) -> dict:
-        fused = self._fused()
-        sums = {"loss": 0.0}
-        n = x.shape[0]
+    def _evaluate_arrays(self, xs, ys, batch_size: int) -> dict:
+        plan = self._output_plan()
+        sums: dict = {}
+        n = xs[0].shape[0]
         for lo in range(0, n, batch_size):
-            xb, yb = x[lo:lo + batch_size], y[lo:lo + batch_size]
-            out = self._forward(xb, training=False)
-            m = xb.shape[0]
-            sums["loss"] += self._loss_value(self.loss, yb, out, fused) * m
-            for name, fn in self.metrics:
-                sums[name] = sums.get(name, 0.0) + float(fn(yb, out)) * m
+            xb = [a[lo:lo + batch_size] for a in xs]
+            yb = [None if a is None else a[lo:lo + batch_size] for a in ys]
+            vals = self._run_forward(xb, False)
+            total, values, _, _ = self._losses(vals, yb, plan, need_grad=False)
+            m = xb[0].shape[0]
+            for k, v in self._logs(total, values, plan, vals, yb).items():
+                sums[k] = sums.get(k, 0.0) + v * m
         logs = {k: v / n for k, v in sums.items()}
         logs["loss"] += self.regularization_loss()
         return logs
@@ -404,46 +894,83 @@ class Sequential:
     def evaluate(self, x, y, batch_size=32, verbose=0) -> dict:
         """{"loss": ..., "<metric>": ...} over all of x (inference mode)."""
         self._require_compiled("evaluate")
-        batch_size = _positive_int(batch_size, "batch_size", "Sequential.evaluate")
-        x = self._prepare_x(x, "evaluate")
-        y = self._prepare_y(y, x.shape[0], "evaluate")
-        logs = self._evaluate_arrays(x, y, batch_size)
+        batch_size = _positive_int(batch_size, "batch_size", self._who("evaluate"))
+        xs = self._prepare_x(x, "evaluate")
+        ys = self._prepare_y(y, xs[0].shape[0], "evaluate")
+        logs = self._evaluate_arrays(xs, ys, batch_size)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return logs
 
     def test_on_batch(self, x, y) -> dict:
-        return self.evaluate(x, y, batch_size=max(1, len(x)))
+        """The loss and metrics on one batch (inference mode), as a dict."""
+        self._require_compiled("test_on_batch")
+        xs = self._prepare_x(x, "test_on_batch")
+        ys = self._prepare_y(y, xs[0].shape[0], "test_on_batch")
+        return self._evaluate_arrays(xs, ys, xs[0].shape[0])
 
-    def predict(self, x, batch_size=32, verbose=0) -> np.ndarray:
-        """Outputs for x in inference mode (Dropout off, BatchNorm on moving statistics)."""
-        batch_size = _positive_int(batch_size, "batch_size", "Sequential.predict")
-        x = self._prepare_x(x, "predict")
-        outs = [np.array(self._forward(x[lo:lo + batch_size], training=False), copy=True)
-                for lo in range(0, x.shape[0], batch_size)]
-        return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)
+    def predict(self, x, batch_size=32, verbose=0):
+        """Outputs for x in inference mode (Dropout off, BatchNorm on moving statistics); a list of
+        arrays for a model with several outputs."""
+        batch_size = _positive_int(batch_size, "batch_size", self._who("predict"))
+        xs = self._prepare_x(x, "predict")
+        n = xs[0].shape[0]
+        parts = [[] for _ in self._outputs]
+        for lo in range(0, n, batch_size):
+            vals = self._run_forward([a[lo:lo + batch_size] for a in xs], False)
+            for k, s in enumerate(self._output_slots):
+                parts[k].append(np.array(vals[s], copy=True))
+        outs = [p[0] if len(p) == 1 else np.concatenate(p, axis=0) for p in parts]
+        return outs[0] if len(outs) == 1 else outs
 
-    def predict_on_batch(self, x) -> np.ndarray:
-        return self.predict(x, batch_size=max(1, len(x)))
-
-    def __call__(self, x, training: bool = False):
-        x = self._prepare_x(x, "__call__")
-        return self._forward(x, training=training)
+    def predict_on_batch(self, x):
+        """predict on one batch (no batching)."""
+        xs = self._prepare_x(x, "predict_on_batch")
+        return self.predict(xs if len(xs) > 1 else xs[0], batch_size=xs[0].shape[0])
 
     # -- introspection ----------------------------------------------------------------------
     def count_params(self) -> int:
-        return int(sum(layer.count_params() + sum(s.size for s in layer.state.values()) for layer in self.layers))
+        return int(sum(layer.count_params() + sum(s.size for s in layer.state.values()) for layer in self._layers))
+
+    def _is_chain(self) -> bool:
+        if len(self._inputs) != 1 or len(self._outputs) != 1:
+            return False
+        prev = self._inputs[0]
+        for node in self._nodes:
+            if node.multi_in or node.multi_out or node.inputs[0] is not prev:
+                return False
+            prev = node.outputs[0]
+        return prev is self._outputs[0]
 
     def summary(self, print_fn=print) -> str:
-        """Print (and return) a table: layer, output shape, parameters, forward FLOPs per sample."""
+        """Print (and return) a table: layer, output shape, parameters, forward FLOPs per sample
+        (and, for graphs that are not one chain, the layers each one is connected to)."""
         if not self.built:
-            raise ValueError("[Sequential.summary] the model is not built yet: give the first layer an "
-                             "input_shape, call build((None, ...)), or fit/predict once")
-        has_algo = any(getattr(layer, "algo_used", None) for layer in self.layers)
-        head = ["Layer (type)", "Output Shape", "Param #", "FLOPs/sample"] + (["Algorithm"] if has_algo else [])
+            raise ValueError(f"[{self._who('summary')}] the model is not built yet: give the first layer an "
+                             f"input_shape, call build((None, ...)), or fit/predict once")
+        has_algo = any(getattr(layer, "algo_used", None) for layer in self._layers)
+        chain = self._is_chain()
+        head = ["Layer (type)", "Output Shape", "Param #", "FLOPs/sample"] + (["Algorithm"] if has_algo else []) \
+            + ([] if chain else ["Connected to"])
+
+        def shape_text(shape):
+            if isinstance(shape, list):
+                return ", ".join(shape_text(s) for s in shape)
+            return _fmt_shape(shape).replace("N", "None")
+
+        def src(t):
+            return t.name if t.node is None else t.node.layer.name + (f"[{t.index}]" if t.node.multi_out else "")
+
         rows = []
+        if not chain:
+            for t in self._inputs:
+                rows.append([f"{t.name} (InputLayer)", shape_text(t.shape), "0", "0"] + (["-"] if has_algo else [])
+                            + ["-"])
         trainable = non_trainable = flops = 0
-        for layer in self.layers:
+        links: dict[int, list] = {}
+        for node in self._nodes:
+            links.setdefault(id(node.layer), []).append(", ".join(src(t) for t in node.inputs))
+        for layer in self._layers:
             n_params = layer.count_params()
             n_state = int(sum(s.size for s in layer.state.values()))
             if layer.trainable:
@@ -451,12 +978,15 @@ class Sequential:
             else:
                 non_trainable += n_params
             non_trainable += n_state
-            f = int(layer.flops())
+            calls = len(links.get(id(layer), [])) or 1
+            f = int(layer.flops()) * calls
             flops += f
-            row = [f"{layer.name} ({type(layer).__name__})", _fmt_shape(layer.output_shape).replace("N", "None"),
+            row = [f"{layer.name} ({type(layer).__name__})", shape_text(layer.output_shape),
                    f"{n_params + n_state:,}", f"{f:,}"]
             if has_algo:
                 row.append(str(getattr(layer, "algo_used", None) or "-"))
+            if not chain:
+                row.append("; ".join(links.get(id(layer), [])))
             rows.append(row)
         widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
         sep = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
@@ -480,7 +1010,7 @@ class Sequential:
     def _weight_slots(self):
         """[(layer, "params"|"state", key)] in the order of get_weights."""
         slots = []
-        for layer in self.layers:
+        for layer in self._layers:
             slots += [(layer, "params", k) for k in layer.params]
             slots += [(layer, "state", k) for k in layer.state]
         return slots
@@ -491,56 +1021,94 @@ class Sequential:
 
     def set_weights(self, weights) -> None:
         """Set every array from a list in get_weights order (checked fully before any is written)."""
+        who = self._who("set_weights")
         if not self.built:
-            raise ValueError("[Sequential.set_weights] the model is not built yet")
+            raise ValueError(f"[{who}] the model is not built yet")
         slots = self._weight_slots()
         weights = list(weights)
         if len(weights) != len(slots):
-            raise ValueError(f"[Sequential.set_weights] expected {len(slots)} arrays, got {len(weights)}")
+            raise ValueError(f"[{who}] expected {len(slots)} arrays, got {len(weights)}")
         arrays = []
         for (layer, kind, k), w in zip(slots, weights):
             target = getattr(layer, kind)[k]
             w = np.asarray(w)
             if w.dtype == object or not np.issubdtype(w.dtype, np.number):
-                raise ValueError(f"[Sequential.set_weights] {layer.name}/{k} must be numeric, got dtype {w.dtype}")
+                raise ValueError(f"[{who}] {layer.name}/{k} must be numeric, got dtype {w.dtype}")
             if w.shape != target.shape:
-                raise ValueError(f"[Sequential.set_weights] {layer.name}/{k} has shape {target.shape}, "
-                                 f"got {w.shape}")
+                raise ValueError(f"[{who}] {layer.name}/{k} has shape {target.shape}, got {w.shape}")
             arrays.append(w)
         for (layer, kind, k), w in zip(slots, arrays):
             getattr(layer, kind)[k][...] = w
 
     # -- serialization ----------------------------------------------------------------------
+    def _graph_config(self):
+        if not self.built:
+            return None
+        index = {id(layer): i for i, layer in enumerate(self._layers)}
+        inputs = {id(t): k for k, t in enumerate(self._inputs)}
+        node_ix = {id(node): i for i, node in enumerate(self._nodes)}
+
+        def ref(t):
+            return ["input", inputs[id(t)], 0] if t.node is None else ["node", node_ix[id(t.node)], t.index]
+
+        return {"inputs": [{"name": t.name, "shape": list(t.shape)} for t in self._inputs],
+                "nodes": [{"layer": index[id(n.layer)], "inputs": [ref(t) for t in n.inputs], "list": n.multi_in}
+                          for n in self._nodes],
+                "outputs": [ref(t) for t in self._outputs]}
+
     def get_config(self) -> dict:
+        seq = isinstance(self, Sequential)
         cfg = {"format": FORMAT, "version": VERSION, "name": self.name,
-               "input_shape": list(self.input_shape) if self.built else None,
-               "layers": [{"class_name": type(l).__name__, "config": l.get_config()} for l in self.layers],
+               "class_name": "Sequential" if seq else "Model",
+               "input_shape": list(self.input_shape) if seq and self.built else None,
+               "layers": [{"class_name": type(l).__name__, "config": l.get_config()} for l in self._layers],
+               "graph": self._graph_config(),
                "compile": None, "scaler": None}
         if self.compiled:
-            metric_ids = []
-            for ident, (display, _) in zip(self._metric_ids, self.metrics):
-                metric_ids.append(ident if isinstance(ident, str) else display)
-            cfg["compile"] = {"loss": _losses.serialize(self.loss),
+            def ids(idents, resolved):
+                return [i if isinstance(i, str) else d for i, (d, _) in zip(idents, resolved)]
+
+            if self._metric_dict is not None:
+                metrics = {k: ids(self._metric_ids[k], v) for k, v in self._metric_dict.items()}
+            else:
+                metrics = ids(self._metric_ids, self.metrics)
+
+            def ser(l):
+                return None if l is None else _losses.serialize(l)
+
+            if isinstance(self.loss, dict):
+                loss = {"per_output": {k: ser(v) for k, v in self.loss.items()}}
+            elif isinstance(self.loss, list):
+                loss = {"per_output": [ser(v) for v in self.loss]}
+            else:
+                loss = ser(self.loss)
+            lw = self._loss_weights_arg
+            cfg["compile"] = {"loss": loss,
+                              "loss_weights": (dict(lw) if isinstance(lw, dict) else list(lw)) if lw is not None
+                              else None,
                               "optimizer": {"class_name": type(self.optimizer).__name__,
                                             "config": self.optimizer.get_config()},
-                              "metrics": metric_ids}
+                              "metrics": metrics}
         if self.scaler is not None:
             cfg["scaler"] = {"class_name": type(self.scaler).__name__, "config": self.scaler.get_config()}
         return cfg
 
     def save(self, path) -> None:
         """Write the model to `path` (exactly that name) as one .npz; see the module docstring."""
-        for layer in self.layers:
+        who = self._who("save")
+        if not self.built and not isinstance(self, Sequential):
+            raise ValueError(f"[{who}] the model is not built yet: call build(input_shape) or fit/predict first")
+        for layer in self._layers:
             if type(layer).__name__ not in registry.layers or registry.layers.get(type(layer).__name__) is not type(layer):
-                raise ValueError(f"[Sequential.save] layer class {type(layer).__name__} is not registered; "
+                raise ValueError(f"[{who}] layer class {type(layer).__name__} is not registered; "
                                  f"decorate it with @pydl.layers.register_layer")
         arrays = {}
-        for layer in self.layers:
+        for layer in self._layers:
             for kind in ("params", "state"):
                 for k, v in getattr(layer, kind).items():
                     key = f"{layer.name}/{k}"
                     if key in arrays:
-                        raise ValueError(f"[Sequential.save] layer '{layer.name}' has two arrays named {k!r}")
+                        raise ValueError(f"[{who}] layer '{layer.name}' has two arrays named {k!r}")
                     arrays[key] = np.asarray(v)
         if self.optimizer is not None:
             for k, v in self.optimizer.get_state().items():
@@ -550,7 +1118,7 @@ class Sequential:
                 arrays[f"scaler/{k}"] = np.asarray(v)
         for k, v in arrays.items():
             if v.dtype == object:
-                raise ValueError(f"[Sequential.save] {k} is an object array; only numeric arrays can be saved")
+                raise ValueError(f"[{who}] {k} is an object array; only numeric arrays can be saved")
         arrays["__config__"] = np.array(json.dumps(self.get_config(), default=_json_default))
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
@@ -563,6 +1131,80 @@ class Sequential:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+
+class Sequential(Model):
+    """A stack of layers, each feeding the next: the one-chain case of `Model`.
+
+    Sequential([Dense(64, activation="relu", input_shape=(784,)), Dense(10)]), or with
+    `pydl.Input(shape)` as the first entry (as Keras). Built (its graph recorded) as soon as the
+    input shape is known: from the first layer's input_shape, an Input, build(), or the first
+    fit / predict."""
+
+    def __init__(self, layers=None, name: str | None = None):
+        super().__init__(name=name or "sequential")
+        self._input_tensor = None
+        if layers is not None:
+            if isinstance(layers, (Layer, _graph.SymbolicTensor)):
+                layers = [layers]
+            for layer in layers:
+                self.add(layer)
+
+    def _is_subclass_graph(self) -> bool:
+        return False
+
+    def add(self, layer) -> None:
+        if isinstance(layer, _graph.SymbolicTensor):
+            if not layer.is_input:
+                raise TypeError(f"[Sequential.add] only a pydl.Input(...) tensor can be added (as the first entry), "
+                                f"got the output of layer '{layer.node.layer.name}'")
+            if self._layers or self._input_tensor is not None:
+                raise ValueError("[Sequential.add] pydl.Input(...) can only be the first entry of a Sequential")
+            self._input_tensor = layer
+            return
+        if not isinstance(layer, Layer):
+            raise TypeError(f"[Sequential.add] expected a pydl Layer, got {type(layer).__name__}")
+        if any(l is layer for l in self._layers):
+            raise ValueError(f"[Sequential.add] layer '{layer.name}' is already in this model")
+        _check_layer_name(layer, "Sequential.add")
+        if any(l.name == layer.name for l in self._layers):
+            raise ValueError(f"[Sequential.add] a layer named '{layer.name}' is already in this model; "
+                             f"names must be unique")
+        if layer.multi_input:
+            raise ValueError(f"[Sequential.add] {type(layer).__name__} '{layer.name}' takes several inputs; use the "
+                             f"functional API (pydl.Model) for it")
+        if self.built:
+            out = layer(self._outputs[0])
+            if isinstance(out, list):
+                raise ValueError(f"[Sequential.add] layer '{layer.name}' returns {len(out)} outputs; a Sequential "
+                                 f"passes one tensor from layer to layer (use return_state=False)")
+            self._layers.append(layer)
+            self._init_graph(self._inputs, out)
+        else:
+            self._layers.append(layer)
+            if self._input_tensor is not None and len(self._layers) == 1:
+                self.build(self._input_tensor.shape)
+            elif len(self._layers) == 1 and layer.input_shape_arg is not None:
+                self.build((None,) + tuple(layer.input_shape_arg))
+
+    def build(self, input_shape) -> None:
+        """Build every layer for inputs of `input_shape`, batch dimension included: (None, 784)."""
+        shape = self._check_build_shape(input_shape)
+        inp = self._input_tensor
+        if inp is None or tuple(inp.shape[1:]) != shape[1:]:
+            inp = _graph.Input(shape[1:])
+        x = inp
+        for layer in self._layers:
+            x = layer(x)
+            if isinstance(x, list):
+                raise ValueError(f"[Sequential.build] layer '{layer.name}' returns {len(x)} outputs; a Sequential "
+                                 f"passes one tensor from layer to layer (use return_state=False)")
+        if not self._layers:  # built once the first layer is added
+            self._input_tensor = inp
+            return
+        layers = list(self._layers)
+        self._init_graph(inp, x)
+        self._layers = layers
 
 
 @contextlib.contextmanager
@@ -625,15 +1267,15 @@ def _check_archive_sizes(npz, path) -> None:
         total += info.file_size
         if total > 16 * file_bytes + (1 << 20):
             raise _bad(path, f"entries inflate to more than {total} bytes from {file_bytes} stored; refused")
-        with zf.open(info) as f:
-            try:
+        try:
+            with zf.open(info) as f:
                 version = np.lib.format.read_magic(f)
                 if version == (1, 0):
                     shape, _, dtype = np.lib.format.read_array_header_1_0(f)
                 else:
                     shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-            except Exception as exc:
-                raise _bad(path, f"entry {info.filename!r} is not a .npy array: {exc}") from None
+        except Exception as exc:  # a corrupt zip entry (BadZipFile), or not a .npy header
+            raise _bad(path, f"entry {info.filename!r} is not a .npy array: {exc}") from None
         count = 1
         for d in shape:
             count *= int(d)
@@ -642,9 +1284,10 @@ def _check_archive_sizes(npz, path) -> None:
                              f"{info.file_size} bytes")
 
 
-def load_model(path) -> Sequential:
-    """Rebuild a model written by `Sequential.save` (weights, state, compile settings, optimizer
-    state and scaler). Never unpickles; any malformed or tampered file raises ValueError.
+def load_model(path) -> Model:
+    """Rebuild a model written by `Model.save` / `Sequential.save` (weights, state, compile
+    settings, optimizer state and scaler); version-1 files of the older Sequential.save too.
+    Never unpickles; any malformed or tampered file raises ValueError.
 
     Layers are built with uninitialised weights (the file's arrays overwrite them), and the sizes
     a config asks for are bounded by the arrays the file actually holds before anything is
@@ -657,7 +1300,77 @@ def load_model(path) -> Sequential:
         raise _bad(path, f"malformed file ({type(exc).__name__}: {exc})") from None
 
 
-def _load_model(path) -> Sequential:
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _rebuild_graph(gcfg, layers, name, path) -> Model:
+    """Replay the saved nodes (layer calls on symbolic tensors) into a functional Model."""
+    if not isinstance(gcfg, dict) or set(gcfg) != {"inputs", "nodes", "outputs"}:
+        raise _bad(path, "'graph' must hold exactly 'inputs', 'nodes' and 'outputs'")
+    ins, nodes, outs = gcfg["inputs"], gcfg["nodes"], gcfg["outputs"]
+    if not isinstance(ins, list) or not ins or not isinstance(nodes, list) or not isinstance(outs, list) or not outs:
+        raise _bad(path, "'graph' inputs, nodes and outputs must be lists (inputs and outputs non-empty)")
+    inputs = []
+    for i, e in enumerate(ins):
+        if not isinstance(e, dict) or set(e) != {"name", "shape"} or not isinstance(e["name"], str) \
+                or not isinstance(e["shape"], list) or len(e["shape"]) < 2 or e["shape"][0] is not None \
+                or not all(_is_int(d) and d > 0 for d in e["shape"][1:]):
+            raise _bad(path, f"graph input {i} must be {{'name': str, 'shape': [null, sizes...]}}, got {e!r:.200}")
+        inputs.append(_graph.Input(e["shape"][1:], name=e["name"]))
+    produced = []  # per node: its outputs (a list)
+
+    def resolve(ref, where):
+        if not isinstance(ref, list) or len(ref) != 3 or ref[0] not in ("input", "node") \
+                or not _is_int(ref[1]) or not _is_int(ref[2]):
+            raise _bad(path, f"{where}: a tensor reference must be ['input', k, 0] or ['node', i, j], got {ref!r:.100}")
+        kind, i, j = ref
+        if kind == "input":
+            if not 0 <= i < len(inputs) or j != 0:
+                raise _bad(path, f"{where}: no graph input {i}")
+            return inputs[i]
+        if not 0 <= i < len(produced) or not 0 <= j < len(produced[i]):
+            raise _bad(path, f"{where}: refers to output {j} of node {i}, which is not an earlier node's output")
+        return produced[i][j]
+
+    used = set()
+    for n, e in enumerate(nodes):
+        if not isinstance(e, dict) or set(e) != {"layer", "inputs", "list"} or not _is_int(e["layer"]) \
+                or not isinstance(e["inputs"], list) or not e["inputs"] or not isinstance(e["list"], bool):
+            raise _bad(path, f"graph node {n} must be {{'layer': int, 'inputs': [refs], 'list': bool}}, got {e!r:.200}")
+        if not 0 <= e["layer"] < len(layers):
+            raise _bad(path, f"graph node {n} names layer {e['layer']}, but there are {len(layers)} layers")
+        args = [resolve(r, f"graph node {n}") for r in e["inputs"]]
+        if not e["list"] and len(args) != 1:
+            raise _bad(path, f"graph node {n} has {len(args)} inputs but is not a list call")
+        layer = layers[e["layer"]]
+        used.add(e["layer"])
+        try:
+            res = layer(args if e["list"] else args[0])
+        except (TypeError, ValueError) as exc:
+            raise _bad(path, f"graph node {n} (layer '{layer.name}') cannot be replayed: {exc}") from None
+        produced.append(res if isinstance(res, list) else [res])
+    if len(used) != len(layers):
+        raise _bad(path, f"layers {sorted(set(range(len(layers))) - used)} are not called by any graph node")
+    outputs = [resolve(r, "graph outputs") for r in outs]
+    try:
+        model = Model(inputs=inputs if len(inputs) > 1 else inputs[0],
+                      outputs=outputs if len(outputs) > 1 else outputs[0], name=name)
+    except (TypeError, ValueError) as exc:
+        raise _bad(path, f"the graph cannot be rebuilt: {exc}") from None
+    if [id(l) for l in model.layers] != [id(l) for l in layers]:
+        raise _bad(path, "the graph's execution order does not match the saved layer list")
+    return model
+
+
+def _load_loss(entry, path):
+    if entry is None:
+        return None
+    lname, lcfg = _class_config(entry, path, "loss")
+    return _registry_get(registry.losses, lname, path, "loss").from_config(dict(lcfg))
+
+
+def _load_model(path) -> Model:
     from . import initializers as _initializers
     from . import optimizers as _optimizers  # noqa: F401  (registers the optimizer classes)
 
@@ -690,8 +1403,10 @@ def _load_model(path) -> Sequential:
         raise _bad(path, f"'__config__' is not valid JSON: {exc}") from None
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise _bad(path, f"'__config__' is not a {FORMAT!r} config")
-    if cfg.get("version") != VERSION:
-        raise _bad(path, f"format version {cfg.get('version')!r} is not supported (this pydl reads {VERSION})")
+    version = cfg.get("version")
+    if version not in _READABLE_VERSIONS or isinstance(version, bool):
+        raise _bad(path, f"format version {version!r} is not supported (this pydl reads "
+                         f"{', '.join(map(str, _READABLE_VERSIONS))})")
     for key, v in arrays.items():
         if v.dtype == object or not (np.issubdtype(v.dtype, np.number) or v.dtype == np.bool_):
             raise _bad(path, f"array {key!r} has dtype {v.dtype}; only numeric arrays are allowed")
@@ -699,31 +1414,38 @@ def _load_model(path) -> Sequential:
     layer_entries = cfg.get("layers")
     if not isinstance(layer_entries, list):
         raise _bad(path, "'layers' must be a list")
-    layers = []
-    for i, entry in enumerate(layer_entries):
-        name, lcfg = _class_config(entry, path, f"layer {i}")
-        cls = _registry_get(registry.layers, name, path, "layer")
-        try:
-            layers.append(cls.from_config(dict(lcfg)))
-        except (TypeError, ValueError) as exc:
-            raise _bad(path, f"layer {i} ({name}) has a bad config: {exc}") from None
+    class_name = cfg.get("class_name", "Sequential") if version >= 2 else "Sequential"
+    if class_name not in ("Sequential", "Model"):
+        raise _bad(path, f"model class {class_name!r} is not 'Sequential' or 'Model'")
     mname = cfg.get("name", "sequential")
-    if not isinstance(mname, str):
-        raise _bad(path, f"model name must be a string, got {mname!r}")
+    if not isinstance(mname, str) or not mname:
+        raise _bad(path, f"model name must be a non-empty string, got {mname!r}")
     # what the weights may take: the file's arrays, plus slack so that a small missing array is
     # reported by name below rather than as an exceeded budget
     budget = sum(int(v.size) for k, v in arrays.items() if not k.startswith(("optimizer/", "scaler/"))) + (1 << 20)
     try:
         with _initializers.shapes_only(budget):
-            model = Sequential(layers, name=mname)
-            input_shape = cfg.get("input_shape")
-            if input_shape is not None:
-                if not isinstance(input_shape, list) or not all(d is None or (isinstance(d, int) and not isinstance(d, bool))
-                                                                for d in input_shape):
-                    raise ValueError(f"input_shape must be a list of ints or nulls, got {input_shape!r}")
-                if not model.built or tuple(model.input_shape[1:]) != tuple(input_shape[1:]):
-                    model.build(tuple(input_shape))
+            layers = []
+            for i, entry in enumerate(layer_entries):
+                name, lcfg = _class_config(entry, path, f"layer {i}")
+                cls = _registry_get(registry.layers, name, path, "layer")
+                try:
+                    layers.append(cls.from_config(dict(lcfg)))
+                except (TypeError, ValueError) as exc:
+                    raise _bad(path, f"layer {i} ({name}) has a bad config: {exc}") from None
+            if class_name == "Sequential":
+                model = Sequential(layers, name=mname)
+                input_shape = cfg.get("input_shape")
+                if input_shape is not None:
+                    if not isinstance(input_shape, list) or not all(d is None or _is_int(d) for d in input_shape):
+                        raise ValueError(f"input_shape must be a list of ints or nulls, got {input_shape!r}")
+                    if not model.built or tuple(model.input_shape[1:]) != tuple(input_shape[1:]):
+                        model.build(tuple(input_shape))
+            else:
+                model = _rebuild_graph(cfg.get("graph"), layers, mname, path)
     except (TypeError, ValueError, MemoryError) as exc:  # MemoryError: absurd sizes in a tampered config
+        if isinstance(exc, ValueError) and str(exc).startswith("[load_model]"):
+            raise
         raise _bad(path, f"the layers cannot be rebuilt: {exc}") from None
 
     # weights and state
@@ -748,26 +1470,47 @@ def _load_model(path) -> Sequential:
     # compile settings and optimizer state
     comp = cfg.get("compile")
     if comp is not None:
-        if not isinstance(comp, dict) or set(comp) != {"loss", "optimizer", "metrics"}:
-            raise _bad(path, "'compile' must hold exactly 'loss', 'optimizer' and 'metrics'")
-        lname, lcfg = _class_config(comp["loss"], path, "loss")
-        loss_cls = _registry_get(registry.losses, lname, path, "loss")
+        keys = {"loss", "optimizer", "metrics"} | ({"loss_weights"} if version >= 2 else set())
+        if not isinstance(comp, dict) or set(comp) != keys:
+            raise _bad(path, f"'compile' must hold exactly {', '.join(repr(k) for k in sorted(keys))}")
         oname, ocfg = _class_config(comp["optimizer"], path, "optimizer")
         opt_cls = _registry_get(registry.optimizers, oname, path, "optimizer")
         metrics = comp["metrics"]
-        if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
-            raise _bad(path, f"'metrics' must be a list of names, got {metrics!r}")
+        if isinstance(metrics, dict):
+            ok = all(isinstance(k, str) and isinstance(v, list) and all(isinstance(m, str) for m in v)
+                     for k, v in metrics.items())
+        else:
+            ok = isinstance(metrics, list) and all(isinstance(m, str) for m in metrics)
+        if not ok:
+            raise _bad(path, f"'metrics' must be a list of names (or a dict of such lists), got {metrics!r:.200}")
+        lw = comp.get("loss_weights")
         try:
-            loss = loss_cls.from_config(dict(lcfg))
+            lspec = comp["loss"]
+            if isinstance(lspec, dict) and set(lspec) == {"per_output"}:
+                per = lspec["per_output"]
+                if isinstance(per, dict):
+                    loss = {k: _load_loss(v, path) for k, v in per.items()}
+                elif isinstance(per, list):
+                    loss = [_load_loss(v, path) for v in per]
+                else:
+                    raise _bad(path, f"'per_output' losses must be a list or a dict, got {per!r:.100}")
+            else:
+                loss = _load_loss(lspec, path)
+                if loss is None:
+                    raise _bad(path, "'loss' is null")
             opt = opt_cls.from_config(dict(ocfg))
-            model.compile(loss=loss, optimizer=opt, metrics=metrics)
+            model.compile(loss=loss, optimizer=opt, metrics=metrics, loss_weights=lw)
         except (TypeError, ValueError, KeyError) as exc:
+            if isinstance(exc, ValueError) and str(exc).startswith("[load_model]"):
+                raise
             raise _bad(path, f"cannot restore the compile settings: {exc}") from None
         opt_state = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
         try:
+            if version == 1:
+                opt_state = _v1_optimizer_state(model, opt, opt_state)
             opt.set_state(opt_state)
             if model.built and opt._pending is not None:  # check the slots against the weights now, not at fit
-                specs = [(p.shape, p.dtype) for layer in model.layers if layer.trainable for p in layer.params.values()]
+                specs = [(p.shape, p.dtype) for layer in model.layers for p in layer.params.values()]
                 opt._check_state_matches(opt._pending, specs, "set_state")
         except (TypeError, ValueError, KeyError) as exc:
             raise _bad(path, f"bad optimizer state: {exc}") from None
@@ -794,4 +1537,32 @@ def _load_model(path) -> Sequential:
     return model
 
 
-__all__ = ["Sequential", "load_model"]
+def _v1_optimizer_state(model, opt, state: dict) -> dict:
+    """Version-1 files number the optimizer's slots over the parameters of trainable layers only;
+    now every parameter has a position (a frozen one gets None gradients). Renumber, giving frozen
+    parameters fresh slots."""
+    if not model.built or all(layer.trainable for layer in model.layers):
+        return state
+    positions, fresh = [], []
+    for layer in model.layers:
+        for p in layer.params.values():
+            (positions if layer.trainable else fresh).append(len(positions) + len(fresh))
+    out = {"iterations": state["iterations"]} if "iterations" in state else {}
+    kinds = opt._slot_kinds()
+    has_slots = any(k != "iterations" for k in state)
+    for key, v in state.items():
+        if key == "iterations":
+            continue
+        kind, _, idx = key.rpartition("/")
+        if not idx.isdigit() or int(idx) >= len(positions):
+            raise ValueError(f"state entry {key!r} does not match the {len(positions)} trainable parameters")
+        out[f"{kind}/{positions[int(idx)]}"] = v
+    if has_slots:
+        params = [p for layer in model.layers for p in layer.params.values()]
+        for i in fresh:
+            for kind in kinds:
+                out[f"{kind}/{i}"] = np.full(params[i].shape, opt._slot_initial(kind), dtype=params[i].dtype)
+    return out
+
+
+__all__ = ["Model", "Sequential", "load_model"]

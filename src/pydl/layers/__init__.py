@@ -1,11 +1,16 @@
-"""Layers: configuration in __init__, weights in build, forward/backward on NumPy arrays."""
-from .base import Layer, register_layer
+"""Layers: configuration in __init__, weights in build, forward/backward on NumPy arrays with a
+per-call context (see pydl.layers.base for the contract)."""
+from .base import Context, Layer, register_layer
 from .core import Dense, Activation, ReLU, LeakyReLU, ELU, Softmax, Dropout, BatchNormalization, Flatten, Reshape
-from .conv import AvgPool2D, Conv2D, GlobalAveragePooling2D, MaxPool2D
+from .conv import (AveragePooling2D, AvgPool2D, Conv2D, Conv2DTranspose, GlobalAveragePooling1D,
+                   GlobalAveragePooling2D, MaxPool2D, MaxPooling2D, UpSampling2D)
+from .merge import Add, Concatenate, Multiply, Subtract
 from .recurrent import GRU, LSTM, Embedding, SimpleRNN
 
-__all__ = ["Layer", "register_layer",
+__all__ = ["Layer", "Context", "register_layer",
            "Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Dropout", "BatchNormalization",
            "Flatten", "Reshape",
-           "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAveragePooling2D",
+           "Conv2D", "Conv2DTranspose", "MaxPool2D", "MaxPooling2D", "AvgPool2D", "AveragePooling2D",
+           "GlobalAveragePooling2D", "GlobalAveragePooling1D", "UpSampling2D",
+           "Add", "Subtract", "Multiply", "Concatenate",
            "SimpleRNN", "LSTM", "GRU", "Embedding"]

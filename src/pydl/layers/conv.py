@@ -1,7 +1,9 @@
 """Convolution and pooling layers (NCHW: inputs are (N, C, H, W), input_shape is (C, H, W)).
 
     Conv2D(32, 3, padding="same", activation="relu", input_shape=(1, 28, 28))
-    MaxPool2D(2), AvgPool2D(2), GlobalAveragePooling2D()
+    MaxPool2D(2), AvgPool2D(2), GlobalAveragePooling2D()   (MaxPooling2D, AveragePooling2D: Keras' names)
+    Conv2DTranspose(16, 3, strides=2, padding="same"), UpSampling2D(2)
+    GlobalAveragePooling1D()                                (N, T, C) -> (N, C)
 
 Conv2D keeps W of shape (K, C, R, S) and b of shape (K,). The algorithm (direct, im2col,
 Winograd) is chosen per shape at build time (`layer.algo_used`); relu runs fused into the
@@ -88,7 +90,6 @@ class Conv2D(Layer):
             self.regularizers["W"] = self.kernel_regularizer
         if self.bias_regularizer is not None and self.use_bias:
             self.regularizers["b"] = self.bias_regularizer
-        self._cache = None
 
     def _pad(self):
         return tuple(self.padding) if isinstance(self.padding, list) else self.padding
@@ -147,24 +148,24 @@ class Conv2D(Layer):
                                  f"NCHW (N, {c}, H, W), e.g. x.transpose(0, 3, 1, 2)")
         super().check_input(x)
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, ctx=None):
         self.check_input(x)
+        ctx = self.forward_context(ctx)
         W, b = self.params["W"], self.params.get("b")
         x = _as_dtype(x, W.dtype, "Conv2D")
         fused = self.activation in ("linear", "relu")
         z = conv_ops.conv2d(x, W, b, self.strides, self._pad(), self.dilation_rate, algo=self.algo_used,
                             activation=self.activation if fused else None)
         if fused:
-            self._cache = (x, z, None)
+            ctx.x, ctx.z, ctx.y = x, z, None
             return z
         y = nn.activation(z, self.activation, self.alpha)
-        self._cache = (x, z, y)
+        ctx.x, ctx.z, ctx.y = x, z, y
         return y
 
-    def backward(self, dout):
-        if self._cache is None:
-            raise ValueError(f"[Conv2D '{self.name}'] backward called before forward")
-        x, z, y = self._cache
+    def backward(self, dout, ctx=None):
+        ctx = self.backward_context(ctx)
+        x, z, y = ctx.x, ctx.z, ctx.y
         W = self.params["W"]
         dout = _as_dtype(dout, W.dtype, "Conv2D")
         if y is None:
@@ -172,11 +173,11 @@ class Conv2D(Layer):
         else:
             dz = nn.activation_backward(dout, z, y, self.activation, self.alpha)
         dx, dW, db = conv_ops.conv2d_backward(dz, x, W, self.strides, self._pad(), self.dilation_rate,
-                                              need_dx=self.need_input_grad, has_bias=self.use_bias,
+                                              need_dx=ctx.need_input_grad, has_bias=self.use_bias,
                                               algo=self.algo_used)
-        self.grads["W"] = dW
+        self.add_grad("W", dW)
         if self.use_bias:
-            self.grads["b"] = db
+            self.add_grad("b", db)
         return dx
 
     def flops(self) -> int:
@@ -205,7 +206,6 @@ class _Pool2D(Layer):
         self.pool_size = _pair_arg(pool_size, "pool_size", who)
         self.strides = self.pool_size if strides is None else _pair_arg(strides, "strides", who)
         self.padding = _padding_arg(padding, who)
-        self._cache = None
 
     def _pad(self):
         return tuple(self.padding) if isinstance(self.padding, list) else self.padding
@@ -229,18 +229,17 @@ class _Pool2D(Layer):
 class MaxPool2D(_Pool2D):
     """Maximum over each pool_size window (argmax kept for backward while training)."""
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, ctx=None):
         self.check_input(x)
+        ctx = self.forward_context(ctx)
         x = np.asarray(x)
-        y, argmax = pool_ops.max_pool2d(x, self.pool_size, self.strides, self._pad(), return_argmax=True)
-        self._cache = (x.shape, argmax)
+        y, ctx.argmax = pool_ops.max_pool2d(x, self.pool_size, self.strides, self._pad(), return_argmax=True)
+        ctx.x_shape = x.shape
         return y
 
-    def backward(self, dout):
-        if self._cache is None:
-            raise ValueError(f"[MaxPool2D '{self.name}'] backward called before forward")
-        x_shape, argmax = self._cache
-        return pool_ops.max_pool2d_backward(dout, argmax, x_shape)
+    def backward(self, dout, ctx=None):
+        ctx = self.backward_context(ctx)
+        return pool_ops.max_pool2d_backward(dout, ctx.argmax, ctx.x_shape)
 
 
 @register_layer
@@ -252,16 +251,16 @@ class AvgPool2D(_Pool2D):
         super().__init__(pool_size, strides, padding, input_shape=input_shape, name=name, trainable=trainable)
         self.count_include_pad = bool(count_include_pad)
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, ctx=None):
         self.check_input(x)
+        ctx = self.forward_context(ctx)
         x = np.asarray(x)
-        self._cache = x.shape
+        ctx.x_shape = x.shape
         return pool_ops.avg_pool2d(x, self.pool_size, self.strides, self._pad(), self.count_include_pad)
 
-    def backward(self, dout):
-        if self._cache is None:
-            raise ValueError(f"[AvgPool2D '{self.name}'] backward called before forward")
-        return pool_ops.avg_pool2d_backward(dout, self._cache, self.pool_size, self.strides, self._pad(),
+    def backward(self, dout, ctx=None):
+        ctx = self.backward_context(ctx)
+        return pool_ops.avg_pool2d_backward(dout, ctx.x_shape, self.pool_size, self.strides, self._pad(),
                                             self.count_include_pad)
 
     def get_config(self):
@@ -279,14 +278,243 @@ class GlobalAveragePooling2D(Layer):
     def build(self, input_shape):
         super().build(_check_nchw(input_shape, "GlobalAveragePooling2D", self.name))
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, ctx=None):
         self.check_input(x)
+        ctx = self.forward_context(ctx)
         x = np.asarray(x)
-        self._shape = x.shape
+        ctx.x_shape = x.shape
         return pool_ops.global_avg_pool2d(x)
 
-    def backward(self, dout):
-        return pool_ops.global_avg_pool2d_backward(dout, self._shape)
+    def backward(self, dout, ctx=None):
+        return pool_ops.global_avg_pool2d_backward(dout, self.backward_context(ctx).x_shape)
+
+
+@register_layer
+class GlobalAveragePooling1D(Layer):
+    """(N, T, C) -> (N, C): the mean over the time steps (axis 1, channels last, as Keras)."""
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        if len(shape) != 3:
+            raise ValueError(f"[GlobalAveragePooling1D '{self.name}'] expects input (N, T, C), got shape "
+                             f"{_fmt_shape(shape)}")
+        return (shape[0], shape[2])
+
+    def forward(self, x, training=False, ctx=None):
+        self.check_input(x)
+        ctx = self.forward_context(ctx)
+        x = np.asarray(x)
+        if x.dtype not in (np.float32, np.float64):
+            x = _as_dtype(x, np.float32, "GlobalAveragePooling1D")
+        ctx.x_shape, ctx.dtype = x.shape, x.dtype
+        if x.shape[1] == 0:
+            raise ValueError(f"[GlobalAveragePooling1D '{self.name}'] cannot average over 0 time steps")
+        return x.mean(axis=1, dtype=x.dtype)
+
+    def backward(self, dout, ctx=None):
+        ctx = self.backward_context(ctx)
+        n, t, c = ctx.x_shape
+        g = np.asarray(dout, dtype=ctx.dtype) * ctx.dtype.type(1.0 / t)
+        return np.ascontiguousarray(np.broadcast_to(g[:, None, :], (n, t, c)))
+
+    def flops(self):
+        return int(self.input_shape[1] * self.input_shape[2]) if self.built else 0
+
+
+@register_layer
+class UpSampling2D(Layer):
+    """Repeats each pixel size = (sh, sw) times along H and W: (N, C, H, W) -> (N, C, H*sh, W*sw).
+    Only interpolation="nearest" (Keras' default) is provided."""
+
+    def __init__(self, size=2, interpolation="nearest", input_shape=None, name=None, trainable=True):
+        super().__init__(input_shape=input_shape, name=name, trainable=trainable)
+        self.size = _pair_arg(size, "size", "UpSampling2D")
+        if interpolation != "nearest":
+            raise ValueError(f"[UpSampling2D] only interpolation='nearest' is supported, got {interpolation!r}")
+        self.interpolation = interpolation
+
+    def compute_output_shape(self, input_shape):
+        n, c, h, w = _check_nchw(input_shape, "UpSampling2D", self.name)
+        return (n, c, h * self.size[0], w * self.size[1])
+
+    def build(self, input_shape):
+        super().build(_check_nchw(input_shape, "UpSampling2D", self.name))
+
+    def forward(self, x, training=False, ctx=None):
+        self.check_input(x)
+        ctx = self.forward_context(ctx)
+        x = np.asarray(x)
+        if x.dtype not in (np.float32, np.float64):
+            x = _as_dtype(x, np.float32, "UpSampling2D")
+        n, c, h, w = x.shape
+        sh, sw = self.size
+        ctx.x_shape = x.shape
+        y = np.empty((n, c, h, sh, w, sw), dtype=x.dtype)
+        y[...] = x[:, :, :, None, :, None]
+        return y.reshape(n, c, h * sh, w * sw)
+
+    def backward(self, dout, ctx=None):
+        ctx = self.backward_context(ctx)
+        n, c, h, w = ctx.x_shape
+        sh, sw = self.size
+        dout = np.asarray(dout)
+        return dout.reshape(n, c, h, sh, w, sw).sum(axis=(3, 5))
+
+    def get_config(self):
+        return {**super().get_config(), "size": list(self.size), "interpolation": self.interpolation}
+
+
+@register_layer
+class Conv2DTranspose(Layer):
+    """The transpose of Conv2D (a "deconvolution"): y = activation(conv2d_input_gradient(x, W) + b).
+
+    NCHW: x (N, C, H, W) -> y (N, filters, H', W'), W of shape (C, filters, kh, kw), the layout of
+    PyTorch's ConvTranspose2d weight. y is exactly what pydl.ops.conv2d_backward returns as the
+    input gradient of a Conv2D(C, kernel_size, strides, padding) applied to an (N, filters, H', W')
+    input, given x as its output gradient; padding="same" places its odd pixel as Conv2D does
+    (after, like TensorFlow). Output size per axis, as Keras' deconv_output_length:
+        output_padding None:  valid: H*s + max(k - s, 0)       same: H*s
+        output_padding p:     (H - 1)*s + k - 2*pad + p        with pad = 0 (valid) or k // 2 (same)
+    Backward: dx = conv2d(dy, W) (the forward convolution), dW = conv2d's weight gradient with
+    dy as its input and x as its output gradient, db = sums of dy.
+
+    Cost: with strides 1 the forward is one pydl.ops.conv2d (x padded by k - 1 - pad, the kernel
+    flipped, bias and relu fused). With larger strides it runs pydl.ops.conv2d_backward, which
+    also forms a (discarded) weight gradient: about twice the multiply-adds.
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", output_padding=None, activation=None,
+                 use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, input_shape=None, name=None, trainable=True):
+        super().__init__(input_shape=input_shape, name=name, trainable=trainable)
+        if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters <= 0:
+            raise ValueError(f"[Conv2DTranspose] filters must be a positive int, got {filters!r}")
+        self.filters = int(filters)
+        self.kernel_size = _pair_arg(kernel_size, "kernel_size", "Conv2DTranspose")
+        self.strides = _pair_arg(strides, "strides", "Conv2DTranspose")
+        if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
+            raise ValueError(f"[Conv2DTranspose] padding must be 'valid' or 'same', got {padding!r}")
+        self.padding = padding.lower()
+        if output_padding is None:
+            self.output_padding = None
+        else:
+            op = conv_ops._int_pair(output_padding, "output_padding", "Conv2DTranspose", 0)
+            if any(p >= s for p, s in zip(op, self.strides)):
+                raise ValueError(f"[Conv2DTranspose] output_padding {op} must be smaller than the strides "
+                                 f"{self.strides}")
+            self.output_padding = op
+        act = "linear" if activation is None else activation
+        if not isinstance(act, str) or act not in _CONV_ACTIVATIONS:
+            raise ValueError(f"[Conv2DTranspose] unknown activation {activation!r}; expected one of "
+                             f"{', '.join(_CONV_ACTIVATIONS)} or None")
+        self.activation = act
+        self.alpha = _DEFAULT_ALPHA.get(act)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        if self.kernel_regularizer is not None:
+            self.regularizers["W"] = self.kernel_regularizer
+        if self.bias_regularizer is not None and self.use_bias:
+            self.regularizers["b"] = self.bias_regularizer
+
+    def _out_hw(self, h, w):
+        out = []
+        for i, size in enumerate((h, w)):
+            k, s = self.kernel_size[i], self.strides[i]
+            if self.output_padding is None:
+                out.append(size * s + max(k - s, 0) if self.padding == "valid" else size * s)
+            else:
+                pad = 0 if self.padding == "valid" else k // 2
+                out.append((size - 1) * s + k - 2 * pad + self.output_padding[i])
+        return tuple(out)
+
+    def compute_output_shape(self, input_shape):
+        n, c, h, w = _check_nchw(input_shape, "Conv2DTranspose", self.name)
+        oh, ow = self._out_hw(h, w)
+        if oh <= 0 or ow <= 0:
+            raise ValueError(f"[Conv2DTranspose '{self.name}'] input {_fmt_shape(input_shape)} gives an empty output "
+                             f"({oh} x {ow})")
+        # the convolution this layer transposes must map the output size back to the input size
+        back = conv_ops.conv2d_output_shape((1, self.filters, oh, ow), (c, self.filters) + self.kernel_size,
+                                            self.strides, self.padding)
+        if tuple(back[2:]) != (h, w):
+            raise ValueError(f"[Conv2DTranspose '{self.name}'] an output of {oh} x {ow} does not map back to the input "
+                             f"{h} x {w} under Conv2D(kernel_size={self.kernel_size}, strides={self.strides}, "
+                             f"padding={self.padding!r}); choose another output_padding")
+        return (n, self.filters, oh, ow)
+
+    def build(self, input_shape):
+        shape = _check_nchw(input_shape, "Conv2DTranspose", self.name)
+        self.compute_output_shape(shape)
+        self.params["W"] = self.kernel_initializer((shape[1], self.filters) + self.kernel_size)
+        if self.use_bias:
+            self.params["b"] = self.bias_initializer((self.filters,))
+        super().build(shape)
+
+    def forward(self, x, training=False, ctx=None):
+        self.check_input(x)
+        ctx = self.forward_context(ctx)
+        W, b = self.params["W"], self.params.get("b")
+        x = _as_dtype(x, W.dtype, "Conv2DTranspose")
+        n = x.shape[0]
+        out_shape = (n,) + self.output_shape[1:]
+        if self.strides == (1, 1):
+            # stride 1: the input gradient is a plain convolution of x, padded by k - 1 - pad, with the
+            # kernel flipped and its channel axes swapped (bias and relu fused, no wasted weight gradient)
+            kh, kw = self.kernel_size
+            t, bt, l, r = conv_ops.resolve_padding(self.padding, out_shape[2:], (kh, kw), (1, 1), "Conv2DTranspose")
+            Wf = np.ascontiguousarray(W.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+            fused = self.activation in ("linear", "relu")
+            z = conv_ops.conv2d(x, Wf, b, 1, (kh - 1 - t, kh - 1 - bt, kw - 1 - l, kw - 1 - r),
+                                activation=self.activation if fused else None)
+        else:
+            fused = self.activation == "linear"
+            zeros = getattr(self, "_zeros", None)  # conv2d_backward needs an input of the output's shape
+            if zeros is None or zeros.shape != out_shape or zeros.dtype != W.dtype:
+                zeros = self._zeros = np.zeros(out_shape, W.dtype)
+            z, _, _ = conv_ops.conv2d_backward(x, zeros, W, self.strides, self.padding, need_dx=True,
+                                               has_bias=False)
+            if b is not None:
+                z += b.reshape(1, -1, 1, 1)
+        y = z if fused else nn.activation(z, self.activation, self.alpha)
+        ctx.x, ctx.z, ctx.y = x, z, (None if fused else y)
+        return y
+
+    def backward(self, dout, ctx=None):
+        ctx = self.backward_context(ctx)
+        W = self.params["W"]
+        dout = _as_dtype(dout, W.dtype, "Conv2DTranspose")
+        if self.activation == "linear":
+            dz = dout
+        elif ctx.y is None:  # relu fused into the convolution: z is the output
+            dz = nn.activation_backward(dout, ctx.z, ctx.z, "relu")
+        else:
+            dz = nn.activation_backward(dout, ctx.z, ctx.y, self.activation, self.alpha)
+        _, dW, _ = conv_ops.conv2d_backward(ctx.x, dz, W, self.strides, self.padding, need_dx=False, has_bias=False)
+        self.add_grad("W", dW)
+        if self.use_bias:
+            self.add_grad("b", dz.sum(axis=(0, 2, 3)))
+        if not ctx.need_input_grad:
+            return None
+        return conv_ops.conv2d(dz, W, None, self.strides, self.padding)
+
+    def flops(self) -> int:
+        if self.output_shape is None:
+            return 0
+        _, c, h, w = self.input_shape
+        return int(2 * c * self.filters * self.kernel_size[0] * self.kernel_size[1] * h * w)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": list(self.kernel_size),
+                "strides": list(self.strides), "padding": self.padding,
+                "output_padding": None if self.output_padding is None else list(self.output_padding),
+                "activation": self.activation, "use_bias": self.use_bias,
+                "kernel_initializer": initializers.serialize(self.kernel_initializer),
+                "bias_initializer": initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": regularizers.serialize(self.bias_regularizer)}
 
 
 MaxPooling2D = MaxPool2D

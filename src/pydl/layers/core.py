@@ -47,10 +47,12 @@ def _known(shape, who: str, what: str = "input") -> None:
 
 @register_layer
 class Dense(Layer):
-    """y = activation(x @ W + b), W of shape (in, units).
+    """y = activation(x @ W + b), W of shape (in, units), applied on the last axis of x.
 
-    A fusable activation (linear, relu, sigmoid, tanh, leaky_relu, elu) runs fused with the
-    product in one op; softmax and log_softmax run as a separate op on the logits.
+    Inputs of any rank >= 2 are accepted, as in Keras: (N, ..., in) -> (N, ..., units), computed
+    as one GEMM on x viewed as 2-D. A fusable activation (linear, relu, sigmoid, tanh, leaky_relu,
+    elu) runs fused with the product in one op; softmax and log_softmax run as a separate op on
+    the logits (over the last axis).
     """
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
@@ -71,7 +73,6 @@ class Dense(Layer):
             self.regularizers["W"] = self.kernel_regularizer
         if self.bias_regularizer is not None and self.use_bias:
             self.regularizers["b"] = self.bias_regularizer
-        self._cache = None
 
     @property
     def fusable_softmax(self) -> bool:
@@ -79,74 +80,87 @@ class Dense(Layer):
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
-        if len(input_shape) != 2:
-            raise ValueError(f"[Dense '{self.name}'] expects 2-D input (N, features), got shape "
-                             f"{_fmt_shape(input_shape)}; add a Flatten layer before it")
-        _known(input_shape, f"Dense '{self.name}'")
-        fan_in = input_shape[1]
+        if len(input_shape) < 2:
+            raise ValueError(f"[Dense '{self.name}'] expects input (N, ..., features), got shape "
+                             f"{_fmt_shape(input_shape)}")
+        if input_shape[-1] is None:
+            raise ValueError(f"[Dense '{self.name}'] needs a known last (feature) dimension, got "
+                             f"{_fmt_shape(input_shape)}")
+        fan_in = input_shape[-1]
         self.params["W"] = self.kernel_initializer((fan_in, self.units))
         if self.use_bias:
             self.params["b"] = self.bias_initializer((self.units,))
         super().build(input_shape)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.units)
+        return tuple(input_shape[:-1]) + (self.units,)
 
     def check_input(self, x):
-        if self.built and np.ndim(x) != 2:
-            raise ValueError(f"[Dense '{self.name}'] expects 2-D input (N, {self.input_shape[1]}), got shape "
-                             f"{tuple(np.shape(x))}; add a Flatten layer before it")
+        if self.built and np.ndim(x) != len(self.input_shape):
+            raise ValueError(f"[Dense '{self.name}'] expected input of shape {_fmt_shape(self.input_shape)}, got "
+                             f"{tuple(np.shape(x))}; Dense applies to the last axis (add a Flatten layer before "
+                             f"it to use all features)")
         super().check_input(x)
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, ctx=None):
         self.check_input(x)
+        ctx = self.forward_context(ctx)
         W, b = self.params["W"], self.params.get("b")
         x = _as_dtype(x, W.dtype, "Dense")
+        lead = x.shape[:-1]
+        if x.ndim != 2:
+            x = x.reshape(-1, x.shape[-1])
         if self.activation in nn.FUSABLE_ACTIVATIONS:
             y = nn.dense_forward(x, W, b, self.activation, self.alpha)
-            self._cache = (x, y, None)
-            return y
-        z = nn.dense_forward(x, W, b, "linear")
-        y = nn.activation(z, self.activation)
-        self._cache = (x, z, y)
-        return y
-
-    def _store(self, dW, db):
-        self.grads["W"] = dW
-        if self.use_bias:
-            self.grads["b"] = db
-
-    def backward(self, dout):
-        if self._cache is None:
-            raise ValueError(f"[Dense '{self.name}'] backward called before forward")
-        x, y, p = self._cache
-        W = self.params["W"]
-        if p is None:
-            dx, dW, db = nn.dense_backward(dout, x, W, y, self.activation, self.alpha,
-                                           need_dx=self.need_input_grad, has_bias=self.use_bias)
+            ctx.x, ctx.z, ctx.y = x, y, None
         else:
-            dz = nn.activation_backward(dout, y, p, self.activation)
-            dx, dW, db = nn.dense_backward(dz, x, W, y, "linear", need_dx=self.need_input_grad,
-                                           has_bias=self.use_bias)
-        self._store(dW, db)
+            z = nn.dense_forward(x, W, b, "linear")
+            y = nn.activation(z, self.activation)
+            ctx.x, ctx.z, ctx.y = x, z, y
+        ctx.lead = lead
+        return y if len(lead) == 1 else y.reshape(lead + (self.units,))
+
+    def _finish(self, ctx, dz, act):
+        """Weight gradients and dx from dz (the gradient at the fused op's output), 2-D."""
+        dx, dW, db = nn.dense_backward(dz, ctx.x, self.params["W"], ctx.z, act, self.alpha if act != "linear"
+                                       else None, need_dx=ctx.need_input_grad, has_bias=self.use_bias)
+        self.add_grad("W", dW)
+        if self.use_bias:
+            self.add_grad("b", db)
+        if dx is not None and len(ctx.lead) != 1:
+            dx = dx.reshape(ctx.lead + (dx.shape[-1],))
         return dx
+
+    def _dout_2d(self, dout, ctx):
+        dout = _as_dtype(dout, self.params["W"].dtype, "Dense")
+        return dout if dout.ndim == 2 else dout.reshape(-1, self.units)
+
+    def backward(self, dout, ctx=None):
+        ctx = self.backward_context(ctx)
+        dout = self._dout_2d(dout, ctx)
+        if ctx.y is None:
+            return self._finish(ctx, dout, self.activation)
+        dz = nn.activation_backward(dout, ctx.z, ctx.y, self.activation)
+        return self._finish(ctx, dz, "linear")
 
     # -- softmax + cross-entropy fusion (see pydl.losses) -----------------------------------
+    def fused_logits(self, ctx=None):
+        """The pre-softmax values of the call that filled `ctx` (the layer's own call by default)."""
+        return self.backward_context(ctx).z
+
     @property
     def logits(self):
-        return self._cache[1]
+        return self.fused_logits(None)
 
-    def backward_logits(self, dz):
+    def backward_logits(self, dz, ctx=None):
         """Backward from dL/dlogits (the pre-softmax values), skipping the softmax Jacobian."""
-        x, z, _ = self._cache
-        dx, dW, db = nn.dense_backward(dz, x, self.params["W"], z, "linear", need_dx=self.need_input_grad,
-                                       has_bias=self.use_bias)
-        self._store(dW, db)
-        return dx
+        ctx = self.backward_context(ctx)
+        return self._finish(ctx, self._dout_2d(dz, ctx), "linear")
 
     def flops(self):
-        fan_in = self.input_shape[1] if self.built else 0
-        return 2 * fan_in * self.units + (self.units if self.use_bias else 0)
+        fan_in = self.input_shape[-1] if self.built else 0
+        rows = math.prod(int(d) for d in self.input_shape[1:-1]) if self.built else 1
+        return rows * (2 * fan_in * self.units + (self.units if self.use_bias else 0))
 
     def get_config(self):
         return {**super().get_config(), "units": self.units,
@@ -163,24 +177,34 @@ class _ActivationBase(Layer):
     def __init__(self, alpha=None, input_shape=None, name=None, trainable=True):
         super().__init__(input_shape=input_shape, name=name, trainable=trainable)
         self.alpha = alpha
-        self._cache = None
 
     def build(self, input_shape):
         super().build(input_shape)
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, ctx=None):
         self.check_input(x)
+        ctx = self.forward_context(ctx)
         x = _as_dtype(x, x.dtype if getattr(x, "dtype", None) in (np.float32, np.float64) else np.float32,
                       type(self).__name__)
         y = nn.activation(x, self.kind, self.alpha)
-        self._cache = (x, y)
+        ctx.x, ctx.y = x, y
         return y
 
-    def backward(self, dout):
-        if self._cache is None:
-            raise ValueError(f"[{type(self).__name__} '{self.name}'] backward called before forward")
-        x, y = self._cache
-        return nn.activation_backward(dout, x, y, self.kind, self.alpha)
+    def backward(self, dout, ctx=None):
+        ctx = self.backward_context(ctx)
+        return nn.activation_backward(dout, ctx.x, ctx.y, self.kind, self.alpha)
+
+    # softmax + cross-entropy fusion (used when kind == "softmax"): the logits are the input
+    def fused_logits(self, ctx=None):
+        return self.backward_context(ctx).x
+
+    @property
+    def logits(self):
+        return self.fused_logits(None)
+
+    def backward_logits(self, dz, ctx=None):
+        self.backward_context(ctx)
+        return dz
 
     def flops(self):
         n = int(np.prod(self.output_shape[1:])) if self.built else 0
@@ -200,13 +224,6 @@ class Activation(_ActivationBase):
     @property
     def fusable_softmax(self) -> bool:
         return self.kind == "softmax"
-
-    @property
-    def logits(self):
-        return self._cache[0]
-
-    def backward_logits(self, dz):
-        return dz
 
     def get_config(self):
         return {**super().get_config(), "activation": self.kind}
@@ -275,13 +292,6 @@ class Softmax(_ActivationBase):
 
     fusable_softmax = True
 
-    @property
-    def logits(self):
-        return self._cache[0]
-
-    def backward_logits(self, dz):
-        return dz
-
     def get_config(self):
         return {**super().get_config(), "axis": self.axis}
 
@@ -310,7 +320,6 @@ class Dropout(Layer):
         self.rate = rate
         self.seed = None if seed is None else int(seed)
         self.seed_calls = int(seed_calls or 0)
-        self._mask = None
 
     def _draw_seed(self) -> int:
         if self.seed is None:
@@ -326,20 +335,22 @@ class Dropout(Layer):
         if state is not None:
             self.seed_calls = int(state)
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, ctx=None):
         self.check_input(x)
+        ctx = self.forward_context(ctx)
         if not training or self.rate == 0.0:
-            self._mask = None
+            ctx.mask = None
             return x
         x = _as_dtype(x, x.dtype if getattr(x, "dtype", None) in (np.float32, np.float64) else np.float32,
                       "Dropout")
-        y, self._mask = nn.dropout_forward(x, self.rate, self._draw_seed())
+        y, ctx.mask = nn.dropout_forward(x, self.rate, self._draw_seed())
         return y
 
-    def backward(self, dout):
-        if self._mask is None:
+    def backward(self, dout, ctx=None):
+        ctx = self.backward_context(ctx)
+        if ctx.mask is None:
             return dout
-        return nn.dropout_backward(dout, self._mask, self.rate)
+        return nn.dropout_backward(dout, ctx.mask, self.rate)
 
     def get_config(self):
         cfg = {**super().get_config(), "rate": self.rate, "seed": self.seed}
@@ -367,7 +378,6 @@ class BatchNormalization(Layer):
             raise ValueError(f"[BatchNormalization] epsilon must be positive, got {epsilon!r}")
         self.momentum, self.epsilon = momentum, epsilon
         self.center, self.scale = bool(center), bool(scale)
-        self._cache = None
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
@@ -390,25 +400,27 @@ class BatchNormalization(Layer):
         beta = self.params["beta"] if self.center else np.zeros(c, dtype)
         return gamma, beta
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, ctx=None):
         self.check_input(x)
+        ctx = self.forward_context(ctx)
         dtype = self.state["moving_mean"].dtype
         x = _as_dtype(x, dtype, "BatchNormalization")
         gamma, beta = self._gamma_beta(dtype)
+        # A frozen BatchNormalization runs in inference mode (as Keras): moving statistics are used
+        # and not updated, so fine-tuning a model with frozen layers leaves them alone.
+        training = bool(training) and self.trainable
         y, cache = nn.batchnorm_forward(x, gamma, beta, self.state["moving_mean"], self.state["moving_variance"],
-                                        momentum=self.momentum, epsilon=self.epsilon, training=bool(training))
-        self._cache = (x, gamma, cache)
+                                        momentum=self.momentum, epsilon=self.epsilon, training=training)
+        ctx.x, ctx.gamma, ctx.cache = x, gamma, cache
         return y
 
-    def backward(self, dout):
-        if self._cache is None:
-            raise ValueError(f"[BatchNormalization '{self.name}'] backward called before forward")
-        x, gamma, cache = self._cache
-        dx, dgamma, dbeta = nn.batchnorm_backward(dout, x, gamma, cache)
+    def backward(self, dout, ctx=None):
+        ctx = self.backward_context(ctx)
+        dx, dgamma, dbeta = nn.batchnorm_backward(dout, ctx.x, ctx.gamma, ctx.cache)
         if self.scale:
-            self.grads["gamma"] = dgamma
+            self.add_grad("gamma", dgamma)
         if self.center:
-            self.grads["beta"] = dbeta
+            self.add_grad("beta", dbeta)
         return dx
 
     def flops(self):
@@ -432,14 +444,15 @@ class Flatten(Layer):
             raise ValueError(f"[Flatten '{self.name}'] expects input with a batch dimension, got {input_shape}")
         super().build(input_shape)
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, ctx=None):
         self.check_input(x)
+        ctx = self.forward_context(ctx)
         x = np.asarray(x)
-        self._shape = x.shape
+        ctx.shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dout):
-        return np.asarray(dout).reshape(self._shape)
+    def backward(self, dout, ctx=None):
+        return np.asarray(dout).reshape(self.backward_context(ctx).shape)
 
 
 @register_layer
@@ -472,14 +485,15 @@ class Reshape(Layer):
             out = self.target_shape
         return (input_shape[0],) + out
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, ctx=None):
         self.check_input(x)
+        ctx = self.forward_context(ctx)
         x = np.asarray(x)
-        self._shape = x.shape
+        ctx.shape = x.shape
         return x.reshape((x.shape[0],) + self.output_shape[1:])
 
-    def backward(self, dout):
-        return np.asarray(dout).reshape(self._shape)
+    def backward(self, dout, ctx=None):
+        return np.asarray(dout).reshape(self.backward_context(ctx).shape)
 
     def get_config(self):
         return {**super().get_config(), "target_shape": list(self.target_shape)}

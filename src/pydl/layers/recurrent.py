@@ -29,8 +29,9 @@ Initial states and extra outputs:
     layer.forward(x, initial_state=[h0, c0])      LSTM
 With `return_state=True` forward returns [output, h_T] (LSTM: [output, h_T, c_T]) and backward
 accepts the matching list of gradients, any of which may be None. The gradients of the initial
-states are left in `layer.initial_state_grads` after backward. Inside Sequential use
-return_state=False: a model passes only the plain output from layer to layer.
+states are left in `layer.initial_state_grads` after backward. Called on a symbolic tensor, a
+layer with return_state=True returns a list of symbolic tensors (a functional `pydl.Model` can use
+the states); in a `Sequential` stack use return_state=False.
 Gradient clipping is the optimizer's job (clipnorm / clipvalue) and applies to these gradients
 like any other.
 """
@@ -111,7 +112,6 @@ class _Recurrent(Layer):
         self.recurrent_initializer = _get_initializer(recurrent_initializer)
         self.bias_initializer = _get_initializer(bias_initializer)
         self.initial_state_grads = None
-        self._cache = None
 
     @property
     def _op(self):
@@ -132,7 +132,6 @@ class _Recurrent(Layer):
             "b": self.bias_initializer((G * H,)),
         }
         self._init_extra_params()
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         super().build(input_shape)
 
     def _init_extra_params(self):
@@ -140,7 +139,10 @@ class _Recurrent(Layer):
 
     def compute_output_shape(self, input_shape):
         n = input_shape[0]
-        return (n, input_shape[1], self.units) if self.return_sequences else (n, self.units)
+        out = (n, input_shape[1], self.units) if self.return_sequences else (n, self.units)
+        if self.return_state:  # several outputs: [output, h_T] (LSTM: [output, h_T, c_T])
+            return [out] + [(n, self.units)] * (2 if self.cell == "lstm" else 1)
+        return out
 
     def _split_state(self, initial_state):
         if initial_state is None:
@@ -155,7 +157,7 @@ class _Recurrent(Layer):
             raise ValueError(f"[{self._op}] the LSTM's initial_state is the pair [h0, c0]")
         return initial_state, None
 
-    def forward(self, x, training=False, initial_state=None):
+    def forward(self, x, training=False, initial_state=None, ctx=None):
         if not self.built:
             self.build((None,) + tuple(np.shape(x))[1:])
         if np.ndim(x) != 3:
@@ -174,16 +176,15 @@ class _Recurrent(Layer):
         p = self.params
         out, hT, cT, cache = rnn_forward(self.cell, x, p["W"], p["U"], p["b"], h0=h0, c0=c0, b_h=p.get("b_h"),
                                          activation=self.activation if self.cell == "rnn" else "tanh")
-        self._cache = cache
-        self._had_state = (h0 is not None, c0 is not None)
+        ctx = self.forward_context(ctx)
+        ctx.cache = cache
         y = out if self.return_sequences else hT
         if self.return_state:
             return [y, hT, cT] if self.cell == "lstm" else [y, hT]
         return y
 
-    def backward(self, dout):
-        if self._cache is None:
-            raise RuntimeError(f"[{self._op}] backward called before forward")
+    def backward(self, dout, ctx=None):
+        ctx = self.backward_context(ctx)
         d_hT_extra = d_cT = None
         if self.return_state:
             want = 3 if self.cell == "lstm" else 2
@@ -205,12 +206,10 @@ class _Recurrent(Layer):
                 dhT = dy
             else:
                 dhT = np.asarray(dy) + np.asarray(d_hT_extra)
-        g = rnn_backward(self.cell, dseq, dhT, d_cT, self._cache, need_dx=self.need_input_grad)
+        g = rnn_backward(self.cell, dseq, dhT, d_cT, ctx.cache, need_dx=ctx.need_input_grad)
         pdt = self.params["W"].dtype
-        self.grads = {"W": g["dW"].astype(pdt, copy=False), "U": g["dU"].astype(pdt, copy=False),
-                      "b": g["db"].astype(pdt, copy=False)}
-        if self.cell == "gru":
-            self.grads["b_h"] = g["db_h"].astype(pdt, copy=False)
+        for k in ("W", "U", "b") + (("b_h",) if self.cell == "gru" else ()):
+            self.add_grad(k, g["d" + k].astype(pdt, copy=False))
         self.initial_state_grads = (g["dh0"], g["dc0"]) if self.cell == "lstm" else g["dh0"]
         return g["dx"]
 
@@ -307,11 +306,9 @@ class Embedding(Layer):
                 raise ValueError(f"[Embedding] {nm} must be a positive int, got {v!r}")
         self.input_dim, self.output_dim = int(input_dim), int(output_dim)
         self.embeddings_initializer = _get_initializer(embeddings_initializer)
-        self._idx = None
 
     def build(self, input_shape):
         self.params = {"W": self.embeddings_initializer((self.input_dim, self.output_dim))}
-        self.grads = {"W": np.zeros_like(self.params["W"])}
         super().build(input_shape)
 
     def compute_output_shape(self, input_shape):
@@ -332,24 +329,25 @@ class Embedding(Layer):
                                  f"(input shape {a.shape})")
         return a.astype(np.intp, copy=False)
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, ctx=None):
         if not self.built:
             self.build((None,) + tuple(np.shape(x))[1:])
         idx = self._indices(x)
-        self._idx = idx
+        ctx = self.forward_context(ctx)
+        ctx.idx = idx
         return np.take(self.params["W"], idx, axis=0)
 
-    def backward(self, dout):
-        if self._idx is None:
-            raise RuntimeError(f"[Embedding {self.name}] backward called before forward")
+    def backward(self, dout, ctx=None):
+        idx = self.backward_context(ctx).idx
         W = self.params["W"]
-        want = self._idx.shape + (self.output_dim,)
+        want = idx.shape + (self.output_dim,)
         dout = np.asarray(dout)
         if dout.shape != want:
             raise ValueError(f"[Embedding {self.name}] dout has shape {dout.shape}, expected {want}")
-        dW = np.zeros_like(W)
-        np.add.at(dW, self._idx.reshape(-1), dout.reshape(-1, self.output_dim).astype(W.dtype, copy=False))
-        self.grads = {"W": dW}
+        dW = self.grads.get("W")
+        if dW is None:
+            dW = self.grads["W"] = np.zeros_like(W)
+        np.add.at(dW, idx.reshape(-1), dout.reshape(-1, self.output_dim).astype(W.dtype, copy=False))
         return None
 
     def count_params(self) -> int:
