@@ -120,7 +120,10 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, op: str):
     try:
         out = _core.conv2d_output_shape(list(x_shape), list(w_shape), st, pads, dl)
     except ValueError as exc:
-        raise ValueError(f"{exc} (x {x_shape}, w {w_shape}, stride {st}, padding {pads}, dilation {dl})") from None
+        msg = str(exc)
+        if msg.startswith("[conv2d]") and op != "conv2d":  # the kernel's check names the forward op
+            msg = f"[{op}]" + msg[len("[conv2d]"):]
+        raise ValueError(f"{msg} (x {x_shape}, w {w_shape}, stride {st}, padding {pads}, dilation {dl})") from None
     return st, pads, dl, tuple(out)
 
 

@@ -1,0 +1,543 @@
+"""Property-based fuzzing of every public op and layer with hostile input (the hardening issue).
+
+Every case runs in a forked child (tests/fuzz_support.run_isolated) so a crash or hang fails
+one test with the case's description. Per case: the call returns, or raises ValueError /
+TypeError naming the op, with no wrapped number and no pybind11 argument text; a call whose
+arguments are all sane must succeed and match a float64 NumPy reference (non-finite positions
+included) with the documented output shape and dtype.
+
+Run just this suite with `pytest -m fuzz`. Hypothesis is derandomized: the same cases every run.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import pydl
+from pydl import ops
+from fuzz_support import (DTYPES, FLOAT_DTYPES, HOSTILE_SCALARS, HOSTILE_SIZES, LAYOUTS, SANE_DTYPES,
+                          assert_close, case_desc, compute_dtype, expect, make, run_isolated, same_compute,
+                          user_numbers)
+
+pytestmark = pytest.mark.fuzz
+
+
+def fuzz(n: int):
+    return settings(max_examples=n, derandomize=True, database=None, deadline=None, print_blob=False,
+                    suppress_health_check=list(HealthCheck))
+
+
+# ---- drawing helpers ---------------------------------------------------------------------------
+
+SIZES = [1, 2, 3, 0, 5, 7]          # zeros and primes, tiny
+NONFINITE = [None, None, "nan", "inf", "mix"]
+
+
+def hostile(data, label: str, odds: int = 3) -> bool:
+    """True with probability about odds/10 (shrinks towards False)."""
+    return data.draw(st.integers(0, 9), label=label + "?") >= 10 - odds
+
+
+def draw_array(data, shape, label: str, dtypes=DTYPES, allow_nonfinite=True, scale=2.0):
+    """(array, sane) with a drawn dtype, layout, and (for floats) maybe NaN/Inf."""
+    dtype = data.draw(st.sampled_from(dtypes), label=label + ".dtype") if hostile(data, label + ".dtype", 4) \
+        else "<f4"
+    lay = data.draw(st.sampled_from(LAYOUTS), label=label + ".layout")
+    nonfinite = None
+    if allow_nonfinite and np.dtype(dtype).kind in "fc":
+        nonfinite = data.draw(st.sampled_from(NONFINITE), label=label + ".nonfinite")
+    seed = data.draw(st.integers(0, 2**16), label=label + ".seed")
+    arr = make(shape, dtype, lay, seed, nonfinite, scale)
+    return arr, dtype in SANE_DTYPES, nonfinite is not None
+
+
+def draw_shape(data, ndim: int, label: str, sizes=SIZES):
+    """A shape of `ndim` dims from `sizes`; sometimes one dim too many or too few."""
+    shape = tuple(data.draw(st.sampled_from(sizes), label=f"{label}[{i}]") for i in range(ndim))
+    if hostile(data, label + ".ndim", 1):
+        shape = data.draw(st.sampled_from([shape[:-1], shape + (1,), ()]), label=label + ".ndim")
+    return shape
+
+
+def draw_pair(data, label: str, lo: int, hi: int):
+    """(value, pair or None): an int or a pair in [lo, hi], or a hostile value (pair None)."""
+    if hostile(data, label):
+        return data.draw(st.sampled_from(HOSTILE_SIZES), label=label), None
+    a = data.draw(st.integers(lo, hi), label=label + ".h")
+    form = data.draw(st.sampled_from(["int", "tuple", "list", "np"]), label=label + ".form")
+    if form == "int":
+        return a, (a, a)
+    b = data.draw(st.integers(lo, hi), label=label + ".w")
+    return ({"tuple": (a, b), "list": [a, b], "np": np.array([a, b])}[form]), (a, b)
+
+
+def same_pads(size, k_eff, stride):
+    out = -(-size // stride)
+    total = max((out - 1) * stride + k_eff - size, 0)
+    return total // 2, total - total // 2
+
+
+def draw_padding(data, label: str, hi: int = 2):
+    """(padding value, resolver) where resolver(in_hw, k_eff_hw, stride_hw) -> 4 pads, or None if hostile."""
+    if hostile(data, label):
+        v = data.draw(st.sampled_from(HOSTILE_SIZES + ["full", "", ((1, 2), (3, -1)), (1, 2, 3, 2**63)]), label=label)
+        return v, None
+    form = data.draw(st.sampled_from(["valid", "same", "SAME", "int", "pair", "nested", "four"]), label=label + ".f")
+    if form == "valid":
+        return "valid", lambda hw, k, s: (0, 0, 0, 0)
+    if form in ("same", "SAME"):
+        return form, lambda hw, k, s: same_pads(hw[0], k[0], s[0]) + same_pads(hw[1], k[1], s[1])
+    p = [data.draw(st.integers(0, hi), label=f"{label}.{i}") for i in range(4)]
+    if form == "int":
+        return p[0], lambda hw, k, s: (p[0],) * 4
+    if form == "pair":
+        return (p[0], p[1]), lambda hw, k, s: (p[0], p[0], p[1], p[1])
+    if form == "nested":
+        return ((p[0], p[1]), (p[2], p[3])), lambda hw, k, s: tuple(p)
+    return tuple(p), lambda hw, k, s: tuple(p)
+
+
+OUT_KINDS = ["none", "none", "right", "right", "wrong_shape", "wrong_dtype", "noncontig", "readonly", "overlap",
+             "misaligned", "list", "int", "memoryview", "fortran"]
+
+
+def make_out(kind: str, shape, dtype):
+    """An `out=` argument of the given kind for a result of `shape` and `dtype` ("overlap" is
+    made by the caller, which owns the input to overlap)."""
+    dtype = np.dtype(dtype)
+    if kind in ("none", "overlap"):
+        return None
+    if kind == "right":
+        return np.full(shape, np.nan, dtype)
+    if kind == "wrong_shape":
+        return np.full(tuple(shape) + (1,), np.nan, dtype)
+    if kind == "wrong_dtype":
+        return np.full(shape, np.nan, np.float32 if dtype == np.float64 else np.float64)
+    if kind == "noncontig":
+        return make(shape, dtype.str, "strided") if len(shape) else np.full(shape, np.nan, dtype)
+    if kind == "readonly":
+        return make(shape, dtype.str, "readonly")
+    if kind == "misaligned":
+        return make(shape, dtype.str, "misaligned")
+    if kind == "fortran":
+        return make(shape, dtype.str, "T")
+    if kind == "list":
+        return np.zeros(shape).tolist()
+    if kind == "int":
+        return 3
+    if kind == "memoryview":
+        return memoryview(np.zeros(shape, dtype))
+    raise ValueError(kind)  # pragma: no cover
+
+
+def overlapping(x: np.ndarray, out_shape, dtype):
+    """(x', out) sharing one buffer: x' holds x's values as a C-contiguous `dtype` array."""
+    n_out = int(np.prod(out_shape))
+    buf = np.zeros(max(x.size, n_out) + 1, dtype)
+    xs = buf[:x.size].reshape(x.shape)
+    xs[...] = x.astype(dtype)
+    return xs, buf[1:1 + n_out].reshape(out_shape)
+
+
+def out_matches(res, out, shape, dtype):
+    assert res.shape == tuple(shape), f"shape {res.shape}, expected {tuple(shape)}"
+    assert res.dtype == dtype, f"dtype {res.dtype}, expected {dtype}"
+    if isinstance(out, np.ndarray):
+        assert res is out or np.shares_memory(res, out), "out= was not written"
+
+
+# ---- float64 references ------------------------------------------------------------------------
+
+def conv_ref(x, w, b, st_, pads, dl):
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    N, C, H, W = x.shape
+    K, _, R, S = w.shape
+    pt, pb, pl, pr = pads
+    P = (H + pt + pb - ((R - 1) * dl[0] + 1)) // st_[0] + 1
+    Q = (W + pl + pr - ((S - 1) * dl[1] + 1)) // st_[1] + 1
+    xp = np.zeros((N, C, H + pt + pb, W + pl + pr))
+    xp[:, :, pt:pt + H, pl:pl + W] = x
+    inside = np.zeros((H + pt + pb, W + pl + pr), bool)
+    inside[pt:pt + H, pl:pl + W] = True
+    y = np.zeros((N, K, P, Q))
+    for r in range(R):
+        for s in range(S):
+            h0, w0 = r * dl[0], s * dl[1]
+            rows, cols = slice(h0, h0 + (P - 1) * st_[0] + 1, st_[0]), slice(w0, w0 + (Q - 1) * st_[1] + 1, st_[1])
+            with np.errstate(invalid="ignore"):
+                term = np.einsum("ncpq,kc->nkpq", xp[:, :, rows, cols], w[:, :, r, s])
+            # a tap on the padding contributes nothing (pydl's kernels skip it: an Inf or NaN
+            # weight does not reach outputs through padded positions, 0 * Inf is not formed)
+            y += np.where(inside[rows, cols], term, 0.0)
+    if b is not None:
+        y += np.asarray(b, np.float64)[None, :, None, None]
+    return y
+
+
+def pool_ref(x, pool, st_, pads, kind, count_include_pad=True):
+    x = np.asarray(x, np.float64)
+    N, C, H, W = x.shape
+    pt, pb, pl, pr = pads
+    P = (H + pt + pb - pool[0]) // st_[0] + 1
+    Q = (W + pl + pr - pool[1]) // st_[1] + 1
+    y = np.zeros((N, C, P, Q))
+    for p in range(P):
+        for q in range(Q):
+            h0, w0 = p * st_[0] - pt, q * st_[1] - pl
+            h1, w1 = min(h0 + pool[0], H), min(w0 + pool[1], W)
+            win = x[:, :, max(h0, 0):h1, max(w0, 0):w1]
+            if kind == "max":
+                y[:, :, p, q] = win.max(axis=(2, 3))  # NaN propagates
+            else:
+                div = pool[0] * pool[1] if count_include_pad else win.shape[2] * win.shape[3]
+                y[:, :, p, q] = win.sum(axis=(2, 3)) / div
+    return y
+
+
+def describe_out(kind):
+    return kind
+
+
+# ---- conv2d ------------------------------------------------------------------------------------
+
+ALGOS = ["auto", "naive", "direct", "im2col", "winograd", "winograd_f2", "winograd_f4"]
+
+
+@fuzz(260)
+@given(st.data())
+def test_conv2d(data):
+    xs = draw_shape(data, 4, "x.shape")
+    ws = list(draw_shape(data, 4, "w.shape", sizes=[1, 2, 3, 0, 5]))
+    if len(ws) == 4 and len(xs) == 4 and not hostile(data, "channels", 1):
+        ws[1] = xs[1]
+    ws = tuple(ws)
+    x, x_ok, x_nf = draw_array(data, xs, "x")
+    w, w_ok, w_nf = draw_array(data, ws, "w")
+    use_b = data.draw(st.booleans(), label="bias")
+    b, b_ok, b_nf = draw_array(data, (ws[0],) if ws else (1,), "b") if use_b else (None, True, False)
+    stride, st_ = draw_pair(data, "stride", 1, 3)
+    dilation, dl = draw_pair(data, "dilation", 1, 2)
+    padding, pad_fn = draw_padding(data, "padding")
+    algo = data.draw(st.sampled_from(ALGOS), label="algo") if not hostile(data, "algo", 1) else \
+        data.draw(st.sampled_from(["", "Winograd", None, 3, "auto "]), label="algo")
+    act = data.draw(st.sampled_from([None, "linear", "relu"]), label="act") if not hostile(data, "act", 1) else \
+        data.draw(st.sampled_from(["sigmoid", 1, "RELU"]), label="act")
+    out_kind = data.draw(st.sampled_from(OUT_KINDS), label="out")
+
+    # C, H, W = 0 is refused by design (a clear ValueError); N = 0 and K = 0 must work
+    shapes_ok = len(xs) == 4 and len(ws) == 4 and xs[1] == ws[1] and min(ws[2:]) >= 1 and min(xs[1:]) >= 1
+    dtypes_ok = x_ok and w_ok and b_ok and same_compute(*[a.dtype for a in (x, w, b) if a is not None])
+    geo_ok = st_ is not None and dl is not None and pad_fn is not None and algo in ALGOS and \
+        act in (None, "linear", "relu")
+    pads = yshape = None
+    if shapes_ok and geo_ok:
+        k_eff = ((ws[2] - 1) * dl[0] + 1, (ws[3] - 1) * dl[1] + 1)
+        pads = pad_fn(xs[2:], k_eff, st_)
+        P = (xs[2] + pads[0] + pads[1] - k_eff[0]) // st_[0] + 1
+        Q = (xs[3] + pads[2] + pads[3] - k_eff[1]) // st_[1] + 1
+        geo_ok = P >= 1 and Q >= 1
+        if algo.startswith("winograd") and not (ws[2:] == (3, 3) and st_ == (1, 1) and dl == (1, 1)):
+            geo_ok = False
+        yshape = (xs[0], ws[0], P, Q)
+    inputs_ok = shapes_ok and dtypes_ok and geo_ok
+    dt = compute_dtype(*[a.dtype for a in (x, w, b) if a is not None]) if dtypes_ok else np.dtype(np.float32)
+    out = make_out(out_kind, yshape if yshape else (1, 1, 1, 1), dt)
+    if out_kind == "overlap" and inputs_ok:
+        x, out = overlapping(x, yshape, dt)
+    sane = inputs_ok and out_kind in ("none", "right")
+    must_fail = x.dtype.kind in "cO" or w.dtype.kind in "cO"
+    desc = case_desc("conv2d", x=x, w=w, b=b, stride=stride, padding=padding, dilation=dilation, algo=algo,
+                     activation=act, out=out_kind)
+    nums = user_numbers(stride, padding, dilation, xs, ws)
+
+    def body():
+        ref = None
+        if inputs_ok:  # computed before the call: an overlapping out may change x
+            ref = conv_ref(x, w, b, st_, pads, dl)
+            if act == "relu":
+                ref = np.where(np.isnan(ref), ref, np.maximum(ref, 0.0))
+
+        def check(y):
+            out_matches(y, out, yshape, dt)
+            assert_close(y, ref, dt, scale=4.0 * max(1, ws[1] * ws[2] * ws[3]), what=f"conv2d[{algo}]")
+
+        res = expect(lambda: ops.conv2d(x, w, b, stride, padding, dilation, algo=algo, activation=act, out=out),
+                     "conv2d", sane, check, nums, must_fail)
+        if res is not None and inputs_ok:
+            check(res)  # whatever out= was, a result that comes back must be right
+
+    run_isolated(body, desc)
+
+
+@fuzz(120)
+@given(st.data())
+def test_conv2d_backward_and_output_shape(data):
+    xs = draw_shape(data, 4, "x.shape")
+    ws = list(draw_shape(data, 4, "w.shape", sizes=[1, 2, 3, 0]))
+    if len(ws) == 4 and len(xs) == 4:
+        ws[1] = xs[1]
+    ws = tuple(ws)
+    stride, st_ = draw_pair(data, "stride", 1, 2)
+    dilation, dl = draw_pair(data, "dilation", 1, 2)
+    padding, pad_fn = draw_padding(data, "padding", hi=1)
+    algo = data.draw(st.sampled_from(ALGOS), label="algo")
+    shapes_ok = len(xs) == 4 and len(ws) == 4 and min(ws[2:]) >= 1 and min(xs[1:]) >= 1
+    geo_ok = st_ is not None and dl is not None and pad_fn is not None
+    yshape = None
+    if shapes_ok and geo_ok:
+        k_eff = ((ws[2] - 1) * dl[0] + 1, (ws[3] - 1) * dl[1] + 1)
+        pads = pad_fn(xs[2:], k_eff, st_)
+        P = (xs[2] + pads[0] + pads[1] - k_eff[0]) // st_[0] + 1
+        Q = (xs[3] + pads[2] + pads[3] - k_eff[1]) // st_[1] + 1
+        geo_ok = P >= 1 and Q >= 1
+        yshape = (xs[0], ws[0], P, Q)
+    wino_ok = not algo.startswith("winograd") or (shapes_ok and ws[2:] == (3, 3) and st_ == (1, 1) and dl == (1, 1))
+    x, x_ok, _ = draw_array(data, xs, "x", allow_nonfinite=False)
+    w, w_ok, _ = draw_array(data, ws, "w", allow_nonfinite=False)
+    dys = yshape if (yshape and not hostile(data, "dy.shape", 1)) else draw_shape(data, 4, "dy.shape")
+    dy, dy_ok, _ = draw_array(data, dys, "dy", allow_nonfinite=False)
+    sane = shapes_ok and geo_ok and wino_ok and x_ok and w_ok and dy_ok and dys == yshape and \
+        same_compute(x.dtype, w.dtype, dy.dtype)
+    desc = case_desc("conv2d_backward", dy=dy, x=x, w=w, stride=stride, padding=padding, dilation=dilation, algo=algo)
+    nums = user_numbers(stride, padding, dilation, xs, ws, dys)
+
+    def body():
+        def check_shape(s):
+            assert tuple(s) == yshape, f"conv2d_output_shape {s}, expected {yshape}"
+
+        expect(lambda: ops.conv2d_output_shape(xs, ws, stride, padding, dilation), "conv2d",
+               shapes_ok and geo_ok, check_shape, nums)
+
+        def check(res):
+            dx, dw, db = res
+            dt = compute_dtype(x.dtype, w.dtype, dy.dtype)
+            # reference by the chain rule: dy contracted with the forward's windows
+            y_of = lambda xx, ww: conv_ref(xx, ww, None, st_, pads, dl)  # noqa: E731
+            x64, w64, dy64 = (np.asarray(a, np.float64) for a in (x, w, dy))
+            rdw = np.zeros_like(w64)
+            for idx in np.ndindex(*w64.shape):
+                e = np.zeros_like(w64)
+                e[idx] = 1.0
+                rdw[idx] = np.sum(dy64 * y_of(x64, e))
+            rdx = np.zeros_like(x64)
+            for idx in np.ndindex(*x64.shape):
+                e = np.zeros_like(x64)
+                e[idx] = 1.0
+                rdx[idx] = np.sum(dy64 * y_of(e, w64))
+            scale = 4.0 * max(1, dy.size)
+            assert dx.dtype == dt and dw.dtype == dt and db.dtype == dt
+            assert_close(dx, rdx, dt, scale, "dx")
+            assert_close(dw, rdw, dt, scale, "dw")
+            assert_close(db, dy64.sum(axis=(0, 2, 3)), dt, scale, "db")
+
+        expect(lambda: ops.conv2d_backward(dy, x, w, stride, padding, dilation, algo=algo), "conv2d_backward",
+               sane, check, nums)
+
+    run_isolated(body, desc)
+
+
+# ---- pooling -----------------------------------------------------------------------------------
+
+@fuzz(220)
+@given(st.data())
+def test_pool2d(data):
+    kind = data.draw(st.sampled_from(["max", "avg"]), label="kind")
+    xs = draw_shape(data, 4, "x.shape")
+    x, x_ok, x_nf = draw_array(data, xs, "x")
+    pool_size, pool = draw_pair(data, "pool_size", 1, 3)
+    stride, st_ = (None, pool) if data.draw(st.booleans(), label="stride=None") else draw_pair(data, "stride", 1, 3)
+    padding, pad_fn = draw_padding(data, "padding", hi=2)
+    cip = data.draw(st.booleans(), label="count_include_pad")
+    out_kind = data.draw(st.sampled_from(OUT_KINDS), label="out")
+    inputs_ok = x_ok and len(xs) == 4 and pool is not None and st_ is not None and pad_fn is not None
+    yshape = pads = None
+    if inputs_ok:
+        pads = pad_fn(xs[2:], pool, st_)
+        P = (xs[2] + pads[0] + pads[1] - pool[0]) // st_[0] + 1
+        Q = (xs[3] + pads[2] + pads[3] - pool[1]) // st_[1] + 1
+        inputs_ok = P >= 1 and Q >= 1 and max(pads[:2]) < pool[0] and max(pads[2:]) < pool[1]
+        yshape = (xs[0], xs[1], P, Q)
+    dt = compute_dtype(x.dtype) if x_ok else np.dtype(np.float32)
+    out = make_out(out_kind, yshape if yshape else (1, 1, 1, 1), dt)
+    if out_kind == "overlap" and inputs_ok:
+        x, out = overlapping(x, yshape, dt)
+    sane = inputs_ok and out_kind in ("none", "right")
+    op = f"{kind}_pool2d"
+    desc = case_desc(op, x=x, pool_size=pool_size, stride=stride, padding=padding, count_include_pad=cip,
+                     out=out_kind)
+    nums = user_numbers(pool_size, stride, padding, xs)
+
+    def body():
+        ref = pool_ref(x, pool, st_, pads, kind, cip) if inputs_ok else None
+        x0 = np.array(x, np.float64) if inputs_ok else None
+
+        def check(res):
+            y = res[0] if kind == "max" else res
+            out_matches(y, out, yshape, dt)
+            assert_close(y, ref, dt, 4.0, op)
+            if kind == "max":
+                am = res[1]
+                assert am.dtype == np.int32 and am.shape == yshape
+                plane = x0.reshape(xs[0], xs[1], xs[2] * xs[3])
+                picked = np.take_along_axis(plane, am.reshape(xs[0], xs[1], yshape[2] * yshape[3]).astype(np.int64), 2)
+                fin = np.isfinite(ref.reshape(picked.shape))
+                assert np.array_equal(picked[fin], ref.reshape(picked.shape)[fin]), "argmax does not point at the max"
+                dy = np.ones(yshape, dt)
+                dx = expect(lambda: ops.max_pool2d_backward(dy, am, xs), "max_pool2d_backward", True)
+                want = np.zeros(x0.size)
+                np.add.at(want, (am.astype(np.int64) + (np.arange(xs[0] * xs[1]) * xs[2] * xs[3])
+                                 .reshape(xs[0], xs[1], 1, 1)).ravel(), 1.0)
+                assert_close(dx, want.reshape(xs), dt, 4.0, "max_pool2d_backward")
+            else:
+                dy = np.ones(yshape, dt)
+                dx = expect(lambda: ops.avg_pool2d_backward(dy, xs, pool_size, stride, padding, cip),
+                            "avg_pool2d_backward", xs[2] >= 1 and xs[3] >= 1)
+                if dx is not None:
+                    # adjoint identity: <avg(x), 1> == <x, avg_backward(1)>
+                    lhs = np.nansum(pool_ref(np.ones(xs), pool, st_, pads, "avg", cip))
+                    assert abs(float(np.sum(dx, dtype=np.float64)) - lhs) <= 1e-4 * max(1.0, abs(lhs))
+
+        if kind == "max":
+            call = lambda: ops.max_pool2d(x, pool_size, stride, padding, out=out)  # noqa: E731
+        else:
+            call = lambda: ops.avg_pool2d(x, pool_size, stride, padding, cip, out=out)  # noqa: E731
+        res = expect(call, op, sane, check, nums, x.dtype.kind in "cO")
+        if res is not None and inputs_ok:
+            check(res)
+
+    run_isolated(body, desc)
+
+
+@fuzz(100)
+@given(st.data())
+def test_pool_backward_hostile(data):
+    """The backward pools with hostile dy / argmax / x_shape / geometry."""
+    which = data.draw(st.sampled_from(["max", "avg", "global"]), label="which")
+    xs = draw_shape(data, 4, "x_shape")
+    if hostile(data, "x_shape"):
+        xs = data.draw(st.sampled_from([(1, 1, 2**31, 2**31), (-1, 1, 2, 2), (1, 1, 2**63, 1), (2**62, 2**62, 1, 1),
+                                        "abc", None, (1.5, 1, 1, 1), (1, 1, 1), 7]), label="x_shape")
+    dys = draw_shape(data, 2 if which == "global" else 4, "dy.shape")
+    dy, dy_ok, _ = draw_array(data, dys, "dy")
+    am = None
+    if which == "max":
+        am_dtype = data.draw(st.sampled_from(["<i4", "<i4", "<i8", "<f4", ">i4", "u1"]), label="argmax.dtype")
+        lo, hi = (-3, 60) if hostile(data, "argmax.values") else (0, 0)
+        rng = np.random.default_rng(data.draw(st.integers(0, 99), label="argmax.seed"))
+        am = np.ascontiguousarray(rng.integers(lo, hi + 1, size=dys).astype(am_dtype))
+        if data.draw(st.booleans(), label="argmax.view"):
+            am = make(dys, am_dtype, data.draw(st.sampled_from(LAYOUTS), label="argmax.layout")) if \
+                am_dtype in ("<i4", "<i8") else am
+    pool_size, _ = draw_pair(data, "pool_size", 1, 3)
+    stride, _ = draw_pair(data, "stride", 1, 3)
+    padding, _ = draw_padding(data, "padding")
+    op = {"max": "max_pool2d_backward", "avg": "avg_pool2d_backward", "global": "global_avg_pool2d_backward"}[which]
+    desc = case_desc(op, dy=dy, argmax=am, x_shape=xs, pool_size=pool_size, stride=stride, padding=padding)
+    nums = user_numbers(xs, pool_size, stride, padding, dys)
+
+    def body():
+        if which == "max":
+            expect(lambda: ops.max_pool2d_backward(dy, am, xs), op, False, None, nums)
+        elif which == "avg":
+            expect(lambda: ops.avg_pool2d_backward(dy, xs, pool_size, stride, padding), op, False, None, nums)
+        else:
+            res = expect(lambda: ops.global_avg_pool2d_backward(dy, xs), op, False, None, nums)
+            if res is not None and dy_ok and isinstance(xs, tuple) and len(xs) == 4 and dys == xs[:2]:
+                want = np.broadcast_to(np.asarray(dy, np.float64)[:, :, None, None] / max(1, xs[2] * xs[3]), xs)
+                assert_close(res, want, res.dtype, 1.0, op)
+
+    run_isolated(body, desc)
+
+
+@fuzz(60)
+@given(st.data())
+def test_global_avg_pool2d(data):
+    xs = draw_shape(data, 4, "x.shape")
+    x, x_ok, _ = draw_array(data, xs, "x")
+    sane = x_ok and len(xs) == 4 and xs[2] >= 1 and xs[3] >= 1
+    desc = case_desc("global_avg_pool2d", x=x)
+
+    def body():
+        def check(y):
+            dt = compute_dtype(x.dtype)
+            assert y.shape == xs[:2] and y.dtype == dt
+            assert_close(y, np.asarray(x, np.float64).mean(axis=(2, 3)), dt, 4.0, "global_avg_pool2d")
+        expect(lambda: ops.global_avg_pool2d(x), "global_avg_pool2d", sane, check, user_numbers(xs),
+               x.dtype.kind in "cO")
+
+    run_isolated(body, desc)
+
+
+# ---- matmul / gemm -----------------------------------------------------------------------------
+
+@fuzz(220)
+@given(st.data())
+def test_gemm(data):
+    m, k, n = (data.draw(st.sampled_from([0, 1, 2, 3, 5, 7, 17]), label=c) for c in "mkn")
+    plain = data.draw(st.booleans(), label="matmul")
+    ta = tb = False
+    if not plain:
+        ta, tb = data.draw(st.booleans(), label="trans_a"), data.draw(st.booleans(), label="trans_b")
+    ash = (k, m) if ta else (m, k)
+    bsh = (n, k) if tb else (k, n)
+    if hostile(data, "shapes", 2):
+        ash = data.draw(st.sampled_from([ash[::-1], ash + (1,), ash[:1], (), (m, k + 1)]), label="a.shape")
+    a, a_ok, a_nf = draw_array(data, ash, "a")
+    b, b_ok, b_nf = draw_array(data, bsh, "b")
+    alpha = beta = None
+    if not plain:
+        alpha = data.draw(st.sampled_from([1.0, 0.5, -2.0, 0.0, 1, np.float32(2.0)]), label="alpha") \
+            if not hostile(data, "alpha", 2) else data.draw(st.sampled_from(HOSTILE_SCALARS), label="alpha")
+        beta = data.draw(st.sampled_from([0.0, 0.0, 1.0, -0.5]), label="beta") \
+            if not hostile(data, "beta", 2) else data.draw(st.sampled_from(HOSTILE_SCALARS), label="beta")
+    out_kind = data.draw(st.sampled_from(OUT_KINDS), label="out")
+    if beta not in (None, 0.0) and out_kind == "none":
+        out_kind = "right"
+    dt = compute_dtype(a.dtype, b.dtype)
+    shapes_ok = len(ash) == 2 and (ash[::-1] if ta else ash) == (m, k)
+    scal_ok = plain or (type(alpha) in (float, int, np.float32) and type(beta) in (float, int, np.float32)
+                        and bool(np.isfinite(alpha)) and bool(np.isfinite(beta)))
+    inputs_ok = shapes_ok and a_ok and b_ok and scal_ok
+    out = make_out(out_kind, (m, n), dt)
+    c0 = None
+    if out_kind == "right":
+        out = make((m, n), dt.str, "c", 7)
+        c0 = out.astype(np.float64)
+    if out_kind == "overlap" and inputs_ok and not ta:
+        a, out = overlapping(a, (m, n), dt)
+        c0 = out.astype(np.float64)
+    sane = inputs_ok and out_kind in ("none", "right")
+    desc = case_desc("matmul" if plain else "gemm", a=a, b=b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta,
+                     out=out_kind)
+
+    def body():
+        ref = None
+        if inputs_ok:
+            A = np.asarray(a, np.float64)
+            B = np.asarray(b, np.float64)
+            A, B = (A.T if ta else A), (B.T if tb else B)
+            if plain or alpha != 0:
+                with np.errstate(all="ignore"):
+                    ref = np.einsum("ik,kj->ij", A, B) * (1.0 if plain else float(alpha))
+            else:
+                ref = np.zeros((m, n))
+            if not plain and beta != 0 and c0 is not None:
+                ref = ref + float(beta) * c0
+
+        def check(y):
+            out_matches(y, out, (m, n), dt)
+            assert_close(y, ref, dt, 4.0 * max(1, k) * (1 + abs(float(alpha or 1))), "gemm")
+
+        if plain:
+            call = lambda: ops.matmul(a, b, out=out)  # noqa: E731
+        else:
+            call = lambda: ops.gemm(a, b, ta, tb, alpha, beta, out=out)  # noqa: E731
+        res = expect(call, "matmul", sane, check, user_numbers(ash, bsh, alpha, beta),
+                     a.dtype.kind in "cO" or b.dtype.kind in "cO")
+        if res is not None and inputs_ok and (out_kind != "overlap" or c0 is not None):
+            check(res)
+
+    run_isolated(body, desc)
