@@ -541,3 +541,248 @@ def test_gemm(data):
             check(res)
 
     run_isolated(body, desc)
+
+
+# ---- activations, losses, dense, dropout, batchnorm ----------------------------------------------
+
+import reference_nn as ref  # noqa: E402  (float64 references written from the formulas)
+
+KINDS = list(ops.ACTIVATIONS)
+
+
+@fuzz(200)
+@given(st.data())
+def test_activation(data):
+    kind = data.draw(st.sampled_from(KINDS), label="kind") if not hostile(data, "kind", 1) else \
+        data.draw(st.sampled_from(["RELU", "", None, 3, "swish"]), label="kind")
+    alpha = None
+    if kind in ("leaky_relu", "elu") and data.draw(st.booleans(), label="alpha given"):
+        alpha = data.draw(st.sampled_from([0.0, 0.1, 2.0]), label="alpha") if not hostile(data, "alpha") else \
+            data.draw(st.sampled_from(HOSTILE_SCALARS), label="alpha")
+    xs = draw_shape(data, data.draw(st.integers(1, 3), label="ndim"), "x.shape")
+    x, x_ok, _ = draw_array(data, xs, "x")
+    dy, dy_ok, _ = draw_array(data, xs, "dy", allow_nonfinite=False)
+    alpha_ok = alpha is None or (type(alpha) in (int, float) and np.isfinite(alpha) and alpha >= 0)
+    sane = kind in KINDS and alpha_ok and x_ok and not (kind in ("softmax", "log_softmax") and len(xs) == 0)
+    desc = case_desc("activation", x=x, kind=kind, alpha=alpha, dy=dy)
+
+    def body():
+        dt = compute_dtype(x.dtype)
+
+        def check(y):
+            assert y.shape == xs and y.dtype == dt, (y.shape, y.dtype)
+            with np.errstate(all="ignore"):
+                want = ref.act(x, kind, alpha)
+            assert_close(y, want, dt, 4.0, f"activation[{kind}]")
+
+        y = expect(lambda: ops.activation(x, kind, alpha), "activation", sane, check, user_numbers(alpha, xs),
+                   x.dtype.kind in "cO")
+        bsane = sane and dy_ok and y is not None and same_compute(dy.dtype, x.dtype)
+
+        def check_b(dx):
+            assert dx.shape == xs and dx.dtype == dt
+            with np.errstate(all="ignore"):
+                want = ref.act_grad(dy, x, kind, alpha)
+            fin = np.isfinite(np.asarray(x, np.float64)) & np.isfinite(want)
+            if kind not in ("relu", "leaky_relu", "elu", "linear"):  # smooth ones: compare where defined
+                np.testing.assert_allclose(dx[fin], want[fin], rtol=1e-3, atol=1e-3)
+            else:
+                np.testing.assert_allclose(dx[fin], want[fin], rtol=1e-5, atol=1e-5)
+
+        expect(lambda: ops.activation_backward(dy, x, y if y is not None else x, kind, alpha),
+               "activation_backward", bsane, check_b, user_numbers(alpha, xs))
+
+    run_isolated(body, desc)
+
+
+@fuzz(160)
+@given(st.data())
+def test_loss(data):
+    kind = data.draw(st.sampled_from(list(ops.LOSSES)), label="kind") if not hostile(data, "kind", 1) else \
+        data.draw(st.sampled_from(["MSE", None, "hinge"]), label="kind")
+    from_logits = data.draw(st.sampled_from([False, True]), label="from_logits") if not hostile(data, "fl", 1) \
+        else data.draw(st.sampled_from([1, "yes", None, np.bool_(True)]), label="from_logits")
+    ps = draw_shape(data, 2, "y_pred.shape")
+    pred, p_ok, _ = draw_array(data, ps, "y_pred")
+    sparse = kind == "sparse_categorical_crossentropy"
+    if sparse:
+        ncls = ps[-1] if ps else 1
+        rng = np.random.default_rng(data.draw(st.integers(0, 99), label="labels.seed"))
+        lab_dtype = data.draw(st.sampled_from(["<i8", "<i4", "u1", "<f8", "<i8"]), label="labels.dtype")
+        lo, hi = (0, max(ncls - 1, 0)) if not hostile(data, "labels") else (-3, ncls + 3)
+        true = rng.integers(lo, hi + 1, size=ps[:-1] if ps else ()).astype(lab_dtype)
+        t_ok = lo >= 0 and hi < ncls
+        if hostile(data, "labels.value", 1):
+            true = data.draw(st.sampled_from([np.array([2**63 - 1]), np.array([np.nan]), np.array([0.5]),
+                                              np.array([-2**63]), np.array(["a"]), np.array([2**64 - 1], np.uint64)]),
+                             label="labels.value")
+            t_ok = False
+    else:
+        true, t_ok, _ = draw_array(data, ps, "y_true", allow_nonfinite=False, scale=1.0)
+        true = np.abs(true) if true.dtype.kind == "f" else true
+    probs = kind in ("binary_crossentropy", "categorical_crossentropy") and not from_logits
+    if probs and pred.dtype.kind == "f":
+        pred = np.abs(pred) + np.asarray(0.01, pred.dtype)  # probabilities: positive
+    sane = kind in ops.LOSSES and isinstance(from_logits, (bool, np.bool_)) and p_ok and t_ok and \
+        len(ps) == 2 and min(ps) >= 1 and not (from_logits and kind in ("mse", "mae"))
+    desc = case_desc("loss", kind=kind, y_true=true, y_pred=pred, from_logits=from_logits)
+
+    def body():
+        dt = compute_dtype(pred.dtype)
+
+        def check(res):
+            value, grad = res
+            assert isinstance(value, float) and grad.shape == ps and grad.dtype == dt
+            with np.errstate(all="ignore"):
+                want = ref.loss(kind, true, pred, bool(from_logits), dtype=dt)
+            if np.isfinite(want):
+                assert abs(value - want) <= 2e-3 * max(1.0, abs(want)), (value, want)
+            else:
+                assert not np.isfinite(value) or kind != "mse", (value, want)
+
+        tags = ("loss", str(kind))
+        expect(lambda: ops.loss(kind, true, pred, from_logits), tags, sane, check, user_numbers(ps),
+               pred.dtype.kind in "cO")
+
+    run_isolated(body, desc)
+
+
+@fuzz(140)
+@given(st.data())
+def test_dense(data):
+    n, c, k = (data.draw(st.sampled_from([0, 1, 2, 3, 5]), label=s) for s in "nck")
+    xs, ws = (n, c), (c, k)
+    if hostile(data, "shapes", 2):
+        ws = data.draw(st.sampled_from([(c + 1, k), (k,), (c, k, 1), ()]), label="W.shape")
+    x, x_ok, _ = draw_array(data, xs, "x")
+    W, w_ok, _ = draw_array(data, ws, "W")
+    use_b = data.draw(st.booleans(), label="bias")
+    b, b_ok, _ = draw_array(data, (k,) if not hostile(data, "b.shape", 1) else (k + 1,), "b") if use_b \
+        else (None, True, False)
+    if use_b and b.shape != (k,):
+        b_ok = False
+    kind = data.draw(st.sampled_from(list(ops.FUSABLE_ACTIVATIONS)), label="act") if not hostile(data, "act", 1) \
+        else data.draw(st.sampled_from(["softmax", None, 0]), label="act")
+    dy, dy_ok, _ = draw_array(data, (n, k), "dy", allow_nonfinite=False)
+    sane = x_ok and w_ok and b_ok and ws == (c, k) and kind in ops.FUSABLE_ACTIVATIONS and \
+        same_compute(*[a.dtype for a in (x, W, b) if a is not None])
+    desc = case_desc("dense_forward", x=x, W=W, b=b, activation=kind)
+
+    def body():
+        dt = compute_dtype(x.dtype, W.dtype)
+
+        def check(y):
+            assert y.shape == (n, k) and y.dtype == dt
+            with np.errstate(all="ignore"):
+                want = ref.act(np.asarray(x, np.float64) @ np.asarray(W, np.float64) +
+                               (0 if b is None else np.asarray(b, np.float64)), kind)
+            assert_close(y, want, dt, 4.0 * max(1, c), "dense_forward")
+
+        y = expect(lambda: ops.dense_forward(x, W, b, kind), "dense_forward", sane, check, user_numbers(xs, ws),
+                   x.dtype.kind in "cO" or W.dtype.kind in "cO")
+        bsane = sane and dy_ok and same_compute(dy.dtype, x.dtype)
+
+        def check_b(res):
+            dx, dW, db = res
+            assert dx.shape == xs and dW.shape == ws and (db is None or db.shape == (k,))
+
+        expect(lambda: ops.dense_backward(dy, x, W, y if y is not None else dy, kind), "dense_backward",
+               bsane and y is not None and np.all(np.isfinite(y)), check_b, user_numbers(xs, ws))
+
+    run_isolated(body, desc)
+
+
+@fuzz(100)
+@given(st.data())
+def test_dropout(data):
+    xs = draw_shape(data, data.draw(st.integers(1, 3), label="ndim"), "x.shape")
+    x, x_ok, _ = draw_array(data, xs, "x")
+    rate = data.draw(st.sampled_from([0.0, 0.5, 0.25, 0.9]), label="rate") if not hostile(data, "rate") else \
+        data.draw(st.sampled_from(HOSTILE_SCALARS + [1.0, 1]), label="rate")
+    seed = data.draw(st.sampled_from([0, 1, 2**63, 2**64 - 1]), label="seed") if not hostile(data, "seed") else \
+        data.draw(st.sampled_from(HOSTILE_SIZES), label="seed")
+    mask_kind = data.draw(st.sampled_from(["own", "own", "bool", "int8", "shape", "list", "strided"]), label="mask")
+    rate_ok = type(rate) in (int, float) and 0 <= rate < 1
+    seed_ok = type(seed) is int and 0 <= seed < 2**64
+    sane = x_ok and rate_ok and seed_ok
+    desc = case_desc("dropout", x=x, rate=rate, seed=seed, mask=mask_kind)
+
+    def body():
+        dt = compute_dtype(x.dtype)
+
+        def check(res):
+            y, mask = res
+            assert y.shape == xs and y.dtype == dt and mask.dtype == np.uint8 and mask.shape == xs
+            want = ref.dropout_mask(xs, float(rate), seed)
+            assert np.array_equal(mask, want), "mask differs from splitmix reference"
+            with np.errstate(all="ignore"):
+                assert_close(y, np.asarray(x, np.float64) * mask / (1 - float(rate)), dt, 4.0, "dropout")
+
+        res = expect(lambda: ops.dropout_forward(x, rate, seed), "dropout_forward", sane, check,
+                     user_numbers(rate, seed, xs), x.dtype.kind in "cO")
+        mask = res[1] if res is not None else np.ones(xs, np.uint8)
+        mask = {"own": mask, "bool": mask.astype(bool), "int8": mask.astype(np.int8),
+                "shape": np.ones(xs + (1,), np.uint8), "list": mask.tolist(),
+                "strided": make(xs, "u1", "strided") if xs else mask}[mask_kind]
+        expect(lambda: ops.dropout_backward(x, mask, rate), "dropout_backward",
+               sane and mask_kind in ("own", "bool", "strided"), None, user_numbers(rate, xs))
+
+    run_isolated(body, desc)
+
+
+@fuzz(120)
+@given(st.data())
+def test_batchnorm(data):
+    nd = data.draw(st.sampled_from([2, 4, 2, 3]), label="ndim")
+    xs = draw_shape(data, nd, "x.shape")
+    c = xs[1] if len(xs) > 1 else 1
+    x, x_ok, _ = draw_array(data, xs, "x")
+    gamma, g_ok, _ = draw_array(data, (c,), "gamma", allow_nonfinite=False)
+    beta, b_ok, _ = draw_array(data, (c,), "beta", allow_nonfinite=False)
+    dt = compute_dtype(x.dtype)
+    rk = data.draw(st.sampled_from(["right", "right", "right", "wrong_dtype", "noncontig", "readonly", "misaligned",
+                                    "list", "alias", "overlap_x", "wrong_shape"]), label="running")
+    rm = make((c,), dt.str, "c", 3, scale=1.0)
+    rv = np.abs(make((c,), dt.str, "c", 4, scale=1.0)) + np.asarray(0.5, dt)
+    if rk == "alias":
+        rv = rm
+    elif rk == "overlap_x" and x.dtype == dt and x.flags.c_contiguous and x.size >= c and x.flags.writeable:
+        rm = x.reshape(-1)[:c]
+    elif rk not in ("right", "overlap_x"):
+        rm = make_out(rk, (c,), dt)
+    momentum = data.draw(st.sampled_from([0.99, 0.0, 1.0]), label="momentum") if not hostile(data, "mom", 2) else \
+        data.draw(st.sampled_from(HOSTILE_SCALARS), label="momentum")
+    eps = data.draw(st.sampled_from([1e-3, 1e-5]), label="eps") if not hostile(data, "eps", 2) else \
+        data.draw(st.sampled_from(HOSTILE_SCALARS), label="eps")
+    training = data.draw(st.booleans(), label="training")
+    params_ok = type(momentum) is float and 0 <= momentum <= 1 and type(eps) is float and 0 < eps < np.inf
+    sane = x_ok and g_ok and b_ok and len(xs) in (2, 4) and rk in ("right", "overlap_x") and params_ok and \
+        gamma.dtype == beta.dtype and compute_dtype(gamma.dtype) == dt and \
+        (rk == "right" or not np.shares_memory(rm, x)) and \
+        not (training and xs[0] * (xs[2] * xs[3] if len(xs) == 4 else 1) == 0)
+    desc = case_desc("batchnorm_forward", x=x, gamma=gamma, beta=beta, running=rk, momentum=momentum, eps=eps,
+                     training=training)
+
+    def body():
+        rm0, rv0 = np.array(rm, np.float64) if isinstance(rm, np.ndarray) else None, np.array(rv, np.float64)
+
+        def check(res):
+            y, cache = res
+            assert y.shape == xs and y.dtype == dt
+            with np.errstate(all="ignore"):
+                if training:
+                    want, mean, var = ref.batchnorm_train(x, gamma, beta, eps)
+                else:
+                    want = ref.batchnorm_infer(x, gamma, beta, rm0, rv0, eps)
+            assert_close(y, want, dt, 8.0, "batchnorm_forward")
+
+        res = expect(lambda: ops.batchnorm_forward(x, gamma, beta, rm, rv, momentum, eps, training),
+                     "batchnorm_forward", sane, check, user_numbers(xs, momentum, eps), x.dtype.kind in "cO")
+        if res is not None:
+            dy = np.ones(xs, dt)
+            expect(lambda: ops.batchnorm_backward(dy, x, gamma, res[1]), "batchnorm_backward", False, None,
+                   user_numbers(xs))
+        expect(lambda: ops.batchnorm_backward(x, x, gamma, (np.zeros(c), np.ones(c + 1), True)),
+               "batchnorm_backward", False, None, user_numbers(xs))
+
+    run_isolated(body, desc)
