@@ -786,3 +786,289 @@ def test_batchnorm(data):
                "batchnorm_backward", False, None, user_numbers(xs))
 
     run_isolated(body, desc)
+
+
+# ---- optimizer updates ---------------------------------------------------------------------------
+
+OPTIMS = {"sgd_update": 0, "momentum_update": 1, "adagrad_update": 1, "rmsprop_update": 1, "adam_update": 2}
+PARAM_KINDS = ["right", "right", "right", "noncontig", "readonly", "misaligned", "wrong_dtype", "list", "int",
+               "fortran", "f16"]
+
+
+def _param(kind, shape, dtype, seed):
+    if kind == "right":
+        return make(shape, dtype, "c", seed)
+    if kind == "f16":
+        return make(shape, "<f2", "c", seed)
+    return make_out(kind, shape, dtype)
+
+
+@fuzz(160)
+@given(st.data())
+def test_optimizer_updates(data):
+    name = data.draw(st.sampled_from(list(OPTIMS)), label="op")
+    shape = draw_shape(data, data.draw(st.integers(0, 2), label="ndim"), "shape")
+    dtype = data.draw(st.sampled_from(["<f4", "<f8"]), label="dtype")
+    pk = data.draw(st.sampled_from(PARAM_KINDS), label="param")
+    sk = data.draw(st.sampled_from(PARAM_KINDS + ["alias"]), label="slots")
+    p = _param(pk, shape, dtype, 1)
+    slots = [_param("right" if sk == "alias" else sk, shape, dtype, 2 + i) for i in range(OPTIMS[name])]
+    if sk == "alias" and slots:
+        slots = [p] * len(slots)
+    if sk == "alias" and not slots:
+        sk = "right"
+    g, g_ok, _ = draw_array(data, shape, "grad")
+    lr = data.draw(st.sampled_from([0.1, 0.0, 1]), label="lr") if not hostile(data, "lr") else \
+        data.draw(st.sampled_from(HOSTILE_SCALARS), label="lr")
+    extra = {}
+    if hostile(data, "extra", 2):
+        key = data.draw(st.sampled_from(["grad_scale", "clip_value", "l2", "weight_decay"]), label="extra.key")
+        extra[key] = data.draw(st.sampled_from(HOSTILE_SCALARS), label="extra.value")
+    step = 1
+    if name == "adam_update":
+        step = data.draw(st.sampled_from([1, 2, 10**6]), label="step") if not hostile(data, "step") else \
+            data.draw(st.sampled_from(HOSTILE_SIZES), label="step")
+    sane = pk == "right" and sk == "right" and g_ok and type(lr) in (int, float) and np.isfinite(lr) and \
+        not extra and step in (1, 2, 10**6)
+    desc = case_desc(name, param=p, slots=sk, grad=g, lr=lr, step=step, **extra)
+
+    def body():
+        p0 = np.array(p, np.float64) if isinstance(p, np.ndarray) else None
+        g64 = np.asarray(g, np.float64) if g_ok else None
+        args = {"sgd_update": lambda: ops.sgd_update(p, g, lr, **extra),
+                "momentum_update": lambda: ops.momentum_update(p, slots[0], g, lr, 0.9, **extra),
+                "adagrad_update": lambda: ops.adagrad_update(p, slots[0], g, lr, **extra),
+                "rmsprop_update": lambda: ops.rmsprop_update(p, slots[0], g, lr, **extra),
+                "adam_update": lambda: ops.adam_update(p, slots[0], slots[1], g, lr, step, **extra)}[name]
+
+        def check(res):
+            assert res is p and res.dtype == np.dtype(dtype) and res.shape == shape
+            if name == "sgd_update":
+                g_cast = g64.astype(dtype).astype(np.float64)
+                with np.errstate(all="ignore"):
+                    assert_close(res, p0 - lr * g_cast, dtype, 4.0, "sgd_update")
+
+        expect(args, name, sane, check, user_numbers(lr, step, shape, extra), False)
+
+    run_isolated(body, desc)
+
+
+# ---- recurrent cells ---------------------------------------------------------------------------
+
+@fuzz(120)
+@given(st.data())
+def test_rnn(data):
+    cell = data.draw(st.sampled_from(["rnn", "lstm", "gru"]), label="cell") if not hostile(data, "cell", 1) else \
+        data.draw(st.sampled_from(["LSTM", "", None, 2]), label="cell")
+    G = {"rnn": 1, "lstm": 4, "gru": 3}.get(cell, 1)
+    n, t, c, h = (data.draw(st.sampled_from([0, 1, 2, 3]), label=s) for s in "ntch")
+    shapes = {"x": (n, t, c), "W": (c, G * h), "U": (h, G * h), "b": (G * h,)}
+    if hostile(data, "shapes", 2):
+        key = data.draw(st.sampled_from(list(shapes)), label="bad")
+        shapes[key] = data.draw(st.sampled_from([shapes[key] + (1,), shapes[key][:-1], (2**31, 0), ()]),
+                                label="bad.shape")
+    arrs, oks = {}, []
+    for k, s in shapes.items():
+        a, ok, _ = draw_array(data, s, k, allow_nonfinite=False, scale=0.5)
+        arrs[k], _ = a, oks.append(ok)
+    act = "tanh" if not hostile(data, "act", 1) else data.draw(st.sampled_from(["relu", "sigmoid", None]), label="a")
+    use_h0 = data.draw(st.booleans(), label="h0")
+    h0 = make((n, h), "<f4", "c", 5, scale=0.5) if use_h0 else None
+    sane = all(oks) and min(c, h) >= 1 and act == "tanh" and cell in ("rnn", "lstm", "gru") and \
+        shapes == {"x": (n, t, c), "W": (c, G * h), "U": (h, G * h), "b": (G * h,)}
+    desc = case_desc("rnn_forward", cell=cell, activation=act, h0=h0, **arrs)
+
+    def body():
+        tags = ("rnn_forward",)
+
+        def check(res):
+            out, hT, cT, cache = res
+            assert out.shape == (n, t, h) and hT.shape == (n, h)
+            back = ops.rnn_backward(cell, np.ones((n, t, h), out.dtype), None, None, cache)
+            assert back["dW"].shape == (c, G * h) and back["dU"].shape == (h, G * h)
+
+        res = expect(lambda: ops.rnn_forward(cell, arrs["x"], arrs["W"], arrs["U"], arrs["b"], h0=h0, activation=act),
+                     tags, sane, check, user_numbers(shapes))
+        if res is not None:
+            expect(lambda: ops.rnn_backward(cell, np.ones((n, t + 1, h)), None, None, res[3]), "rnn_backward",
+                   False, None, user_numbers(shapes))
+        expect(lambda: ops.rnn_backward(cell, None, None, None, object()), "rnn_backward", False, None, ())
+
+    run_isolated(body, desc)
+
+
+# ---- layers ------------------------------------------------------------------------------------
+
+from pydl import layers as L  # noqa: E402
+
+LAYER_CASES = {
+    "Dense": (lambda v: L.Dense(v), (2, 3)),
+    "Dense.act": (lambda v: L.Dense(2, activation=v), (2, 3)),
+    "Conv2D.filters": (lambda v: L.Conv2D(v, 3, padding="same"), (1, 2, 5, 5)),
+    "Conv2D.kernel": (lambda v: L.Conv2D(2, v), (1, 2, 5, 5)),
+    "Conv2D.strides": (lambda v: L.Conv2D(2, 3, strides=v), (1, 2, 5, 5)),
+    "Conv2D.padding": (lambda v: L.Conv2D(2, 3, padding=v), (1, 2, 5, 5)),
+    "Conv2D.dilation": (lambda v: L.Conv2D(2, 3, dilation_rate=v), (1, 2, 5, 5)),
+    "MaxPool2D": (lambda v: L.MaxPool2D(v), (1, 2, 4, 4)),
+    "MaxPool2D.strides": (lambda v: L.MaxPool2D(2, strides=v), (1, 2, 4, 4)),
+    "AvgPool2D.padding": (lambda v: L.AvgPool2D(3, padding=v), (1, 2, 4, 4)),
+    "BatchNormalization.momentum": (lambda v: L.BatchNormalization(momentum=v), (2, 3)),
+    "BatchNormalization.epsilon": (lambda v: L.BatchNormalization(epsilon=v), (2, 3, 2, 2)),
+    "Dropout": (lambda v: L.Dropout(v), (2, 3)),
+    "Dropout.seed": (lambda v: L.Dropout(0.5, seed=v), (2, 3)),
+    "Flatten.input_shape": (lambda v: L.Flatten(input_shape=v), (2, 3, 2)),
+    "Reshape": (lambda v: L.Reshape(v), (2, 6)),
+    "SimpleRNN": (lambda v: L.SimpleRNN(v), (2, 3, 2)),
+    "SimpleRNN.activation": (lambda v: L.SimpleRNN(2, activation=v), (2, 3, 2)),
+    "LSTM": (lambda v: L.LSTM(v), (2, 3, 2)),
+    "GRU": (lambda v: L.GRU(v, return_sequences=True), (2, 3, 2)),
+    "Embedding.input_dim": (lambda v: L.Embedding(v, 2), (2, 3)),
+    "Embedding.output_dim": (lambda v: L.Embedding(5, v), (2, 3)),
+}
+LAYER_VALUES = HOSTILE_SIZES + HOSTILE_SCALARS + [1, 2, 3, (2, 2), "same", "valid", "relu", 0.5, (3, 2), (-1,)]
+
+
+@fuzz(220)
+@given(st.sampled_from(sorted(LAYER_CASES)), st.sampled_from(range(len(LAYER_VALUES))),
+       st.sampled_from(["<f4", "<f8", "i1", "?", "<c8", "O", ">f4"]), st.booleans())
+def test_layer_constructors(which, vi, dtype, training):
+    """Hostile constructor arguments raise ValueError/TypeError at construction or build; a layer
+    that builds runs forward and backward without a crash (or with a clear error for the dtype)."""
+    make_layer, xs = LAYER_CASES[which]
+    v = LAYER_VALUES[vi]
+    cls = which.split(".")[0]
+    tags = (cls, "conv2d", "max_pool2d", "avg_pool2d", "activation", "dense", "batchnorm", "dropout", "rnn")
+    desc = f"layers.{which}({v!r}) on x {xs} {dtype}, training={training}"
+
+    def body():
+        layer = expect(lambda: make_layer(v), tags, False, None, user_numbers(v))
+        if layer is None:
+            return
+        built = expect(lambda: layer.build((None,) + xs[1:]) or True, tags, False, None, user_numbers(v))
+        if built is None:
+            return
+        if cls == "Embedding":
+            x = np.zeros(xs, np.int64)
+        else:
+            x = make(xs, dtype, "c", 3, scale=0.5)
+        # after a successful build only the input's dtype may be refused
+        y = expect(lambda: layer.forward(x, training=training), tags, dtype in ("<f4", "<f8", ">f4", "i1", "?"),
+                   None, user_numbers(v))
+        if y is not None:
+            expect(lambda: layer.backward(np.ones_like(np.asarray(y, np.float32))), tags, False, None, user_numbers(v))
+
+    run_isolated(body, desc)
+
+
+# ---- load_model on mutated files -----------------------------------------------------------------
+
+_MODEL_BYTES = {}
+
+
+def _model_bytes() -> bytes:
+    if "b" not in _MODEL_BYTES:
+        import io
+        import tempfile
+        pydl.seed(0)
+        m = pydl.Sequential([L.Conv2D(2, 3, padding="same", input_shape=(1, 5, 5)), L.MaxPool2D(2), L.Flatten(),
+                             L.Dense(3, activation="softmax")])
+        m.compile(loss="categorical_crossentropy", optimizer="adam")
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "m.npz")
+            m.save(path)
+            with open(path, "rb") as f:
+                _MODEL_BYTES["b"] = f.read()
+        del io
+    return _MODEL_BYTES["b"]
+
+
+HOSTILE_JSON = [10**30, -1, 0, 2**63, 2**64, -2**63, 1e308, "x", None, [], {}, [[[[]]]], True, 2**31, 10**4000]
+
+
+def _rewrite_config(raw: bytes, mutate) -> bytes:
+    import io
+    import json
+    import zipfile
+    src = zipfile.ZipFile(io.BytesIO(raw))
+    arrays = {n[:-4]: np.load(io.BytesIO(src.read(n)), allow_pickle=False) for n in src.namelist()}
+    cfg = json.loads(str(arrays["__config__"]))
+    text = mutate(cfg)
+    arrays["__config__"] = np.array(text)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _mutate_json(cfg, path, value):
+    import json
+    node = cfg
+    for k in path[:-1]:
+        node = node[k]
+    if path:
+        node[path[-1]] = value
+    text = json.dumps(cfg)
+    if isinstance(value, str) and value == "DEEP":
+        text = text.replace('"layers": [', '"layers": [' + "[" * 100000, 1)
+    return text
+
+
+def _config_paths(cfg, prefix=()):
+    out = [prefix]
+    if isinstance(cfg, dict):
+        for k, v in cfg.items():
+            out += _config_paths(v, prefix + (k,))
+    elif isinstance(cfg, list):
+        for i, v in enumerate(cfg):
+            out += _config_paths(v, prefix + (i,))
+    return out
+
+
+import os  # noqa: E402
+
+
+@fuzz(200)
+@given(st.data())
+def test_load_model_mutated(data):
+    raw = _model_bytes()
+    how = data.draw(st.sampled_from(["truncate", "flip_bit", "set_byte", "config", "config", "deep"]), label="how")
+    if how == "truncate":
+        cut = data.draw(st.integers(0, len(raw) - 1), label="offset")
+        blob, what = raw[:cut], f"truncated at {cut}"
+    elif how in ("flip_bit", "set_byte"):
+        pos = data.draw(st.integers(0, len(raw) - 1), label="offset")
+        b = bytearray(raw)
+        if how == "flip_bit":
+            b[pos] ^= 1 << data.draw(st.integers(0, 7), label="bit")
+        else:
+            b[pos] = data.draw(st.integers(0, 255), label="byte")
+        blob, what = bytes(b), f"{how} at {pos}"
+    else:
+        import json
+        import io
+        import zipfile
+        cfg = json.loads(str(np.load(io.BytesIO(zipfile.ZipFile(io.BytesIO(raw)).read("__config__.npy")))))
+        paths = _config_paths(cfg)
+        path = data.draw(st.sampled_from(paths), label="path")
+        value = "DEEP" if how == "deep" else data.draw(st.sampled_from(HOSTILE_JSON), label="value")
+        blob = _rewrite_config(raw, lambda c: _mutate_json(c, path, value))
+        what = f"config {'/'.join(map(str, path))} = {value!r:.40}"
+    desc = f"load_model({what})"
+    fd, path = __import__("tempfile").mkstemp(suffix=".npz")
+    os.write(fd, blob)
+    os.close(fd)
+
+    def body():
+        t0 = time.perf_counter()
+        try:
+            pydl.load_model(path)
+        except ValueError as exc:
+            assert str(exc).startswith("[load_model]"), str(exc)[:300]
+        assert time.perf_counter() - t0 < 1.0, f"took {time.perf_counter() - t0:.2f} s"
+
+    try:
+        run_isolated(body, desc)
+    finally:
+        os.unlink(path)
+
+
+import time  # noqa: E402

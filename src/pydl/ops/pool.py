@@ -28,6 +28,8 @@ def _pool_args(x, pool_size, stride, padding, op: str):
     pool = _int_pair(pool_size, "pool_size", op, 1)
     st = pool if stride is None else _int_pair(stride, "stride", op, 1)
     pads = resolve_padding(padding, x.shape[2:], pool, st, op)
+    if max(pads[:2]) >= pool[0] or max(pads[2:]) >= pool[1]:  # checked here too: the kernels skip it for N*C = 0
+        raise ValueError(f"[{op}] padding {pads} must be smaller than pool_size {pool} on each side")
     return x, pool, st, pads
 
 
