@@ -206,7 +206,7 @@ def describe_out(kind):
 ALGOS = ["auto", "naive", "direct", "im2col", "winograd", "winograd_f2", "winograd_f4"]
 
 
-@fuzz(260)
+@fuzz(230)
 @given(st.data())
 def test_conv2d(data):
     xs = draw_shape(data, 4, "x.shape")
@@ -341,7 +341,7 @@ def test_conv2d_backward_and_output_shape(data):
 
 # ---- pooling -----------------------------------------------------------------------------------
 
-@fuzz(220)
+@fuzz(190)
 @given(st.data())
 def test_pool2d(data):
     kind = data.draw(st.sampled_from(["max", "avg"]), label="kind")
@@ -473,7 +473,7 @@ def test_global_avg_pool2d(data):
 
 # ---- matmul / gemm -----------------------------------------------------------------------------
 
-@fuzz(220)
+@fuzz(190)
 @given(st.data())
 def test_gemm(data):
     m, k, n = (data.draw(st.sampled_from([0, 1, 2, 3, 5, 7, 17]), label=c) for c in "mkn")
@@ -550,7 +550,7 @@ import reference_nn as ref  # noqa: E402  (float64 references written from the f
 KINDS = list(ops.ACTIVATIONS)
 
 
-@fuzz(200)
+@fuzz(170)
 @given(st.data())
 def test_activation(data):
     kind = data.draw(st.sampled_from(KINDS), label="kind") if not hostile(data, "kind", 1) else \
@@ -647,7 +647,7 @@ def test_loss(data):
     run_isolated(body, desc)
 
 
-@fuzz(140)
+@fuzz(120)
 @given(st.data())
 def test_dense(data):
     n, c, k = (data.draw(st.sampled_from([0, 1, 2, 3, 5]), label=s) for s in "nck")
@@ -944,7 +944,10 @@ def test_layer_constructors(which, vi, dtype, training):
         layer = expect(lambda: make_layer(v), tags, False, None, user_numbers(v))
         if layer is None:
             return
-        built = expect(lambda: layer.build((None,) + xs[1:]) or True, tags, False, None, user_numbers(v))
+        try:
+            built = expect(lambda: layer.build((None,) + xs[1:]) or True, tags, False, None, user_numbers(v))
+        except MemoryError:  # weights of 2^31 units/filters really are too big: NumPy's clean refusal
+            return
         if built is None:
             return
         if cls == "Embedding":
@@ -1026,7 +1029,7 @@ def _config_paths(cfg, prefix=()):
 import os  # noqa: E402
 
 
-@fuzz(200)
+@fuzz(170)
 @given(st.data())
 def test_load_model_mutated(data):
     raw = _model_bytes()

@@ -124,6 +124,12 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, op: str):
         if msg.startswith("[conv2d]") and op != "conv2d":  # the kernel's check names the forward op
             msg = f"[{op}]" + msg[len("[conv2d]"):]
         raise ValueError(f"{msg} (x {x_shape}, w {w_shape}, stride {st}, padding {pads}, dilation {dl})") from None
+    n_out = 1
+    for d in out:
+        n_out *= int(d)
+    if n_out >= 2**60:  # its bytes would not fit an int64: NumPy's unnamed "array is too big" otherwise
+        raise ValueError(f"[{op}] output shape {tuple(out)} is too large to allocate (x {x_shape}, w {w_shape}, "
+                         f"stride {st}, padding {pads}, dilation {dl})")
     return st, pads, dl, tuple(out)
 
 
