@@ -948,6 +948,10 @@ def test_layer_constructors(which, vi, dtype, training):
             built = expect(lambda: layer.build((None,) + xs[1:]) or True, tags, False, None, user_numbers(v))
         except MemoryError:  # weights of 2^31 units/filters really are too big: NumPy's clean refusal
             return
+        except AssertionError as exc:  # known defect, see test_layer_with_unallocatable_weights_names_itself
+            if "array is too big" in str(exc):
+                return
+            raise
         if built is None:
             return
         if cls == "Embedding":
@@ -955,6 +959,8 @@ def test_layer_constructors(which, vi, dtype, training):
         else:
             x = make(xs, dtype, "c", 3, scale=0.5)
         # after a successful build only the input's dtype may be refused
+        if which == "Conv2D.strides" and v == 2**31 - 1:
+            return  # known C++ defect: test_conv2d_huge_stride_on_a_tiny_input
         y = expect(lambda: layer.forward(x, training=training), tags, dtype in ("<f4", "<f8", ">f4", "i1", "?"),
                    None, user_numbers(v))
         if y is not None:
@@ -1075,3 +1081,22 @@ def test_load_model_mutated(data):
 
 
 import time  # noqa: E402
+
+
+@pytest.mark.xfail(strict=True, reason="initializers allocate (units, fan_in) weights unchecked: a layer with 2^62 "
+                                       "units or input_dim fails at build with NumPy's unnamed 'array is too big'")
+@pytest.mark.parametrize("make_layer, shape", [(lambda: L.Embedding(2**62, 2), (None, 3)),
+                                               (lambda: L.Dense(2**62), (None, 3))])
+def test_layer_with_unallocatable_weights_names_itself(make_layer, shape):
+    layer = make_layer()
+    with pytest.raises(ValueError, match=r"^\[(Embedding|Dense|Initializer)"):
+        layer.build(shape)
+
+
+@pytest.mark.xfail(strict=True, reason="C++ conv2d_forward sizes a workspace by the stride: stride 2^31-1 on a 5x5 "
+                                       "input (1x1 output) raises MemoryError std::bad_alloc; fix in csrc/conv2d")
+def test_conv2d_huge_stride_on_a_tiny_input():
+    def body():
+        y = ops.conv2d(np.ones((1, 2, 5, 5), np.float32), np.ones((2, 2, 3, 3), np.float32), None, 2**31 - 1)
+        assert y.shape == (1, 2, 1, 1) and np.all(y == 18.0)
+    run_isolated(body, "conv2d(x (1,2,5,5), w (2,2,3,3), stride=2**31-1)")
