@@ -103,6 +103,8 @@ def resolve_padding(padding, in_hw, k_eff_hw, stride_hw, op: str) -> tuple[int, 
 def _geometry(x_shape, w_shape, stride, padding, dilation, op: str):
     """Validated (stride, pads, dilation, output shape) for NCHW x and (K, C, R, S) w."""
     x_shape, w_shape = tuple(int(d) for d in x_shape), tuple(int(d) for d in w_shape)
+    if any(not 0 <= d < 2**62 for d in x_shape + w_shape):  # beyond int64 the binding rejects the list unnamed
+        raise ValueError(f"[{op}] sizes must be in [0, 2^62), got x {x_shape} and w {w_shape}")
     if len(x_shape) != 4:
         raise ValueError(f"[{op}] x has {len(x_shape)} dims {x_shape}, expected 4 (N, C, H, W) in NCHW layout")
     if len(w_shape) != 4:
