@@ -1,14 +1,13 @@
+import importlib.util
+
 import numpy as np
 import pytest
 
 import pydl
 
-try:
-    import torch  # noqa: F401
-
-    HAVE_TORCH = True
-except Exception:  # pragma: no cover - torch is optional
-    HAVE_TORCH = False
+# Looked up, not imported: a process that has torch loaded forks about 5x slower, and
+# tests/test_fuzz.py forks a child per case. Tests that compare with torch import it themselves.
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
 
 @pytest.fixture

@@ -11,6 +11,12 @@ import numpy as np
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def is_aligned(a: np.ndarray) -> bool:
+    """`a`'s data pointer is aligned to its item size. NumPy flags every empty array aligned,
+    even a view at an odd address, but the bindings check the pointer itself."""
+    return a.flags.aligned and (a.size != 0 or a.ctypes.data % a.dtype.alignment == 0)
+
+
 def as_float_array(x, name: str, op: str, dtype=None) -> np.ndarray:
     """Return `x` as a C-contiguous float32 or float64 array.
 
@@ -18,7 +24,7 @@ def as_float_array(x, name: str, op: str, dtype=None) -> np.ndarray:
     (ints, float16, bool) are cast to float32, the fast path. With `dtype` the result has that
     dtype. Strided or negative-stride views are copied.
     """
-    if type(x) is np.ndarray and x.flags.c_contiguous and x.flags.aligned and (
+    if type(x) is np.ndarray and x.flags.c_contiguous and is_aligned(x) and (
             x.dtype == dtype if dtype is not None else x.dtype in _FAST_DTYPES):
         return x  # the common case, checked first: already what the kernels take
     if isinstance(x, np.ndarray):
@@ -40,13 +46,14 @@ def as_float_array(x, name: str, op: str, dtype=None) -> np.ndarray:
     out = np.asarray(arr, dtype=dtype, order="C")
     # A view at an odd byte offset (np.frombuffer(buf, offset=1)) is valid NumPy but the kernels'
     # loads assume item alignment: copy it to fresh (aligned) memory.
-    return out if out.flags.aligned else out.copy()
+    return out if is_aligned(out) else np.empty_like(out) if out.size == 0 else out.copy()
 
 
 def contiguous_aligned(a: np.ndarray, dtype=None) -> np.ndarray:
     """`a` (of `dtype`, if given) as a C-contiguous array aligned to its item size, copied only
     when it is not already one (index arrays, masks: what the kernels read)."""
-    return np.require(a, dtype=dtype, requirements=["C", "A"])
+    a = np.require(a, dtype=dtype, requirements=["C", "A"])
+    return a if is_aligned(a) else np.empty_like(a)  # only an empty view at an odd address gets here
 
 
 def check_ndim(x: np.ndarray, ndim, name: str, op: str, meaning: str = "") -> None:
@@ -98,7 +105,7 @@ def check_out_buffer(out, op: str, name: str = "out", inputs: dict | None = None
         raise ValueError(f"[{op}] {name} must be C-contiguous")
     if not out.flags.writeable:
         raise ValueError(f"[{op}] {name} must be writeable")
-    if not out.flags.aligned:
+    if not is_aligned(out):
         raise ValueError(f"[{op}] {name} must be aligned to its item size ({out.dtype.itemsize} bytes)")
     for in_name, arr in (inputs or {}).items():
         if arr is not None and np.may_share_memory(out, arr) and np.shares_memory(out, arr, max_work=10**6):

@@ -100,9 +100,12 @@ class Layer:
     def __init__(self, input_shape=None, name: str | None = None, trainable: bool = True):
         if input_shape is not None:
             try:
-                input_shape = tuple(int(d) for d in input_shape)
-            except TypeError:
-                input_shape = (int(input_shape),)
+                try:
+                    input_shape = tuple(int(d) for d in input_shape)
+                except TypeError:
+                    input_shape = (int(input_shape),)
+            except (TypeError, ValueError, OverflowError):  # None inside, "a", NaN, Inf
+                raise ValueError(f"[{type(self).__name__}] input_shape must be ints, got {input_shape!r}") from None
             if any(d <= 0 for d in input_shape):
                 raise ValueError(f"[{type(self).__name__}] input_shape must hold positive sizes, got {input_shape}")
         self.input_shape_arg = input_shape  # without the batch dimension, as Keras

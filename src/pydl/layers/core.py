@@ -371,7 +371,11 @@ class BatchNormalization(Layer):
     def __init__(self, momentum=0.99, epsilon=1e-3, center=True, scale=True, input_shape=None, name=None,
                  trainable=True):
         super().__init__(input_shape=input_shape, name=name, trainable=trainable)
-        momentum, epsilon = float(momentum), float(epsilon)
+        try:
+            momentum, epsilon = float(momentum), float(epsilon)
+        except (TypeError, ValueError):
+            raise ValueError(f"[BatchNormalization] momentum and epsilon must be numbers, got {momentum!r} and "
+                             f"{epsilon!r}") from None
         if not (0.0 <= momentum <= 1.0):
             raise ValueError(f"[BatchNormalization] momentum must be in [0, 1], got {momentum!r}")
         if not (epsilon > 0 and math.isfinite(epsilon)):

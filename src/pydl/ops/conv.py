@@ -103,6 +103,8 @@ def resolve_padding(padding, in_hw, k_eff_hw, stride_hw, op: str) -> tuple[int, 
 def _geometry(x_shape, w_shape, stride, padding, dilation, op: str):
     """Validated (stride, pads, dilation, output shape) for NCHW x and (K, C, R, S) w."""
     x_shape, w_shape = tuple(int(d) for d in x_shape), tuple(int(d) for d in w_shape)
+    if any(not 0 <= d < 2**62 for d in x_shape + w_shape):  # beyond int64 the binding rejects the list unnamed
+        raise ValueError(f"[{op}] sizes must be in [0, 2^62), got x {x_shape} and w {w_shape}")
     if len(x_shape) != 4:
         raise ValueError(f"[{op}] x has {len(x_shape)} dims {x_shape}, expected 4 (N, C, H, W) in NCHW layout")
     if len(w_shape) != 4:
@@ -120,7 +122,16 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, op: str):
     try:
         out = _core.conv2d_output_shape(list(x_shape), list(w_shape), st, pads, dl)
     except ValueError as exc:
-        raise ValueError(f"{exc} (x {x_shape}, w {w_shape}, stride {st}, padding {pads}, dilation {dl})") from None
+        msg = str(exc)
+        if msg.startswith("[conv2d]") and op != "conv2d":  # the kernel's check names the forward op
+            msg = f"[{op}]" + msg[len("[conv2d]"):]
+        raise ValueError(f"{msg} (x {x_shape}, w {w_shape}, stride {st}, padding {pads}, dilation {dl})") from None
+    n_out = 1
+    for d in out:
+        n_out *= int(d)
+    if n_out >= 2**60:  # its bytes would not fit an int64: NumPy's unnamed "array is too big" otherwise
+        raise ValueError(f"[{op}] output shape {tuple(out)} is too large to allocate (x {x_shape}, w {w_shape}, "
+                         f"stride {st}, padding {pads}, dilation {dl})")
     return st, pads, dl, tuple(out)
 
 

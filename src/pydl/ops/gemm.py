@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from .._validate import as_float_array, check_ndim, check_out
+from .._validate import as_float_array, check_ndim, check_out, is_aligned
 
 _MAX_INDEX = 2**62
 
@@ -27,7 +27,7 @@ def _as_operand(x: np.ndarray, name: str, dtype):
     A Fortran-ordered 2-D array (such as `a.T` of a C-ordered `a`) is passed as its C-ordered
     transpose with the transpose flag set; any other non-contiguous input is copied.
     """
-    if x.dtype == dtype and x.flags.aligned:
+    if x.dtype == dtype and is_aligned(x):
         flags = x.flags
         if flags.c_contiguous:
             return x, False

@@ -12,6 +12,8 @@ by the window size (count_include_pad=True) or by the number of input elements i
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import _core
@@ -26,16 +28,20 @@ def _pool_args(x, pool_size, stride, padding, op: str):
     pool = _int_pair(pool_size, "pool_size", op, 1)
     st = pool if stride is None else _int_pair(stride, "stride", op, 1)
     pads = resolve_padding(padding, x.shape[2:], pool, st, op)
+    if max(pads[:2]) >= pool[0] or max(pads[2:]) >= pool[1]:  # checked here too: the kernels skip it for N*C = 0
+        raise ValueError(f"[{op}] padding {pads} must be smaller than pool_size {pool} on each side")
     return x, pool, st, pads
 
 
 def _x_shape(x_shape, op: str) -> list:
     try:
         shape = [int(d) for d in x_shape]
-    except TypeError:
+    except (TypeError, ValueError):  # not iterable, or entries like "a" or None
         raise ValueError(f"[{op}] x_shape must be a tuple (N, C, H, W), got {x_shape!r}") from None
     if len(shape) != 4 or min(shape) < 0:
         raise ValueError(f"[{op}] x_shape must be 4 non-negative sizes (N, C, H, W), got {tuple(x_shape)}")
+    if math.prod(shape) >= 2**60:  # bytes of dx would not fit an int64 (NumPy's "array is too big")
+        raise ValueError(f"[{op}] x_shape {tuple(shape)} is too large to allocate")
     return shape
 
 
