@@ -64,6 +64,11 @@ def shapes_only(max_elements: int):
         _SHAPES_ONLY.budget = old
 
 
+# No weight array can be larger than this (256 TiB): bigger shapes are refused with a clear error
+# before NumPy's own "array is too big".
+_MAX_WEIGHT_BYTES = 1 << 48
+
+
 class Initializer:
     """Base class: `init(shape, dtype=float32) -> ndarray`."""
 
@@ -81,8 +86,11 @@ class Initializer:
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"[{type(self).__name__}] dtype must be float32 or float64, got {dtype}")
+        size = math.prod(shape)
+        if size * dtype.itemsize > _MAX_WEIGHT_BYTES:
+            raise ValueError(f"[Initializer {type(self).__name__}] weights of shape {shape} are larger than any "
+                             f"memory (over 2^48 bytes of {dtype})")
         if _SHAPES_ONLY.budget is not None:
-            size = math.prod(shape)
             if size > _SHAPES_ONLY.budget:
                 raise ValueError(f"weights of shape {shape} exceed the {_SHAPES_ONLY.budget} elements left of "
                                  f"what the file holds")

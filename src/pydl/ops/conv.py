@@ -192,6 +192,25 @@ def _winograd_variant(out_shape, rule) -> tuple[str, str]:
     return "winograd_f2", f"output {out_shape[2]}x{out_shape[3]} < {rule['f4_min_out']}: F(2x2,3x3)"
 
 
+def _direct_padded_width(w_shape, st, dl, out_shape) -> tuple[int, int]:
+    """(columns the direct loops' padded rows need, columns the outputs read): the loops read
+    whole vectors of up to 32 outputs per row, so the row is rounded up to 32 strided outputs."""
+    Q, S = out_shape[3], w_shape[3]
+    need = (Q - 1) * st[1] + (S - 1) * dl[1] + 1
+    return (-(-Q // 32) * 32 - 1) * st[1] + (S - 1) * dl[1] + 1, need
+
+
+# The direct loops' zero-padded image copy may not exceed this (bytes, float64): only huge
+# strides make it larger than the input.
+_DIRECT_MAX_SCRATCH = 1 << 31
+
+
+def _direct_scratch_bytes(x_shape, w_shape, st, dl, out_shape) -> int:
+    P, R = out_shape[2], w_shape[2]
+    rows = (P - 1) * st[0] + (R - 1) * dl[0] + 1
+    return 8 * x_shape[1] * rows * _direct_padded_width(w_shape, st, dl, out_shape)[0]
+
+
 def _auto(x_shape, w_shape, st, dl, out_shape) -> tuple[str, str]:
     """(algorithm, reason) of algo="auto" for the running ISA and thread count (see AUTO_RULES)."""
     isa, threads = _core.selected_isa(), _core.get_num_threads()
@@ -199,7 +218,11 @@ def _auto(x_shape, w_shape, st, dl, out_shape) -> tuple[str, str]:
     where = f"auto on {isa}, {threads} thread{'s' if threads != 1 else ''}: "
     C, K = x_shape[1], w_shape[0]
     if C <= rule["direct_max_c"]:
-        return "direct", where + f"C = {C} <= {rule['direct_max_c']} input channels -> direct"
+        padded, need = _direct_padded_width(w_shape, st, dl, out_shape)
+        if padded <= 2 * need + 64:
+            return "direct", where + f"C = {C} <= {rule['direct_max_c']} input channels -> direct"
+        return "im2col", where + (f"C = {C} <= {rule['direct_max_c']} but stride {st[1]} would make the direct "
+                                  f"loops read {padded} columns for {need} -> im2col")
     if _winograd_ok(w_shape, st, dl) and rule["winograd"]:
         m = rule["wino_min_ck"]
         if C >= m and K >= m:
@@ -221,6 +244,9 @@ def _resolve(algo, x_shape, w_shape, st, dl, out_shape, op: str) -> tuple[str, s
         if algo == "winograd":
             name, why = _winograd_variant(out_shape, auto_rule())
             return name, f"winograd requested: {why}"
+    if algo == "direct" and _direct_scratch_bytes(x_shape, w_shape, st, dl, out_shape) > _DIRECT_MAX_SCRATCH:
+        raise ValueError(f"[{op}] algo 'direct' would copy the input into a padded buffer of more than 2 GiB for "
+                         f"stride {st} (its loops read whole vectors of strided outputs); use 'im2col' or 'auto'")
     return algo, f"{algo} requested"
 
 
