@@ -55,9 +55,14 @@ PYDL_VINLINE VI iota_(std::index_sequence<I...>) {
 }
 PYDL_VINLINE VI viota() { return iota_(std::make_index_sequence<kL>{}); }
 
+// Maxima that keep NaN (a NaN score must make its row NaN, not vanish from the max).
+template <typename T>
+static inline T max_nan(T a, T b) {
+  return (a > b || a != a) ? a : b;
+}
 PYDL_VINLINE float hmax(VF v) {
   float m = v[0];
-  for (int l = 1; l < kL; ++l) m = v[l] > m ? v[l] : m;
+  for (int l = 1; l < kL; ++l) m = max_nan(v[l], m);
   return m;
 }
 PYDL_VINLINE float hsum(VF v) {
@@ -321,10 +326,10 @@ static float fwd_row(float* PYDL_R s, index_t n, index_t bk, index_t j0, const R
   for (index_t j = 0; j < n; j += kL) {
     const VF x = masked_scores(s, j, n, j0, rm);
     vstore(s + j, x);
-    vm = x > vm ? x : vm;
+    vm = ((x > vm) | (x != x)) ? x : vm;
   }
   const float mb = hmax(vm);
-  const float mn = mb > m ? mb : m;
+  const float mn = max_nan(mb, m);
   if (mn == ninf) {  // nothing visible yet: P = 0, O and l stay 0
     std::memset(s, 0, sizeof(float) * nb);
     return 1.0f;
@@ -352,9 +357,9 @@ static F fwd_row_s(F* PYDL_R s, index_t n, index_t bk, index_t j0, const RowMask
   F mb = ninf;
   for (index_t j = 0; j < n; ++j) {
     s[j] = masked_score_s(s[j], j, n, j0, rm);
-    mb = s[j] > mb ? s[j] : mb;
+    mb = max_nan(s[j], mb);
   }
-  const F mn = mb > m ? mb : m;
+  const F mn = max_nan(mb, m);
   if (n == 0 || mn == ninf) {
     for (index_t j = 0; j < bk; ++j) s[j] = F(0);
     return F(1);
