@@ -109,7 +109,7 @@ struct AttnTile {
 };
 //                                            MR  NR  BQ  BK
 inline constexpr AttnTile kAttnTileAvx512  = {8, 32, 64, 64};  // 16 zmm accumulators + 2 + 1 of 32
-inline constexpr AttnTile kAttnTileAvx2    = {6, 16, 48, 64};  // 12 ymm accumulators + 2 + 1 of 16
+inline constexpr AttnTile kAttnTileAvx2    = {6, 16, 48, 128};  // 12 ymm accumulators + 2 + 1 of 16
 inline constexpr AttnTile kAttnTileGeneric = {4, 8, 32, 64};   // 8 xmm (SSE2) accumulators + 2 + 1 of 16
 inline constexpr AttnTile kAttnTileDouble  = {4, 8, 32, 64};   // plain loops (the float64 check path)
 
