@@ -27,11 +27,35 @@ constexpr int kAcc = 4;
 constexpr int kChunkVecs = 32;
 constexpr index_t kRowsPerGroup = 32;  // dgamma / dbeta partial sums
 
+// The lanes of one chunk's vector sum, added pairwise in F (a short tree, not a serial chain).
 template <typename F>
 PYDL_VINLINE double hsum_d(Vec<F> v) {
-  double s = 0.0;
-  for (int l = 0; l < VecOf<F>::L; ++l) s += static_cast<double>(v[l]);
-  return s;
+  constexpr int L = VecOf<F>::L;
+  F t[L];
+  std::memcpy(t, &v, sizeof(v));
+  for (int w = L / 2; w >= 1; w /= 2)
+    for (int l = 0; l < w; ++l) t[l] += t[l + w];
+  return static_cast<double>(t[0]);
+}
+
+// Sum over c < n of a(c): as row_sums2 below, for one sum.
+template <typename F, class VA, class SA>
+PYDL_VINLINE double row_sum1(index_t n, VA va, SA a) {
+  using V = Vec<F>;
+  constexpr int L = VecOf<F>::L;
+  const index_t nv = n / L * L;
+  double ta = 0.0;
+  for (index_t c0 = 0; c0 < nv; c0 += kChunkVecs * L) {
+    const index_t c1 = std::min<index_t>(nv, c0 + kChunkVecs * L);
+    V xa[kAcc] = {};
+    index_t c = c0;
+    for (; c + kAcc * L <= c1; c += kAcc * L)
+      for (int u = 0; u < kAcc; ++u) xa[u] += va(c + u * L);
+    for (int u = 0; c < c1; c += L, ++u) xa[u] += va(c);
+    ta += hsum_d<F>((xa[0] + xa[1]) + (xa[2] + xa[3]));
+  }
+  for (index_t c = nv; c < n; ++c) ta += static_cast<double>(a(c));
+  return ta;
 }
 
 // Sums over c < n of a(c) and b(c), where A(V, c) / B(V, c) give the vectors at c and a / b the
@@ -65,10 +89,8 @@ static void forward_rows(F* PYDL_R y, F* PYDL_R mean, F* PYDL_R rstd, const F* P
   parallel_for(nt, R, [&](std::int64_t r, int) {
     const F* PYDL_R xr = x + r * C;
     F* PYDL_R yr = y + r * C;
-    double s0, unused;
-    row_sums2<F>(
-        C, s0, unused, [&](index_t c) { return vload(xr + c); }, [&](index_t) { return V{}; },
-        [&](index_t c) { return xr[c]; }, [&](index_t) { return F(0); });
+    const double s0 = row_sum1<F>(
+        C, [&](index_t c) { return vload(xr + c); }, [&](index_t c) { return xr[c]; });
     const F m0 = static_cast<F>(s0 / static_cast<double>(C));
     const V vm0 = vset1(m0);
     double s1, s2;
