@@ -33,5 +33,7 @@ export PYTHONPATH="$WORK/src"
 cd "$WORK"
 echo "sanitized build: $(ls src/pydl/_core*.so)"
 "$PY" -c "import pydl; print('pydl', pydl.__version__, 'isa', pydl._core.selected_isa() if hasattr(pydl._core, 'selected_isa') else '?')"
-# -p no:cacheprovider: the copy is thrown away anyway
-"$PY" -m pytest -q -p no:cacheprovider "${@:-tests}"
+# -p no:cacheprovider: the copy is thrown away anyway. tests/test_memory.py is left out by default:
+# ASan's quarantine holds freed memory on purpose, so resident memory grows by design.
+if [ "$#" -eq 0 ]; then set -- tests --ignore=tests/test_memory.py; fi
+"$PY" -m pytest -q -p no:cacheprovider "$@"
