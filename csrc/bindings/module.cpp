@@ -10,6 +10,8 @@ void init_conv(py::module_& m);
 void init_nn(py::module_& m);
 void init_optim(py::module_& m);
 void init_rnn(py::module_& m);
+void init_attention(py::module_& m);
+void init_layernorm(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "pydl compiled kernels (C++ / OpenMP). Use the validated wrappers in pydl.ops.";
@@ -19,4 +21,6 @@ PYBIND11_MODULE(_core, m) {
   init_nn(m);
   init_optim(m);
   init_rnn(m);
+  init_attention(m);
+  init_layernorm(m);
 }

@@ -21,3 +21,7 @@ __all__ += ["sgd_update", "momentum_update", "adagrad_update", "rmsprop_update",
             "global_norm"]
 from .rnn import rnn_forward, rnn_backward
 __all__ += ["rnn_forward", "rnn_backward"]
+from .attention import attention_backward, attention_forward, scaled_dot_product_attention
+from .norm import layer_norm, layer_norm_backward
+__all__ += ["scaled_dot_product_attention", "attention_forward", "attention_backward", "layer_norm",
+            "layer_norm_backward"]
