@@ -202,10 +202,11 @@ def test_mha_fully_masked_row_gives_bias(rng):
     assert np.all(np.isfinite(out))
 
 
-def test_mha_self_attention_gradient_sums(rng):
+@pytest.mark.parametrize("value_dim", [None, 4], ids=["value_dim=key_dim", "value_dim=4"])
+def test_mha_self_attention_gradient_sums(value_dim, rng):
     """mha(x, x): one array as query, value and key takes the fused projection; its gradient is
     the sum of the three paths."""
-    layer = _mha(rng, dims=(5, 5, 5))
+    layer = _mha(rng, dims=(5, 5, 5), value_dim=value_dim)
     x = rng.standard_normal((2, 4, 5))
     x2 = x.copy()
     dy = rng.standard_normal((2, 4, 5))

@@ -350,12 +350,17 @@ class MultiHeadAttention(Layer):
         q, k, v = ctx.qkv
         dq, dk, dv = attn_ops.attention_backward(q, k, v, ctx.o, ctx.lse, hd, mask=ctx.mask, causal=ctx.causal,
                                                  dropout=ctx.rate, seed=ctx.seed)
-        dzq, dzk, dzv = self._merge(dq, B, T), self._merge(dk, B, S), self._merge(dv, B, S)
         need = ctx.need_input_grad
         hk = self.num_heads * self.key_dim
         names = (("query_kernel", "query_bias"), ("key_kernel", "key_bias"), ("value_kernel", "value_bias"))
         if ctx.fused:
-            dz = np.concatenate([dzq, dzk, dzv], axis=1)
+            if self.value_dim == self.key_dim:  # heads merged straight into the (B*T, 3 H d) gradient
+                dz = np.empty((B * T, 3 * hk), dt)
+                dz5 = dz.reshape(B, T, 3, self.num_heads, self.key_dim)
+                for i, g in enumerate((dq, dk, dv)):
+                    np.copyto(dz5[:, :, i], g.transpose(0, 2, 1, 3))
+            else:
+                dz = np.concatenate([self._merge(dq, B, T), self._merge(dk, B, T), self._merge(dv, B, T)], axis=1)
             dx, dW, db = nn.dense_backward(dz, ctx.xs[0], ctx.W, ctx.zs[0], "linear", None, need_dx=need,
                                            has_bias=bias)
             cuts = (0, hk, 2 * hk, dW.shape[1])
@@ -366,7 +371,8 @@ class MultiHeadAttention(Layer):
             grads = [None if dx is None else dx.reshape(B, T, -1)] + [None] * (ctx.n_in - 1)
             return grads if need else [None] * ctx.n_in
         dxs = []
-        for (wn, bn), x, z, dz in zip(names, ctx.xs, ctx.zs, (dzq, dzk, dzv)):
+        dzs = (self._merge(dq, B, T), self._merge(dk, B, S), self._merge(dv, B, S))
+        for (wn, bn), x, z, dz in zip(names, ctx.xs, ctx.zs, dzs):
             dx, dW, db = nn.dense_backward(dz, x, p[wn], z, "linear", None, need_dx=need, has_bias=bias)
             self.add_grad(wn, dW)
             if bias:
