@@ -524,8 +524,7 @@ def small_transformer(T=6, f=5, d=8, classes=3, seed=0, mask_input=False, pre_no
     x = PositionalEmbedding(T, d)(SinusoidalPositionalEncoding()(x))
     x = TransformerEncoder(2, ff_dim=12, dropout=0.1)(x)
     if pre_norm_block:
-        x = TransformerEncoder(2, key_dim=3, ff_dim=10, norm_first=True, dropout=0.0, activation="gelu"
-                               if False else "tanh")(x)
+        x = TransformerEncoder(2, key_dim=3, ff_dim=10, norm_first=True, dropout=0.0, activation="tanh")(x)
     ins = [inp]
     if mask_input:
         m = Input(shape=(T, T))
