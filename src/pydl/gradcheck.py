@@ -236,7 +236,8 @@ def _check_layer(layer, x, y, loss, eps, rtol, atol, seed, training) -> dict:
             return objective(forward())[0]
 
         if multi:
-            checks = [(f"x{i}", np.asarray(d, dtype=np.float64), a) for i, (d, a) in enumerate(zip(dx, xs))]
+            checks = [(f"x{i}", np.zeros_like(a) if d is None else np.asarray(d, dtype=np.float64), a)
+                      for i, (d, a) in enumerate(zip(dx, xs))]  # None: no gradient (a mask input)
         else:
             checks = [("x", np.asarray(dx, dtype=np.float64), xs[0])]
         checks += swap.param_checks()

@@ -6,6 +6,8 @@ from .conv import (AveragePooling2D, AvgPool2D, Conv2D, Conv2DTranspose, GlobalA
                    GlobalAveragePooling2D, MaxPool2D, MaxPooling2D, UpSampling2D)
 from .merge import Add, Concatenate, Multiply, Subtract
 from .recurrent import GRU, LSTM, Embedding, SimpleRNN
+from .attention import (LayerNormalization, MultiHeadAttention, PositionalEmbedding, SinusoidalPositionalEncoding,
+                        TransformerEncoder)
 
 __all__ = ["Layer", "Context", "register_layer",
            "Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Dropout", "BatchNormalization",
@@ -13,4 +15,6 @@ __all__ = ["Layer", "Context", "register_layer",
            "Conv2D", "Conv2DTranspose", "MaxPool2D", "MaxPooling2D", "AvgPool2D", "AveragePooling2D",
            "GlobalAveragePooling2D", "GlobalAveragePooling1D", "UpSampling2D",
            "Add", "Subtract", "Multiply", "Concatenate",
-           "SimpleRNN", "LSTM", "GRU", "Embedding"]
+           "SimpleRNN", "LSTM", "GRU", "Embedding",
+           "LayerNormalization", "MultiHeadAttention", "PositionalEmbedding", "SinusoidalPositionalEncoding",
+           "TransformerEncoder"]
