@@ -31,7 +31,7 @@ def test_mlp_digits_reaches_95_percent(digits):
                         Dense(10, activation="softmax")])
     model.compile(loss="sparse_categorical_crossentropy", optimizer=Adam(1e-3), metrics=["accuracy"])
     hist = model.fit(xtr, ytr, batch_size=32, epochs=12, validation_data=(xv, yv), verbose=0)
-    assert set(hist.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert set(hist.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"}
     assert len(hist.history["loss"]) == 12 and hist is model.history
     assert hist.history["loss"][-1] < hist.history["loss"][0]
     res = model.evaluate(xte, yte)

@@ -15,7 +15,7 @@ from . import _core
 from .random import seed
 from .ops import matmul
 from . import ops, layers
-from . import data, datasets, metrics, callbacks
+from . import data, datasets, metrics, callbacks, utils
 from . import optimizers, schedules
 from . import losses, initializers, regularizers
 from .graph import Input
@@ -68,5 +68,5 @@ def show_config() -> None:
 
 
 __all__ = ["__version__", "matmul", "seed", "set_num_threads", "get_num_threads", "show_config",
-           "config", "ops", "layers", "data", "datasets", "metrics", "callbacks", "optimizers", "schedules",
+           "config", "ops", "layers", "data", "utils", "datasets", "metrics", "callbacks", "optimizers", "schedules",
            "losses", "initializers", "regularizers", "Input", "Model", "Sequential", "load_model", "gradcheck"]

@@ -3,6 +3,9 @@
 Everything works on NumPy arrays whose first axis indexes samples. Randomness comes from
 `pydl.random.get_rng()` unless a seed or Generator is given, so `pydl.seed(s)` makes a whole
 pipeline reproducible. No function here modifies its inputs.
+
+`Sequence` (from pydl.data_adapters, also `pydl.utils.Sequence`) is the base class for a
+sequence of batches that `fit` / `evaluate` / `predict` read, as Keras's.
 """
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ import numpy as np
 from . import random as _random
 from . import registry
 from ._validate import as_float_array
+from .data_adapters import Sequence
 
 __all__ = ["train_val_test_split", "StandardScaler", "MinMaxScaler", "NotFittedError",
-           "to_categorical", "batches", "register_scaler"]
+           "to_categorical", "batches", "register_scaler", "Sequence"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -84,6 +84,7 @@ import zipfile
 
 import numpy as np
 
+from . import data_adapters as _da
 from . import graph as _graph
 from . import losses as _losses
 from . import registry
@@ -660,8 +661,9 @@ class Model:
                 vals[outs] = y
         return vals
 
-    def _losses(self, vals, ys, plan, need_grad: bool = True):
-        """(weighted total, per-output values, seeds {slot: dL/dtensor}, fused {output: dL/dlogits})."""
+    def _losses(self, vals, ys, plan, need_grad: bool = True, ws=None):
+        """(weighted total, per-output values, seeds {slot: dL/dtensor}, fused {output: dL/dlogits}).
+        ws: per output, None or per-sample weights (N,): the loss is then sum(w * l) / N (Keras)."""
         total, values, seeds, fused_dz = 0.0, [], {}, {}
         for k, (loss, w, fused, _) in enumerate(plan):
             if loss is None:
@@ -669,10 +671,15 @@ class Model:
                 continue
             if fused:
                 step = self._plan[self._node_step[id(self._outputs[k].node)]]
-                logits = step[0].fused_logits(step[1])
-                value, grad = _nn.loss(loss.kind, ys[k], logits, from_logits=True)
+                pred, from_logits = step[0].fused_logits(step[1]), True
             else:
-                value, grad = _nn.loss(loss.kind, ys[k], vals[self._output_slots[k]], from_logits=loss._from_logits())
+                pred, from_logits = vals[self._output_slots[k]], loss._from_logits()
+            value, grad = _nn.loss(loss.kind, ys[k], pred, from_logits=from_logits)
+            sw = None if ws is None else ws[k]
+            if sw is not None:
+                per = _losses.per_sample(loss.kind, ys[k], pred, from_logits)
+                value = float(np.dot(per, sw.astype(np.float64)) / per.shape[0])
+                grad = grad * sw.astype(grad.dtype).reshape((-1,) + (1,) * (grad.ndim - 1))
             value = float(value)
             values.append(value)
             total += w * value
@@ -730,17 +737,18 @@ class Model:
     def _trainable_pairs(self):
         return self._grad_pairs()
 
-    def _train_step(self, xs, ys) -> dict:
-        """One step on prepared arrays (lists per input / output; single arrays accepted)."""
+    def _train_step(self, xs, ys, ws=None) -> dict:
+        """One step on prepared arrays (lists per input / output; single arrays accepted); ws: None
+        or per output None / per-sample weights."""
         if type(xs) is not list:
             xs = [xs]
         if type(ys) is not list:
             ys = [ys]
-        total, values, vals, plan = self._gradients(xs, ys)
+        total, values, vals, plan = self._gradients(xs, ys, ws)
         self.optimizer.apply_gradients(self._grad_pairs())
         return self._logs(total, values, plan, vals, ys)
 
-    def _gradients(self, xs, ys):
+    def _gradients(self, xs, ys, ws=None):
         """Zero the grads, forward (training), losses, backward, regularization gradients: every
         layer's grads then hold d(loss)/d(params). Returns (loss with regularization, per-output
         losses, tensor values, output plan)."""
@@ -749,7 +757,7 @@ class Model:
         for layer in self._layers:
             layer.zero_grads()
         vals = self._run_forward(xs, True)
-        total, values, seeds, fused_dz = self._losses(vals, ys, plan)
+        total, values, seeds, fused_dz = self._losses(vals, ys, plan, ws=ws)
         reg = self.regularization_loss() if self._reg_layers else 0.0
         self._run_backward(bplan, seeds, fused_dz)
         for layer in self._reg_layers:
@@ -768,51 +776,170 @@ class Model:
                     logs[name] = float(fn(ys[k], vals[self._output_slots[k]]))
         return logs
 
-    # -- training ---------------------------------------------------------------------------
-    def fit(self, x, y, batch_size=32, epochs=1, validation_split=0.0, validation_data=None, shuffle=True,
-            callbacks=None, verbose=1, initial_epoch=0):
-        """Train for `epochs` epochs; returns the History (also `model.history`).
+    # -- data -------------------------------------------------------------------------------
+    def _prepare_sw(self, sample_weight, n: int, who: str):
+        """Per output: None or float32 per-sample weights (n,); from one array (every output), a
+        list (one per output) or a dict keyed by output name."""
+        if sample_weight is None:
+            return None
+        sample_weight = _da.to_numpy(sample_weight)
+        n_out = len(self._outputs)
+        if isinstance(sample_weight, dict):
+            extra = [k for k in sample_weight if k not in self.output_names]
+            if extra:
+                raise ValueError(f"[{self._who(who)}] sample_weight names unknown output(s) {extra}; the outputs are "
+                                 f"{self.output_names}")
+            items = [sample_weight.get(k) for k in self.output_names]
+        elif isinstance(sample_weight, (list, tuple)) and n_out > 1 and len(sample_weight) == n_out and \
+                all(w is None or np.ndim(w) >= 1 for w in sample_weight):
+            items = list(sample_weight)
+        else:
+            items = [sample_weight] * n_out
+        out = []
+        for w in items:
+            if w is None:
+                out.append(None)
+                continue
+            w = self._as_array(w, "sample_weight", who)
+            if w.ndim == 2 and w.shape[1] == 1:
+                w = w[:, 0]
+            if w.shape != (n,):
+                raise ValueError(f"[{self._who(who)}] sample_weight must have shape ({n},) (one weight per sample), "
+                                 f"got {w.shape}")
+            w = np.ascontiguousarray(w, dtype=np.float32)
+            if not np.all(np.isfinite(w)):
+                raise ValueError(f"[{self._who(who)}] sample_weight contains NaN or Inf")
+            out.append(w)
+        return out if any(w is not None for w in out) else None
 
-        validation_split takes the LAST fraction of the samples, before shuffling (as Keras).
-        The caller's arrays are never modified. Logs hold the loss (regularization included),
-        each metric, and their "val_" versions.
+    def _with_class_weight(self, class_weight, ys, ws, who: str):
+        """Sample weights from class_weight (Keras: one output only, not together with sample_weight)."""
+        if class_weight is None:
+            return ws
+        if ws is not None:
+            raise ValueError(f"[{self._who(who)}] class_weight and sample_weight cannot be given together (as Keras); "
+                             f"fold the class weights into sample_weight")
+        if len(self._outputs) != 1:
+            raise ValueError(f"[{self._who(who)}] class_weight is only supported for models with one output; use "
+                             f"sample_weight per output")
+        return [_da.class_weight_to_sample_weight(class_weight, ys[0], self._who(who))]
+
+    def _prepare_arrays(self, x, y, sample_weight, class_weight, who: str, targets: bool = True):
+        """(xs, ys, ws, n) from array inputs: lists per input / output (ys, ws None without targets)."""
+        xs = self._prepare_x(_da.to_numpy(x), who)
+        n = xs[0].shape[0]
+        if not targets:
+            return xs, None, None, n
+        if y is None:
+            raise ValueError(f"[{self._who(who)}] y is required when x is an array; or pass a generator, a "
+                             f"pydl.data.Sequence, an iterable of (x, y) batches or a DataLoader as x")
+        ys = self._prepare_y(_da.to_numpy(y), n, who)
+        ws = self._with_class_weight(class_weight, ys, self._prepare_sw(sample_weight, n, who), who)
+        return xs, ys, ws, n
+
+    def _batch_converter(self, who: str, class_weight=None, targets: bool = True):
+        """A function turning one raw batch (x, (x, y) or (x, y, w), tensors allowed) into prepared
+        (xs, ys, ws) lists."""
+        def convert(batch):
+            x, y, w = _da.unpack_batch(_da.to_numpy(batch), self._who(who))
+            if not targets:
+                return self._prepare_x(x, who), None, None
+            if y is None:
+                raise ValueError(f"[{self._who(who)}] a batch has no targets: the data must yield (x, y) or "
+                                 f"(x, y, sample_weight) tuples")
+            return self._prepare_arrays(x, y, w, class_weight, who)[:3]
+        return convert
+
+    def _stream(self, x, y, sample_weight, class_weight, batch_size, shuffle, rng, prefetch, who: str,
+                targets: bool = True):
+        """One BatchStream for any kind of input (see pydl.data_adapters)."""
+        if _da.is_data_source(x):
+            for name, v in (("y", y), ("sample_weight", sample_weight)):
+                if v is not None:
+                    raise ValueError(f"[{self._who(who)}] {name} must not be given when x is a {type(x).__name__}: "
+                                     f"the data yields (x, y) or (x, y, sample_weight) batches")
+            conv = self._batch_converter(who, class_weight, targets)
+            return _da.source_stream(x, shuffle, rng, conv, prefetch, self._who(who))
+        xs, ys, ws, n = self._prepare_arrays(x, y, sample_weight, class_weight, who, targets)
+        return _da.array_stream(xs, ys, ws, n, batch_size, shuffle, rng, prefetch)
+
+    # -- training ---------------------------------------------------------------------------
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose=1, callbacks=None, validation_split=0.0,
+            validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
+            steps_per_epoch=None, validation_steps=None, validation_batch_size=None, prefetch=False):
+        """Train for `epochs` epochs; returns the History (also `model.history`). Keras's arguments.
+
+        x: arrays (with y), or a generator, an iterable of batches, a `pydl.data.Sequence` or a
+        PyTorch DataLoader yielding (x, y) or (x, y, sample_weight) (see pydl.data_adapters).
+        batch_size (default 32) applies to arrays. steps_per_epoch: batches per epoch (epochs then
+        continue where the last one stopped); a source that runs out first ends the epoch and the
+        training, with a warning. sample_weight: per-sample loss weights, the loss of a batch being
+        sum(w * l) / batch size (Keras); class_weight: {class: weight}, turned into sample weights.
+        validation_data: (x, y), (x, y, sample_weight) or a data source (validation_steps batches
+        of it, all of it when None). validation_split takes the LAST fraction of array samples,
+        before shuffling (as Keras). prefetch: read and convert the next batch in a background
+        thread while the current one trains. The caller's arrays are never modified. Logs hold
+        the loss (regularization included), each metric, their "val_" versions and "learning_rate".
         """
         from .callbacks import CallbackList, History, ProgbarLogger
 
         who = self._who("fit")
         self._require_compiled("fit")
-        batch_size = _positive_int(batch_size, "batch_size", who)
+        batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size", who)
         epochs = _positive_int(epochs, "epochs", who)
         if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
             raise ValueError(f"[{who}] initial_epoch must be an int >= 0, got {initial_epoch!r}")
+        if verbose == "auto":
+            verbose = 1
         if verbose not in (0, 1, 2):
             raise ValueError(f"[{who}] verbose must be 0, 1 or 2, got {verbose!r}")
-        xs = self._prepare_x(x, "fit")
-        ys = self._prepare_y(y, xs[0].shape[0], "fit")
-        val = None
+        if steps_per_epoch is not None:
+            steps_per_epoch = _positive_int(steps_per_epoch, "steps_per_epoch", who)
+        if validation_steps is not None:
+            validation_steps = _positive_int(validation_steps, "validation_steps", who)
+        val_bs = batch_size if validation_batch_size is None else \
+            _positive_int(validation_batch_size, "validation_batch_size", who)
+        rng = get_rng()
+        val_stream = None
+        if _da.is_data_source(x):
+            if validation_split:
+                raise ValueError(f"[{who}] validation_split needs array inputs; with a {type(x).__name__} pass "
+                                 f"validation_data")
+            stream = self._stream(x, y, sample_weight, class_weight, batch_size, shuffle, rng, prefetch, "fit")
+        else:
+            xs, ys, ws, n = self._prepare_arrays(x, y, sample_weight, class_weight, "fit")
+            if validation_data is None and validation_split:
+                try:
+                    split = float(validation_split)
+                except (TypeError, ValueError):
+                    raise ValueError(f"[{who}] validation_split must be a float in [0, 1), "
+                                     f"got {validation_split!r}") from None
+                if not (0.0 < split < 1.0):
+                    raise ValueError(f"[{who}] validation_split must be in [0, 1), got {validation_split!r}")
+                split_at = int(math.floor(n * (1.0 - split)))  # Keras's rounding
+                if split_at <= 0 or split_at >= n:
+                    raise ValueError(f"[{who}] validation_split={split} leaves an empty training or validation "
+                                     f"set for {n} samples")
+
+                def cut(arrays, sl):
+                    return None if arrays is None else [None if a is None else a[sl] for a in arrays]
+
+                val_stream = _da.array_stream(cut(xs, slice(split_at, None)), cut(ys, slice(split_at, None)),
+                                              cut(ws, slice(split_at, None)), n - split_at, val_bs, False, None)
+                xs, ys, ws = cut(xs, slice(0, split_at)), cut(ys, slice(0, split_at)), cut(ws, slice(0, split_at))
+                n = split_at
+            stream = _da.array_stream(xs, ys, ws, n, batch_size, shuffle, rng, prefetch)
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError(f"[{who}] validation_data must be a tuple (x_val, y_val)")
-            xv = self._prepare_x(validation_data[0], "fit (validation_data)")
-            val = (xv, self._prepare_y(validation_data[1], xv[0].shape[0], "fit (validation_data)"))
-        elif validation_split:
-            try:
-                split = float(validation_split)
-            except (TypeError, ValueError):
-                raise ValueError(f"[{who}] validation_split must be a float in [0, 1), "
-                                 f"got {validation_split!r}") from None
-            if not (0.0 < split < 1.0):
-                raise ValueError(f"[{who}] validation_split must be in [0, 1), got {validation_split!r}")
-            n = xs[0].shape[0]
-            split_at = int(math.floor(n * (1.0 - split)))  # Keras's rounding
-            if split_at <= 0 or split_at >= n:
-                raise ValueError(f"[{who}] validation_split={split} leaves an empty training or validation "
-                                 f"set for {n} samples")
-            val = ([a[split_at:] for a in xs], [None if a is None else a[split_at:] for a in ys])
-            xs = [a[:split_at] for a in xs]
-            ys = [None if a is None else a[:split_at] for a in ys]
-        n = xs[0].shape[0]
-        steps = int(math.ceil(n / batch_size))
+            vwho = "fit (validation_data)"
+            if _da.is_data_source(validation_data):
+                val_stream = self._stream(validation_data, None, None, None, val_bs, False, None, prefetch, vwho)
+            else:
+                if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                    raise ValueError(f"[{who}] validation_data must be a tuple (x_val, y_val) or (x_val, y_val, "
+                                     f"sample_weight_val), or a generator / Sequence / DataLoader")
+                vx, vy, vw = (tuple(validation_data) + (None,))[:3]
+                val_stream = self._stream(vx, vy, vw, None, val_bs, False, None, False, vwho)
+        steps = steps_per_epoch if steps_per_epoch is not None else stream.num_batches
 
         history = History()
         cbs = list(callbacks or [])
@@ -824,108 +951,149 @@ class Model:
         cblist.set_params({"epochs": epochs, "steps": steps, "verbose": verbose})
         self.history = history
         self.stop_training = False
-        rng = get_rng()
-        with _stop_on_interrupt(self):
-            self._fit_epochs(cblist, xs, ys, val, n, steps, batch_size, shuffle, rng, initial_epoch, epochs)
+        try:
+            with _stop_on_interrupt(self):
+                self._fit_epochs(cblist, stream, val_stream, steps_per_epoch, validation_steps, initial_epoch, epochs)
+        finally:
+            stream.close()
+            if val_stream is not None:
+                val_stream.close()
         return history
 
-    def _fit_epochs(self, cblist, xs, ys, val, n, steps, batch_size, shuffle, rng, initial_epoch, epochs):
+    def _fit_epochs(self, cblist, stream, val_stream, steps_per_epoch, validation_steps, initial_epoch, epochs):
         logs: dict = {}
         cblist.on_train_begin(None)
         for epoch in range(initial_epoch, epochs):
             self.optimizer.set_epoch(epoch)
             cblist.on_epoch_begin(epoch, None)
-            order = rng.permutation(n) if shuffle else None
             sums: dict = {}
-            seen = 0
-            for step in range(steps):
-                cblist.on_train_batch_begin(step, None)
-                lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
-                if order is None:
-                    xb = [a[lo:hi] for a in xs]
-                    yb = [None if a is None else a[lo:hi] for a in ys]
-                else:
-                    idx = order[lo:hi]
-                    xb = [a[idx] for a in xs]
-                    yb = [None if a is None else a[idx] for a in ys]
-                batch_logs = self._train_step(xb, yb)
-                m = hi - lo
+            seen = steps = 0
+            for xb, yb, wb in stream.epoch(steps_per_epoch):
+                cblist.on_train_batch_begin(steps, None)
+                batch_logs = self._train_step(xb, yb, wb)
+                m = xb[0].shape[0]
                 seen += m
                 for k, v in batch_logs.items():
                     sums[k] = sums.get(k, 0.0) + v * m
                 logs = {k: s / seen for k, s in sums.items()}
-                cblist.on_train_batch_end(step, dict(logs))
+                cblist.on_train_batch_end(steps, dict(logs))
+                steps += 1
                 if self.stop_training:
                     break
-            if val is not None:
-                val_logs = self._evaluate_arrays(val[0], val[1], batch_size)
-                logs.update({"val_" + k: v for k, v in val_logs.items()})
+            if stream.ran_out:
+                warnings.warn(f"[{self._who('fit')}] the input ran out of data after {steps} batch(es) of epoch "
+                              f"{epoch + 1}; interrupting training. Make sure the data can give at least "
+                              f"steps_per_epoch * epochs batches (a generator is read only once)",
+                              UserWarning, stacklevel=3)
+                self.stop_training = True
+                if steps == 0:
+                    break
+            stream.end_epoch()
+            if val_stream is not None:
+                val_logs = self._evaluate_stream(val_stream, validation_steps)
+                if val_logs is None:
+                    warnings.warn(f"[{self._who('fit')}] the validation data gave no batches at epoch {epoch + 1}; "
+                                  f"no val_ logs (a generator is read only once: pass validation_steps)",
+                                  UserWarning, stacklevel=3)
+                else:
+                    logs.update({"val_" + k: v for k, v in val_logs.items()})
+            logs["learning_rate"] = self.optimizer.current_learning_rate
             cblist.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
         cblist.on_train_end(dict(logs))
         return logs
 
-    def train_on_batch(self, x, y, return_dict: bool = False):
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict: bool = False):
         """One training step on one batch; the loss (or a dict with the metrics)."""
         self._require_compiled("train_on_batch")
-        xs = self._prepare_x(x, "train_on_batch")
-        ys = self._prepare_y(y, xs[0].shape[0], "train_on_batch")
-        logs = self._train_step(xs, ys)
+        xs, ys, ws, _ = self._prepare_arrays(x, y, sample_weight, class_weight, "train_on_batch")
+        logs = self._train_step(xs, ys, ws)
         return logs if return_dict else logs["loss"]
 
     # -- inference --------------------------------------------------------------------------
-    def _evaluate_arrays(self, xs, ys, batch_size: int) -> dict:
+    def _evaluate_stream(self, stream, steps=None):
+        """Logs averaged over the samples of one epoch of `stream` (inference mode); None if it gave
+        no batch."""
         plan = self._output_plan()
         sums: dict = {}
-        n = xs[0].shape[0]
-        for lo in range(0, n, batch_size):
-            xb = [a[lo:lo + batch_size] for a in xs]
-            yb = [None if a is None else a[lo:lo + batch_size] for a in ys]
+        n = 0
+        for xb, yb, wb in stream.epoch(steps):
             vals = self._run_forward(xb, False)
-            total, values, _, _ = self._losses(vals, yb, plan, need_grad=False)
+            total, values, _, _ = self._losses(vals, yb, plan, need_grad=False, ws=wb)
             m = xb[0].shape[0]
+            n += m
             for k, v in self._logs(total, values, plan, vals, yb).items():
                 sums[k] = sums.get(k, 0.0) + v * m
+        stream.end_epoch()
+        if n == 0:
+            return None
         logs = {k: v / n for k, v in sums.items()}
         logs["loss"] += self.regularization_loss()
         return logs
 
-    def evaluate(self, x, y, batch_size=32, verbose=0) -> dict:
-        """{"loss": ..., "<metric>": ...} over all of x (inference mode)."""
+    def _evaluate_arrays(self, xs, ys, batch_size: int, ws=None) -> dict:
+        return self._evaluate_stream(_da.array_stream(xs, ys, ws, xs[0].shape[0], batch_size, False, None))
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose=0, sample_weight=None, steps=None, callbacks=None,
+                 return_dict: bool = True, prefetch: bool = False):
+        """The loss and metrics over all of x (inference mode): a dict {"loss", "<metric>", ...} with
+        return_dict, else the loss alone (no metrics, one output) or the list of the dict's values
+        (Keras). x as in fit (arrays with y, or a data source; `steps` batches of it, all when None);
+        sample_weight weighs each sample's loss as in fit."""
+        who = self._who("evaluate")
         self._require_compiled("evaluate")
-        batch_size = _positive_int(batch_size, "batch_size", self._who("evaluate"))
-        xs = self._prepare_x(x, "evaluate")
-        ys = self._prepare_y(y, xs[0].shape[0], "evaluate")
-        logs = self._evaluate_arrays(xs, ys, batch_size)
+        batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size", who)
+        if steps is not None:
+            steps = _positive_int(steps, "steps", who)
+        stream = self._stream(x, y, sample_weight, None, batch_size, False, None, prefetch, "evaluate")
+        try:
+            logs = self._evaluate_stream(stream, steps)
+        finally:
+            stream.close()
+        if logs is None:
+            raise ValueError(f"[{who}] the data gave no batches")
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
-        return logs
+        if return_dict:
+            return logs
+        values = list(logs.values())
+        return values[0] if len(values) == 1 else values
 
-    def test_on_batch(self, x, y) -> dict:
+    def test_on_batch(self, x, y, sample_weight=None) -> dict:
         """The loss and metrics on one batch (inference mode), as a dict."""
         self._require_compiled("test_on_batch")
-        xs = self._prepare_x(x, "test_on_batch")
-        ys = self._prepare_y(y, xs[0].shape[0], "test_on_batch")
-        return self._evaluate_arrays(xs, ys, xs[0].shape[0])
+        xs, ys, ws, n = self._prepare_arrays(x, y, sample_weight, None, "test_on_batch")
+        return self._evaluate_arrays(xs, ys, n, ws)
 
-    def predict(self, x, batch_size=32, verbose=0):
+    def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None, prefetch: bool = False):
         """Outputs for x in inference mode (Dropout off, BatchNorm on moving statistics); a list of
-        arrays for a model with several outputs."""
-        batch_size = _positive_int(batch_size, "batch_size", self._who("predict"))
-        xs = self._prepare_x(x, "predict")
-        n = xs[0].shape[0]
-        parts = [[] for _ in self._outputs]
-        for lo in range(0, n, batch_size):
-            vals = self._run_forward([a[lo:lo + batch_size] for a in xs], False)
-            for k, s in enumerate(self._output_slots):
-                parts[k].append(np.array(vals[s], copy=True))
+        arrays for a model with several outputs. x: arrays, or a data source yielding x, (x,) or
+        (x, y) batches (targets ignored; `steps` batches, all when None)."""
+        who = self._who("predict")
+        batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size", who)
+        if steps is not None:
+            steps = _positive_int(steps, "steps", who)
+        stream = self._stream(x, None, None, None, batch_size, False, None, prefetch, "predict", targets=False)
+        parts = None
+        try:
+            for xb, _, _ in stream.epoch(steps):
+                vals = self._run_forward(xb, False)
+                if parts is None:
+                    parts = [[] for _ in self._outputs]
+                for k, s in enumerate(self._output_slots):
+                    parts[k].append(np.array(vals[s], copy=True))
+            stream.end_epoch()
+        finally:
+            stream.close()
+        if parts is None:
+            raise ValueError(f"[{who}] the data gave no batches")
         outs = [p[0] if len(p) == 1 else np.concatenate(p, axis=0) for p in parts]
         return outs[0] if len(outs) == 1 else outs
 
     def predict_on_batch(self, x):
         """predict on one batch (no batching)."""
-        xs = self._prepare_x(x, "predict_on_batch")
+        xs = self._prepare_x(_da.to_numpy(x), "predict_on_batch")
         return self.predict(xs if len(xs) > 1 else xs[0], batch_size=xs[0].shape[0])
 
     # -- introspection ----------------------------------------------------------------------
