@@ -38,11 +38,11 @@ def test_cosine_decay():
         assert s(e) == pytest.approx(0.1 * (0.8 * c + 0.2), rel=1e-14)
     assert s(0) == pytest.approx(0.1)
     assert s(8) == pytest.approx(0.02) and s(100) == pytest.approx(0.02)
-    assert S.CosineDecay(1.0, 4)(4) == 0.0
+    assert S.CosineDecay(1.0, decay_epochs=4)(4) == 0.0
 
 
 @pytest.mark.parametrize("sched", [S.InverseTimeDecay(0.1, 0.5), S.ExponentialDecay(0.1, 0.96),
-                                   S.StepDecay(0.1, 0.3, 4), S.CosineDecay(0.1, 20, 0.05)], ids=repr)
+                                   S.StepDecay(0.1, 0.3, 4), S.CosineDecay(0.1, decay_epochs=20, alpha=0.05)], ids=repr)
 def test_config_round_trip(sched):
     d = json.loads(json.dumps(S.serialize(sched)))
     again = S.deserialize(d)
@@ -61,9 +61,9 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="epochs_drop"):
         S.StepDecay(0.1, epochs_drop=0)
     with pytest.raises(ValueError, match="decay_epochs"):
-        S.CosineDecay(0.1, 0)
+        S.CosineDecay(0.1, decay_epochs=0)
     with pytest.raises(ValueError, match="alpha"):
-        S.CosineDecay(0.1, 5, alpha=1.5)
+        S.CosineDecay(0.1, decay_epochs=5, alpha=1.5)
     with pytest.raises(ValueError, match="finite"):
         S.InverseTimeDecay(math.nan, 0.1)
     with pytest.raises(TypeError):

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import registry
 
-__all__ = ["Callback", "CallbackList", "History", "EarlyStopping", "ReduceLROnPlateau",
+__all__ = ["Callback", "CallbackList", "History", "EarlyStopping", "ReduceLROnPlateau", "LearningRateScheduler",
            "ModelCheckpoint", "CSVLogger", "TerminateOnNaN", "LambdaCallback", "ProgbarLogger"]
 
 # Monitored quantities that improve upward under mode="auto"; anything else improves downward.
@@ -385,6 +385,40 @@ class ReduceLROnPlateau(_Monitoring):
                         print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new_lr:.4g}.")
                     self.cooldown_counter = self.cooldown
                     self.wait = 0
+
+
+@_register
+class LearningRateScheduler(Callback):
+    """At the start of each epoch set the optimizer's learning rate to `schedule(epoch, lr)`
+    (Keras; `schedule(epoch)` also works), lr being the current rate; a schedule object on the
+    optimizer is replaced by the float. Adds "learning_rate" to the epoch logs."""
+
+    def __init__(self, schedule, verbose: int = 0):
+        super().__init__()
+        if not callable(schedule):
+            raise TypeError(f"[LearningRateScheduler] schedule must be callable (epoch, lr) -> lr, "
+                            f"got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.verbose = int(verbose)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        lr = _learning_rate(optimizer, "LearningRateScheduler")
+        try:
+            new = self.schedule(epoch, lr)
+        except TypeError:  # a schedule of the epoch only (Keras 2 allowed it)
+            new = self.schedule(epoch)
+        value = _as_number(new)
+        if value is None or not math.isfinite(value) or value < 0:
+            raise ValueError(f"[LearningRateScheduler] the schedule returned {new!r} at epoch {epoch}; expected a "
+                             f"finite float >= 0")
+        optimizer.learning_rate = value
+        if self.verbose > 0:
+            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {value}.")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = _learning_rate(self.model.optimizer, "LearningRateScheduler")
 
 
 @_register

@@ -1224,7 +1224,10 @@ class Model:
                           for n in self._nodes],
                 "outputs": [ref(t) for t in self._outputs]}
 
-    def get_config(self) -> dict:
+    def get_config(self, skip_unsaveable: bool = False) -> dict:
+        """The model's JSON config (see the module docstring). With skip_unsaveable, an optimizer
+        whose learning rate cannot be serialised (a plain callable) leaves "compile" null with a
+        warning instead of raising."""
         seq = isinstance(self, Sequential)
         cfg = {"format": FORMAT, "version": VERSION, "name": self.name,
                "class_name": "Sequential" if seq else "Model",
@@ -1251,12 +1254,20 @@ class Model:
             else:
                 loss = ser(self.loss)
             lw = self._loss_weights_arg
-            cfg["compile"] = {"loss": loss,
-                              "loss_weights": (dict(lw) if isinstance(lw, dict) else list(lw)) if lw is not None
-                              else None,
-                              "optimizer": {"class_name": type(self.optimizer).__name__,
-                                            "config": self.optimizer.get_config()},
-                              "metrics": metrics}
+            try:
+                opt_cfg = self.optimizer.get_config()
+            except ValueError as exc:  # a learning rate that cannot be saved (a lambda)
+                if not skip_unsaveable:
+                    raise
+                warnings.warn(f"[{self._who('save')}] {exc}; saving the architecture and weights only (no compile "
+                              f"settings, no optimizer state)", UserWarning, stacklevel=3)
+                opt_cfg = None
+            if opt_cfg is not None:
+                cfg["compile"] = {"loss": loss,
+                                  "loss_weights": (dict(lw) if isinstance(lw, dict) else list(lw)) if lw is not None
+                                  else None,
+                                  "optimizer": {"class_name": type(self.optimizer).__name__, "config": opt_cfg},
+                                  "metrics": metrics}
         if self.scaler is not None:
             cfg["scaler"] = {"class_name": type(self.scaler).__name__, "config": self.scaler.get_config()}
         return cfg
@@ -1278,7 +1289,8 @@ class Model:
                     if key in arrays:
                         raise ValueError(f"[{who}] layer '{layer.name}' has two arrays named {k!r}")
                     arrays[key] = np.asarray(v)
-        if self.optimizer is not None:
+        cfg = self.get_config(skip_unsaveable=True)
+        if self.optimizer is not None and cfg["compile"] is not None:
             for k, v in self.optimizer.get_state().items():
                 arrays[f"optimizer/{k}"] = np.asarray(v)
         if self.scaler is not None:
@@ -1287,7 +1299,7 @@ class Model:
         for k, v in arrays.items():
             if v.dtype == object:
                 raise ValueError(f"[{who}] {k} is an object array; only numeric arrays can be saved")
-        arrays["__config__"] = np.array(json.dumps(self.get_config(), default=_json_default))
+        arrays["__config__"] = np.array(json.dumps(cfg, default=_json_default))
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(prefix=".pydl-save-", suffix=".npz", dir=folder)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Mapping
 
 import numpy as np
@@ -34,6 +35,9 @@ import numpy as np
 from . import _core, registry, schedules
 from ._validate import as_float_array
 from .ops import optim as _ops
+
+# `pydl.optimizers.schedules` is pydl.schedules, importable by that name too (as Keras's path)
+sys.modules.setdefault(__name__ + ".schedules", schedules)
 
 
 def _hyper(x, name: str, who: str, *, lo=None, hi=None, lo_open=False, hi_open=False, allow_none=False):
@@ -96,17 +100,21 @@ class Optimizer:
 
     @property
     def current_learning_rate(self) -> float:
+        """The learning rate of the next update: a schedule with `per_step` (Keras's) is evaluated
+        at `iterations` (updates done so far), any other callable at the epoch."""
         lr = self._learning_rate
         if not callable(lr):
             return lr
-        value = lr(self._epoch)
+        per_step = bool(getattr(lr, "per_step", False))
+        value = lr(self.iterations if per_step else self._epoch)
         try:
             out = float(value)
         except (TypeError, ValueError):
             out = math.nan
         if isinstance(value, bool) or not math.isfinite(out) or out < 0:
-            raise ValueError(f"[{type(self).__name__}] learning-rate schedule {lr!r} returned {value!r} at epoch "
-                             f"{self._epoch}; expected a finite float >= 0")
+            raise ValueError(f"[{type(self).__name__}] learning-rate schedule {lr!r} returned {value!r} at "
+                             f"{'step ' + str(self.iterations) if per_step else 'epoch ' + str(self._epoch)}; "
+                             f"expected a finite float >= 0")
         return out
 
     # -- slots -------------------------------------------------------------------------------
