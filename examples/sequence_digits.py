@@ -45,7 +45,7 @@ def main(argv=None) -> float:
     model.fit(x_tr, y_tr, batch_size=args.batch_size, epochs=args.epochs, validation_data=(x_va, y_va),
               verbose=2)
     seconds = time.perf_counter() - t0
-    test = model.evaluate(x_te, y_te)
+    test = model.evaluate(x_te, y_te, return_dict=True)
     print(f"trained {args.epochs} epochs in {seconds:.1f} s; test loss {test['loss']:.4f}, "
           f"test accuracy {test['accuracy']:.4f} on {len(y_te)} images")
     return float(test["accuracy"])

@@ -67,10 +67,10 @@ def test_residual_model_trains_and_matches_numpy(rng):
     x, y = _images(rng)
     model.compile("sparse_categorical_crossentropy", Adam(0.01), metrics=["accuracy"])
     assert model._fused()  # a softmax output with cross-entropy: fused on the graph, not by list position
-    first = model.evaluate(x, y)["loss"]
+    first = model.evaluate(x, y, return_dict=True)["loss"]
     hist = model.fit(x, y, batch_size=16, epochs=8, verbose=0)
     assert hist.history["loss"][-1] < hist.history["loss"][0]
-    assert model.evaluate(x, y)["loss"] < 0.8 * first
+    assert model.evaluate(x, y, return_dict=True)["loss"] < 0.8 * first
     np.testing.assert_allclose(model.predict(x), _numpy_residual(model, x), rtol=1e-4, atol=1e-5)
     text = model.summary(print_fn=None)
     assert "Connected to" in text and "add_" in text and "input_" in text
@@ -146,7 +146,7 @@ def test_multi_input_multi_output_with_loss_weights(rng, tmp_path):
     yr = (xm[:, :1] * 2 + 0.5).astype(np.float32)
     model.compile(loss={"cls": "sparse_categorical_crossentropy", "reg": "mse"}, optimizer=Adam(0.01),
                   loss_weights={"cls": 1.0, "reg": 0.5}, metrics={"cls": ["accuracy"]})
-    logs = model.evaluate([xi, xm], {"cls": yc, "reg": yr}, batch_size=n)
+    logs = model.evaluate([xi, xm], {"cls": yc, "reg": yr}, batch_size=n, return_dict=True)
     assert set(logs) == {"loss", "cls_loss", "reg_loss", "cls_accuracy"}
     assert logs["loss"] == pytest.approx(logs["cls_loss"] + 0.5 * logs["reg_loss"], rel=1e-6)
     pc, pr = model.predict({"img": xi, "meta": xm})
@@ -172,7 +172,7 @@ def test_multi_input_multi_output_with_loss_weights(rng, tmp_path):
     assert type(loaded) is Model and loaded.output_names == ["cls", "reg"]
     for a, b in zip(loaded.predict([xi, xm]), model.predict([xi, xm])):
         np.testing.assert_array_equal(a, b)
-    assert loaded.evaluate([xi, xm], [yc, yr]) == model.evaluate([xi, xm], [yc, yr])
+    assert loaded.evaluate([xi, xm], [yc, yr], return_dict=True) == model.evaluate([xi, xm], [yc, yr], return_dict=True)
     pydl.seed(1)
     model.fit([xi, xm], [yc, yr], epochs=1, batch_size=8, verbose=0)
     pydl.seed(1)
@@ -197,7 +197,7 @@ def test_functional_save_load_identical_predictions(rng, tmp_path):
     loaded = pydl.load_model(path)
     assert [l.name for l in loaded.layers] == [l.name for l in model.layers]
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
-    assert loaded.evaluate(x, y) == model.evaluate(x, y)
+    assert loaded.evaluate(x, y, return_dict=True) == model.evaluate(x, y, return_dict=True)
     assert loaded.summary(print_fn=None) == model.summary(print_fn=None)
 
 
@@ -388,7 +388,7 @@ def test_batch_methods_on_functional_model(rng):
     model.compile("sparse_categorical_crossentropy", SGD(0.1), metrics=["accuracy"])
     assert set(model.train_on_batch(x, y, return_dict=True)) == {"loss", "accuracy"}
     logs = model.test_on_batch(x, y)
-    assert logs == model.evaluate(x, y, batch_size=8)
+    assert logs == model.evaluate(x, y, batch_size=8, return_dict=True)
     np.testing.assert_array_equal(model.predict_on_batch(x), model.predict(x, batch_size=3))
 
 
@@ -416,7 +416,7 @@ def test_version_1_files_still_load():
         exp = np.load(os.path.join(DATA, name + "_expected.npz"))
         assert isinstance(model, Sequential) and model.compiled
         np.testing.assert_array_equal(model.predict(exp["x"]), exp["pred"])
-        assert model.evaluate(exp["x"], exp["y"])["loss"] == pytest.approx(float(exp["loss"]), rel=1e-6)
+        assert model.evaluate(exp["x"], exp["y"], return_dict=True)["loss"] == pytest.approx(float(exp["loss"]), rel=1e-6)
         model.train_on_batch(exp["x"][:8], exp["y"][:8])  # the optimizer state continues where it was
         after = [exp[f"after_{i}"] for i in range(len(model.get_weights()))]
         for a, b in zip(model.get_weights(), after):

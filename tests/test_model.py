@@ -34,7 +34,7 @@ def test_mlp_digits_reaches_95_percent(digits):
     assert set(hist.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"}
     assert len(hist.history["loss"]) == 12 and hist is model.history
     assert hist.history["loss"][-1] < hist.history["loss"][0]
-    res = model.evaluate(xte, yte)
+    res = model.evaluate(xte, yte, return_dict=True)
     assert set(res) == {"loss", "accuracy"}
     assert res["accuracy"] >= 0.95
     pred = model.predict(xte).argmax(1)
@@ -81,7 +81,7 @@ def test_early_stopping_restores_best_weights(digits):
     assert best < n - 1
     for got, want in zip(model.get_weights(), snaps[best][1]):
         np.testing.assert_array_equal(got, want)
-    assert model.evaluate(xv, yv)["loss"] == pytest.approx(snaps[best][0], rel=1e-6)
+    assert model.evaluate(xv, yv, return_dict=True)["loss"] == pytest.approx(snaps[best][0], rel=1e-6)
 
 
 def test_validation_split_takes_last_samples(rng):
@@ -92,8 +92,8 @@ def test_validation_split_takes_last_samples(rng):
     model = Sequential([Dense(2, input_shape=(3,))])
     model.compile("mse", SGD(0.01))
     hist = model.fit(x, y, epochs=1, batch_size=8, validation_split=0.25, verbose=0)
-    tail = model.evaluate(x[-10:], y[-10:], batch_size=8)["loss"]
-    head = model.evaluate(x[:10], y[:10], batch_size=8)["loss"]
+    tail = model.evaluate(x[-10:], y[-10:], batch_size=8, return_dict=True)["loss"]
+    head = model.evaluate(x[:10], y[:10], batch_size=8, return_dict=True)["loss"]
     assert hist.history["val_loss"][0] == pytest.approx(tail, rel=1e-6)
     assert abs(tail - head) > 100
 
@@ -124,7 +124,7 @@ def test_fit_does_not_mutate_inputs(rng):
         model.compile("sparse_categorical_crossentropy", "adam", ["accuracy"])
         model.fit(x, y, epochs=2, batch_size=7, validation_split=0.2, shuffle=True, verbose=0)
         model.predict(x)
-        model.evaluate(x, y)
+        model.evaluate(x, y, return_dict=True)
         np.testing.assert_array_equal(x, x0)
         np.testing.assert_array_equal(y, y0)
 
@@ -146,7 +146,7 @@ def test_regularization_in_loss_and_set_epoch(rng):
     W = model.layers[0].params["W"].astype(np.float64)
     plain = float(np.mean((x.astype(np.float64) @ W + 0.3 - y) ** 2))
     penalty = 0.5 * (W ** 2).sum() + 0.5 * 0.09
-    assert model.evaluate(x, y)["loss"] == pytest.approx(plain + penalty, rel=1e-5)
+    assert model.evaluate(x, y, return_dict=True)["loss"] == pytest.approx(plain + penalty, rel=1e-5)
     model.fit(x, y, epochs=3, verbose=0)
     assert epochs_seen == [0, 1, 2]
     # the training gradient includes the penalty: the model gradcheck sees loss + penalty
@@ -180,7 +180,7 @@ def test_fused_loss_is_finite_for_saturated_softmax():
     model = Sequential([Dense(3, input_shape=(2,), kernel_initializer="zeros"), Softmax()])
     model.layers[0].params["b"][...] = [300.0, 0.0, -300.0]  # p underflows to 0 for class 2
     model.compile("sparse_categorical_crossentropy", SGD(1e-3))
-    res = model.evaluate(np.zeros((2, 2), np.float32), np.array([2, 2]))
+    res = model.evaluate(np.zeros((2, 2), np.float32), np.array([2, 2]), return_dict=True)
     assert res["loss"] == pytest.approx(600.0, rel=1e-5)
     loss = model.train_on_batch(np.zeros((2, 2), np.float32), np.array([2, 2]))
     assert np.isfinite(loss) and all(np.all(np.isfinite(w)) for w in model.get_weights())
@@ -204,12 +204,12 @@ def test_regression_and_binary_tasks(rng):
     model.compile("mse", Adam(0.05), metrics=["mae"])
     model.fit(x, y[:, 0], epochs=60, batch_size=32, verbose=0)  # (N,) targets for a (N, 1) output
     np.testing.assert_allclose(model.layers[0].params["W"], w, atol=0.02)
-    assert model.evaluate(x, y)["mae"] < 0.02
+    assert model.evaluate(x, y, return_dict=True)["mae"] < 0.02
     yb = (x[:, :1] > 0).astype(np.float32)
     clf = Sequential([Dense(8, activation="relu", input_shape=(3,)), Dense(1, activation="sigmoid")])
     clf.compile("binary_crossentropy", Adam(0.01), metrics=["accuracy"])
     clf.fit(x, yb, epochs=30, verbose=0)
-    assert clf.evaluate(x, yb)["accuracy"] > 0.95
+    assert clf.evaluate(x, yb, return_dict=True)["accuracy"] > 0.95
 
 
 def test_train_on_batch_predict_and_lazy_build(rng):

@@ -725,9 +725,9 @@ def test_sequential_training_and_save_load(tmp_path, rng):
     y = (x[:, 0] % 3).astype(np.int64)  # the label is a function of the first token
     model.compile(loss="sparse_categorical_crossentropy", optimizer=pydl.optimizers.Adam(0.02, clipnorm=5.0),
                   metrics=["accuracy"])
-    first = model.evaluate(x, y)["loss"]
+    first = model.evaluate(x, y, return_dict=True)["loss"]
     model.fit(x, y, batch_size=16, epochs=15, verbose=0)
-    last = model.evaluate(x, y)
+    last = model.evaluate(x, y, return_dict=True)
     assert last["loss"] < 0.5 * first and last["accuracy"] > 0.9
     assert model.layers[0].need_input_grad is False
     path = tmp_path / "seq.npz"

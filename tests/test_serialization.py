@@ -48,7 +48,7 @@ def test_save_load_identical_predictions_and_settings(rng, tmp_path):
     assert type(loaded.optimizer) is Adam
     assert loaded.optimizer.get_config() == model.optimizer.get_config()
     assert [m[0] for m in loaded.metrics] == ["accuracy"]
-    assert loaded.evaluate(x, y) == model.evaluate(x, y)
+    assert loaded.evaluate(x, y, return_dict=True) == model.evaluate(x, y, return_dict=True)
     st_a, st_b = loaded.optimizer.get_state(), model.optimizer.get_state()
     assert set(st_a) == set(st_b)
     for k in st_a:

@@ -596,9 +596,9 @@ def test_transformer_learns(rng):
     model.compile(loss="sparse_categorical_crossentropy", optimizer=pydl.optimizers.Adam(3e-3),
                   metrics=["accuracy"])
     x, y = _seq_data(rng, n=128)
-    first = model.evaluate(x, y)["loss"]
+    first = model.evaluate(x, y, return_dict=True)["loss"]
     model.fit(x, y, epochs=30, batch_size=16, verbose=0)
-    res = model.evaluate(x, y)
+    res = model.evaluate(x, y, return_dict=True)
     assert res["loss"] < 0.5 * first and res["accuracy"] > 0.8, (first, res)
 
 

@@ -19,7 +19,8 @@ from . import data, datasets, metrics, callbacks, utils
 from . import optimizers, schedules
 from . import losses, initializers, regularizers
 from .graph import Input
-from .model import Model, Sequential, load_model
+from .model import Model, Sequential, load_model, model_from_json, clone_model
+from . import models
 from .gradcheck import gradcheck
 
 
@@ -69,4 +70,5 @@ def show_config() -> None:
 
 __all__ = ["__version__", "matmul", "seed", "set_num_threads", "get_num_threads", "show_config",
            "config", "ops", "layers", "data", "utils", "datasets", "metrics", "callbacks", "optimizers", "schedules",
-           "losses", "initializers", "regularizers", "Input", "Model", "Sequential", "load_model", "gradcheck"]
+           "losses", "initializers", "regularizers", "Input", "Model", "Sequential", "load_model", "model_from_json",
+           "clone_model", "models", "gradcheck"]

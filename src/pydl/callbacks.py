@@ -423,15 +423,16 @@ class LearningRateScheduler(Callback):
 
 @_register
 class ModelCheckpoint(_Monitoring):
-    """Call `model.save(path)` at the end of each epoch (or only when `monitor` improves, with
-    `save_best_only`). `filepath` may hold format fields: `{epoch}` (1-based) and any log key,
+    """Call `model.save(path)` (`model.save_weights(path)` with `save_weights_only`) at the end of
+    each epoch (or only when `monitor` improves, with `save_best_only`); Keras's argument order. `filepath` may hold format fields: `{epoch}` (1-based) and any log key,
     e.g. "ckpt-{epoch:02d}-{val_loss:.3f}.npz". Parent folders are created."""
 
-    def __init__(self, filepath, monitor: str = "val_loss", save_best_only: bool = False, mode: str = "auto",
-                 verbose: int = 0):
+    def __init__(self, filepath, monitor: str = "val_loss", verbose: int = 0, save_best_only: bool = False,
+                 save_weights_only: bool = False, mode: str = "auto"):
         super().__init__(monitor, mode)
         self.filepath = os.fspath(filepath)
         self.save_best_only = bool(save_best_only)
+        self.save_weights_only = bool(save_weights_only)
         self.verbose = int(verbose)
         self.best = None
         self.last_saved: str | None = None
@@ -454,7 +455,10 @@ class ModelCheckpoint(_Monitoring):
         folder = os.path.dirname(path)
         if folder:
             os.makedirs(folder, exist_ok=True)
-        self.model.save(path)
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        else:
+            self.model.save(path)
         self.last_saved = path
 
     def on_epoch_end(self, epoch, logs=None):

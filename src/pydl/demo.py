@@ -149,12 +149,12 @@ def main(argv=None) -> int:
     history = model.fit(x_tr, y_tr, batch_size=args.batch_size, epochs=args.epochs,
                         validation_data=(x_val, y_val), verbose=args.verbose)
     t_fit = time.perf_counter() - t_fit
-    result = model.evaluate(x_te, y_te, batch_size=256)
+    test_loss, test_acc = model.evaluate(x_te, y_te, batch_size=256)   # [loss, accuracy], as Keras
     pred = model.predict(x_te, batch_size=256).argmax(axis=1)
     cm = confusion_matrix(y_te, pred, num_classes=n_classes)
 
     print(f"\ntraining: {len(history.epoch)} epochs in {t_fit:.2f} s")
-    print(f"test loss {result['loss']:.4f}, test accuracy {result['accuracy']:.4f} "
+    print(f"test loss {test_loss:.4f}, test accuracy {test_acc:.4f} "
           f"({int(np.trace(cm))}/{len(y_te)})")
     print("confusion matrix (rows: true class, columns: predicted):")
     print(_format_cm(cm))

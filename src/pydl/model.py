@@ -1036,7 +1036,7 @@ class Model:
         return self._evaluate_stream(_da.array_stream(xs, ys, ws, xs[0].shape[0], batch_size, False, None))
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose=0, sample_weight=None, steps=None, callbacks=None,
-                 return_dict: bool = True, prefetch: bool = False):
+                 return_dict: bool = False, prefetch: bool = False):
         """The loss and metrics over all of x (inference mode): a dict {"loss", "<metric>", ...} with
         return_dict, else the loss alone (no metrics, one output) or the list of the dict's values
         (Keras). x as in fit (arrays with y, or a data source; `steps` batches of it, all when None);
@@ -1208,6 +1208,67 @@ class Model:
         for (layer, kind, k), w in zip(slots, arrays):
             getattr(layer, kind)[k][...] = w
 
+    @property
+    def weights(self) -> list:
+        """Every layer's arrays themselves (parameters then state, layer by layer: get_weights order)."""
+        return [getattr(layer, kind)[k] for layer, kind, k in self._weight_slots()]
+
+    @property
+    def trainable_weights(self) -> list:
+        return [w for layer in self._layers for w in layer.trainable_weights]
+
+    @property
+    def non_trainable_weights(self) -> list:
+        return [w for layer in self._layers for w in layer.non_trainable_weights]
+
+    def save_weights(self, path) -> None:
+        """Write only the weights, as the arrays "<layer>/<name>" of a model file (.npz, no pickle)."""
+        who = self._who("save_weights")
+        if not self.built:
+            raise ValueError(f"[{who}] the model is not built yet")
+        arrays = {f"{layer.name}/{k}": np.asarray(getattr(layer, kind)[k]) for layer, kind, k in self._weight_slots()}
+        arrays["__config__"] = np.array(json.dumps({"format": FORMAT + "-weights", "version": VERSION}))
+        _write_npz(path, arrays)
+
+    def load_weights(self, path) -> None:
+        """Read the weights written by save_weights or save (a whole model file): by layer name,
+        or, when the names differ (another instance of the same architecture), in order where
+        every shape matches. Nothing is written unless every array fits."""
+        who = self._who("load_weights")
+        if not self.built:
+            raise ValueError(f"[{who}] the model is not built yet: build it (or fit/predict once) before loading")
+        try:
+            with np.load(os.fspath(path), allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files if k != "__config__" and not k.startswith(("optimizer/",
+                                                                                                  "scaler/"))}
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"[{who}] {path}: not a pydl weights file (.npz): {exc}") from None
+        slots = self._weight_slots()
+        keys = [f"{layer.name}/{k}" for layer, kind, k in slots]
+        if set(keys) == set(arrays):
+            values = [arrays[k] for k in keys]
+        elif len(arrays) == len(slots):
+            values = list(arrays.values())
+        else:
+            missing = sorted(set(keys) - set(arrays))[:5]
+            raise ValueError(f"[{who}] {path} holds {len(arrays)} arrays, the model has {len(slots)} (missing by "
+                             f"name: {missing})")
+        for (layer, kind, k), v in zip(slots, values):
+            if v.shape != getattr(layer, kind)[k].shape:
+                raise ValueError(f"[{who}] {path}: {layer.name}/{k} needs shape {getattr(layer, kind)[k].shape}, the "
+                                 f"file has {v.shape}")
+        self.set_weights(values)
+
+    def to_json(self, **kwargs) -> str:
+        """The architecture as a JSON string (no weights, no compile settings); rebuild it with
+        pydl.models.model_from_json. kwargs go to json.dumps (indent=2, ...)."""
+        cfg = self.get_config(skip_unsaveable=True)
+        cfg["compile"] = None
+        cfg["scaler"] = None
+        return json.dumps(cfg, default=_json_default, **kwargs)
+
     # -- serialization ----------------------------------------------------------------------
     def _graph_config(self):
         if not self.built:
@@ -1300,17 +1361,7 @@ class Model:
             if v.dtype == object:
                 raise ValueError(f"[{who}] {k} is an object array; only numeric arrays can be saved")
         arrays["__config__"] = np.array(json.dumps(cfg, default=_json_default))
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".pydl-save-", suffix=".npz", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        _write_npz(path, arrays)
 
 
 class Sequential(Model):
@@ -1385,6 +1436,21 @@ class Sequential(Model):
         layers = list(self._layers)
         self._init_graph(inp, x)
         self._layers = layers
+
+
+def _write_npz(path, arrays) -> None:
+    """np.savez to a temporary file next to `path`, then renamed over it (never a half-written file)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".pydl-save-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 @contextlib.contextmanager
@@ -1550,6 +1616,43 @@ def _load_loss(entry, path):
     return _registry_get(registry.losses, lname, path, "loss").from_config(dict(lcfg))
 
 
+def _model_from_config(cfg, version, path) -> Model:
+    """The model a config describes (layers and graph; weights as the initializers make them)."""
+    layer_entries = cfg.get("layers")
+    if not isinstance(layer_entries, list):
+        raise _bad(path, "'layers' must be a list")
+    class_name = cfg.get("class_name", "Sequential") if version >= 2 else "Sequential"
+    if class_name not in ("Sequential", "Model"):
+        raise _bad(path, f"model class {class_name!r} is not 'Sequential' or 'Model'")
+    mname = cfg.get("name", "sequential")
+    if not isinstance(mname, str) or not mname:
+        raise _bad(path, f"model name must be a non-empty string, got {mname!r}")
+    try:
+        layers = []
+        for i, entry in enumerate(layer_entries):
+            name, lcfg = _class_config(entry, path, f"layer {i}")
+            cls = _registry_get(registry.layers, name, path, "layer")
+            try:
+                layers.append(cls.from_config(dict(lcfg)))
+            except (TypeError, ValueError) as exc:
+                raise _bad(path, f"layer {i} ({name}) has a bad config: {exc}") from None
+        if class_name == "Sequential":
+            model = Sequential(layers, name=mname)
+            input_shape = cfg.get("input_shape")
+            if input_shape is not None:
+                if not isinstance(input_shape, list) or not all(d is None or _is_int(d) for d in input_shape):
+                    raise ValueError(f"input_shape must be a list of ints or nulls, got {input_shape!r}")
+                if not model.built or tuple(model.input_shape[1:]) != tuple(input_shape[1:]):
+                    model.build(tuple(input_shape))
+        else:
+            model = _rebuild_graph(cfg.get("graph"), layers, mname, path)
+    except (TypeError, ValueError, MemoryError) as exc:  # MemoryError: absurd sizes in a tampered config
+        if isinstance(exc, ValueError) and str(exc).startswith("[load_model]"):
+            raise
+        raise _bad(path, f"the layers cannot be rebuilt: {exc}") from None
+    return model
+
+
 def _load_model(path) -> Model:
     from . import initializers as _initializers
     from . import optimizers as _optimizers  # noqa: F401  (registers the optimizer classes)
@@ -1591,42 +1694,11 @@ def _load_model(path) -> Model:
         if v.dtype == object or not (np.issubdtype(v.dtype, np.number) or v.dtype == np.bool_):
             raise _bad(path, f"array {key!r} has dtype {v.dtype}; only numeric arrays are allowed")
 
-    layer_entries = cfg.get("layers")
-    if not isinstance(layer_entries, list):
-        raise _bad(path, "'layers' must be a list")
-    class_name = cfg.get("class_name", "Sequential") if version >= 2 else "Sequential"
-    if class_name not in ("Sequential", "Model"):
-        raise _bad(path, f"model class {class_name!r} is not 'Sequential' or 'Model'")
-    mname = cfg.get("name", "sequential")
-    if not isinstance(mname, str) or not mname:
-        raise _bad(path, f"model name must be a non-empty string, got {mname!r}")
     # what the weights may take: the file's arrays, plus slack so that a small missing array is
     # reported by name below rather than as an exceeded budget
     budget = sum(int(v.size) for k, v in arrays.items() if not k.startswith(("optimizer/", "scaler/"))) + (1 << 20)
-    try:
-        with _initializers.shapes_only(budget):
-            layers = []
-            for i, entry in enumerate(layer_entries):
-                name, lcfg = _class_config(entry, path, f"layer {i}")
-                cls = _registry_get(registry.layers, name, path, "layer")
-                try:
-                    layers.append(cls.from_config(dict(lcfg)))
-                except (TypeError, ValueError) as exc:
-                    raise _bad(path, f"layer {i} ({name}) has a bad config: {exc}") from None
-            if class_name == "Sequential":
-                model = Sequential(layers, name=mname)
-                input_shape = cfg.get("input_shape")
-                if input_shape is not None:
-                    if not isinstance(input_shape, list) or not all(d is None or _is_int(d) for d in input_shape):
-                        raise ValueError(f"input_shape must be a list of ints or nulls, got {input_shape!r}")
-                    if not model.built or tuple(model.input_shape[1:]) != tuple(input_shape[1:]):
-                        model.build(tuple(input_shape))
-            else:
-                model = _rebuild_graph(cfg.get("graph"), layers, mname, path)
-    except (TypeError, ValueError, MemoryError) as exc:  # MemoryError: absurd sizes in a tampered config
-        if isinstance(exc, ValueError) and str(exc).startswith("[load_model]"):
-            raise
-        raise _bad(path, f"the layers cannot be rebuilt: {exc}") from None
+    with _initializers.shapes_only(budget):
+        model = _model_from_config(cfg, version, path)
 
     # weights and state
     used = set()
@@ -1745,4 +1817,32 @@ def _v1_optimizer_state(model, opt, state: dict) -> dict:
     return out
 
 
-__all__ = ["Model", "Sequential", "load_model"]
+def model_from_json(json_string) -> Model:
+    """A model (new layers, freshly initialised weights, not compiled) from Model.to_json()."""
+    try:
+        cfg = json.loads(json_string)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"[model_from_json] not valid JSON: {exc}") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise ValueError(f"[model_from_json] not a {FORMAT!r} config (made by Model.to_json)")
+    version = cfg.get("version")
+    if version not in _READABLE_VERSIONS or isinstance(version, bool):
+        raise ValueError(f"[model_from_json] format version {version!r} is not supported")
+    try:
+        return _model_from_config(cfg, version, "<json>")
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("[load_model] <json>:", "[model_from_json]")) from None
+
+
+def clone_model(model: Model) -> Model:
+    """A new model of the same architecture with new layers and freshly initialised weights (as
+    Keras's clone_model; copy the weights with clone.set_weights(model.get_weights())). A
+    subclassed model is cloned as its traced graph (a functional Model)."""
+    if not isinstance(model, Model):
+        raise TypeError(f"[clone_model] expected a pydl Model, got {type(model).__name__}")
+    if not model.built and not isinstance(model, Sequential):
+        raise ValueError("[clone_model] the model is not built yet: call build(input_shape) or fit/predict first")
+    return model_from_json(model.to_json())
+
+
+__all__ = ["Model", "Sequential", "load_model", "model_from_json", "clone_model"]

@@ -25,9 +25,11 @@ sqrt(acc + epsilon). (PyTorch puts it outside the square root for all three.)
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import sys
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -55,8 +57,28 @@ def _hyper(x, name: str, who: str, *, lo=None, hi=None, lo_open=False, hi_open=F
     return x
 
 
+def _accept_lr(init):
+    """Let an optimizer's __init__ take Keras 2's `lr=` (with a DeprecationWarning)."""
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        if "lr" in kwargs:
+            if "learning_rate" in kwargs:
+                raise TypeError(f"[{type(self).__name__}] give learning_rate or lr, not both")
+            warnings.warn(f"[{type(self).__name__}] the argument lr is deprecated (Keras 2); use learning_rate",
+                          DeprecationWarning, stacklevel=2)
+            kwargs["learning_rate"] = kwargs.pop("lr")
+        init(self, *args, **kwargs)
+    return wrapper
+
+
 class Optimizer:
-    """Base class. Subclasses set `_slot_kinds()` and `_update()`."""
+    """Base class. Subclasses set `_slot_kinds()` and `_update()`; their __init__ takes Keras 2's
+    `lr=` as learning_rate (with a DeprecationWarning)."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _accept_lr(cls.__dict__["__init__"])
 
     def __init__(self, learning_rate, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
                  name=None):

@@ -104,4 +104,19 @@ def get(identifier) -> Regularizer | None:
     return registry.resolve(registry.regularizers, identifier, Regularizer, _ALIASES, "regularizers.get")
 
 
-__all__ = ["Regularizer", "L1", "L2", "L1L2", "get", "serialize"]
+def l1(l1=0.01) -> L1:
+    """Keras's lower-case factory: an L1 penalty l1 * sum(|w|)."""
+    return L1(l1=l1)
+
+
+def l2(l2=0.01) -> L2:
+    """Keras's lower-case factory: an L2 penalty l2 * sum(w^2)."""
+    return L2(l2=l2)
+
+
+def l1_l2(l1=0.01, l2=0.01) -> L1L2:  # noqa: F811  (Keras's defaults: 0.01 each)
+    """Keras's lower-case factory: l1 * sum(|w|) + l2 * sum(w^2)."""
+    return L1L2(l1=l1, l2=l2)
+
+
+__all__ = ["Regularizer", "L1", "L2", "L1L2", "l1", "l2", "l1_l2", "get", "serialize"]

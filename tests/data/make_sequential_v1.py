@@ -26,7 +26,7 @@ def make(frozen: bool):
     model.fit(x, y, epochs=2, batch_size=8, verbose=0)
     name = "sequential_v1" + ("_frozen" if frozen else "")
     model.save(os.path.join(HERE, name + ".npz"))
-    pred, loss = model.predict(x), np.array(model.evaluate(x, y)["loss"])
+    pred, loss = model.predict(x), np.array(model.evaluate(x, y, return_dict=True)["loss"])
     model.train_on_batch(x[:8], y[:8])  # one more step: what a loaded model must reproduce
     after = {f"after_{i}": w for i, w in enumerate(model.get_weights())}
     np.savez(os.path.join(HERE, name + "_expected.npz"), x=x, y=y, pred=pred, loss=loss, **after)

@@ -239,6 +239,45 @@ class Layer:
     def count_params(self) -> int:
         return int(sum(p.size for p in self.params.values()))
 
+    # -- weights, as Keras ---------------------------------------------------------------------
+    @property
+    def weights(self) -> list:
+        """The layer's arrays themselves (not copies): parameters, then state (BatchNorm's moving
+        statistics), in the order of get_weights."""
+        return list(self.params.values()) + list(self.state.values())
+
+    @property
+    def trainable_weights(self) -> list:
+        return list(self.params.values()) if self.trainable else []
+
+    @property
+    def non_trainable_weights(self) -> list:
+        return ([] if self.trainable else list(self.params.values())) + list(self.state.values())
+
+    def get_weights(self) -> list:
+        """Copies of the parameters then the state arrays (Dense: [W (in, units), b])."""
+        return [np.array(w, copy=True) for w in self.weights]
+
+    def set_weights(self, weights) -> None:
+        """Set every array from a list in get_weights order (all are checked before any is written)."""
+        who = f"{type(self).__name__}.set_weights"
+        slots = [("params", k) for k in self.params] + [("state", k) for k in self.state]
+        weights = list(weights)
+        if len(weights) != len(slots):
+            raise ValueError(f"[{who}] layer '{self.name}' has {len(slots)} weight arrays "
+                             f"({', '.join(k for _, k in slots) or 'none: is it built?'}), got {len(weights)}")
+        arrays = []
+        for (kind, k), w in zip(slots, weights):
+            target = getattr(self, kind)[k]
+            w = np.asarray(w)
+            if w.dtype == object or not np.issubdtype(w.dtype, np.number):
+                raise ValueError(f"[{who}] {self.name}/{k} must be numeric, got dtype {w.dtype}")
+            if w.shape != target.shape:
+                raise ValueError(f"[{who}] {self.name}/{k} has shape {target.shape}, got {w.shape}")
+            arrays.append(w)
+        for (kind, k), w in zip(slots, arrays):
+            getattr(self, kind)[k][...] = w
+
     def flops(self) -> int:
         """Forward floating-point operations per sample (multiply-add = 2)."""
         return 0
