@@ -55,7 +55,8 @@ Save format (version 2): one `.npz` written by `np.savez` (no pickle) holding
                        "layers": [{"class_name", "config"}] (model.layers order),
                        "graph": {"inputs": [{"name", "shape"}], "nodes": [{"layer": i, "inputs": [ref],
                        "list": bool}], "outputs": [ref]} or null (an unbuilt Sequential),
-                       "compile": {"loss", "loss_weights", "optimizer", "metrics"} or null,
+                       "compile": {"loss", "loss_weights", "optimizer", "metrics"} or null (not compiled, or
+                       a learning rate that cannot be saved: weights only, with a warning),
                        "scaler": {"class_name", "config"} or null}
   where a ref is ["input", k, 0] or ["node", i, j] (output j of node i; nodes are listed in
   topological order and refer only to earlier ones). A subclassed model is saved as its traced
