@@ -415,12 +415,13 @@ def test_version_1_files_still_load():
         model = pydl.load_model(os.path.join(DATA, name + ".npz"))
         exp = np.load(os.path.join(DATA, name + "_expected.npz"))
         assert isinstance(model, Sequential) and model.compiled
-        np.testing.assert_array_equal(model.predict(exp["x"]), exp["pred"])
-        assert model.evaluate(exp["x"], exp["y"], return_dict=True)["loss"] == pytest.approx(float(exp["loss"]), rel=1e-6)
+        # the fixtures were computed by one build on one ISA: other micro-kernels round differently
+        np.testing.assert_allclose(model.predict(exp["x"]), exp["pred"], rtol=1e-5, atol=1e-7)
+        assert model.evaluate(exp["x"], exp["y"], return_dict=True)["loss"] == pytest.approx(float(exp["loss"]), rel=1e-5)
         model.train_on_batch(exp["x"][:8], exp["y"][:8])  # the optimizer state continues where it was
         after = [exp[f"after_{i}"] for i in range(len(model.get_weights()))]
         for a, b in zip(model.get_weights(), after):
-            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_model_called_on_symbolic_and_on_arrays(rng):

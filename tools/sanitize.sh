@@ -13,13 +13,13 @@ ROOT=$(pwd)
 PY=${PYTHON:-python}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pydl-sanitize.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-cp -r CMakeLists.txt csrc src tests "$WORK"/
+cp -r CMakeLists.txt README.md csrc src tests examples "$WORK"/
 [ -f pyproject.toml ] && cp pyproject.toml "$WORK"/
 rm -f "$WORK"/src/pydl/_core*.so
 
 SAN="-O1 -g1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 cmake -S "$WORK" -B "$WORK/build" -G Ninja -DCMAKE_BUILD_TYPE=None \
-  -DCMAKE_CXX_FLAGS="$SAN" -DCMAKE_SHARED_LINKER_FLAGS="$SAN" -DCMAKE_MODULE_LINKER_FLAGS="$SAN" \
+  -DCMAKE_INTERPROCEDURAL_OPTIMIZATION=OFF -DCMAKE_CXX_FLAGS="$SAN" -DCMAKE_SHARED_LINKER_FLAGS="$SAN" -DCMAKE_MODULE_LINKER_FLAGS="$SAN" \
   -DPython_EXECUTABLE="$($PY -c 'import sys; print(sys.executable)')" \
   -Dpybind11_DIR="$($PY -m pybind11 --cmakedir)" > /dev/null
 cmake --build "$WORK/build"
