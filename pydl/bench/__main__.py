@@ -22,6 +22,7 @@ import math
 import os
 import pkgutil
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -119,17 +120,22 @@ def main(argv=None) -> int:
     header = (f"pydl {pydl.__version__}; ISA requested: {args.isa}; running: "
               + ", ".join(f"{k} {v}" for k, v in libs.items()) + f"; threads {pydl.get_num_threads()}")
     print(header, flush=True)
-    rows, logs = [], {}
+    rows, logs, seconds = [], {}, {}
+    t_start = time.perf_counter()
     bar = tqdm(names, desc="pydl.bench", unit="family", file=sys.stderr, dynamic_ncols=True)
     for name in bar:
         bar.set_postfix_str(name)
         mod = importlib.import_module(f"pydl.bench.bench_{name}")
         buf = io.StringIO()
+        t0 = time.perf_counter()
         with contextlib.redirect_stdout(sys.stdout if args.verbose else buf):
             got = mod.run(quick=args.quick)
         logs[name] = buf.getvalue()
         rows += got
+        seconds[name] = time.perf_counter() - t0
     bar.close()
+    print("seconds per family: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
+          + f"; total {time.perf_counter() - t_start:.1f}", file=sys.stderr)
 
     print()
     print(format_table(rows))
