@@ -208,7 +208,7 @@ def run(quick: bool = False) -> list:
                 base["torch"] = timeit(lambda: step(xt, yt)) * 1e3
             rows.append(Row("mlp", f"784-256-128-10 b{BATCH} Adam step", n, "ms", t_pydl * 1e3, base,
                             note=f"{flop / t_pydl / 1e9:.1f} GFLOP/s in the GEMMs"))
-            prof = profile_pydl(pydl_model(weights), x, y, repeats=20 if quick else 50)
+            prof = profile_pydl(pydl_model(weights), x, y, repeats=5 if quick else 50)
             total = sum(prof.values())
             print(f"\npydl step profile, {n} thread(s) (median us per part; sum {total:.0f} us, "
                   f"whole step {t_pydl * 1e6:.0f} us):")

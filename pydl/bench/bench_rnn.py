@@ -115,8 +115,8 @@ def _alternate(fns: dict, rounds: int) -> dict:
 
 def run(quick: bool = False, thread_counts=None) -> list[Row]:
     rows: list[Row] = []
-    N, T, C, H = 32, 50, 128, 256
     quick = quick or common.QUICK
+    N, T, C, H = (32, 20, 128, 256) if quick else (32, 50, 128, 256)
     rounds = 3 if quick else 7
     if thread_counts is None:
         thread_counts = common.thread_list((2,) if quick else (2, 1))
