@@ -25,6 +25,9 @@ def _pyproject_version(path):
 def _copy_package(dst, with_core):
     ignore = shutil.ignore_patterns("__pycache__", *(() if with_core else ("_core*.so", "_core*.pyd")))
     shutil.copytree(PKG, os.path.join(dst, "pydl"), ignore=ignore)
+    libs = os.path.join(os.path.dirname(PKG), "pydl_nn.libs")  # libraries auditwheel vendored
+    if with_core and os.path.isdir(libs):
+        shutil.copytree(libs, os.path.join(dst, "pydl_nn.libs"))
 
 
 def _run(code, cwd):
