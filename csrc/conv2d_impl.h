@@ -109,8 +109,12 @@ void direct_row(T* y_n, const T* xp, index_t Hp, index_t Wp, const T* wblk, cons
             if (UNIT) {
               xv[v] = vload<T>(xrow + s + v * L);
             } else {
+              // Gathered lane by lane into a zeroed vector (writing lanes of xv[v] directly trips
+              // GCC's -Wmaybe-uninitialized on aarch64).
               const T* xs = xrow + s * dw + v * L * sw;
-              for (int l = 0; l < L; ++l) xv[v][l] = xs[l * sw];
+              Vec<T> gathered = vdup<T>(T(0));
+              for (int l = 0; l < L; ++l) gathered[l] = xs[l * sw];
+              xv[v] = gathered;
             }
           }
           for (int kk = 0; kk < KB; ++kk) {

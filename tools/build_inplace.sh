@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Development build: compiles pydl._core into src/pydl/ so `PYTHONPATH=src pytest` works without
-# reinstalling. Incremental (ninja). Usage: tools/build_inplace.sh [python]
+# Development build: compiles pydl._core into pydl/ so `python -m pytest` (or any python started in
+# the repository root) imports the checkout without reinstalling. Incremental (ninja).
+# Usage: tools/build_inplace.sh [python]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-python}

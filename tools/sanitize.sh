@@ -5,7 +5,7 @@
 #   tools/sanitize.sh [pytest args...]      e.g. tools/sanitize.sh -x tests/test_conv2d.py
 #
 # The build happens in a copy of the tree (a temporary folder), so the in-place development
-# build in src/pydl is left alone. CPython itself is not instrumented, so libasan is preloaded
+# build in pydl/ is left alone. CPython itself is not instrumented, so libasan is preloaded
 # and leak detection is off (the interpreter's own allocations would be reported).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,9 +13,9 @@ ROOT=$(pwd)
 PY=${PYTHON:-python}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pydl-sanitize.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-cp -r CMakeLists.txt README.md csrc src tests examples "$WORK"/
+cp -r CMakeLists.txt README.md csrc pydl tests examples "$WORK"/
 [ -f pyproject.toml ] && cp pyproject.toml "$WORK"/
-rm -f "$WORK"/src/pydl/_core*.so
+rm -f "$WORK"/pydl/_core*.so
 
 SAN="-O1 -g1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 cmake -S "$WORK" -B "$WORK/build" -G Ninja -DCMAKE_BUILD_TYPE=None \
@@ -29,9 +29,9 @@ UBSAN_LIB=$(${CXX:-g++} -print-file-name=libubsan.so)
 export LD_PRELOAD="$ASAN_LIB $UBSAN_LIB"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:allocator_may_return_null=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
-export PYTHONPATH="$WORK/src"
+export PYTHONPATH="$WORK"
 cd "$WORK"
-echo "sanitized build: $(ls src/pydl/_core*.so)"
+echo "sanitized build: $(ls pydl/_core*.so)"
 "$PY" -c "import pydl; print('pydl', pydl.__version__, 'isa', pydl._core.selected_isa() if hasattr(pydl._core, 'selected_isa') else '?')"
 # -p no:cacheprovider: the copy is thrown away anyway. tests/test_memory.py is left out by default:
 # ASan's quarantine holds freed memory on purpose, so resident memory grows by design.

@@ -1,6 +1,6 @@
 """Environment that makes pydl, PyTorch and NumPy run one ISA's kernels (read at library load).
 
-No imports of the libraries here: bench/run.py sets these before any of them loads.
+No imports of the libraries here: python -m pydl.bench sets these before any of them loads.
 """
 from __future__ import annotations
 

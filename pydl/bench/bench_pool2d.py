@@ -1,6 +1,6 @@
 """Pooling vs PyTorch and a plain memory copy.
 
-    python bench/bench_pool2d.py [--quick] [--threads 2]
+    python -m pydl.bench.bench_pool2d [--quick] [--threads 2]
 
 Rate: GB/s = (bytes of x read + bytes of y written) / time; argmax (int32) writes are extra
 work not counted, as for torch. Max-pool backward: (dy + dx bytes) / time, argmax reads not
@@ -21,15 +21,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-from common import HAVE_TORCH, Row, assert_close, gbps, print_rows, threads, timeit, torch  # noqa: E402
+from . import common  # noqa: E402
+from .common import HAVE_TORCH, Row, assert_close, gbps, print_rows, threads, timeit, torch  # noqa: E402
 
 import pydl  # noqa: E402
 from pydl import ops  # noqa: E402
 
 
 def run(quick: bool = False, nthreads: int = 2) -> list[Row]:
+    return [r for nt in common.thread_list((nthreads,)) for r in _run(quick, nt)]
+
+
+def _run(quick: bool, nthreads: int) -> list[Row]:
     N, C, H, W = 64, 64, 56, 56
     x = np.random.default_rng(0).standard_normal((N, C, H, W)).astype(np.float32)
     case = f"N{N} C{C} {H}x{W}"

@@ -10,7 +10,7 @@ Rates are those 28*n bytes over the step time. Baselines, measured in the same p
 pydl is pydl.ops.adam_update (the kernel behind pydl.optimizers.Adam); "pydl_opt" rows time the
 whole Optimizer.apply_gradients call instead. Target: within 1.5x of the copy.
 
-    python bench/bench_optim.py [--quick]
+    python -m pydl.bench.bench_optim [--quick]
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import sys
 
 import numpy as np
 
-import common
-from common import HAVE_TORCH, Row, assert_close, gbps, print_rows, threads, timeit, torch
+from . import common
+from .common import HAVE_TORCH, Row, assert_close, gbps, print_rows, threads, timeit, torch
 
 import pydl
 from pydl.ops import optim as ops
@@ -131,7 +131,7 @@ def run(quick: bool = False) -> list[Row]:
     sizes = [1 << 20] if quick else [1 << 20, 1 << 23]
     rows = []
     for n in sizes:
-        for nt in (1, 2):
+        for nt in common.thread_list((1, 2)):
             rows += _bench_case(n, nt)
     print_rows(rows, "Optimizer step (Adam)", "GB/s = 28 bytes per element / step time; copy moves the same bytes")
     for r in rows:

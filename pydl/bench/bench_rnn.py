@@ -1,7 +1,7 @@
 """Recurrent layers: pydl's fused LSTM / GRU kernels vs torch.nn.LSTM / torch.nn.GRU (CPU, float32).
 
-    python bench/bench_rnn.py            # T50 N32 I128 H256, 2 threads (the target) and 1 thread
-    python bench/bench_rnn.py --quick    # 2 threads only, fewer rounds
+    python -m pydl.bench.bench_rnn            # T50 N32 I128 H256, 2 threads (the target) and 1 thread
+    python -m pydl.bench.bench_rnn --quick    # 2 threads only, fewer rounds
 
 Checks outputs and every gradient against PyTorch (same weights) first, then times, in one
 process: forward (both libraries keeping what backward needs; PyTorch with autograd on),
@@ -18,9 +18,8 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-from common import HAVE_TORCH, Row, assert_close, print_rows, threads, timeit  # noqa: E402
+from . import common  # noqa: E402
+from .common import HAVE_TORCH, Row, assert_close, print_rows, threads, timeit  # noqa: E402
 
 import pydl  # noqa: E402
 from pydl.ops import rnn_backward, rnn_forward  # noqa: E402
@@ -116,11 +115,11 @@ def _alternate(fns: dict, rounds: int) -> dict:
 
 def run(quick: bool = False, thread_counts=None) -> list[Row]:
     rows: list[Row] = []
-    N, T, C, H = 32, 50, 128, 256
     quick = quick or common.QUICK
+    N, T, C, H = (32, 20, 128, 256) if quick else (32, 50, 128, 256)
     rounds = 3 if quick else 7
     if thread_counts is None:
-        thread_counts = (2,) if quick else (2, 1)
+        thread_counts = common.thread_list((2,) if quick else (2, 1))
     case_shape = f"T{T} N{N} I{C} H{H}"
     for nthreads, cell in [(t, c) for t in thread_counts for c in ("lstm", "gru")]:
         G = GATES[cell]

@@ -1,7 +1,7 @@
 """Fused attention and layer normalisation: pydl vs torch.nn.functional (CPU, float32).
 
-    python bench/bench_attention.py            # 2 threads (the target) and 1 thread
-    python bench/bench_attention.py --quick    # 2 threads only, fewer rounds
+    python -m pydl.bench.bench_attention            # 2 threads (the target) and 1 thread
+    python -m pydl.bench.bench_attention --quick    # 2 threads only, fewer rounds
 
 Attention at B16 H8 d64, T = S = 256 and 1024 (and causal at 1024): forward only (PyTorch under
 no_grad) and forward + backward (dq, dk, dv; PyTorch through autograd). Outputs and gradients are
@@ -23,9 +23,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-from common import HAVE_TORCH, Row, assert_close, print_rows, threads, timeit  # noqa: E402
+from . import common  # noqa: E402
+from .common import HAVE_TORCH, Row, assert_close, print_rows, threads, timeit  # noqa: E402
 
 import pydl  # noqa: E402
 from pydl import ops  # noqa: E402
@@ -167,10 +166,14 @@ def run(quick: bool = False, thread_counts=None) -> list[Row]:
     quick = quick or common.QUICK
     rounds = 3 if quick else 5
     if thread_counts is None:
-        thread_counts = (2,) if quick else (2, 1)
+        thread_counts = common.thread_list((2,) if quick else (2, 1))
     rows: list[Row] = []
     for nt in thread_counts:
         with threads(nt):
+            if quick:  # one small case each: the whole quick suite must stay under a minute
+                rows += _attn_case(4, 8, 256, 64, False, 1, nt)
+                rows += _ln_case(32 * 128, 256, 1, nt)
+                continue
             rows += _attn_case(16, 8, 256, 64, False, rounds, nt)
             rows += _attn_case(16, 8, 1024, 64, False, max(3, rounds - 2), nt)
             rows += _attn_case(16, 8, 1024, 64, True, max(3, rounds - 2), nt)
@@ -181,7 +184,7 @@ def run(quick: bool = False, thread_counts=None) -> list[Row]:
     for r in rows:
         if r.note:
             print(f"  {r.case} ({r.threads} thr): {r.note}")
-    mem = memory_growth((1024, 2048) if quick else (1024, 2048, 4096))
+    mem = memory_growth((512,) if quick else (1024, 2048, 4096))
     print("\nPeak RSS growth of one attention forward + backward (B1 H4 d64, fresh process; inputs excluded):")
     for T, mb in mem.items():
         print(f"  T = S = {T}: {mb:.1f} MiB   (outputs out, lse, dq, dk, dv: {4 * 4 * T * (4 * 64 + 1) / 2**20:.1f} "

@@ -6,12 +6,46 @@ API. Distribution name `pydl-nn`, import name `pydl`.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+import importlib.util as _import_util
 import numbers
+import os as _os
 import warnings
 
-from . import _core
+
+def _read_version() -> str:
+    """The one version number lives in pyproject.toml.
+
+    In a checkout (pyproject.toml of `pydl-nn` beside this package) it is read from there, so an
+    older installed copy's metadata can't shadow it; an installed package asks importlib.metadata.
+    """
+    import re
+    pyproject = _os.path.join(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "pyproject.toml")
+    try:
+        with open(pyproject, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    project = re.search(r"^\[project\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    if project and re.search(r'^name\s*=\s*"pydl-nn"', project.group(1), re.M):
+        m = re.search(r'^version\s*=\s*"([^"]+)"', project.group(1), re.M)
+        if m:
+            return m.group(1)
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        return version("pydl-nn")
+    except (ImportError, PackageNotFoundError):  # pragma: no cover
+        return "unknown"
+
+
+__version__ = _read_version()
+
+if _import_util.find_spec("._core", __name__) is None:
+    raise ImportError(
+        f"pydl's compiled extension pydl._core is not built in {_os.path.dirname(_os.path.abspath(__file__))} "
+        "(this looks like a source checkout). Install the package with `pip install .` (and run "
+        "Python outside the checkout, so that the installed copy is imported), or, for development, "
+        "build the extension next to the sources with `tools/build_inplace.sh`.", name="pydl._core")
+from . import _core  # noqa: E402  (a _core that exists but cannot load keeps its own error)
 from .random import seed
 from .ops import matmul
 from . import ops, layers

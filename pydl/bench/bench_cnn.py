@@ -13,7 +13,7 @@ placement for step 1) and after three steps against the NumPy step (same Keras f
 Then the median step time in ms for each thread count (each library limited to it), and a
 per-layer profile of the pydl step, which says where its time goes.
 
-    python bench/bench_cnn.py [--quick]
+    python -m pydl.bench.bench_cnn [--quick]
 """
 from __future__ import annotations
 
@@ -28,9 +28,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-from common import HAVE_TORCH, Row, print_rows, timeit, torch  # noqa: E402
+from . import common  # noqa: E402
+from .common import HAVE_TORCH, Row, print_rows, timeit, torch  # noqa: E402
 
 import pydl  # noqa: E402
 from pydl.layers import Conv2D, Dense, Flatten, MaxPool2D  # noqa: E402
@@ -293,7 +292,7 @@ def run(quick: bool = False) -> list:
     conv2 = 2 * BATCH * (HW // 2) ** 2 * K2 * K1 * 9
     flop = 2 * conv1 + 3 * conv2 + 3 * 2 * BATCH * FLAT * CLASSES
     rows = []
-    thread_list = [1] if quick else [1, 2]
+    thread_list = common.thread_list([1] if quick else [1, 2])
     for n in thread_list:
         with common.threads(n):
             model = pydl_model(weights)
@@ -307,7 +306,7 @@ def run(quick: bool = False) -> list:
             base["numpy"] = timeit(lambda: ref.step(x, y), repeats=3 if not common.QUICK else 1) * 1e3
             rows.append(Row("cnn", f"conv32-pool-conv64-pool-dense10 b{BATCH} 28x28 Adam step", n, "ms",
                             t_pydl * 1e3, base, note=f"{flop / t_pydl / 1e9:.1f} GFLOP/s (direct-conv FLOPs)"))
-            prof = profile_pydl(pydl_model(weights), x, y, repeats=10 if quick else 30)
+            prof = profile_pydl(pydl_model(weights), x, y, repeats=3 if quick else 30)
             total = sum(prof.values())
             print(f"\npydl step profile, {n} thread(s) (median us per part; sum {total:.0f} us, "
                   f"whole step {t_pydl * 1e6:.0f} us):")

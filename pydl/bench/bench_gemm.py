@@ -1,6 +1,6 @@
 """SGEMM: pydl vs NumPy (OpenBLAS) vs PyTorch, GFLOP/s = 2*M*N*K / t, on 1 and 2 threads.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/run.py gemm
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pydl.bench --only gemm
 
 (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, set on some machines for old OpenBLAS builds, pick a
 slower OpenBLAS kernel; the table's note says which kernel OpenBLAS ran.) Each library is timed
@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
-import common
+from . import common
 import pydl
-from common import HAVE_TORCH, Row, gflops, print_rows, threads, timeit, torch
+from .common import HAVE_TORCH, Row, gflops, print_rows, threads, timeit, torch
 
 SQUARE = [128, 256, 512, 1024, 2048]
 LAYERS = [(64, 784, 128), (256, 3136, 128), (64, 512, 2048)]  # M x K x N (batch x in x out)
@@ -73,7 +73,7 @@ def run(quick: bool = False) -> list[Row]:
     env = {v: os.environ[v] for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if v in os.environ}
     print(f"\nNumPy BLAS: {kernel}; pydl ISA: {pydl.config()['isa']}" + (f"; env {env}" if env else ""))
     rows = []
-    for nt in (1, 2):
+    for nt in common.thread_list((1, 2)):
         with threads(nt):
             for s in square:
                 rows.append(bench_case(s, s, s, nt, rounds))

@@ -23,9 +23,8 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-from common import HAVE_TORCH, Row, print_rows, timeit, torch  # noqa: E402
+from . import common  # noqa: E402
+from .common import HAVE_TORCH, Row, print_rows, timeit, torch  # noqa: E402
 
 import pydl  # noqa: E402
 from pydl.layers import TransformerEncoder  # noqa: E402

@@ -1,6 +1,6 @@
 """conv2d forward (each algorithm) and forward+backward vs PyTorch and a NumPy im2col + matmul.
 
-    python bench/bench_conv2d.py [--quick] [--threads 2]
+    python -m pydl.bench.bench_conv2d [--quick] [--threads 2]
 
 Rate: GFLOP/s = 2*N*K*C*R*S*P*Q / time (direct-convolution FLOPs, whatever the algorithm does).
 Forward+backward: milliseconds for y = conv(x) then dx, dW, db. Each pydl result is checked
@@ -20,9 +20,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-from common import HAVE_TORCH, Row, assert_close, gflops, print_rows, threads, timeit, torch  # noqa: E402
+from . import common  # noqa: E402
+from .common import HAVE_TORCH, Row, assert_close, gflops, print_rows, threads, timeit, torch  # noqa: E402
 
 import pydl  # noqa: E402
 from pydl import ops  # noqa: E402
@@ -112,9 +111,11 @@ def bench_forward_backward(quick: bool, nthreads: int) -> list[Row]:
 
 
 def run(quick: bool = False, nthreads: int = 2) -> list[Row]:
-    rows = bench_forward(quick, nthreads)
+    rows, rows2 = [], []
+    for nt in common.thread_list((nthreads,)):
+        rows += bench_forward(quick, nt)
+        rows2 += bench_forward_backward(quick, nt)
     print_rows(rows, "conv2d forward", "GFLOP/s = 2*N*K*C*R*S*P*Q / t")
-    rows2 = bench_forward_backward(quick, nthreads)
     print_rows(rows2, "conv2d forward + backward (dx, dW, db)", "milliseconds per step")
     return rows + rows2
 

@@ -30,8 +30,18 @@ except Exception:  # pragma: no cover
 import pydl
 
 QUICK = bool(int(os.environ.get("PYDL_BENCH_QUICK", "0")))
+# Thread counts asked for on the command line (`--threads 1 2`); None: each family's own list.
+THREADS = None
+# Relative spread (max - min) / median of the repeats of every timeit() call since the last Row was
+# made: a Row keeps the largest as its measured run-to-run noise (used by --compare).
+_SPREADS: list = []
 
-from isa_env import ISA_ENV, isa_environment  # noqa: E402,F401  (re-exported)
+
+def thread_list(default):
+    """The thread counts a family runs: those given with --threads, else its own default."""
+    return list(THREADS) if THREADS else list(default)
+
+from .isa_env import ISA_ENV, isa_environment  # noqa: E402,F401  (re-exported)
 
 
 def libraries_isa() -> dict:
@@ -70,7 +80,10 @@ def timeit(fn, warmup: int = 2, repeats: int = 7, min_time: float = 0.05) -> flo
         for _ in range(inner):
             fn()
         samples.append((time.perf_counter() - t0) / inner)
-    return statistics.median(samples)
+    med = statistics.median(samples)
+    if med > 0:
+        _SPREADS.append((max(samples) - min(samples)) / med)
+    return med
 
 
 @contextlib.contextmanager
@@ -111,6 +124,12 @@ class Row:
     pydl: float
     baselines: dict = field(default_factory=dict)   # name -> value in the same metric
     note: str = ""
+    noise: float = -1.0   # relative run-to-run spread of the timings behind this row
+
+    def __post_init__(self):
+        if self.noise < 0:
+            self.noise = max(_SPREADS) if _SPREADS else 0.0
+        _SPREADS.clear()
 
     def ratio(self, name: str) -> float | None:
         b = self.baselines.get(name)

@@ -1,6 +1,6 @@
 """Dense layer and element-wise activation benchmarks.
 
-    python bench/bench_dense.py [--quick]
+    python -m pydl.bench.bench_dense [--quick]
 
 Dense forward + backward (batch 64, 784 -> 128, relu): pydl's fused kernels (GEMM + one epilogue
 pass; backward dz in one pass, then dW = x^T dz, db, dx = dz W^T) against the same algebra in NumPy
@@ -15,9 +15,8 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-from common import HAVE_TORCH, Row, assert_close, gbps, print_rows, threads, timeit  # noqa: E402
+from . import common  # noqa: E402
+from .common import HAVE_TORCH, Row, assert_close, gbps, print_rows, threads, timeit  # noqa: E402
 
 import pydl  # noqa: E402
 from pydl import _core, ops  # noqa: E402
@@ -145,7 +144,7 @@ def _elementwise_rows(n_threads: int, quick: bool) -> list[Row]:
 
 def run(quick: bool = False) -> list[Row]:
     rows = []
-    for n in (1, 2):
+    for n in common.thread_list((1, 2)):
         with threads(n):
             rows += _dense_rows(n, quick)
             rows += _elementwise_rows(n, quick)

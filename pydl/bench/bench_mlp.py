@@ -10,7 +10,7 @@ Correctness first: from the same weights, one step of each must give the same up
 Then the median step time in ms for each thread count (each library limited to it), and a
 per-op profile of the pydl step, which says where its time goes.
 
-    python bench/bench_mlp.py [--quick]
+    python -m pydl.bench.bench_mlp [--quick]
 """
 from __future__ import annotations
 
@@ -20,9 +20,8 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-from common import HAVE_TORCH, Row, print_rows, timeit, torch  # noqa: E402
+from . import common  # noqa: E402
+from .common import HAVE_TORCH, Row, print_rows, timeit, torch  # noqa: E402
 
 import pydl  # noqa: E402
 from pydl.layers import Dense  # noqa: E402
@@ -195,7 +194,7 @@ def run(quick: bool = False) -> list:
     check_correctness(x, y, weights)
     flop = 3 * 2 * BATCH * sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:]))  # fwd + 2 bwd GEMMs
     rows = []
-    thread_list = [1] if quick else [1, 2]
+    thread_list = common.thread_list([1] if quick else [1, 2])
     for n in thread_list:
         with common.threads(n):
             model = pydl_model(weights)
@@ -209,7 +208,7 @@ def run(quick: bool = False) -> list:
                 base["torch"] = timeit(lambda: step(xt, yt)) * 1e3
             rows.append(Row("mlp", f"784-256-128-10 b{BATCH} Adam step", n, "ms", t_pydl * 1e3, base,
                             note=f"{flop / t_pydl / 1e9:.1f} GFLOP/s in the GEMMs"))
-            prof = profile_pydl(pydl_model(weights), x, y, repeats=20 if quick else 50)
+            prof = profile_pydl(pydl_model(weights), x, y, repeats=5 if quick else 50)
             total = sum(prof.values())
             print(f"\npydl step profile, {n} thread(s) (median us per part; sum {total:.0f} us, "
                   f"whole step {t_pydl * 1e6:.0f} us):")
