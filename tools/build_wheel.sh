@@ -114,8 +114,10 @@ if has_step sdist; then
   rm -f dist/pydl_nn-*.tar.gz
   "$TOOLS/bin/python" -m build --sdist -o dist . > "$WORK/sdist.log" || { cat "$WORK/sdist.log"; die "sdist failed"; }
   SDIST=$(ls dist/pydl_nn-*.tar.gz)
-  tar tzf "$SDIST" | grep -q '/pydl/bench/__main__.py$' || die "the sdist lacks pydl/bench"
-  tar tzf "$SDIST" | grep -q '/csrc/gemm.cpp$' || die "the sdist lacks csrc/"
+  tar tzf "$SDIST" > "$WORK/sdist.txt"   # (grep -q on a pipe would SIGPIPE tar under pipefail)
+  grep -q '/pydl/bench/__main__.py$' "$WORK/sdist.txt" || die "the sdist lacks pydl/bench"
+  grep -q '/csrc/gemm.cpp$' "$WORK/sdist.txt" || die "the sdist lacks csrc/"
+  grep -Eq '\.so$|/build/|/dist/' "$WORK/sdist.txt" && die "the sdist carries build outputs"
   "$PY" -m venv "$WORK/svenv"
   "$WORK/svenv/bin/python" -m pip install -q --upgrade pip
   "$WORK/svenv/bin/python" -m pip install -q "$SDIST" pytest
