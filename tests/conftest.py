@@ -1,9 +1,18 @@
 import importlib.util
+import os
 
 import numpy as np
 import pytest
 
 import pydl
+
+# Python subprocesses the tests start (`python -c "import pydl ..."`) import the pydl under test:
+# its parent directory goes first on their path, and their current directory is kept off it
+# (PYTHONSAFEPATH), since in a source checkout that holds a pydl/ without the built extension.
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(pydl.__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join([_PKG_PARENT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                                             if p and p != _PKG_PARENT])
+os.environ["PYTHONSAFEPATH"] = "1"
 
 # Looked up, not imported: a process that has torch loaded forks about 5x slower, and
 # tests/test_fuzz.py forks a child per case. Tests that compare with torch import it themselves.
