@@ -366,10 +366,16 @@ def test_ctrl_c_stops_after_the_batch_and_runs_on_train_end():
         def on_train_end(self, logs=None):
             seen.append("end")
 
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter("always")
-        model.fit(x, y, batch_size=4, epochs=5, verbose=0, callbacks=[Probe()])
+    # An interactive process has Python's default SIGINT handler; one started in the background by
+    # a non-interactive shell (as CI jobs may be) inherits SIGINT ignored, and fit leaves that alone.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            model.fit(x, y, batch_size=4, epochs=5, verbose=0, callbacks=[Probe()])
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert seen[-1] == "end" and seen[:3] == [0, 1, 2] and len(seen) == 4
     assert any("Ctrl-C" in str(m.message) for m in w)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert all(np.isfinite(p).all() for p in model.layers[0].params.values())
