@@ -112,16 +112,23 @@ inline std::size_t apack_elems(index_t N, index_t MR, index_t k) {
   return static_cast<std::size_t>(ceil_div(row_blocks(N, MR) * MR * k, 16) * 16);
 }
 
-// Packs columns [c0, c1) of A[N, k] (row stride lda) into Ap (the layout above, depth k).
+// Packs columns [c0, c1) of A[N, k] (row stride lda) into Ap (the layout above, depth k); with
+// `scale` ([N, k], row stride k) the packed values are A . scale (recurrent dropout).
 template <typename F>
-void pack_a(F* Ap, const F* A, index_t lda, index_t N, index_t k, index_t c0, index_t c1, index_t MR) {
+void pack_a(F* Ap, const F* A, index_t lda, index_t N, index_t k, index_t c0, index_t c1, index_t MR,
+            const F* scale = nullptr) {
   const index_t nb = row_blocks(N, MR);
   for (index_t bk = 0; bk < nb; ++bk) {
     const index_t r0 = block_start(N, nb, bk), m = block_start(N, nb, bk + 1) - r0;
     F* d = Ap + bk * k * MR;
     for (index_t i = 0; i < m; ++i) {
       const F* a = A + (r0 + i) * lda;
-      for (index_t p = c0; p < c1; ++p) d[p * MR + i] = a[p];
+      if (scale) {
+        const F* s = scale + (r0 + i) * k;
+        for (index_t p = c0; p < c1; ++p) d[p * MR + i] = a[p] * s[p];
+      } else {
+        for (index_t p = c0; p < c1; ++p) d[p * MR + i] = a[p];
+      }
     }
   }
 }
@@ -235,8 +242,8 @@ void copy_or_zero(F* dst, const F* src, index_t n) {
 // A (h_{t-1} or x_{t+1}) into row blocks (pack_a).
 template <typename F>
 void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, F* q, const F* x, const F* W,
-                 const F* U, const F* b, const F* b_h, const F* h0, const F* c0, index_t N, index_t T, index_t C,
-                 index_t H) {
+                 const F* U, const F* b, const F* b_h, const F* h0, const F* c0, const std::uint8_t* mask,
+                 const F* rscale, index_t N, index_t T, index_t C, index_t H) {
   const char* op = "rnn_forward";
   check_sizes(op, cell, N, T, C, H);
   const bool lstm = cell == RnnCell::lstm, gru = cell == RnnCell::gru;
@@ -287,7 +294,7 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
       pack_u(Up, U, H, H, G, u0, hk, NR);
       pack_a(Xp, x, ldx, N, C, 0, C, MR);
       step_product(K, xacc, ldu, Xp, Wp, ncols, C, N);  // x_0 W
-      if (h0) pack_a(hpack.get() + hp_elems, h0, H, N, H, u0, u1, MR);
+      if (h0) pack_a(hpack.get() + hp_elems, h0, H, N, H, u0, u1, MR, rscale);
     }
     if (h0) team_barrier(team);
 
@@ -307,7 +314,16 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
           F* h = out + n * ldh + t * H + u0;
           F* g = gates + n * ldg + t * GH + u0;
           std::memcpy(hprev + n * ldh + t * H + u0, hprow, sizeof(F) * static_cast<std::size_t>(hk));
-          if (lstm) {
+          if (mask && !mask[n * T + t]) {  // masked step: the state is kept
+            std::memcpy(h, hprow, sizeof(F) * static_cast<std::size_t>(hk));
+            for (index_t gi = 0; gi < G; ++gi) std::fill(g + gi * H, g + gi * H + hk, F(0));
+            if (lstm) {
+              const F* cp = (t > 0 ? cs + n * ldh + (t - 1) * H : (c0 ? c0 + n * H : zeros.data())) + u0;
+              std::memcpy(cs + n * ldh + t * H + u0, cp, sizeof(F) * static_cast<std::size_t>(hk));
+            } else if (gru) {
+              std::fill(q + n * ldh + t * H + u0, q + n * ldh + t * H + u0 + hk, F(0));
+            }
+          } else if (lstm) {
             const F* cp = (t > 0 ? cs + n * ldh + (t - 1) * H : (c0 ? c0 + n * H : zeros.data())) + u0;
             K->lstm_fwd(h, cs + n * ldh + t * H + u0, g, gxrow, hurow, b + u0, cp, hk, H, hk);
           } else if (gru) {
@@ -318,7 +334,8 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
         }
         // x_{t+1} W does not depend on h_t: done before the barrier, it fills the wait.
         if (t + 1 < T) {
-          pack_a(hpack.get() + hp_elems * static_cast<std::size_t>(t & 1), out + t * H, ldh, N, H, u0, u1, MR);
+          pack_a(hpack.get() + hp_elems * static_cast<std::size_t>(t & 1), out + t * H, ldh, N, H, u0, u1, MR,
+                 rscale);
           pack_a(Xp, x + (t + 1) * C, ldx, N, C, 0, C, MR);
           step_product(K, xacc, ldu, Xp, Wp, ncols, C, N);
         }
@@ -343,7 +360,8 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
 template <typename F>
 void rnn_backward(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* db_h, const F* gates,
                   const F* hprev, const F* cs, const F* q, const F* x, const F* W, const F* U, const F* c0,
-                  const F* dout, const F* dhT, const F* dcT, index_t N, index_t T, index_t C, index_t H) {
+                  const std::uint8_t* mask, const F* rscale, const F* dout, const F* dhT, const F* dcT, index_t N,
+                  index_t T, index_t C, index_t H) {
   const char* op = "rnn_backward";
   check_sizes(op, cell, N, T, C, H);
   const bool lstm = cell == RnnCell::lstm, gru = cell == RnnCell::gru;
@@ -410,7 +428,14 @@ void rnn_backward(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* d
           const F* g = gates + n * ldg + t * GH + u0;
           F* dg = dgx_t + n * ldg + u0;
           const F* dh_in = dhr_p + n * lds + u0;
-          if (lstm) {
+          if (mask && !mask[n * T + t]) {  // masked step: no gate gradients, dh passes through
+            for (index_t gi = 0; gi < G; ++gi) {
+              std::fill(dg + gi * H, dg + gi * H + hk, F(0));
+              if (gru) std::fill(dgh_t + n * ldg + u0 + gi * H, dgh_t + n * ldg + u0 + gi * H + hk, F(0));
+            }
+            F* pass = dhd_p + n * lds + u0;
+            for (index_t j = 0; j < hk; ++j) pass[j] = dorow ? dh_in[j] + dorow[j] : dh_in[j];
+          } else if (lstm) {
             const F* cp = (t > 0 ? cs + n * ldh + (t - 1) * H : (c0 ? c0 + n * H : zeros.data())) + u0;
             K->lstm_bwd(dg, dc_p + n * lds + u0, dh_in, dorow, g, cs + n * ldh + t * H + u0, cp, hk, H);
           } else if (gru) {
@@ -429,8 +454,14 @@ void rnn_backward(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* d
         for (index_t n = 0; n < N; ++n) {
           F* d = dhr_p + n * lds + u0;
           const F* a = acc + n * lda;
-          if (gru) {
-            const F* z = dhd_p + n * lds + u0;
+          const F* z = dhd_p + n * lds + u0;
+          if (mask && !mask[n * T + t]) {
+            for (index_t j = 0; j < hk; ++j) d[j] = z[j];
+          } else if (rscale) {
+            const F* s = rscale + n * H + u0;
+            if (gru) for (index_t j = 0; j < hk; ++j) d[j] = a[j] * s[j] + z[j];
+            else for (index_t j = 0; j < hk; ++j) d[j] = a[j] * s[j];
+          } else if (gru) {
             for (index_t j = 0; j < hk; ++j) d[j] = a[j] + z[j];
           } else {
             for (index_t j = 0; j < hk; ++j) d[j] = a[j];
@@ -443,7 +474,19 @@ void rnn_backward(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* d
   if (lstm) copy_rows(dc0, H, dc.get(), lds, N, H);
 
   gemm(true, false, C, GH, NT, F(1), x, C, dgx.get(), GH, F(0), dW, GH);
-  gemm(true, false, H, GH, NT, F(1), hprev, H, dgh, GH, F(0), dU, GH);
+  if (rscale) {  // dU = (H_prev . rscale)^T dGh
+    aligned_ptr<F> hs = aligned_alloc_array<F>(static_cast<std::size_t>(NT * H));
+    for (index_t n = 0; n < N; ++n)
+      for (index_t t = 0; t < T; ++t) {
+        const F* src = hprev + (n * T + t) * H;
+        const F* s = rscale + n * H;
+        F* d = hs.get() + (n * T + t) * H;
+        for (index_t j = 0; j < H; ++j) d[j] = src[j] * s[j];
+      }
+    gemm(true, false, H, GH, NT, F(1), hs.get(), H, dgh, GH, F(0), dU, GH);
+  } else {
+    gemm(true, false, H, GH, NT, F(1), hprev, H, dgh, GH, F(0), dU, GH);
+  }
   column_sums(db, dgx.get(), NT, GH);
   if (gru) column_sums(db_h, dgh, NT, GH);
   if (dx) gemm(false, true, NT, C, GH, F(1), dgx.get(), GH, W, GH, F(0), dx, C);
@@ -463,17 +506,18 @@ F act_ref(bool use_relu, F v) {
   return use_relu ? (v < F(0) ? F(0) : v) : std::tanh(v);
 }
 
-// One step of sample n: pre_x = x_t W + b, pre_h = h U (+ b_h); returns h', c', and the gate
-// activations acts [GH] (SimpleRNN: h'), q [H] (GRU).
+// One step of sample n: pre_x = x_t W + b, pre_h = (h . s) U (+ b_h) (s: the row's recurrent
+// dropout scale, null = 1); returns h', c', and the gate activations acts [GH] (SimpleRNN: h'),
+// q [H] (GRU).
 template <typename F>
 void naive_step(RnnCell cell, std::vector<F>& h, std::vector<F>& c, std::vector<F>& acts, std::vector<F>& qv,
-                const F* xt, const F* W, const F* U, const F* b, const F* b_h, index_t C, index_t H) {
+                const F* xt, const F* W, const F* U, const F* b, const F* b_h, const F* s, index_t C, index_t H) {
   const index_t GH = rnn_gates(cell) * H;
   std::vector<F> px(GH), ph(GH);
   for (index_t k = 0; k < GH; ++k) {
     double sx = b[k], sh = (cell == RnnCell::gru && b_h) ? b_h[k] : 0.0;
     for (index_t ci = 0; ci < C; ++ci) sx += static_cast<double>(xt[ci]) * W[ci * GH + k];
-    for (index_t j = 0; j < H; ++j) sh += static_cast<double>(h[j]) * U[j * GH + k];
+    for (index_t j = 0; j < H; ++j) sh += static_cast<double>(s ? h[j] * s[j] : h[j]) * U[j * GH + k];
     px[k] = static_cast<F>(sx);
     ph[k] = static_cast<F>(sh);
   }
@@ -502,7 +546,8 @@ void naive_step(RnnCell cell, std::vector<F>& h, std::vector<F>& c, std::vector<
 
 template <typename F>
 void rnn_forward_naive(RnnCell cell, F* out, F* hT, F* cT, const F* x, const F* W, const F* U, const F* b,
-                       const F* b_h, const F* h0, const F* c0, index_t N, index_t T, index_t C, index_t H) {
+                       const F* b_h, const F* h0, const F* c0, const std::uint8_t* mask, const F* rscale, index_t N,
+                       index_t T, index_t C, index_t H) {
   check_sizes("rnn_forward_naive", cell, N, T, C, H);
   const index_t GH = rnn_gates(cell) * H;
   for (index_t n = 0; n < N; ++n) {
@@ -512,7 +557,8 @@ void rnn_forward_naive(RnnCell cell, F* out, F* hT, F* cT, const F* x, const F* 
       if (c0) c[j] = c0[n * H + j];
     }
     for (index_t t = 0; t < T; ++t) {
-      naive_step(cell, h, c, acts, qv, x + (n * T + t) * C, W, U, b, b_h, C, H);
+      if (!mask || mask[n * T + t])
+        naive_step(cell, h, c, acts, qv, x + (n * T + t) * C, W, U, b, b_h, rscale ? rscale + n * H : nullptr, C, H);
       for (index_t j = 0; j < H; ++j) out[(n * T + t) * H + j] = h[j];
     }
     for (index_t j = 0; j < H; ++j) {
@@ -525,12 +571,15 @@ void rnn_forward_naive(RnnCell cell, F* out, F* hT, F* cT, const F* x, const F* 
 template <typename F>
 void rnn_backward_naive(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* db_h, const F* x,
                         const F* W, const F* U, const F* b, const F* b_h, const F* h0, const F* c0,
-                        const F* dout, const F* dhT, const F* dcT, index_t N, index_t T, index_t C, index_t H) {
+                        const std::uint8_t* mask, const F* rscale, const F* dout, const F* dhT, const F* dcT,
+                        index_t N, index_t T, index_t C, index_t H) {
   check_sizes("rnn_backward_naive", cell, N, T, C, H);
   const bool lstm = cell == RnnCell::lstm, gru = cell == RnnCell::gru;
   const index_t GH = rnn_gates(cell) * H;
   std::vector<double> aW(C * GH, 0.0), aU(H * GH, 0.0), ab(GH, 0.0), abh(GH, 0.0);
   for (index_t n = 0; n < N; ++n) {
+    const F* sr = rscale ? rscale + n * H : nullptr;
+    auto live = [&](index_t t) { return !mask || mask[n * T + t] != 0; };
     // Forward again, keeping every state.
     std::vector<std::vector<F>> hs(T + 1, std::vector<F>(H, F(0))), cs(T + 1, std::vector<F>(H, F(0)));
     std::vector<std::vector<F>> acts(T, std::vector<F>(GH)), qs(T, std::vector<F>(H));
@@ -540,7 +589,7 @@ void rnn_backward_naive(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db
     }
     for (index_t t = 0; t < T; ++t) {
       std::vector<F> h = hs[t], c = cs[t];
-      naive_step(cell, h, c, acts[t], qs[t], x + (n * T + t) * C, W, U, b, b_h, C, H);
+      if (live(t)) naive_step(cell, h, c, acts[t], qs[t], x + (n * T + t) * C, W, U, b, b_h, sr, C, H);
       hs[t + 1] = h;
       cs[t + 1] = c;
     }
@@ -554,6 +603,11 @@ void rnn_backward_naive(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db
       for (index_t j = 0; j < H; ++j) {
         if (dout) dh[j] += dout[(n * T + t) * H + j];
         dhp[j] = F(0);
+      }
+      if (!live(t)) {  // the state was kept: dh and dc pass through unchanged
+        if (dx)
+          for (index_t ci = 0; ci < C; ++ci) dx[(n * T + t) * C + ci] = F(0);
+        continue;
       }
       for (index_t j = 0; j < H; ++j) {
         if (lstm) {
@@ -587,7 +641,7 @@ void rnn_backward_naive(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db
         ab[k] += dpx[k];
         abh[k] += dph[k];
         for (index_t ci = 0; ci < C; ++ci) aW[ci * GH + k] += static_cast<double>(xt[ci]) * dpx[k];
-        for (index_t j = 0; j < H; ++j) aU[j * GH + k] += static_cast<double>(hs[t][j]) * dph[k];
+        for (index_t j = 0; j < H; ++j) aU[j * GH + k] += static_cast<double>(sr ? hs[t][j] * sr[j] : hs[t][j]) * dph[k];
       }
       if (dx)
         for (index_t ci = 0; ci < C; ++ci) {
@@ -596,9 +650,10 @@ void rnn_backward_naive(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db
           dx[(n * T + t) * C + ci] = static_cast<F>(s);
         }
       for (index_t j = 0; j < H; ++j) {
-        double s = dhp[j];
+        double s = 0.0;
         for (index_t k = 0; k < GH; ++k) s += static_cast<double>(dph[k]) * U[j * GH + k];
-        dh[j] = static_cast<F>(s);
+        if (sr) s *= sr[j];
+        dh[j] = static_cast<F>(s + dhp[j]);
       }
     }
     for (index_t j = 0; j < H; ++j) {
@@ -616,15 +671,17 @@ void rnn_backward_naive(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db
 
 #define PYDL_RNN_INSTANTIATE(F)                                                                              \
   template void rnn_forward<F>(RnnCell, F*, F*, F*, F*, F*, F*, F*, const F*, const F*, const F*, const F*, \
-                               const F*, const F*, const F*, index_t, index_t, index_t, index_t);           \
+                               const F*, const F*, const F*, const std::uint8_t*, const F*, index_t, index_t, \
+                               index_t, index_t);                                                          \
   template void rnn_backward<F>(RnnCell, F*, F*, F*, F*, F*, F*, F*, const F*, const F*, const F*, const F*, \
-                                const F*, const F*, const F*, const F*, const F*, const F*, const F*, index_t, \
-                                index_t, index_t, index_t);                                                  \
+                                const F*, const F*, const F*, const F*, const std::uint8_t*, const F*,       \
+                                const F*, const F*, const F*, index_t, index_t, index_t, index_t);           \
   template void rnn_forward_naive<F>(RnnCell, F*, F*, F*, const F*, const F*, const F*, const F*, const F*,  \
-                                     const F*, const F*, index_t, index_t, index_t, index_t);               \
+                                     const F*, const F*, const std::uint8_t*, const F*, index_t, index_t,   \
+                                     index_t, index_t);                                                     \
   template void rnn_backward_naive<F>(RnnCell, F*, F*, F*, F*, F*, F*, F*, const F*, const F*, const F*,    \
-                                      const F*, const F*, const F*, const F*, const F*, const F*, const F*, \
-                                      index_t, index_t, index_t, index_t);
+                                      const F*, const F*, const F*, const F*, const std::uint8_t*, const F*, \
+                                      const F*, const F*, const F*, index_t, index_t, index_t, index_t);
 
 PYDL_RNN_INSTANTIATE(float)
 PYDL_RNN_INSTANTIATE(double)

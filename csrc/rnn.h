@@ -23,6 +23,8 @@
 // dX = dG W^T one GEMM.
 #pragma once
 
+#include <cstdint>
+
 #include "common.h"
 
 namespace pydl {
@@ -40,31 +42,42 @@ const char* rnn_cell_name(RnnCell cell);
 //     cs    (N, T, H):  LSTM c_t (null otherwise)
 //     q     (N, T, H):  GRU (h_{t-1} U + b_h)[n block] (null otherwise)
 // Inputs: x (N, T, C), W, U, b, b_h (GRU; null = zeros), h0, c0 ((N, H); null = zeros).
+// Optional (null = none, the unmasked path):
+//   mask (N, T) uint8: step t of row n runs only where mask != 0; at a masked step the state is
+//     kept, h_t = h_{t-1}, c_t = c_{t-1} (out[n, t] = h_{t-1}), and the step's gates cache is 0.
+//   rscale (N, H): recurrent dropout; h_{t-1} enters the product h U as h_{t-1} . rscale (one
+//     scale per row and unit, the same at every step); everything else (the GRU's z h_{t-1},
+//     the kept state, hprev) uses the unscaled h_{t-1}.
 // T = 0 is defined: hT = h0, cT = c0.
 template <typename F>
 void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, F* q, const F* x, const F* W,
-                 const F* U, const F* b, const F* b_h, const F* h0, const F* c0, index_t N, index_t T, index_t C,
-                 index_t H);
+                 const F* U, const F* b, const F* b_h, const F* h0, const F* c0, const std::uint8_t* mask,
+                 const F* rscale, index_t N, index_t T, index_t C, index_t H);
 
 // Backward through time. Writes (=): dx (N, T, C) (may be null: not computed), dh0 (N, H),
 // dc0 (N, H) (LSTM), dW [C, GH], dU [H, GH], db [GH], db_h [GH] (GRU).
-// Caches as written by rnn_forward; x, W, U and c0 (null = zeros) as given to it.
+// Caches as written by rnn_forward; x, W, U, c0 (null = zeros), mask and rscale as given to it.
 // Incoming gradients: dout (N, T, H) for every output (null = none), dhT, dcT (N, H) (null = zero).
+// A masked step contributes nothing to dW, dU, db, db_h and gets dx = 0; the gradients of its
+// state pass straight to the previous step (dh_{t-1} = dh_t + dout_t, dc_{t-1} = dc_t).
 template <typename F>
 void rnn_backward(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* db_h, const F* gates,
                   const F* hprev, const F* cs, const F* q, const F* x, const F* W, const F* U, const F* c0,
-                  const F* dout, const F* dhT, const F* dcT, index_t N, index_t T, index_t C, index_t H);
+                  const std::uint8_t* mask, const F* rscale, const F* dout, const F* dhT, const F* dcT, index_t N,
+                  index_t T, index_t C, index_t H);
 
 // Obvious twins for the tests: per-sample, per-step plain loops with libm math and no caches
 // (the backward recomputes the forward itself). Same meaning of every argument as above.
 template <typename F>
 void rnn_forward_naive(RnnCell cell, F* out, F* hT, F* cT, const F* x, const F* W, const F* U, const F* b,
-                       const F* b_h, const F* h0, const F* c0, index_t N, index_t T, index_t C, index_t H);
+                       const F* b_h, const F* h0, const F* c0, const std::uint8_t* mask, const F* rscale, index_t N,
+                       index_t T, index_t C, index_t H);
 
 template <typename F>
 void rnn_backward_naive(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* db_h, const F* x,
                         const F* W, const F* U, const F* b, const F* b_h, const F* h0, const F* c0,
-                        const F* dout, const F* dhT, const F* dcT, index_t N, index_t T, index_t C, index_t H);
+                        const std::uint8_t* mask, const F* rscale, const F* dout, const F* dhT, const F* dcT,
+                        index_t N, index_t T, index_t C, index_t H);
 
 namespace detail {
 // Point-wise cells of one batch row (rnn_cell.h); float has one table per instruction set.

@@ -20,7 +20,7 @@ from ._validate import as_float_array
 from .data_adapters import Sequence
 
 __all__ = ["train_val_test_split", "StandardScaler", "MinMaxScaler", "NotFittedError",
-           "to_categorical", "batches", "register_scaler", "Sequence"]
+           "to_categorical", "pad_sequences", "batches", "register_scaler", "Sequence"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -381,6 +381,60 @@ def to_categorical(y, num_classes: int | None = None, dtype=np.float32) -> np.nd
                          f"and max {labels.max()}")
     out = np.zeros(labels.shape + (num_classes,), dtype=dtype)
     np.put_along_axis(out, labels[..., None], 1, axis=-1)
+    return out
+
+
+def pad_sequences(sequences, maxlen=None, dtype="int32", padding="pre", truncating="pre", value=0.0):
+    """Sequences of different lengths as one array (num_samples, maxlen) + sample_shape, as
+    keras.utils.pad_sequences.
+
+    maxlen: the length (default: the longest sequence). Longer sequences lose their first
+    (truncating="pre") or last ("post") elements; shorter ones are filled with `value` before
+    (padding="pre") or after ("post"). Every element has the shape of the first non-empty
+    sequence's elements. dtype defaults to int32, so token ids stay integers (ids above 2**31
+    need dtype="int64").
+    """
+    op = "pad_sequences"
+    if not hasattr(sequences, "__len__"):
+        raise ValueError(f"[{op}] sequences must be a list of sequences, got {type(sequences).__name__}")
+    if padding not in ("pre", "post"):
+        raise ValueError(f"[{op}] padding must be 'pre' or 'post', got {padding!r}")
+    if truncating not in ("pre", "post"):
+        raise ValueError(f"[{op}] truncating must be 'pre' or 'post', got {truncating!r}")
+    lengths, sample_shape, found = [], (), False
+    for i, s in enumerate(sequences):
+        try:
+            n = len(s)
+        except TypeError:
+            raise ValueError(f"[{op}] sequences must be a list of sequences; sequences[{i}] is "
+                             f"{type(s).__name__} {s!r}") from None
+        lengths.append(n)
+        if not found and n:
+            sample_shape, found = np.asarray(s).shape[1:], True
+    if maxlen is None:
+        maxlen = max(lengths) if lengths else 0
+    elif isinstance(maxlen, bool) or not isinstance(maxlen, (numbers.Integral, np.integer)) or maxlen < 0:
+        raise ValueError(f"[{op}] maxlen must be a non-negative int or None, got {maxlen!r}")
+    maxlen = int(maxlen)
+    dt = np.dtype(dtype)
+    if isinstance(value, str) and dt != object and dt.kind != "U":
+        raise ValueError(f"[{op}] dtype {dt} cannot hold the string padding value {value!r}; use dtype=object "
+                         f"or a numeric value")
+    out = np.full((len(lengths), maxlen) + sample_shape, value, dtype=dt)
+    if maxlen == 0:
+        return out
+    for i, s in enumerate(sequences):
+        if not lengths[i]:
+            continue
+        cut = s[-maxlen:] if truncating == "pre" else s[:maxlen]
+        cut = np.asarray(cut, dtype=dt)
+        if cut.shape[1:] != sample_shape:
+            raise ValueError(f"[{op}] sequences[{i}] has elements of shape {cut.shape[1:]}, expected {sample_shape} "
+                             f"like the first non-empty sequence")
+        if padding == "post":
+            out[i, :len(cut)] = cut
+        else:
+            out[i, maxlen - len(cut):] = cut
     return out
 
 

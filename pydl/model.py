@@ -134,6 +134,19 @@ def _takes_ctx(fn) -> bool:
     return "ctx" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
+def _takes_mask(layer) -> bool:
+    """Whether the layer's forward has a `mask` parameter (it then receives its input's mask)."""
+    try:
+        return "mask" in inspect.signature(layer.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _makes_masks(layer) -> bool:
+    """Whether the layer may create a mask where none came in (overrides compute_mask)."""
+    return type(layer).compute_mask is not Layer.compute_mask
+
+
 def _check_contract(layer) -> None:
     """A layer in a model must take the per-call context (forward(x, training, ctx=...),
     backward(dy, ctx=...)); say so clearly for a layer written for the older contract."""
@@ -268,6 +281,14 @@ class Model:
         self._consumers = consumers
         self._node_step = {id(node): i for i, node in enumerate(self._nodes)}
         self._plan = steps
+        # Masks are tracked only in graphs where some layer creates one (Embedding(mask_zero=True)).
+        self._masking = any(_makes_masks(node.layer) for node in self._nodes)
+        self._mask_plan = [(_takes_mask(node.layer), node.layer.supports_masking or _makes_masks(node.layer))
+                           for node in self._nodes]
+        # Inputs read only by layers that take integer ids (Embedding) keep integer dtypes.
+        self._int_inputs = [bool(consumers.get(id(t))) and all(getattr(n.layer, "integer_input", False)
+                                                               for n in self._nodes if t in n.inputs)
+                            for t in self._inputs]
         self._param_slots = [(layer, k) for layer in self._layers for k in layer.params]
         self._reg_layers = [layer for layer in self._layers if layer.regularizers]
         self._bplan = None
@@ -558,6 +579,14 @@ class Model:
                              f"dict of arrays")
         return [x]
 
+    def _keeps_int(self, i: int) -> bool:
+        """Input i feeds only layers that take integer ids (Embedding): integer arrays pass
+        through uncast (a float32 cast would round ids >= 2**24)."""
+        if self.built:
+            return self._int_inputs[i]
+        return i == 0 and bool(self._layers) and getattr(self._layers[0], "integer_input", False) \
+            and not self._is_subclass_graph()
+
     def _prepare_x(self, x, who: str) -> list:
         items = self._split_inputs(x, who)
         multi = len(items) > 1
@@ -578,9 +607,12 @@ class Model:
                 name = f" (input '{self._inputs[i].name}')" if multi else ""
                 raise ValueError(f"[{self._who(who)}] {what}{name} has shape {a.shape} but the model expects "
                                  f"{_fmt_shape(want)}")
-            a = np.ascontiguousarray(a, dtype=np.float32)
-            if not np.all(np.isfinite(a)):
-                raise ValueError(f"[{self._who(who)}] {what} contains NaN or Inf")
+            if np.issubdtype(a.dtype, np.integer) and self._keeps_int(i):
+                a = np.ascontiguousarray(a)
+            else:
+                a = np.ascontiguousarray(a, dtype=np.float32)
+                if not np.all(np.isfinite(a)):
+                    raise ValueError(f"[{self._who(who)}] {what} contains NaN or Inf")
             out.append(a)
         if len({a.shape[0] for a in out}) > 1:
             raise ValueError(f"[{self._who(who)}] the inputs have different numbers of samples: "
@@ -644,6 +676,8 @@ class Model:
     # -- forward / backward -----------------------------------------------------------------
     def _run_forward(self, xs, training: bool) -> list:
         """Values of every tensor slot after running the nodes in order on the input arrays."""
+        if self._masking:
+            return self._run_forward_masked(xs, training)
         vals = [None] * self._n_slots
         for s, x in zip(self._input_slots, xs):
             vals[s] = x
@@ -660,6 +694,40 @@ class Model:
                     vals[o] = v
             else:
                 vals[outs] = y
+        return vals
+
+    def _run_forward_masked(self, xs, training: bool) -> list:
+        """_run_forward carrying a mask per tensor slot (see pydl.layers.base, "Masks")."""
+        vals = [None] * self._n_slots
+        masks = [None] * self._n_slots
+        for s, x in zip(self._input_slots, xs):
+            vals[s] = x
+        for (layer, ctx, ins, multi_in, outs, multi_out), (takes, keeps) in zip(self._plan, self._mask_plan):
+            if multi_in:
+                x = [vals[i] for i in ins]
+                m = [masks[i] for i in ins]
+                if all(v is None for v in m):
+                    m = None
+            else:
+                x, m = vals[ins], masks[ins]
+            if m is not None and takes:
+                y = layer.forward(x, training, ctx=ctx, mask=m)
+            else:
+                y = layer.forward(x, training, ctx=ctx)
+            if m is not None and not keeps and not takes and not getattr(layer, "_mask_dropped_warned", False):
+                layer._mask_dropped_warned = True
+                warnings.warn(f"Layer '{layer.name}' ({type(layer).__name__}) received an input mask but does not "
+                              f"support masking; the mask is dropped and later layers do not see it", stacklevel=3)
+            om = layer.compute_mask(x, m)
+            if multi_out:
+                if not isinstance(y, (list, tuple)) or len(y) != len(outs):
+                    raise RuntimeError(f"[{layer._label()}] returned {type(y).__name__}, expected a list of "
+                                       f"{len(outs)} outputs")
+                oms = om if isinstance(om, (list, tuple)) else [om] + [None] * (len(outs) - 1)
+                for o, v, mv in zip(outs, y, oms):
+                    vals[o], masks[o] = v, mv
+            else:
+                vals[outs], masks[outs] = y, om
         return vals
 
     def _losses(self, vals, ys, plan, need_grad: bool = True, ws=None):

@@ -165,12 +165,12 @@ def naive(cell, act, p, dout, dhT, dcT):
     cid = CELL_IDS[(cell, act)]
     out, hT = np.full((N, T, H), np.nan, dt), np.full((N, H), np.nan, dt)
     cT = np.full((N, H), np.nan, dt) if lstm else None
-    _core.rnn_forward_naive(cid, p["x"], p["W"], p["U"], p["b"], p["b_h"], p["h0"], p["c0"], out, hT, cT)
+    _core.rnn_forward_naive(cid, p["x"], p["W"], p["U"], p["b"], p["b_h"], p["h0"], p["c0"], p.get("mask"), p.get("rscale"), out, hT, cT)
     g = {"dx": np.full((N, T, C), np.nan, dt), "dh0": np.full((N, H), np.nan, dt),
          "dc0": np.full((N, H), np.nan, dt) if lstm else None, "dW": np.full((C, GH), np.nan, dt),
          "dU": np.full((H, GH), np.nan, dt), "db": np.full(GH, np.nan, dt),
          "db_h": np.full(GH, np.nan, dt) if gru else None}
-    _core.rnn_backward_naive(cid, p["x"], p["W"], p["U"], p["b"], p["b_h"], p["h0"], p["c0"], dout, dhT, dcT,
+    _core.rnn_backward_naive(cid, p["x"], p["W"], p["U"], p["b"], p["b_h"], p["h0"], p["c0"], p.get("mask"), p.get("rscale"), dout, dhT, dcT,
                              g["dx"], g["dh0"], g["dc0"], g["dW"], g["dU"], g["db"], g["db_h"])
     return out, hT, cT, g
 
@@ -186,11 +186,11 @@ def fast_poisoned(cell, act, p, dout, dhT, dcT):
     out, hT, cT = nan(N, T, H), nan(N, H), (nan(N, H) if lstm else None)
     gates, hprev = nan(N, T, GH), nan(N, T, H)
     cs, q = (nan(N, T, H) if lstm else None), (nan(N, T, H) if gru else None)
-    _core.rnn_forward(cid, p["x"], p["W"], p["U"], p["b"], p["b_h"], p["h0"], p["c0"], out, hT, cT, gates, hprev,
+    _core.rnn_forward(cid, p["x"], p["W"], p["U"], p["b"], p["b_h"], p["h0"], p["c0"], p.get("mask"), p.get("rscale"), out, hT, cT, gates, hprev,
                       cs, q)
     g = {"dx": nan(N, T, C), "dh0": nan(N, H), "dc0": nan(N, H) if lstm else None, "dW": nan(C, GH),
          "dU": nan(H, GH), "db": nan(GH), "db_h": nan(GH) if gru else None}
-    _core.rnn_backward(cid, gates, hprev, cs, q, p["x"], p["W"], p["U"], p["c0"], dout, dhT, dcT, g["dx"], g["dh0"],
+    _core.rnn_backward(cid, gates, hprev, cs, q, p["x"], p["W"], p["U"], p["c0"], p.get("mask"), p.get("rscale"), dout, dhT, dcT, g["dx"], g["dh0"],
                        g["dc0"], g["dW"], g["dU"], g["db"], g["db_h"])
     return out, hT, cT, g
 
@@ -517,7 +517,7 @@ def test_core_bindings_check_strictly(rng):
     p = make(rng, "lstm", 2, 3, 4, 5, np.float32)
     N, T, C, H, GH = 2, 3, 4, 5, 20
     e = lambda *s: np.empty(s, np.float32)  # noqa: E731
-    args = dict(cell=2, x=p["x"], W=p["W"], U=p["U"], b=p["b"], b_h=None, h0=None, c0=None, out=e(N, T, H),
+    args = dict(cell=2, x=p["x"], W=p["W"], U=p["U"], b=p["b"], b_h=None, h0=None, c0=None, mask=None, rscale=None, out=e(N, T, H),
                 hT=e(N, H), cT=e(N, H), gates=e(N, T, GH), hprev=e(N, T, H), cs=e(N, T, H), q=None)
     _core.rnn_forward(**args)
     bad = [

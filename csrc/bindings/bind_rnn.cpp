@@ -3,11 +3,15 @@
 // an int: 0 SimpleRNN tanh, 1 SimpleRNN relu, 2 LSTM, 3 GRU. Outputs are written, never
 // resized, and must not overlap the inputs (pydl.ops.rnn allocates them fresh).
 //
-//   rnn_forward(cell, x, W, U, b, b_h, h0, c0, out, hT, cT, gates, hprev, cs, q)
-//   rnn_backward(cell, gates, hprev, cs, q, x, W, U, c0, dout, dhT, dcT,
+// mask is None or a uint8 (N, T) array (nonzero = the step runs); rscale None or (N, H) of the
+// float dtype (recurrent-dropout scale of h_{t-1} in h U); see rnn.h.
+//
+//   rnn_forward(cell, x, W, U, b, b_h, h0, c0, mask, rscale, out, hT, cT, gates, hprev, cs, q)
+//   rnn_backward(cell, gates, hprev, cs, q, x, W, U, c0, mask, rscale, dout, dhT, dcT,
 //                dx, dh0, dc0, dW, dU, db, db_h)
-//   rnn_forward_naive(cell, x, W, U, b, b_h, h0, c0, out, hT, cT)
-//   rnn_backward_naive(cell, x, W, U, b, b_h, h0, c0, dout, dhT, dcT, dx, dh0, dc0, dW, dU, db, db_h)
+//   rnn_forward_naive(cell, x, W, U, b, b_h, h0, c0, mask, rscale, out, hT, cT)
+//   rnn_backward_naive(cell, x, W, U, b, b_h, h0, c0, mask, rscale, dout, dhT, dcT,
+//                      dx, dh0, dc0, dW, dU, db, db_h)
 #include <vector>
 
 #include "array_check.h"
@@ -66,6 +70,17 @@ const F* opt_in(const py::object& o, const std::vector<py::ssize_t>& shape, cons
   return p;
 }
 
+const std::uint8_t* opt_mask(const py::object& o, index_t N, index_t T, const char* op) {
+  if (o.is_none()) return nullptr;
+  PYDL_CHECK(py::isinstance<py::array>(o), op, "mask must be an array or None");
+  py::array a = py::reinterpret_borrow<py::array>(o);
+  PYDL_CHECK(a.dtype().is(py::dtype::of<std::uint8_t>()), op, "mask must have dtype uint8, got ",
+             std::string(py::str(a.dtype())));
+  PYDL_CHECK(a.flags() & py::array::c_style, op, "mask must be C-contiguous");
+  pydl::check_shape(a, {N, T}, op, "mask");
+  return static_cast<const std::uint8_t*>(a.data());
+}
+
 template <typename F>
 F* opt_out(const py::object& o, const std::vector<py::ssize_t>& shape, bool required, const char* op,
            const char* name) {
@@ -82,9 +97,9 @@ F* opt_out(const py::object& o, const std::vector<py::ssize_t>& shape, bool requ
 
 template <typename F>
 void forward_impl(int cell_id, const py::array& x, const py::array& W, const py::array& U, const py::array& b,
-                  const py::object& b_h, const py::object& h0, const py::object& c0, const py::object& out,
-                  const py::object& hT, const py::object& cT, const py::object& gates, const py::object& hprev,
-                  const py::object& cs, const py::object& q) {
+                  const py::object& b_h, const py::object& h0, const py::object& c0, const py::object& mask,
+                  const py::object& rscale, const py::object& out, const py::object& hT, const py::object& cT,
+                  const py::object& gates, const py::object& hprev, const py::object& cs, const py::object& q) {
   const char* op = "rnn_forward";
   const Dims d = dims_from<F>(cell_id, x, W, U, b, op);
   const py::ssize_t GH = d.G * d.H;
@@ -97,6 +112,8 @@ void forward_impl(int cell_id, const py::array& x, const py::array& W, const py:
   const F* pbh = opt_in<F>(b_h, {GH}, op, "b_h");
   const F* ph0 = opt_in<F>(h0, d.nh(), op, "h0");
   const F* pc0 = opt_in<F>(c0, d.nh(), op, "c0");
+  const std::uint8_t* pm = opt_mask(mask, d.N, d.T, op);
+  const F* prs = opt_in<F>(rscale, d.nh(), op, "rscale");
   F* pout = opt_out<F>(out, d.nth(), true, op, "out");
   F* phT = opt_out<F>(hT, d.nh(), true, op, "hT");
   F* pcT = opt_out<F>(cT, d.nh(), d.lstm(), op, "cT");
@@ -105,16 +122,17 @@ void forward_impl(int cell_id, const py::array& x, const py::array& W, const py:
   F* pcs = opt_out<F>(cs, d.nth(), d.lstm(), op, "cs");
   F* pq = opt_out<F>(q, d.nth(), d.gru(), op, "q");
   py::gil_scoped_release release;
-  pydl::rnn_forward<F>(d.cell, pout, phT, pcT, pg, php, pcs, pq, px, pW, pU, pb, pbh, ph0, pc0, d.N, d.T, d.C,
-                       d.H);
+  pydl::rnn_forward<F>(d.cell, pout, phT, pcT, pg, php, pcs, pq, px, pW, pU, pb, pbh, ph0, pc0, pm, prs, d.N, d.T,
+                       d.C, d.H);
 }
 
 template <typename F>
 void backward_impl(int cell_id, const py::object& gates, const py::object& hprev, const py::object& cs,
                    const py::object& q, const py::array& x, const py::array& W, const py::array& U,
-                   const py::object& c0, const py::object& dout, const py::object& dhT, const py::object& dcT,
-                   const py::object& dx, const py::object& dh0, const py::object& dc0, const py::object& dW,
-                   const py::object& dU, const py::object& db, const py::object& db_h) {
+                   const py::object& c0, const py::object& mask, const py::object& rscale, const py::object& dout,
+                   const py::object& dhT, const py::object& dcT, const py::object& dx, const py::object& dh0,
+                   const py::object& dc0, const py::object& dW, const py::object& dU, const py::object& db,
+                   const py::object& db_h) {
   const char* op = "rnn_backward";
   Dims d{};
   d.cell = to_cell(cell_id, op);
@@ -138,6 +156,8 @@ void backward_impl(int cell_id, const py::object& gates, const py::object& hprev
   PYDL_CHECK(!d.lstm() || pcs, op, "the LSTM needs the cs cache");
   PYDL_CHECK(!d.gru() || pq, op, "the GRU needs the q cache");
   const F* pc0 = opt_in<F>(c0, d.nh(), op, "c0");
+  const std::uint8_t* pm = opt_mask(mask, d.N, d.T, op);
+  const F* prs = opt_in<F>(rscale, d.nh(), op, "rscale");
   const F* pdout = opt_in<F>(dout, d.nth(), op, "dout");
   const F* pdhT = opt_in<F>(dhT, d.nh(), op, "dhT");
   const F* pdcT = opt_in<F>(dcT, d.nh(), op, "dcT");
@@ -152,33 +172,37 @@ void backward_impl(int cell_id, const py::object& gates, const py::object& hprev
   const F* pW = static_cast<const F*>(W.data());
   const F* pU = static_cast<const F*>(U.data());
   py::gil_scoped_release release;
-  pydl::rnn_backward<F>(d.cell, pdx, pdh0, pdc0, pdW, pdU, pdb, pdbh, pg, php, pcs, pq, px, pW, pU, pc0, pdout,
-                        pdhT, pdcT, d.N, d.T, d.C, d.H);
+  pydl::rnn_backward<F>(d.cell, pdx, pdh0, pdc0, pdW, pdU, pdb, pdbh, pg, php, pcs, pq, px, pW, pU, pc0, pm, prs,
+                        pdout, pdhT, pdcT, d.N, d.T, d.C, d.H);
 }
 
 template <typename F>
 void forward_naive_impl(int cell_id, const py::array& x, const py::array& W, const py::array& U,
                         const py::array& b, const py::object& b_h, const py::object& h0, const py::object& c0,
-                        const py::object& out, const py::object& hT, const py::object& cT) {
+                        const py::object& mask, const py::object& rscale, const py::object& out,
+                        const py::object& hT, const py::object& cT) {
   const char* op = "rnn_forward_naive";
   const Dims d = dims_from<F>(cell_id, x, W, U, b, op);
   const py::ssize_t GH = d.G * d.H;
   const F* pbh = opt_in<F>(b_h, {GH}, op, "b_h");
   const F* ph0 = opt_in<F>(h0, d.nh(), op, "h0");
   const F* pc0 = opt_in<F>(c0, d.nh(), op, "c0");
+  const std::uint8_t* pm = opt_mask(mask, d.N, d.T, op);
+  const F* prs = opt_in<F>(rscale, d.nh(), op, "rscale");
   F* pout = opt_out<F>(out, d.nth(), true, op, "out");
   F* phT = opt_out<F>(hT, d.nh(), true, op, "hT");
   F* pcT = opt_out<F>(cT, d.nh(), d.lstm(), op, "cT");
   py::gil_scoped_release release;
   pydl::rnn_forward_naive<F>(d.cell, pout, phT, pcT, static_cast<const F*>(x.data()),
                              static_cast<const F*>(W.data()), static_cast<const F*>(U.data()),
-                             static_cast<const F*>(b.data()), pbh, ph0, pc0, d.N, d.T, d.C, d.H);
+                             static_cast<const F*>(b.data()), pbh, ph0, pc0, pm, prs, d.N, d.T, d.C, d.H);
 }
 
 template <typename F>
 void backward_naive_impl(int cell_id, const py::array& x, const py::array& W, const py::array& U,
                          const py::array& b, const py::object& b_h, const py::object& h0, const py::object& c0,
-                         const py::object& dout, const py::object& dhT, const py::object& dcT, const py::object& dx,
+                         const py::object& mask, const py::object& rscale, const py::object& dout,
+                         const py::object& dhT, const py::object& dcT, const py::object& dx,
                          const py::object& dh0, const py::object& dc0, const py::object& dW, const py::object& dU,
                          const py::object& db, const py::object& db_h) {
   const char* op = "rnn_backward_naive";
@@ -187,6 +211,8 @@ void backward_naive_impl(int cell_id, const py::array& x, const py::array& W, co
   const F* pbh = opt_in<F>(b_h, {GH}, op, "b_h");
   const F* ph0 = opt_in<F>(h0, d.nh(), op, "h0");
   const F* pc0 = opt_in<F>(c0, d.nh(), op, "c0");
+  const std::uint8_t* pm = opt_mask(mask, d.N, d.T, op);
+  const F* prs = opt_in<F>(rscale, d.nh(), op, "rscale");
   const F* pdout = opt_in<F>(dout, d.nth(), op, "dout");
   const F* pdhT = opt_in<F>(dhT, d.nh(), op, "dhT");
   const F* pdcT = opt_in<F>(dcT, d.nh(), op, "dcT");
@@ -200,63 +226,62 @@ void backward_naive_impl(int cell_id, const py::array& x, const py::array& W, co
   py::gil_scoped_release release;
   pydl::rnn_backward_naive<F>(d.cell, pdx, pdh0, pdc0, pdW, pdU, pdb, pdbh, static_cast<const F*>(x.data()),
                               static_cast<const F*>(W.data()), static_cast<const F*>(U.data()),
-                              static_cast<const F*>(b.data()), pbh, ph0, pc0, pdout, pdhT, pdcT, d.N, d.T,
-                              d.C, d.H);
+                              static_cast<const F*>(b.data()), pbh, ph0, pc0, pm, prs, pdout, pdhT, pdcT, d.N,
+                              d.T, d.C, d.H);
 }
 
 }  // namespace
 
 void init_rnn(py::module_& m) {
+  using O = const py::object&;
+  using A = const py::array&;
   m.def(
       "rnn_forward",
-      [](int cell, const py::array& x, const py::array& W, const py::array& U, const py::array& b,
-         const py::object& b_h, const py::object& h0, const py::object& c0, const py::object& out,
-         const py::object& hT, const py::object& cT, const py::object& gates, const py::object& hprev,
-         const py::object& cs, const py::object& q) {
-        if (pydl::is_float64(x)) forward_impl<double>(cell, x, W, U, b, b_h, h0, c0, out, hT, cT, gates, hprev, cs, q);
-        else forward_impl<float>(cell, x, W, U, b, b_h, h0, c0, out, hT, cT, gates, hprev, cs, q);
+      [](int cell, A x, A W, A U, A b, O b_h, O h0, O c0, O mask, O rscale, O out, O hT, O cT, O gates, O hprev,
+         O cs, O q) {
+        if (pydl::is_float64(x))
+          forward_impl<double>(cell, x, W, U, b, b_h, h0, c0, mask, rscale, out, hT, cT, gates, hprev, cs, q);
+        else
+          forward_impl<float>(cell, x, W, U, b, b_h, h0, c0, mask, rscale, out, hT, cT, gates, hprev, cs, q);
       },
       py::arg("cell"), py::arg("x"), py::arg("W"), py::arg("U"), py::arg("b"), py::arg("b_h"), py::arg("h0"),
-      py::arg("c0"), py::arg("out"), py::arg("hT"), py::arg("cT"), py::arg("gates"), py::arg("hprev"),
-      py::arg("cs"), py::arg("q"));
+      py::arg("c0"), py::arg("mask"), py::arg("rscale"), py::arg("out"), py::arg("hT"), py::arg("cT"),
+      py::arg("gates"), py::arg("hprev"), py::arg("cs"), py::arg("q"));
   m.def(
       "rnn_backward",
-      [](int cell, const py::object& gates, const py::object& hprev, const py::object& cs, const py::object& q,
-         const py::array& x, const py::array& W, const py::array& U, const py::object& c0, const py::object& dout,
-         const py::object& dhT, const py::object& dcT, const py::object& dx, const py::object& dh0,
-         const py::object& dc0, const py::object& dW, const py::object& dU, const py::object& db,
-         const py::object& db_h) {
+      [](int cell, O gates, O hprev, O cs, O q, A x, A W, A U, O c0, O mask, O rscale, O dout, O dhT, O dcT, O dx,
+         O dh0, O dc0, O dW, O dU, O db, O db_h) {
         if (pydl::is_float64(x))
-          backward_impl<double>(cell, gates, hprev, cs, q, x, W, U, c0, dout, dhT, dcT, dx, dh0, dc0, dW, dU, db, db_h);
+          backward_impl<double>(cell, gates, hprev, cs, q, x, W, U, c0, mask, rscale, dout, dhT, dcT, dx, dh0, dc0,
+                                dW, dU, db, db_h);
         else
-          backward_impl<float>(cell, gates, hprev, cs, q, x, W, U, c0, dout, dhT, dcT, dx, dh0, dc0, dW, dU, db, db_h);
+          backward_impl<float>(cell, gates, hprev, cs, q, x, W, U, c0, mask, rscale, dout, dhT, dcT, dx, dh0, dc0,
+                               dW, dU, db, db_h);
       },
       py::arg("cell"), py::arg("gates"), py::arg("hprev"), py::arg("cs"), py::arg("q"), py::arg("x"), py::arg("W"),
-      py::arg("U"), py::arg("c0"), py::arg("dout"), py::arg("dhT"), py::arg("dcT"), py::arg("dx"), py::arg("dh0"),
-      py::arg("dc0"), py::arg("dW"), py::arg("dU"), py::arg("db"), py::arg("db_h"));
+      py::arg("U"), py::arg("c0"), py::arg("mask"), py::arg("rscale"), py::arg("dout"), py::arg("dhT"),
+      py::arg("dcT"), py::arg("dx"), py::arg("dh0"), py::arg("dc0"), py::arg("dW"), py::arg("dU"), py::arg("db"),
+      py::arg("db_h"));
   m.def(
       "rnn_forward_naive",
-      [](int cell, const py::array& x, const py::array& W, const py::array& U, const py::array& b,
-         const py::object& b_h, const py::object& h0, const py::object& c0, const py::object& out,
-         const py::object& hT, const py::object& cT) {
-        if (pydl::is_float64(x)) forward_naive_impl<double>(cell, x, W, U, b, b_h, h0, c0, out, hT, cT);
-        else forward_naive_impl<float>(cell, x, W, U, b, b_h, h0, c0, out, hT, cT);
+      [](int cell, A x, A W, A U, A b, O b_h, O h0, O c0, O mask, O rscale, O out, O hT, O cT) {
+        if (pydl::is_float64(x)) forward_naive_impl<double>(cell, x, W, U, b, b_h, h0, c0, mask, rscale, out, hT, cT);
+        else forward_naive_impl<float>(cell, x, W, U, b, b_h, h0, c0, mask, rscale, out, hT, cT);
       },
       py::arg("cell"), py::arg("x"), py::arg("W"), py::arg("U"), py::arg("b"), py::arg("b_h"), py::arg("h0"),
-      py::arg("c0"), py::arg("out"), py::arg("hT"), py::arg("cT"));
+      py::arg("c0"), py::arg("mask"), py::arg("rscale"), py::arg("out"), py::arg("hT"), py::arg("cT"));
   m.def(
       "rnn_backward_naive",
-      [](int cell, const py::array& x, const py::array& W, const py::array& U, const py::array& b,
-         const py::object& b_h, const py::object& h0, const py::object& c0, const py::object& dout,
-         const py::object& dhT, const py::object& dcT, const py::object& dx, const py::object& dh0,
-         const py::object& dc0, const py::object& dW, const py::object& dU, const py::object& db,
-         const py::object& db_h) {
+      [](int cell, A x, A W, A U, A b, O b_h, O h0, O c0, O mask, O rscale, O dout, O dhT, O dcT, O dx, O dh0,
+         O dc0, O dW, O dU, O db, O db_h) {
         if (pydl::is_float64(x))
-          backward_naive_impl<double>(cell, x, W, U, b, b_h, h0, c0, dout, dhT, dcT, dx, dh0, dc0, dW, dU, db, db_h);
+          backward_naive_impl<double>(cell, x, W, U, b, b_h, h0, c0, mask, rscale, dout, dhT, dcT, dx, dh0, dc0, dW,
+                                      dU, db, db_h);
         else
-          backward_naive_impl<float>(cell, x, W, U, b, b_h, h0, c0, dout, dhT, dcT, dx, dh0, dc0, dW, dU, db, db_h);
+          backward_naive_impl<float>(cell, x, W, U, b, b_h, h0, c0, mask, rscale, dout, dhT, dcT, dx, dh0, dc0, dW,
+                                     dU, db, db_h);
       },
       py::arg("cell"), py::arg("x"), py::arg("W"), py::arg("U"), py::arg("b"), py::arg("b_h"), py::arg("h0"),
-      py::arg("c0"), py::arg("dout"), py::arg("dhT"), py::arg("dcT"), py::arg("dx"), py::arg("dh0"), py::arg("dc0"),
-      py::arg("dW"), py::arg("dU"), py::arg("db"), py::arg("db_h"));
+      py::arg("c0"), py::arg("mask"), py::arg("rscale"), py::arg("dout"), py::arg("dhT"), py::arg("dcT"),
+      py::arg("dx"), py::arg("dh0"), py::arg("dc0"), py::arg("dW"), py::arg("dU"), py::arg("db"), py::arg("db_h"));
 }

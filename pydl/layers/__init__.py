@@ -5,7 +5,7 @@ from .core import Dense, Activation, ReLU, LeakyReLU, ELU, Softmax, Dropout, Bat
 from .conv import (AveragePooling2D, AvgPool2D, Conv2D, Conv2DTranspose, GlobalAveragePooling1D,
                    GlobalAveragePooling2D, MaxPool2D, MaxPooling2D, UpSampling2D)
 from .merge import Add, Concatenate, Multiply, Subtract
-from .recurrent import GRU, LSTM, Embedding, SimpleRNN
+from .recurrent import GRU, LSTM, Bidirectional, Embedding, SimpleRNN
 from .attention import (LayerNormalization, MultiHeadAttention, PositionalEmbedding, SinusoidalPositionalEncoding,
                         TransformerEncoder)
 
@@ -15,6 +15,6 @@ __all__ = ["Layer", "Context", "register_layer",
            "Conv2D", "Conv2DTranspose", "MaxPool2D", "MaxPooling2D", "AvgPool2D", "AveragePooling2D",
            "GlobalAveragePooling2D", "GlobalAveragePooling1D", "UpSampling2D",
            "Add", "Subtract", "Multiply", "Concatenate",
-           "SimpleRNN", "LSTM", "GRU", "Embedding",
+           "SimpleRNN", "LSTM", "GRU", "Embedding", "Bidirectional",
            "LayerNormalization", "MultiHeadAttention", "PositionalEmbedding", "SinusoidalPositionalEncoding",
            "TransformerEncoder"]

@@ -57,6 +57,17 @@ loss and whose gradient is added to `grads` by the model. `trainable = False` fr
 params: models pass no gradient for them to the optimizer (the change applies from the next
 training step of every model containing the layer, no recompile needed).
 
+Masks (padded sequences)
+------------------------
+As Keras: a layer may produce a mask for its output with `compute_mask(inputs, mask)` (an array
+(N, T) of bools, or None); Embedding(mask_zero=True) does (ids != 0). A model carries each
+tensor's mask along the graph: a layer whose forward has a `mask` parameter receives its input's
+mask as `forward(x, training, ctx=ctx, mask=m)` (the recurrent layers, which skip masked steps);
+a layer with `supports_masking = True` passes the mask on unchanged by default (Dense, Dropout
+and the activation layers, which act per time step). A layer that neither supports masking nor
+overrides compute_mask drops a mask it receives, with a warning once per layer (Keras 3 does the
+same). Masks flow only through a model's graph, not through calls by hand.
+
 Calling a layer on a symbolic tensor (`pydl.Input`, or the output of another such call) runs no
 computation: it records a node of a graph, from which `pydl.Model` is built (see pydl.graph).
 """
@@ -96,17 +107,20 @@ class Context:
 class Layer:
     # True for layers whose forward takes a list of tensors (Add, Concatenate, ...)
     multi_input = False
+    # True for layers that pass an input mask on to their output unchanged (see "Masks")
+    supports_masking = False
 
     def __init__(self, input_shape=None, name: str | None = None, trainable: bool = True):
         if input_shape is not None:
             try:
                 try:
-                    input_shape = tuple(int(d) for d in input_shape)
+                    input_shape = tuple(None if d is None else int(d) for d in input_shape)
                 except TypeError:
                     input_shape = (int(input_shape),)
-            except (TypeError, ValueError, OverflowError):  # None inside, "a", NaN, Inf
-                raise ValueError(f"[{type(self).__name__}] input_shape must be ints, got {input_shape!r}") from None
-            if any(d <= 0 for d in input_shape):
+            except (TypeError, ValueError, OverflowError):  # "a", NaN, Inf
+                raise ValueError(f"[{type(self).__name__}] input_shape must be ints (None for a variable "
+                                 f"size), got {input_shape!r}") from None
+            if any(d is not None and d <= 0 for d in input_shape):
                 raise ValueError(f"[{type(self).__name__}] input_shape must hold positive sizes, got {input_shape}")
         self.input_shape_arg = input_shape  # without the batch dimension, as Keras
         self.name = name or f"{type(self).__name__.lower()}_{next(_name_counter)}"
@@ -148,6 +162,12 @@ class Layer:
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
+
+    def compute_mask(self, inputs, mask=None):
+        """The mask of this layer's output (an (N, T) bool array, a list for several outputs, or
+        None) given its inputs and their mask: the input mask for layers that support masking,
+        else None. Layers that create masks (Embedding) or change them override this."""
+        return mask if self.supports_masking else None
 
     def forward(self, x, training: bool = False, ctx: Context | None = None):
         raise NotImplementedError(f"{type(self).__name__}.forward")

@@ -55,6 +55,8 @@ class Dense(Layer):
     the logits (over the last axis).
     """
 
+    supports_masking = True
+
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, input_shape=None,
                  name=None, trainable=True):
@@ -173,6 +175,7 @@ class Dense(Layer):
 
 class _ActivationBase(Layer):
     kind = "linear"
+    supports_masking = True
 
     def __init__(self, alpha=None, input_shape=None, name=None, trainable=True):
         super().__init__(input_shape=input_shape, name=name, trainable=trainable)
@@ -305,6 +308,8 @@ class Dropout(Layer):
     (`pydl.seed`), or, with `seed=s`, derived from (s, number of calls so far). The call count
     is part of the layer's config, so a saved and reloaded model continues the same sequence.
     """
+
+    supports_masking = True
 
     def __init__(self, rate, seed=None, seed_calls=0, input_shape=None, name=None, trainable=True):
         super().__init__(input_shape=input_shape, name=name, trainable=trainable)

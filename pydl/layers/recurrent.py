@@ -40,10 +40,11 @@ from __future__ import annotations
 import numpy as np
 
 from .. import initializers, registry
+from ..random import next_seed
 from ..ops.rnn import rnn_backward, rnn_forward
 from .base import Layer, register_layer
 
-__all__ = ["SimpleRNN", "LSTM", "GRU", "Embedding", "Orthogonal", "orthogonal"]
+__all__ = ["SimpleRNN", "LSTM", "GRU", "Embedding", "Bidirectional", "Orthogonal", "orthogonal"]
 
 
 # ---- the orthogonal initializer (for recurrent kernels) -----------------------------------
@@ -94,17 +95,40 @@ def _get_initializer(identifier):
 
 # ---- recurrent layers --------------------------------------------------------------------
 
+def _rate(v, name, who):
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"[{who}] {name} must be a number in [0, 1), got {v!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise ValueError(f"[{who}] {name} must be in [0, 1), got {v!r}")
+    return v
+
+
+def _keep_mask(shape, rate, dtype):
+    """Inverted-dropout multipliers: 0 with probability `rate`, else 1 / (1 - rate); drawn from
+    a generator seeded by pydl's global one (pydl.seed)."""
+    gen = np.random.default_rng(next_seed())
+    return ((gen.random(shape) >= rate) / (1.0 - rate)).astype(dtype)
+
+
 class _Recurrent(Layer):
     cell = ""
     gates = 1
+    supports_masking = True
 
-    def __init__(self, units, activation="tanh", return_sequences=False, return_state=False,
+    def __init__(self, units, activation="tanh", return_sequences=False, return_state=False, go_backwards=False,
+                 dropout=0.0, recurrent_dropout=0.0, zero_output_for_mask=False,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
                  input_shape=None, name=None, trainable=True):
         super().__init__(input_shape=input_shape, name=name, trainable=trainable)
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
             raise ValueError(f"[{type(self).__name__}] units must be a positive int, got {units!r}")
         self.units = int(units)
+        self.go_backwards = bool(go_backwards)
+        self.dropout = _rate(dropout, "dropout", type(self).__name__)
+        self.recurrent_dropout = _rate(recurrent_dropout, "recurrent_dropout", type(self).__name__)
+        self.zero_output_for_mask = bool(zero_output_for_mask)
         self.activation = activation
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
@@ -144,6 +168,22 @@ class _Recurrent(Layer):
             return [out] + [(n, self.units)] * (2 if self.cell == "lstm" else 1)
         return out
 
+    def compute_mask(self, inputs, mask=None):
+        """The input mask for the sequence output (return_sequences=True; the output of
+        go_backwards is in processing order, the mask is not reversed, as Keras), else None."""
+        out = mask if self.return_sequences else None
+        if self.return_state:
+            return [out] + [None] * (2 if self.cell == "lstm" else 1)
+        return out
+
+    def _check_mask(self, mask, N, T):
+        m = np.asarray(mask)
+        if m.dtype == object or not (m.dtype == np.bool_ or np.issubdtype(m.dtype, np.number)):
+            raise TypeError(f"[{self._op}] mask must be a bool array (N, T), got dtype {m.dtype}")
+        if m.shape != (N, T):
+            raise ValueError(f"[{self._op}] mask has shape {m.shape}, expected (N, T) = ({N}, {T}) from the input")
+        return m != 0
+
     def _split_state(self, initial_state):
         if initial_state is None:
             return None, None
@@ -157,7 +197,7 @@ class _Recurrent(Layer):
             raise ValueError(f"[{self._op}] the LSTM's initial_state is the pair [h0, c0]")
         return initial_state, None
 
-    def forward(self, x, training=False, initial_state=None, ctx=None):
+    def forward(self, x, training=False, initial_state=None, ctx=None, mask=None):
         if not self.built:
             self.build((None,) + tuple(np.shape(x))[1:])
         if np.ndim(x) != 3:
@@ -174,10 +214,34 @@ class _Recurrent(Layer):
                 raise ValueError(f"[{self._op}] initial state {nm} has shape {np.shape(s)}, "
                                  f"expected (N, units) = ({N}, {self.units})")
         p = self.params
+        T = np.shape(x)[1]
+        dtype = p["W"].dtype
+        if mask is not None:
+            mask = self._check_mask(mask, N, T)
+        if self.go_backwards:
+            x = np.asarray(x)[:, ::-1]
+            if mask is not None:
+                mask = mask[:, ::-1]
+        in_keep = rec_keep = None
+        if training and self.dropout > 0.0:
+            in_keep = _keep_mask((N, 1, np.shape(x)[2]), self.dropout, dtype)
+            x = np.asarray(x, dtype=np.result_type(np.asarray(x).dtype, dtype)) * in_keep
+        if training and self.recurrent_dropout > 0.0:
+            rec_keep = _keep_mask((N, self.units), self.recurrent_dropout, dtype)
         out, hT, cT, cache = rnn_forward(self.cell, x, p["W"], p["U"], p["b"], h0=h0, c0=c0, b_h=p.get("b_h"),
-                                         activation=self.activation if self.cell == "rnn" else "tanh")
+                                         activation=self.activation if self.cell == "rnn" else "tanh",
+                                         mask=mask, recurrent_scale=rec_keep)
         ctx = self.forward_context(ctx)
         ctx.cache = cache
+        ctx.in_keep = in_keep
+        # Outputs at masked steps, as Keras: zero with zero_output_for_mask, else the previous
+        # step's output (zero before the first unmasked step; the kernel gives the kept state).
+        ctx.out_keep = None
+        if mask is not None and self.return_sequences:
+            keep = mask if self.zero_output_for_mask else np.logical_or.accumulate(mask, axis=1)
+            if not keep.all():
+                ctx.out_keep = keep[:, :, None].astype(out.dtype)
+                out = out * ctx.out_keep
         y = out if self.return_sequences else hT
         if self.return_state:
             return [y, hT, cT] if self.cell == "lstm" else [y, hT]
@@ -198,6 +262,8 @@ class _Recurrent(Layer):
             dy = dout
         if self.return_sequences:
             dseq, dhT = dy, d_hT_extra
+            if dseq is not None and ctx.out_keep is not None:
+                dseq = np.asarray(dseq) * ctx.out_keep
         else:
             dseq = None
             if dy is None:
@@ -211,7 +277,13 @@ class _Recurrent(Layer):
         for k in ("W", "U", "b") + (("b_h",) if self.cell == "gru" else ()):
             self.add_grad(k, g["d" + k].astype(pdt, copy=False))
         self.initial_state_grads = (g["dh0"], g["dc0"]) if self.cell == "lstm" else g["dh0"]
-        return g["dx"]
+        dx = g["dx"]
+        if dx is not None:
+            if ctx.in_keep is not None:
+                dx *= ctx.in_keep
+            if self.go_backwards:
+                dx = np.ascontiguousarray(dx[:, ::-1])
+        return dx
 
     def flops(self) -> int:
         if self.input_shape is None or self.input_shape[1] is None:
@@ -223,6 +295,8 @@ class _Recurrent(Layer):
     def get_config(self) -> dict:
         cfg = super().get_config()
         cfg.update(units=self.units, return_sequences=self.return_sequences, return_state=self.return_state,
+                   go_backwards=self.go_backwards, dropout=self.dropout, recurrent_dropout=self.recurrent_dropout,
+                   zero_output_for_mask=self.zero_output_for_mask,
                    kernel_initializer=initializers.serialize(self.kernel_initializer),
                    recurrent_initializer=initializers.serialize(self.recurrent_initializer),
                    bias_initializer=initializers.serialize(self.bias_initializer))
@@ -293,19 +367,33 @@ class GRU(_Recurrent):
 class Embedding(Layer):
     """Looks up rows of W (input_dim, output_dim) for integer inputs (N, T) -> (N, T, output_dim).
 
-    Indices must lie in [0, input_dim) (ValueError otherwise); float inputs are accepted when
-    they hold whole numbers. backward scatters the output gradient into dW (repeated indices
-    add up) and returns None: there is no gradient with respect to integer indices.
+    Indices must lie in [0, input_dim) (ValueError naming the layer, the id and input_dim
+    otherwise). Integer ids are used as they are (int64 throughout; a model passes integer input
+    arrays to an Embedding uncast, so ids >= 2**24 select the right row); float inputs are
+    accepted when they hold whole numbers. backward scatters the output gradient into dW
+    (repeated indices add up) and returns None: there is no gradient with respect to ids.
+    mask_zero=True: id 0 is padding; the layer's output mask is ids != 0 (N, T), which a model
+    passes to the layers after it (recurrent layers skip the masked steps); as Keras, input_dim
+    should then count id 0 (vocabulary size + 1).
     """
 
-    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", input_shape=None, name=None,
-                 trainable=True):
+    # a model hands integer input arrays to this layer without a float cast
+    integer_input = True
+
+    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", mask_zero=False, input_shape=None,
+                 name=None, trainable=True):
         super().__init__(input_shape=input_shape, name=name, trainable=trainable)
         for nm, v in (("input_dim", input_dim), ("output_dim", output_dim)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"[Embedding] {nm} must be a positive int, got {v!r}")
         self.input_dim, self.output_dim = int(input_dim), int(output_dim)
         self.embeddings_initializer = _get_initializer(embeddings_initializer)
+        self.mask_zero = bool(mask_zero)
+
+    def compute_mask(self, inputs, mask=None):
+        if not self.mask_zero:
+            return None
+        return np.not_equal(np.asarray(inputs), 0)
 
     def build(self, input_shape):
         self.params = {"W": self.embeddings_initializer((self.input_dim, self.output_dim))}
@@ -325,9 +413,12 @@ class Embedding(Layer):
         if a.size:
             lo, hi = a.min(), a.max()
             if lo < 0 or hi >= self.input_dim:
-                raise ValueError(f"[{op}] index out of range [0, {self.input_dim}): found values in [{lo}, {hi}] "
-                                 f"(input shape {a.shape})")
-        return a.astype(np.intp, copy=False)
+                bad = lo if lo < 0 else hi
+                if np.issubdtype(a.dtype, np.floating):
+                    bad = int(bad)
+                raise ValueError(f"[{op}] id {bad} is out of range for input_dim={self.input_dim} (ids must lie "
+                                 f"in [0, {self.input_dim}); input shape {a.shape})")
+        return a.astype(np.int64, copy=False)
 
     def forward(self, x, training=False, ctx=None):
         if not self.built:
@@ -355,6 +446,218 @@ class Embedding(Layer):
 
     def get_config(self) -> dict:
         cfg = super().get_config()
-        cfg.update(input_dim=self.input_dim, output_dim=self.output_dim)
+        cfg.update(input_dim=self.input_dim, output_dim=self.output_dim, mask_zero=self.mask_zero)
         cfg["embeddings_initializer"] = initializers.serialize(self.embeddings_initializer)
         return cfg
+
+
+# ---- bidirectional wrapper ---------------------------------------------------------------
+
+_MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+
+
+@register_layer
+class Bidirectional(Layer):
+    """Runs a recurrent layer forwards and a copy of it backwards over the sequence, as Keras.
+
+    Bidirectional(LSTM(16, return_sequences=True), merge_mode="concat"). The backward copy is
+    the layer's config with go_backwards flipped (or `backward_layer`, which must have the other
+    go_backwards and the same return_sequences / return_state). It runs on the time-reversed
+    sequence; with a mask, the whole padded sequence and its mask are reversed together (Keras'
+    go_backwards). With return_sequences, its outputs are flipped back to forward time order
+    before merging: "concat" (last axis), "sum", "mul", "ave", or None (a list [forward,
+    backward]). With return_state the outputs are [output(s), forward states..., backward
+    states...]. As in Keras, both copies are set to zero_output_for_mask = return_sequences.
+    Weights are named forward_W, forward_U, ... and backward_W, ... (the copies' own arrays).
+    """
+
+    supports_masking = True
+
+    def __init__(self, layer, merge_mode="concat", backward_layer=None, input_shape=None, name=None, trainable=True):
+        if isinstance(layer, dict):
+            layer = _deserialize_layer(layer)
+        if isinstance(backward_layer, dict):
+            backward_layer = _deserialize_layer(backward_layer)
+        if not isinstance(layer, _Recurrent):
+            raise ValueError(f"[Bidirectional] layer must be a SimpleRNN, LSTM or GRU instance, got "
+                             f"{type(layer).__name__}")
+        if merge_mode not in _MERGE_MODES:
+            raise ValueError(f"[Bidirectional] merge_mode must be one of 'concat', 'sum', 'mul', 'ave' or None, "
+                             f"got {merge_mode!r}")
+        super().__init__(input_shape=input_shape if input_shape is not None else layer.input_shape_arg,
+                         name=name or f"bidirectional_{layer.name}", trainable=trainable)
+        base = layer.name
+        for pre in ("forward_", "backward_"):
+            if base.startswith(pre):
+                base = base[len(pre):]
+        cfg = {k: v for k, v in layer.get_config().items() if k != "input_shape"}
+        self.forward_layer = type(layer).from_config({**cfg, "name": "forward_" + base})
+        if backward_layer is None:
+            self.backward_layer = type(layer).from_config({**cfg, "name": "backward_" + base,
+                                                           "go_backwards": not layer.go_backwards})
+            self._custom_backward = False
+        else:
+            if not isinstance(backward_layer, _Recurrent):
+                raise ValueError(f"[Bidirectional] backward_layer must be a SimpleRNN, LSTM or GRU instance, got "
+                                 f"{type(backward_layer).__name__}")
+            if backward_layer.go_backwards == self.forward_layer.go_backwards:
+                raise ValueError("[Bidirectional] the forward and backward layers must have different go_backwards "
+                                 f"values, both have {backward_layer.go_backwards}")
+            for a in ("return_sequences", "return_state"):
+                if getattr(backward_layer, a) != getattr(self.forward_layer, a):
+                    raise ValueError(f"[Bidirectional] the forward and backward layers must have the same {a}, got "
+                                     f"{getattr(self.forward_layer, a)} and {getattr(backward_layer, a)}")
+            self.backward_layer = backward_layer
+            self._custom_backward = True
+        for sub in (self.forward_layer, self.backward_layer):
+            sub.zero_output_for_mask = sub.return_sequences
+        self.merge_mode = merge_mode
+        self.return_sequences = self.forward_layer.return_sequences
+        self.return_state = self.forward_layer.return_state
+
+    @property
+    def _op(self):
+        return f"Bidirectional {self.name}"
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        for sub in (self.forward_layer, self.backward_layer):
+            sub.build(input_shape)
+        self._sync_params()
+        super().build(input_shape)
+
+    def _sync_params(self):
+        self.params = {f"forward_{k}": v for k, v in self.forward_layer.params.items()}
+        self.params.update({f"backward_{k}": v for k, v in self.backward_layer.params.items()})
+
+    def _pull_params(self):
+        """The copies compute with this layer's arrays (an optimizer or loader may replace them)."""
+        for pre, sub in (("forward_", self.forward_layer), ("backward_", self.backward_layer)):
+            for k in sub.params:
+                sub.params[k] = self.params[pre + k]
+
+    def compute_output_shape(self, input_shape):
+        out = self.forward_layer.compute_output_shape(tuple(input_shape))
+        states = []
+        if self.return_state:
+            out, states = out[0], list(out[1:])
+        if self.merge_mode == "concat":
+            out = tuple(out[:-1]) + (2 * out[-1],)
+            outs = [out]
+        elif self.merge_mode is None:
+            outs = [tuple(out), tuple(out)]
+        else:
+            outs = [tuple(out)]
+        if len(outs) == 1 and not self.return_state:
+            return outs[0]
+        return outs + states + states
+
+    def compute_mask(self, inputs, mask=None):
+        out = mask if self.return_sequences else None
+        outs = [out, out] if self.merge_mode is None else [out]
+        if self.return_state:
+            n_states = 2 if self.forward_layer.cell == "lstm" else 1
+            outs = outs + [None] * (2 * n_states)
+        return outs if len(outs) > 1 else outs[0]
+
+    def forward(self, x, training=False, ctx=None, mask=None):
+        if not self.built:
+            self.build((None,) + tuple(np.shape(x))[1:])
+        self._pull_params()
+        ctx = self.forward_context(ctx)
+        if getattr(ctx, "sub", None) is None:
+            ctx.sub = (self.forward_layer.new_context(), self.backward_layer.new_context())
+        for c in ctx.sub:
+            c.need_input_grad = ctx.need_input_grad
+        yf = self.forward_layer.forward(x, training, ctx=ctx.sub[0], mask=mask)
+        yb = self.backward_layer.forward(x, training, ctx=ctx.sub[1], mask=mask)
+        sf = sb = []
+        if self.return_state:
+            yf, sf = yf[0], list(yf[1:])
+            yb, sb = yb[0], list(yb[1:])
+        if self.return_sequences:
+            yb = yb[:, ::-1]
+        if self.merge_mode == "concat":
+            out = [np.concatenate([yf, yb], axis=-1)]
+        elif self.merge_mode == "sum":
+            out = [yf + yb]
+        elif self.merge_mode == "ave":
+            out = [(yf + yb) * np.asarray(0.5, yf.dtype)]
+        elif self.merge_mode == "mul":
+            out = [yf * yb]
+            ctx.yf, ctx.yb = yf, yb
+        else:
+            out = [yf, np.ascontiguousarray(yb)]
+        out = out + sf + sb
+        return out if len(out) > 1 else out[0]
+
+    def backward(self, dout, ctx=None):
+        ctx = self.backward_context(ctx)
+        n_out = 2 if self.merge_mode is None else 1
+        n_states = (2 if self.forward_layer.cell == "lstm" else 1) if self.return_state else 0
+        if n_out + 2 * n_states > 1:
+            if not isinstance(dout, (list, tuple)) or len(dout) != n_out + 2 * n_states:
+                raise ValueError(f"[{self._op}] backward takes a list of {n_out + 2 * n_states} gradients (outputs, "
+                                 f"then forward and backward states); entries may be None")
+            douts = list(dout)
+        else:
+            douts = [dout]
+        dy, dstates = douts[:n_out], douts[n_out:]
+        H = self.forward_layer.units
+        if self.merge_mode is None:
+            dyf, dyb = dy
+        elif dy[0] is None:
+            dyf = dyb = None
+        else:
+            d = np.asarray(dy[0])
+            if self.merge_mode == "concat":
+                dyf, dyb = d[..., :H], d[..., H:]
+            elif self.merge_mode == "sum":
+                dyf = dyb = d
+            elif self.merge_mode == "ave":
+                dyf = dyb = d * np.asarray(0.5, d.dtype)
+            else:  # mul
+                dyf, dyb = d * ctx.yb, d * ctx.yf
+        if dyb is not None and self.return_sequences:
+            dyb = np.asarray(dyb)[:, ::-1]
+        dx = None
+        for sub, c, dys, st in ((self.forward_layer, ctx.sub[0], dyf, dstates[:n_states]),
+                                (self.backward_layer, ctx.sub[1], dyb, dstates[n_states:])):
+            g = [dys] + list(st) if self.return_state else dys
+            if (all(v is None for v in g) if self.return_state else g is None):
+                continue
+            if not self.return_state:
+                g = np.ascontiguousarray(g)
+            d = sub.backward(g, ctx=c)
+            pre = "forward_" if sub is self.forward_layer else "backward_"
+            for k, v in sub.grads.items():
+                self.add_grad(pre + k, v)
+            sub.grads.clear()
+            if d is not None:
+                dx = d if dx is None else dx + d
+        return dx
+
+    def zero_grads(self) -> None:
+        super().zero_grads()
+        self.forward_layer.zero_grads()
+        self.backward_layer.zero_grads()
+
+    def flops(self) -> int:
+        return self.forward_layer.flops() + self.backward_layer.flops()
+
+    def get_config(self) -> dict:
+        cfg = super().get_config()
+        cfg["merge_mode"] = self.merge_mode
+        cfg["layer"] = {"class_name": type(self.forward_layer).__name__, "config": self.forward_layer.get_config()}
+        if self._custom_backward:
+            cfg["backward_layer"] = {"class_name": type(self.backward_layer).__name__,
+                                     "config": self.backward_layer.get_config()}
+        return cfg
+
+
+def _deserialize_layer(entry):
+    if not isinstance(entry, dict) or set(entry) != {"class_name", "config"}:
+        raise ValueError(f"[Bidirectional] a layer config must be {{'class_name': ..., 'config': {{...}}}}, "
+                         f"got {entry!r:.200}")
+    cls = registry.layers.get(entry["class_name"])
+    return cls.from_config(dict(entry["config"]))

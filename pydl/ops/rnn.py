@@ -16,6 +16,14 @@ runs the fast kernels; float64 runs the same algorithm in double (for gradient c
 float64 argument makes the computation float64, other dtypes are cast to float32.
 A sequence of length T = 0 is allowed: the outputs are (N, 0, H) and the final states equal
 the initial ones.
+
+Masks: `mask` (N, T) (bool, integer or float; nonzero = the step runs, passed to the kernels as
+uint8). At a masked step the state is kept: h_t = h_{t-1}, c_t = c_{t-1}, outputs[:, t] =
+h_{t-1}; in backward the step adds nothing to the weight gradients, dx there is 0, and the
+state gradients pass straight to step t-1. A row with every step masked returns h_T = h0.
+Recurrent dropout: `recurrent_scale` (N, H) multiplies h_{t-1} where it enters the product
+h_{t-1} U (Keras' `h_tm1 * rec_dp_mask`; the same scale at every step); the GRU's z h_{t-1}
+term and the kept state use the unscaled h_{t-1}. Both default to None: the unmasked kernels.
 """
 from __future__ import annotations
 
@@ -86,19 +94,48 @@ class RNNCache:
     """
 
     __slots__ = ("cell", "activation", "cell_id", "x", "W", "U", "c0", "gates", "hprev", "cs", "q", "dtype",
-                 "N", "T", "C", "H", "has_b_h")
+                 "N", "T", "C", "H", "has_b_h", "mask", "rscale")
 
     def __init__(self, **kw):
         for k in self.__slots__:
             setattr(self, k, kw.get(k))
 
 
-def rnn_forward(cell: str, x, W, U, b, h0=None, c0=None, b_h=None, activation: str = "tanh"):
+def _mask_arg(mask, N, T, op):
+    """`mask` (N, T) as a C-contiguous uint8 array (1 = the step runs), or None."""
+    if mask is None:
+        return None
+    m = np.asarray(mask)
+    if m.dtype == object or not (m.dtype == np.bool_ or np.issubdtype(m.dtype, np.integer)
+                                 or np.issubdtype(m.dtype, np.floating)):
+        raise TypeError(f"[{op}] mask must be a bool, integer or float array (N, T), got dtype {m.dtype}")
+    if m.shape != (N, T):
+        raise ValueError(f"[{op}] mask has shape {m.shape}, expected (N, T) = ({N}, {T}) from x")
+    if np.issubdtype(m.dtype, np.floating) and not np.all(np.isfinite(m)):
+        raise ValueError(f"[{op}] mask contains NaN or Inf")
+    return np.ascontiguousarray(m != 0, dtype=np.uint8)
+
+
+def _scale_arg(rscale, N, H, dtype, op):
+    if rscale is None:
+        return None
+    r = as_float_array(rscale, "recurrent_scale", op, dtype)
+    if r.shape != (N, H):
+        raise ValueError(f"[{op}] recurrent_scale has shape {r.shape}, expected (N, H) = ({N}, {H})")
+    if not np.all(np.isfinite(r)):
+        raise ValueError(f"[{op}] recurrent_scale contains NaN or Inf")
+    return r
+
+
+def rnn_forward(cell: str, x, W, U, b, h0=None, c0=None, b_h=None, activation: str = "tanh", mask=None,
+                recurrent_scale=None):
     """Run a recurrent cell over a whole sequence.
 
     cell: "rnn" (SimpleRNN, `activation` "tanh" or "relu"), "lstm" or "gru".
     x (N, T, C); W (C, G*H); U (H, G*H); b (G*H,); h0, c0 (N, H) initial states (None = zeros;
     c0 only for the LSTM); b_h (G*H,) the GRU's recurrent bias (None = zeros; GRU only).
+    mask (N, T): nonzero where a step runs (None = every step); recurrent_scale (N, H): the
+    recurrent-dropout multiplier of h_{t-1} in h_{t-1} U (None = 1). See the module docstring.
     Returns (outputs (N, T, H), h_T (N, H), c_T (N, H) for the LSTM else None, cache).
     """
     op = f"rnn_forward[{cell}]" if isinstance(cell, str) else "rnn_forward"
@@ -143,6 +180,9 @@ def rnn_forward(cell: str, x, W, U, b, h0=None, c0=None, b_h=None, activation: s
         c0 = as_float_array(c0, "c0", op, dtype)
         if c0.shape != (N, H):
             raise ValueError(f"[{op}] initial state c0 has shape {c0.shape}, expected (N, H) = ({N}, {H})")
+    mask_in, rscale_in = mask, recurrent_scale
+    mask = _mask_arg(mask, N, T, op)
+    rscale = _scale_arg(recurrent_scale, N, H, dtype, op)
     lstm, gru = cell == "lstm", cell == "gru"
     out = _empty((N, T, H), dtype)
     hT = _empty((N, H), dtype)
@@ -151,12 +191,14 @@ def rnn_forward(cell: str, x, W, U, b, h0=None, c0=None, b_h=None, activation: s
     hprev = _empty((N, T, H), dtype)
     cs = _empty((N, T, H), dtype) if lstm else None
     q = _empty((N, T, H), dtype) if gru else None
-    _core.rnn_forward(cid, x, W, U, b, b_h, h0, c0, out, hT, cT, gates, hprev, cs, q)
+    _core.rnn_forward(cid, x, W, U, b, b_h, h0, c0, mask, rscale, out, hT, cT, gates, hprev, cs, q)
     # The cache owns what backward reads: the caller may change x, W, U or c0 in place (an
     # optimizer step, a reused input buffer) before calling rnn_backward.
-    x, W, U, c0 = (_own(a, orig) for a, orig in ((x, x_in), (W, W_in), (U, U_in), (c0, c0_in)))
+    x, W, U, c0, mask, rscale = (_own(a, orig) for a, orig in ((x, x_in), (W, W_in), (U, U_in), (c0, c0_in),
+                                                                (mask, mask_in), (rscale, rscale_in)))
     cache = RNNCache(cell=cell, activation=activation, cell_id=cid, x=x, W=W, U=U, c0=c0, gates=gates,
-                     hprev=hprev, cs=cs, q=q, dtype=np.dtype(dtype), N=N, T=T, C=C, H=H, has_b_h=gru)
+                     hprev=hprev, cs=cs, q=q, dtype=np.dtype(dtype), N=N, T=T, C=C, H=H, has_b_h=gru,
+                     mask=mask, rscale=rscale)
     return out, hT, cT, cache
 
 
@@ -199,5 +241,5 @@ def rnn_backward(cell: str, dout, dh_T, dc_T, cache: RNNCache, need_dx: bool = T
     db = _empty((G * H,), dtype)
     db_h = _empty((G * H,), dtype) if gru else None
     _core.rnn_backward(cache.cell_id, cache.gates, cache.hprev, cache.cs, cache.q, cache.x, cache.W, cache.U,
-                       cache.c0, dout, dh_T, dc_T, dx, dh0, dc0, dW, dU, db, db_h)
+                       cache.c0, cache.mask, cache.rscale, dout, dh_T, dc_T, dx, dh0, dc0, dW, dU, db, db_h)
     return {"dx": dx, "dh0": dh0, "dc0": dc0, "dW": dW, "dU": dU, "db": db, "db_h": db_h}
