@@ -485,7 +485,7 @@ class Bidirectional(Layer):
             raise ValueError(f"[Bidirectional] merge_mode must be one of 'concat', 'sum', 'mul', 'ave' or None, "
                              f"got {merge_mode!r}")
         super().__init__(input_shape=input_shape if input_shape is not None else layer.input_shape_arg,
-                         name=name or f"bidirectional_{layer.name}", trainable=trainable)
+                         name=name, trainable=trainable)
         base = layer.name
         for pre in ("forward_", "backward_"):
             if base.startswith(pre):
