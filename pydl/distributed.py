@@ -91,8 +91,8 @@ def _launched_by_mpi() -> bool:
 
 
 def init(timeout: float | None = None) -> None:
-    """Join the MPI job this process was started in (a no-op in a single process, when no MPI
-    launcher started it and mpi4py is not installed). Safe to call more than once.
+    """Join the MPI job this process was started in (mpirun / mpiexec); without an MPI launcher
+    a no-op (one rank; mpi4py is not even imported). Safe to call more than once.
 
     timeout: seconds any collective call may wait before raising DistributedError (default 300,
     or the PYDL_DIST_TIMEOUT environment variable). With more than one rank and no
@@ -113,14 +113,14 @@ def init(timeout: float | None = None) -> None:
     _st.timeout = timeout
     if _st.initialized:
         return
+    if not _launched_by_mpi():  # one process: nothing to join, and MPI is never loaded
+        _st.initialized = True
+        return
     try:
         from mpi4py import MPI
     except ImportError:
-        if _launched_by_mpi():
-            raise ImportError("[pydl.distributed.init] this process was started by an MPI launcher but mpi4py "
-                              "is not installed: pip install \"pydl-nn[mpi]\" (mpi4py and MPICH)") from None
-        _st.initialized = True
-        return
+        raise ImportError("[pydl.distributed.init] this process was started by an MPI launcher but mpi4py "
+                          "is not installed: pip install \"pydl-nn[mpi]\" (mpi4py and MPICH)") from None
     world = MPI.COMM_WORLD
     _st.MPI = MPI
     _st.comm, _st.err_comm = world.Dup(), world.Dup()

@@ -1069,6 +1069,8 @@ class Model:
         sums: dict = {}
         n = 0
         for xb, yb, wb in stream.epoch(steps):
+            if xb[0].shape[0] == 0:  # this rank's piece of a short sharded batch
+                continue
             vals = self._run_forward(xb, False)
             total, values, _, _ = self._losses(vals, yb, plan, need_grad=False, ws=wb)
             m = xb[0].shape[0]
