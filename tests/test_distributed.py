@@ -180,3 +180,16 @@ def test_started_by_a_launcher_without_mpi4py_says_what_to_install():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert "ERR [pydl.distributed.init] this process was started by an MPI launcher but mpi4py is not installed: " \
            "pip install \"pydl-nn[mpi]\"" in out.stdout, out.stdout + out.stderr
+
+
+def test_distributed_digits_example_learns(tmp_path):
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "distributed_digits.py")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([_mpiexec(), "-n", "2", sys.executable, script, "--epochs", "6", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    line = [ln for ln in proc.stdout.splitlines() if "test accuracy" in ln]
+    assert len(line) == 1  # printed by rank 0 only
+    acc = float(line[0].split("test accuracy ")[1].split()[0])
+    assert acc >= 0.9, line[0]
+    assert "weights identical on every rank" in line[0] and (tmp_path / "model.npz").exists()
