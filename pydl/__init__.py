@@ -49,7 +49,7 @@ from . import _core  # noqa: E402  (a _core that exists but cannot load keeps it
 from .random import seed
 from .ops import matmul
 from . import ops, layers
-from . import data, datasets, metrics, callbacks, utils
+from . import data, datasets, metrics, callbacks, utils, distributed
 from . import optimizers, schedules
 from . import losses, initializers, regularizers
 from .graph import Input

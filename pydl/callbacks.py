@@ -19,6 +19,7 @@ import warnings
 
 import numpy as np
 
+from . import distributed as _distributed
 from . import registry
 
 __all__ = ["Callback", "CallbackList", "History", "EarlyStopping", "ReduceLROnPlateau", "LearningRateScheduler",
@@ -452,6 +453,9 @@ class ModelCheckpoint(_Monitoring):
             raise ValueError(f"[ModelCheckpoint] cannot format filepath {self.filepath!r}: {exc}") from None
 
     def _save(self, path: str) -> None:
+        self.last_saved = path
+        if not _distributed.is_root():  # in data-parallel training only rank 0 writes
+            return
         folder = os.path.dirname(path)
         if folder:
             os.makedirs(folder, exist_ok=True)
@@ -459,7 +463,6 @@ class ModelCheckpoint(_Monitoring):
             self.model.save_weights(path)
         else:
             self.model.save(path)
-        self.last_saved = path
 
     def on_epoch_end(self, epoch, logs=None):
         if self.save_best_only:
@@ -505,6 +508,8 @@ class CSVLogger(Callback):
 
     def on_train_begin(self, logs=None):
         self.keys = None
+        if not _distributed.is_root():  # in data-parallel training only rank 0 writes
+            return
         exists = os.path.isfile(self.filename) and os.path.getsize(self.filename) > 0
         self._write_header = not (self.append and exists)
         self._file = open(self.filename, "a" if self.append else "w", newline="", encoding="utf-8")
@@ -523,6 +528,8 @@ class CSVLogger(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        if not _distributed.is_root():
+            return
         if self._file is None:
             self.on_train_begin()
         if self.keys is None:

@@ -298,9 +298,31 @@ def source_stream(data, shuffle: bool, rng, convert, prefetch: bool, who: str) -
                     f"(__len__ and __getitem__), a generator or an iterable of batches")
 
 
-def array_stream(xs, ys, ws, n: int, batch_size: int, shuffle: bool, rng, prefetch: bool = False) -> BatchStream:
+def shard_batch(batch, shard):
+    """This rank's contiguous piece of a prepared (xs, ys, ws) batch; shard = (rank, size)."""
+    if shard is None:
+        return batch
+    xs, ys, ws = batch
+    lo, hi = _shard_bounds(xs[0].shape[0], shard)
+
+    def cut(arrays):
+        return None if arrays is None else [None if a is None else a[lo:hi] for a in arrays]
+    return cut(xs), cut(ys), cut(ws)
+
+
+def _shard_bounds(n: int, shard) -> tuple[int, int]:
+    r, s = shard
+    q, extra = divmod(n, s)
+    lo = r * q + min(r, extra)
+    return lo, lo + q + (1 if r < extra else 0)
+
+
+def array_stream(xs, ys, ws, n: int, batch_size: int, shuffle: bool, rng, prefetch: bool = False,
+                 shard=None) -> BatchStream:
     """A BatchStream of slices of prepared arrays (lists per input / output; None entries stay
-    None); a pass draws one permutation of the samples (when shuffling) as it starts."""
+    None); a pass draws one permutation of the samples (when shuffling) as it starts. shard =
+    (rank, size): each batch is this rank's contiguous piece of the global batch (see
+    pydl.distributed)."""
     def take(arrays, sel):
         return None if arrays is None else [None if a is None else a[sel] for a in arrays]
 
@@ -309,7 +331,11 @@ def array_stream(xs, ys, ws, n: int, batch_size: int, shuffle: bool, rng, prefet
 
         def gen():
             for lo in range(0, n, batch_size):
-                sel = slice(lo, lo + batch_size) if order is None else order[lo:lo + batch_size]
+                hi = min(lo + batch_size, n)
+                if shard is not None:
+                    a, b = _shard_bounds(hi - lo, shard)
+                    lo, hi = lo + a, lo + b
+                sel = slice(lo, hi) if order is None else order[lo:hi]
                 yield take(xs, sel), take(ys, sel), take(ws, sel)
         return gen()
 

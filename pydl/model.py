@@ -174,6 +174,7 @@ class Model:
         self.output_shape = None
         self.loss = None
         self.optimizer = None
+        self._dist = None  # the DistributedOptimizer this model was compiled with, if any
         self.metrics: list[tuple[str, object]] = []
         self._metric_ids: list = []
         self._loss_weights_arg = None
@@ -452,6 +453,11 @@ class Model:
                         or not math.isfinite(float(w)) or float(w) < 0:
                     raise ValueError(f"[{who}] loss weights must be finite numbers >= 0, got {w!r}")
         self._loss_weights_arg = loss_weights
+        from .distributed import DistributedOptimizer
+        if isinstance(optimizer, DistributedOptimizer):
+            self._dist, optimizer = optimizer, optimizer.optimizer
+        else:
+            self._dist = None
         self.optimizer = _optimizers.get(optimizer)
 
         def resolve(ms):
@@ -482,6 +488,8 @@ class Model:
         self._bplan = None
         if self.built:
             self._output_plan()  # mismatched output names / counts fail here, not at fit
+            if self._dist is not None:
+                self._dist.check_structure(self)
 
     def _require_compiled(self, who: str) -> None:
         if not self.compiled:
@@ -762,39 +770,46 @@ class Model:
                     seeds[s] = grad if s not in seeds else seeds[s] + grad
         return total, values, seeds, fused_dz
 
-    def _run_backward(self, bplan, seeds: dict, fused_dz: dict) -> list:
+    def _run_backward(self, bplan, seeds: dict, fused_dz: dict, on_done=None) -> list:
         """Gradients of every tensor slot, running the planned nodes in reverse (a tensor feeding
-        several nodes gets the sum of their input gradients)."""
+        several nodes gets the sum of their input gradients). on_done(i) is called after step i."""
         grads = [None] * self._n_slots
         for s, g in seeds.items():
             grads[s] = g
-        for layer, ctx, ins, multi_in, outs, multi_out, fused_k in bplan:
-            if fused_k is not None:
-                dz = fused_dz.get(fused_k)
-                if dz is None:
-                    continue
-                dx = layer.backward_logits(dz, ctx=ctx)
-            elif multi_out:
-                dy = [grads[o] for o in outs]
-                if all(g is None for g in dy):
-                    continue
-                dx = layer.backward(dy, ctx=ctx)
-            else:
-                dy = grads[outs]
-                if dy is None:
-                    continue
-                dx = layer.backward(dy, ctx=ctx)
-            if dx is None or not ctx.need_input_grad:
-                continue
-            if multi_in:
-                for i, d in zip(ins, dx):
-                    if d is not None:
-                        g = grads[i]
-                        grads[i] = d if g is None else g + d
-            else:
-                g = grads[ins]
-                grads[ins] = dx if g is None else g + dx
+        for i, step in enumerate(bplan):
+            self._backward_step(step, grads, fused_dz)
+            if on_done is not None:
+                on_done(i)
         return grads
+
+    @staticmethod
+    def _backward_step(step, grads: list, fused_dz: dict) -> None:
+        layer, ctx, ins, multi_in, outs, multi_out, fused_k = step
+        if fused_k is not None:
+            dz = fused_dz.get(fused_k)
+            if dz is None:
+                return
+            dx = layer.backward_logits(dz, ctx=ctx)
+        elif multi_out:
+            dy = [grads[o] for o in outs]
+            if all(g is None for g in dy):
+                return
+            dx = layer.backward(dy, ctx=ctx)
+        else:
+            dy = grads[outs]
+            if dy is None:
+                return
+            dx = layer.backward(dy, ctx=ctx)
+        if dx is None or not ctx.need_input_grad:
+            return
+        if multi_in:
+            for i, d in zip(ins, dx):
+                if d is not None:
+                    g = grads[i]
+                    grads[i] = d if g is None else g + d
+        else:
+            g = grads[ins]
+            grads[ins] = dx if g is None else g + dx
 
     def regularization_loss(self) -> float:
         return float(sum(layer.regularization_loss() for layer in self._layers))
@@ -813,14 +828,17 @@ class Model:
             xs = [xs]
         if type(ys) is not list:
             ys = [ys]
+        if self._dist is not None:
+            return self._dist.train_step(self, xs, ys, ws)
         total, values, vals, plan = self._gradients(xs, ys, ws)
         self.optimizer.apply_gradients(self._grad_pairs())
         return self._logs(total, values, plan, vals, ys)
 
-    def _gradients(self, xs, ys, ws=None):
+    def _gradients(self, xs, ys, ws=None, on_done=None):
         """Zero the grads, forward (training), losses, backward, regularization gradients: every
         layer's grads then hold d(loss)/d(params). Returns (loss with regularization, per-output
-        losses, tensor values, output plan)."""
+        losses, tensor values, output plan). With on_done (called after each backward step, see
+        pydl.distributed) the caller adds the regularization gradients itself."""
         plan = self._out_plan if self._out_plan is not None else self._output_plan()
         bplan = self._backward_plan()
         for layer in self._layers:
@@ -828,11 +846,23 @@ class Model:
         vals = self._run_forward(xs, True)
         total, values, seeds, fused_dz = self._losses(vals, ys, plan, ws=ws)
         reg = self.regularization_loss() if self._reg_layers else 0.0
-        self._run_backward(bplan, seeds, fused_dz)
-        for layer in self._reg_layers:
-            if layer._trainable:
-                layer.add_regularization_grads()
+        self._run_backward(bplan, seeds, fused_dz, on_done)
+        if on_done is None:
+            for layer in self._reg_layers:
+                if layer._trainable:
+                    layer.add_regularization_grads()
         return total + reg, values, vals, plan
+
+    def _log_keys(self) -> list:
+        """The keys `_logs` gives, in its order."""
+        plan = self._out_plan if self._out_plan is not None else self._output_plan()
+        keys = ["loss"]
+        multi = len(plan) > 1
+        for k, (lk, _, _, mets) in enumerate(plan):
+            if multi and lk is not None:
+                keys.append(f"{self.output_names[k]}_loss")
+            keys += [name for name, _ in mets]
+        return keys
 
     def _logs(self, loss, values, plan, vals, ys) -> dict:
         logs = {"loss": loss}
@@ -919,18 +949,24 @@ class Model:
             return self._prepare_arrays(x, y, w, class_weight, who)[:3]
         return convert
 
+    def _shard(self):
+        """(rank, size) when fit/evaluate shard the data over MPI ranks (pydl.distributed), else None."""
+        return self._dist.shard() if self._dist is not None else None
+
     def _stream(self, x, y, sample_weight, class_weight, batch_size, shuffle, rng, prefetch, who: str,
-                targets: bool = True):
-        """One BatchStream for any kind of input (see pydl.data_adapters)."""
+                targets: bool = True, shard=None):
+        """One BatchStream for any kind of input (see pydl.data_adapters); shard: see array_stream."""
         if _da.is_data_source(x):
             for name, v in (("y", y), ("sample_weight", sample_weight)):
                 if v is not None:
                     raise ValueError(f"[{self._who(who)}] {name} must not be given when x is a {type(x).__name__}: "
                                      f"the data yields (x, y) or (x, y, sample_weight) batches")
             conv = self._batch_converter(who, class_weight, targets)
+            if shard is not None:
+                conv = (lambda c: lambda batch: _da.shard_batch(c(batch), shard))(conv)
             return _da.source_stream(x, shuffle, rng, conv, prefetch, self._who(who))
         xs, ys, ws, n = self._prepare_arrays(x, y, sample_weight, class_weight, who, targets)
-        return _da.array_stream(xs, ys, ws, n, batch_size, shuffle, rng, prefetch)
+        return _da.array_stream(xs, ys, ws, n, batch_size, shuffle, rng, prefetch, shard)
 
     # -- training ---------------------------------------------------------------------------
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose=1, callbacks=None, validation_split=0.0,
@@ -968,13 +1004,20 @@ class Model:
             validation_steps = _positive_int(validation_steps, "validation_steps", who)
         val_bs = batch_size if validation_batch_size is None else \
             _positive_int(validation_batch_size, "validation_batch_size", who)
-        rng = get_rng()
+        shard = self._shard()
+        if self._dist is not None:
+            rng = self._dist.begin_fit(self)
+            if shard is not None and shard[0] != 0:
+                verbose = 0
+        else:
+            rng = get_rng()
         val_stream = None
         if _da.is_data_source(x):
             if validation_split:
                 raise ValueError(f"[{who}] validation_split needs array inputs; with a {type(x).__name__} pass "
                                  f"validation_data")
-            stream = self._stream(x, y, sample_weight, class_weight, batch_size, shuffle, rng, prefetch, "fit")
+            stream = self._stream(x, y, sample_weight, class_weight, batch_size, shuffle, rng, prefetch, "fit",
+                                  shard=shard)
         else:
             xs, ys, ws, n = self._prepare_arrays(x, y, sample_weight, class_weight, "fit")
             if validation_data is None and validation_split:
@@ -994,20 +1037,22 @@ class Model:
                     return None if arrays is None else [None if a is None else a[sl] for a in arrays]
 
                 val_stream = _da.array_stream(cut(xs, slice(split_at, None)), cut(ys, slice(split_at, None)),
-                                              cut(ws, slice(split_at, None)), n - split_at, val_bs, False, None)
+                                              cut(ws, slice(split_at, None)), n - split_at, val_bs, False, None,
+                                              shard=shard)
                 xs, ys, ws = cut(xs, slice(0, split_at)), cut(ys, slice(0, split_at)), cut(ws, slice(0, split_at))
                 n = split_at
-            stream = _da.array_stream(xs, ys, ws, n, batch_size, shuffle, rng, prefetch)
+            stream = _da.array_stream(xs, ys, ws, n, batch_size, shuffle, rng, prefetch, shard)
         if validation_data is not None:
             vwho = "fit (validation_data)"
             if _da.is_data_source(validation_data):
-                val_stream = self._stream(validation_data, None, None, None, val_bs, False, None, prefetch, vwho)
+                val_stream = self._stream(validation_data, None, None, None, val_bs, False, None, prefetch, vwho,
+                                          shard=shard)
             else:
                 if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
                     raise ValueError(f"[{who}] validation_data must be a tuple (x_val, y_val) or (x_val, y_val, "
                                      f"sample_weight_val), or a generator / Sequence / DataLoader")
                 vx, vy, vw = (tuple(validation_data) + (None,))[:3]
-                val_stream = self._stream(vx, vy, vw, None, val_bs, False, None, False, vwho)
+                val_stream = self._stream(vx, vy, vw, None, val_bs, False, None, False, vwho, shard=shard)
         steps = steps_per_epoch if steps_per_epoch is not None else stream.num_batches
 
         history = History()
@@ -1023,6 +1068,10 @@ class Model:
         try:
             with _stop_on_interrupt(self):
                 self._fit_epochs(cblist, stream, val_stream, steps_per_epoch, validation_steps, initial_epoch, epochs)
+        except BaseException as exc:
+            if self._dist is not None:
+                self._dist.failed(exc)
+            raise
         finally:
             stream.close()
             if val_stream is not None:
@@ -1040,7 +1089,7 @@ class Model:
             for xb, yb, wb in stream.epoch(steps_per_epoch):
                 cblist.on_train_batch_begin(steps, None)
                 batch_logs = self._train_step(xb, yb, wb)
-                m = xb[0].shape[0]
+                m = xb[0].shape[0] if self._dist is None else self._dist.last_batch_count()
                 seen += m
                 for k, v in batch_logs.items():
                     sums[k] = sums.get(k, 0.0) + v * m
@@ -1088,6 +1137,8 @@ class Model:
         sums: dict = {}
         n = 0
         for xb, yb, wb in stream.epoch(steps):
+            if xb[0].shape[0] == 0:  # this rank's piece of a short sharded batch
+                continue
             vals = self._run_forward(xb, False)
             total, values, _, _ = self._losses(vals, yb, plan, need_grad=False, ws=wb)
             m = xb[0].shape[0]
@@ -1095,6 +1146,8 @@ class Model:
             for k, v in self._logs(total, values, plan, vals, yb).items():
                 sums[k] = sums.get(k, 0.0) + v * m
         stream.end_epoch()
+        if self._dist is not None:
+            sums, n = self._dist.reduce_sums(sums, n, self._log_keys())
         if n == 0:
             return None
         logs = {k: v / n for k, v in sums.items()}
@@ -1115,9 +1168,14 @@ class Model:
         batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size", who)
         if steps is not None:
             steps = _positive_int(steps, "steps", who)
-        stream = self._stream(x, y, sample_weight, None, batch_size, False, None, prefetch, "evaluate")
+        stream = self._stream(x, y, sample_weight, None, batch_size, False, None, prefetch, "evaluate",
+                              shard=self._shard())
         try:
             logs = self._evaluate_stream(stream, steps)
+        except BaseException as exc:
+            if self._dist is not None:
+                self._dist.failed(exc)
+            raise
         finally:
             stream.close()
         if logs is None:
