@@ -56,7 +56,7 @@ def test_default_format_and_setter():
 def test_layers_record_resolved_format():
     pydl.set_image_data_format("channels_last")
     made = [L.Conv2D(2, 3), L.Conv2DTranspose(2, 3), L.MaxPooling2D(), L.AveragePooling2D(),
-            L.GlobalAveragePooling2D(), L.UpSampling2D()]
+            L.GlobalAveragePooling2D(), L.GlobalMaxPooling2D(), L.UpSampling2D()]
     bn = L.BatchNormalization()
     pydl.set_image_data_format("channels_first")
     for layer in made:
@@ -89,6 +89,7 @@ LAYERS = [
     ("maxpool_same_s1", lambda f: L.MaxPool2D(3, strides=1, padding="same", data_format=f)),
     ("avgpool", lambda f: L.AveragePooling2D(3, strides=2, padding="same", data_format=f)),
     ("gap", lambda f: L.GlobalAveragePooling2D(data_format=f)),
+    ("gmp", lambda f: L.GlobalMaxPooling2D(data_format=f)),
     ("upsample", lambda f: L.UpSampling2D((2, 3), data_format=f)),
     ("bn", lambda f: L.BatchNormalization(axis=1 if f == "channels_first" else -1, momentum=0.8)),
 ]
@@ -131,6 +132,24 @@ def test_layer_channels_last_gradcheck(name, make):
     x = _rng(2).standard_normal((2, 5, 6, 3))
     layer.build((None, 5, 6, 3))
     pydl.gradcheck(layer, x, rtol=1e-4, atol=1e-6)
+
+
+def test_global_max_pooling():
+    x = _rng(12).standard_normal((3, 4, 5, 6)).astype(np.float32)
+    layer = L.GlobalMaxPooling2D(data_format="channels_last")
+    y = layer(x)
+    np.testing.assert_array_equal(y, x.max(axis=(1, 2)))
+    dy = _rng(13).standard_normal(y.shape).astype(np.float32)
+    dx = layer.backward(dy)
+    want = np.zeros_like(x)
+    for n in range(3):
+        for c in range(6):
+            i, j = np.unravel_index(np.argmax(x[n, :, :, c]), (4, 5))
+            want[n, i, j, c] = dy[n, c]
+    np.testing.assert_array_equal(dx, want)
+    layer64 = L.GlobalMaxPooling2D()
+    layer64.build((None, 2, 3, 3))
+    pydl.gradcheck(layer64, _rng(14).standard_normal((2, 2, 3, 3)))
 
 
 def test_layer_hint_for_the_other_layout():
@@ -469,6 +488,8 @@ def test_keras_order_declared_on_a_channels_first_model():
             assert part in msg, (part, msg)
     with pytest.raises(ValueError, match="looks channels-last"):
         L.MaxPooling2D()(pydl.Input((28, 28, 1)))
+    with pytest.raises(ValueError, match="looks channels-last.*x.transpose"):  # called by hand on data
+        L.Conv2D(4, 3)(np.zeros((2, 32, 32, 3), np.float32))
     # an explicit channels_first, or a shape that is not Keras-like, is taken as it is
     ok = pydl.Sequential([L.Conv2D(2, 3, input_shape=(28, 28, 1), data_format="channels_first", padding="same")])
     assert ok.output_shape == (None, 2, 28, 1)

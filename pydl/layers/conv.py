@@ -7,7 +7,8 @@ pydl.layers.layout for where channels-last tensors are transposed.
 
     Conv2D(32, 3, padding="same", activation="relu", input_shape=(1, 28, 28))
     Conv2D(32, 3, activation="relu", input_shape=(28, 28, 1), data_format="channels_last")
-    MaxPool2D(2), AvgPool2D(2), GlobalAveragePooling2D()   (MaxPooling2D, AveragePooling2D: Keras' names)
+    MaxPool2D(2), AvgPool2D(2), GlobalAveragePooling2D(), GlobalMaxPooling2D()
+                                                            (MaxPooling2D, AveragePooling2D: Keras' names)
     Conv2DTranspose(16, 3, strides=2, padding="same"), UpSampling2D(2)
     GlobalAveragePooling1D()                                (N, T, C) -> (N, C)
 
@@ -260,6 +261,30 @@ class GlobalAveragePooling2D(ImageLayer):
 
     def _backward(self, dout, ctx):
         return pool_ops.global_avg_pool2d_backward(dout, ctx.x_shape)
+
+
+@register_layer
+class GlobalMaxPooling2D(ImageLayer):
+    """(N, C, H, W) or (N, H, W, C) -> (N, C): the maximum of each channel's plane (the gradient
+    goes to the first maximum, as MaxPool2D)."""
+
+    def __init__(self, data_format=None, input_shape=None, name=None, trainable=True):
+        super().__init__(input_shape=input_shape, name=name, trainable=trainable)
+        self._init_format(data_format)
+
+    def _nchw_output_shape(self, shape):
+        return (shape[0], shape[1])
+
+    def _forward(self, x, training, ctx):
+        x = np.asarray(x)
+        hw = tuple(x.shape[2:])
+        y, ctx.argmax = pool_ops.max_pool2d(x, hw, hw, "valid", return_argmax=True)
+        ctx.x_shape = x.shape
+        return y.reshape(x.shape[:2])
+
+    def _backward(self, dout, ctx):
+        n, c = ctx.x_shape[:2]
+        return pool_ops.max_pool2d_backward(np.asarray(dout).reshape(n, c, 1, 1), ctx.argmax, ctx.x_shape)
 
 
 @register_layer

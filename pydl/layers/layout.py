@@ -144,6 +144,14 @@ class ImageLayer(Layer):
         self._in_nchw = nchw
         self._out_nchw = self._nchw_output_shape(nchw)
 
+    def __call__(self, x, training: bool = False):
+        from .. import graph
+
+        if not self.built and not graph.is_symbolic(x) and not self.channels_last and \
+                not self.data_format_explicit and np.ndim(x) == 4 and looks_channels_last(np.shape(x)):
+            raise ValueError(channels_last_input_error(self, (None,) + tuple(np.shape(x))[1:]))
+        return super().__call__(x, training)
+
     def check_input(self, x, ctx=None) -> None:
         if self.built and (ctx is None or getattr(ctx, "layout", None) != "nchw"):
             hint = layout_hint(np.shape(x), self.input_shape)
