@@ -531,3 +531,39 @@ def test_transposed_data_rejected_before_any_kernel(monkeypatch):
         np.testing.assert_array_equal(a, b)
     cl.predict(nhwc)
     assert calls == [cl.layers[0].name]
+
+
+def test_configs_without_format_load_as_channels_first():
+    """A model saved before data_format / axis existed keeps its NCHW meaning under any default."""
+    pydl.seed(4)
+    model = pydl.Sequential([L.Conv2D(3, 3, input_shape=(2, 9, 9)), L.BatchNormalization(), L.MaxPool2D(),
+                             L.GlobalAveragePooling2D(), L.Dense(2)])
+    x = _rng(15).standard_normal((3, 2, 9, 9)).astype(np.float32)
+    want = model.predict(x)
+    cfg = json.loads(model.to_json())
+
+    def strip(o):
+        if isinstance(o, dict):
+            return {k: strip(v) for k, v in o.items() if k not in ("data_format", "axis")}
+        if isinstance(o, list):
+            return [strip(v) for v in o]
+        return o
+
+    old = json.dumps(strip(cfg))
+    assert "data_format" not in old
+    pydl.set_image_data_format("channels_last")
+    again = pydl.model_from_json(old)
+    assert again.layers[0].data_format == "channels_first" and again.layers[1].axis == 1
+    assert again.input_shape == (None, 2, 9, 9)
+    again.set_weights(model.get_weights())
+    np.testing.assert_allclose(again.predict(x), want, rtol=1e-6, atol=1e-6)
+
+
+def test_summary_and_layers_hide_layout_steps():
+    pydl.set_image_data_format("channels_last")
+    model = pydl.Sequential([L.Conv2D(2, 3, input_shape=(10, 10, 3)), L.Flatten(), L.Dense(2)])
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert "(None, 8, 8, 2)" in text and "LayoutTranspose" not in text
+    assert [type(l).__name__ for l in model.layers] == ["Conv2D", "Flatten", "Dense"]
