@@ -567,3 +567,13 @@ def test_summary_and_layers_hide_layout_steps():
     text = "\n".join(lines)
     assert "(None, 8, 8, 2)" in text and "LayoutTranspose" not in text
     assert [type(l).__name__ for l in model.layers] == ["Conv2D", "Flatten", "Dense"]
+
+
+def test_keras_positional_data_format_is_not_taken_silently():
+    # Keras: AveragePooling2D(pool_size, strides, padding, data_format); pydl's 4th is count_include_pad
+    with pytest.raises(ValueError, match="count_include_pad.*data_format is a keyword"):
+        L.AveragePooling2D(2, 2, "valid", "channels_last")
+    with pytest.raises(ValueError, match="interpolation.*data_format is a keyword"):
+        L.UpSampling2D(2, "channels_last")
+    assert L.MaxPooling2D(2, 2, "valid", "channels_last").data_format == "channels_last"  # Keras' order
+    assert L.GlobalAveragePooling2D("channels_last").data_format == "channels_last"

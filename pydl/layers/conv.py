@@ -228,6 +228,10 @@ class AvgPool2D(_Pool2D):
                  input_shape=None, name=None, trainable=True):
         super().__init__(pool_size, strides, padding, data_format=data_format, input_shape=input_shape, name=name,
                          trainable=trainable)
+        if not isinstance(count_include_pad, (bool, np.bool_)):
+            raise ValueError(f"[AvgPool2D] count_include_pad must be True or False, got {count_include_pad!r}"
+                             + (" (data_format is a keyword argument here: data_format=...)"
+                                if isinstance(count_include_pad, str) else ""))
         self.count_include_pad = bool(count_include_pad)
 
     def _forward(self, x, training, ctx):
@@ -331,7 +335,9 @@ class UpSampling2D(ImageLayer):
         self._init_format(data_format)
         self.size = _pair_arg(size, "size", "UpSampling2D")
         if interpolation != "nearest":
-            raise ValueError(f"[UpSampling2D] only interpolation='nearest' is supported, got {interpolation!r}")
+            raise ValueError(f"[UpSampling2D] only interpolation='nearest' is supported, got {interpolation!r}"
+                             + (" (data_format is a keyword argument here: data_format=...)"
+                                if interpolation in ("channels_first", "channels_last") else ""))
         self.interpolation = interpolation
 
     def _nchw_output_shape(self, shape):
