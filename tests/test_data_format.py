@@ -577,3 +577,31 @@ def test_keras_positional_data_format_is_not_taken_silently():
         L.UpSampling2D(2, "channels_last")
     assert L.MaxPooling2D(2, 2, "valid", "channels_last").data_format == "channels_last"  # Keras' order
     assert L.GlobalAveragePooling2D("channels_last").data_format == "channels_last"
+
+
+def test_subclassed_and_nested_channels_last_models():
+    class Net(pydl.Model):
+        def __init__(self, fmt):
+            super().__init__()
+            self.conv = L.Conv2D(3, 3, padding="same", activation="relu", data_format=fmt)
+            self.pool = L.MaxPooling2D(2, data_format=fmt)
+            self.flat = L.Flatten(data_format=fmt)
+            self.out = L.Dense(2)
+
+        def call(self, x):
+            return self.out(self.flat(self.pool(self.conv(x))))
+
+    x = _rng(16).standard_normal((4, 2, 6, 6)).astype(np.float32)
+    cf, cl = Net("channels_first"), Net("channels_last")
+    cf.build((None, 2, 6, 6))
+    cl.build((None, 6, 6, 2))
+    cl.set_weights(cf.get_weights())
+    np.testing.assert_allclose(cl.predict(_nhwc(x)), cf.predict(x), **TOL)
+    # the channels-last model used as a layer of another graph: its nodes join that graph's plan
+    inp = pydl.Input((6, 6, 2))
+    outer = pydl.Model(inp, L.Dense(1)(cl(L.Activation("tanh")(inp))))
+    kinds = [type(step[0]).__name__ for step in outer._plan]
+    assert kinds.count("LayoutTranspose") == 2, kinds
+    via_parts = outer.layers[-1](cl.predict(np.tanh(_nhwc(x))))
+    assert via_parts.shape == (4, 1)
+    np.testing.assert_allclose(outer.predict(_nhwc(x)), via_parts, **TOL)
