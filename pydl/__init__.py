@@ -46,6 +46,8 @@ if _import_util.find_spec("._core", __name__) is None:
         "Python outside the checkout, so that the installed copy is imported), or, for development, "
         "build the extension next to the sources with `tools/build_inplace.sh`.", name="pydl._core")
 from . import _core  # noqa: E402  (a _core that exists but cannot load keeps its own error)
+from . import backend
+from .backend import image_data_format, set_image_data_format
 from .random import seed
 from .ops import matmul
 from . import ops, layers
@@ -105,4 +107,4 @@ def show_config() -> None:
 __all__ = ["__version__", "matmul", "seed", "set_num_threads", "get_num_threads", "show_config",
            "config", "ops", "layers", "data", "utils", "datasets", "metrics", "callbacks", "optimizers", "schedules",
            "losses", "initializers", "regularizers", "Input", "Model", "Sequential", "load_model", "model_from_json",
-           "clone_model", "models", "gradcheck"]
+           "clone_model", "models", "gradcheck", "backend", "image_data_format", "set_image_data_format"]

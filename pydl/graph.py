@@ -145,6 +145,18 @@ def _compatible(want, got) -> bool:
     return len(want) == len(got) and all(w is None or g is None or w == g for w, g in zip(want[1:], got[1:]))
 
 
+def _check_declared_layout(layer: Layer, tensors) -> None:
+    """A channels-first image layer (by default, not by choice) on a model input declared in
+    Keras' (H, W, C) order, e.g. (28, 28, 1): ValueError saying how to fix it."""
+    from .layers import layout
+
+    if not isinstance(layer, layout.ImageLayer) or layer.channels_last or layer.data_format_explicit:
+        return
+    for t in tensors:
+        if t.node is None and layout.looks_channels_last(t.shape):
+            raise ValueError(layout.channels_last_input_error(layer, t.shape))
+
+
 def call_layer(layer: Layer, x):
     """Record `layer(x)` for symbolic x: build the layer if needed, check shapes, return the outputs."""
     multi_in = isinstance(x, (list, tuple))
@@ -158,6 +170,7 @@ def call_layer(layer: Layer, x):
                          f"({', '.join(_fmt_shape(t.shape) for t in tensors)})")
     shapes = [t.shape for t in tensors]
     in_shape = shapes if multi_in else shapes[0]
+    _check_declared_layout(layer, tensors)
     try:
         if not layer.built:
             layer.build(in_shape)

@@ -90,6 +90,7 @@ from . import graph as _graph
 from . import losses as _losses
 from . import registry
 from .layers import base as _base
+from .layers import layout as _layout
 from .layers.base import Layer, _fmt_shape
 from .losses import check_sparse_labels
 from .ops import nn as _nn
@@ -257,35 +258,80 @@ class Model:
         self.built = True
 
     def _make_plan(self) -> None:
-        """Slots for every tensor, a context per node and the forward steps; done once per graph."""
+        """Slots for every tensor, a context per node and the forward steps; done once per graph.
+
+        Layouts: a 4-D channels-last tensor may be held as NCHW between layers that run on NCHW
+        (channels-last image layers, and element-wise layers whose inputs are held so); a
+        LayoutTranspose step converts a tensor where the next layer needs the other layout, once
+        per tensor and layout, and before the model's outputs (see pydl.layers.layout)."""
         slot = {}
         for t in self._inputs:
             slot[id(t)] = len(slot)
+        n_slots = len(slot)
         steps = []
         consumers: dict[int, int] = {}
         for layer in {id(n.layer): n.layer for n in self._nodes}.values():
             _check_contract(layer)
+        nchw_slots: set = set()  # slots holding a channels-last 4-D tensor as NCHW
+        converted: dict = {}     # (slot, to NCHW?) -> the slot of its transposed copy
+
+        def held(s: int, as_nchw: bool) -> int:
+            nonlocal n_slots
+            if (s in nchw_slots) == as_nchw:
+                return s
+            key = (s, as_nchw)
+            if key not in converted:
+                perm = _layout.TO_NCHW if as_nchw else _layout.TO_NHWC
+                t = _layout.LayoutTranspose(perm, f"{self.name}/layout_{len(converted)}")
+                converted[key] = n_slots
+                steps.append((t, t.new_context(), s, False, n_slots, False))
+                if as_nchw:
+                    nchw_slots.add(n_slots)
+                n_slots += 1
+            return converted[key]
+
+        node_step = {}
         for node in self._nodes:
-            for t in node.outputs:
-                slot[id(t)] = len(slot)
-            ins = tuple(slot[id(t)] for t in node.inputs)
+            in_slots = [slot[id(t)] for t in node.inputs]
+            shapes = [t.shape for t in node.inputs]
+            kind = node.layer.layout_kind(shapes if node.multi_in else shapes[0])
+            image = [len(sh) == 4 for sh in shapes]
+            if kind == "nchw":
+                nchw = any(image)
+                ins = [held(s, im) for s, im in zip(in_slots, image)]
+            elif kind == "any" and all(image) and all(len(t.shape) == 4 for t in node.outputs) \
+                    and any(s in nchw_slots for s in in_slots):
+                nchw = True
+                ins = [held(s, True) for s in in_slots]
+            else:
+                nchw = False
+                ins = [held(s, False) for s in in_slots]
             for t in node.inputs:
                 consumers[id(t)] = consumers.get(id(t), 0) + 1
-            outs = tuple(slot[id(t)] for t in node.outputs)
+            outs = []
+            for t in node.outputs:
+                slot[id(t)] = n_slots
+                if nchw and len(t.shape) == 4:
+                    nchw_slots.add(n_slots)
+                outs.append(n_slots)
+                n_slots += 1
             ctx = node.layer.new_context()
-            steps.append((node.layer, ctx, ins if node.multi_in else ins[0], node.multi_in,
-                          outs if node.multi_out else outs[0], node.multi_out))
+            ctx.layout = "nchw" if nchw else None
+            node_step[id(node)] = len(steps)
+            steps.append((node.layer, ctx, tuple(ins) if node.multi_in else ins[0], node.multi_in,
+                          tuple(outs) if node.multi_out else outs[0], node.multi_out))
         self._slot = slot
-        self._n_slots = len(slot)
         self._input_slots = [slot[id(t)] for t in self._inputs]
-        self._output_slots = [slot[id(t)] for t in self._outputs]
+        self._output_slots = [held(slot[id(t)], False) for t in self._outputs]
+        self._n_slots = n_slots
         self._consumers = consumers
-        self._node_step = {id(node): i for i, node in enumerate(self._nodes)}
+        self._node_step = node_step
         self._plan = steps
         # Masks are tracked only in graphs where some layer creates one (Embedding(mask_zero=True)).
         self._masking = any(_makes_masks(node.layer) for node in self._nodes)
-        self._mask_plan = [(_takes_mask(node.layer), node.layer.supports_masking or _makes_masks(node.layer))
-                           for node in self._nodes]
+        # one entry per step (layout transposes included: they carry the mask on)
+        self._mask_plan = [(_takes_mask(st[0]), isinstance(st[0], _layout.LayoutTranspose) or
+                            st[0].supports_masking or _makes_masks(st[0])) for st in steps]
         # Inputs read only by layers that take integer ids (Embedding) keep integer dtypes.
         self._int_inputs = [bool(consumers.get(id(t))) and all(getattr(n.layer, "integer_input", False)
                                                                for n in self._nodes if t in n.inputs)
@@ -613,8 +659,9 @@ class Model:
             if want is not None and (a.ndim != len(want) or
                                      any(w is not None and w != g for w, g in zip(want[1:], a.shape[1:]))):
                 name = f" (input '{self._inputs[i].name}')" if multi else ""
+                hint = _layout.layout_hint(a.shape, want)
                 raise ValueError(f"[{self._who(who)}] {what}{name} has shape {a.shape} but the model expects "
-                                 f"{_fmt_shape(want)}")
+                                 f"{_fmt_shape(want)}" + (f": {what} {hint}" if hint else ""))
             if np.issubdtype(a.dtype, np.integer) and self._keeps_int(i):
                 a = np.ascontiguousarray(a)
             else:

@@ -260,7 +260,9 @@ def test_input_shape_checked_with_layer_name():
     with pytest.raises(ValueError, match=r"BatchNormalization 'bn'.*\(N, 4, 3, 3\).*\(2, 3, 3, 3\)"):
         bn.forward(np.zeros((2, 3, 3, 3), np.float32))
     with pytest.raises(ValueError, match="BatchNormalization"):
-        L.BatchNormalization().build((None, 2, 3))
+        L.BatchNormalization().build((None,))
+    with pytest.raises(ValueError, match="BatchNormalization.*axis=2"):  # features on axis 1 or -1 only
+        L.BatchNormalization(axis=2).build((None, 2, 3, 4))
     for layer, good in [(L.ReLU(name="r"), (None, 4)), (L.Dropout(0.5, name="dr"), (None, 4)),
                         (L.Flatten(name="fl"), (None, 2, 2)), (L.Softmax(name="sm"), (None, 4))]:
         _built(layer, good)

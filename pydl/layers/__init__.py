@@ -3,7 +3,7 @@ per-call context (see pydl.layers.base for the contract)."""
 from .base import Context, Layer, register_layer
 from .core import Dense, Activation, ReLU, LeakyReLU, ELU, Softmax, Dropout, BatchNormalization, Flatten, Reshape
 from .conv import (AveragePooling2D, AvgPool2D, Conv2D, Conv2DTranspose, GlobalAveragePooling1D,
-                   GlobalAveragePooling2D, MaxPool2D, MaxPooling2D, UpSampling2D)
+                   GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPool2D, MaxPooling2D, UpSampling2D)
 from .merge import Add, Concatenate, Multiply, Subtract
 from .recurrent import GRU, LSTM, Bidirectional, Embedding, SimpleRNN
 from .attention import (LayerNormalization, MultiHeadAttention, PositionalEmbedding, SinusoidalPositionalEncoding,
@@ -13,7 +13,7 @@ __all__ = ["Layer", "Context", "register_layer",
            "Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Dropout", "BatchNormalization",
            "Flatten", "Reshape",
            "Conv2D", "Conv2DTranspose", "MaxPool2D", "MaxPooling2D", "AvgPool2D", "AveragePooling2D",
-           "GlobalAveragePooling2D", "GlobalAveragePooling1D", "UpSampling2D",
+           "GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling1D", "UpSampling2D",
            "Add", "Subtract", "Multiply", "Concatenate",
            "SimpleRNN", "LSTM", "GRU", "Embedding", "Bidirectional",
            "LayerNormalization", "MultiHeadAttention", "PositionalEmbedding", "SinusoidalPositionalEncoding",

@@ -99,6 +99,9 @@ class Context:
         self.layer = layer
         self.need_input_grad = need_input_grad
         self.filled = None
+        # how this call's arrays are stored: None (the tensors' own shapes) or "nchw" (a 4-D
+        # channels-last tensor held as (N, C, H, W) inside a model; see pydl.layers.layout)
+        self.layout = None
 
     def __repr__(self) -> str:
         return f"<Context of {getattr(self.layer, 'name', '?')} filled={self.filled is not None}>"
@@ -224,16 +227,25 @@ class Layer:
                                f"rebuilt after the forward pass that filled it; run forward again")
         return ctx
 
-    def check_input(self, x) -> None:
-        """Raise ValueError naming the layer if `x` does not fit the shape it was built for."""
+    def check_input(self, x, ctx: Context | None = None) -> None:
+        """Raise ValueError naming the layer if `x` does not fit the shape it was built for (stored
+        as `ctx.layout` says)."""
         if not self.built:
             raise ValueError(f"[{type(self).__name__} '{self.name}'] is not built; call build(input_shape) "
                              f"or put it in a model first")
         want = self.input_shape
+        if ctx is not None and ctx.layout == "nchw" and len(want) == 4:
+            want = (want[0], want[3], want[1], want[2])
         got = tuple(np.shape(x))
         if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want[1:], got[1:])):
             raise ValueError(f"[{type(self).__name__} '{self.name}'] expected input of shape "
                              f"{_fmt_shape(want)}, got {got}")
+
+    def layout_kind(self, input_shape=None):
+        """How a model may store this layer's 4-D inputs (see pydl.layers.layout): None, the
+        tensors' own layout only; "any", either (the output keeps the input's); "nchw", NCHW
+        preferred (channels-last image layers)."""
+        return None
 
     # -- randomness hooks (stochastic layers override; used to replay a forward pass) ------
     def get_rng_state(self):

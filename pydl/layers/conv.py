@@ -1,7 +1,14 @@
-"""Convolution and pooling layers (NCHW: inputs are (N, C, H, W), input_shape is (C, H, W)).
+"""Convolution and pooling layers on images in either data format.
+
+data_format="channels_first" (pydl's default): inputs (N, C, H, W), input_shape (C, H, W);
+data_format="channels_last" (Keras' default): inputs (N, H, W, C), input_shape (H, W, C). None
+takes pydl.image_data_format() when the layer is created. The kernels run on NCHW arrays; see
+pydl.layers.layout for where channels-last tensors are transposed.
 
     Conv2D(32, 3, padding="same", activation="relu", input_shape=(1, 28, 28))
-    MaxPool2D(2), AvgPool2D(2), GlobalAveragePooling2D()   (MaxPooling2D, AveragePooling2D: Keras' names)
+    Conv2D(32, 3, activation="relu", input_shape=(28, 28, 1), data_format="channels_last")
+    MaxPool2D(2), AvgPool2D(2), GlobalAveragePooling2D(), GlobalMaxPooling2D()
+                                                            (MaxPooling2D, AveragePooling2D: Keras' names)
     Conv2DTranspose(16, 3, strides=2, padding="same"), UpSampling2D(2)
     GlobalAveragePooling1D()                                (N, T, C) -> (N, C)
 
@@ -18,6 +25,7 @@ from ..ops import conv as conv_ops
 from ..ops import nn
 from ..ops import pool as pool_ops
 from .base import Layer, _fmt_shape, register_layer
+from .layout import ImageLayer
 
 _CONV_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu")
 _DEFAULT_ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
@@ -37,16 +45,6 @@ def _padding_arg(padding, who: str):
     return list(conv_ops.resolve_padding(padding, (1, 1), (1, 1), (1, 1), who))
 
 
-def _check_nchw(input_shape, who: str, name: str):
-    shape = tuple(input_shape)
-    if len(shape) != 4:
-        raise ValueError(f"[{who} '{name}'] expects 4-D input (N, C, H, W) in NCHW layout, got shape "
-                         f"{_fmt_shape(shape)}")
-    if any(d is None for d in shape[1:]):
-        raise ValueError(f"[{who} '{name}'] needs known (C, H, W), got {_fmt_shape(shape)}")
-    return shape
-
-
 def _as_dtype(x, dtype, who: str) -> np.ndarray:
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
@@ -56,14 +54,15 @@ def _as_dtype(x, dtype, who: str) -> np.ndarray:
 
 
 @register_layer
-class Conv2D(Layer):
-    """y = activation(conv2d(x, W) + b) with W (filters, C, kh, kw)."""
+class Conv2D(ImageLayer):
+    """y = activation(conv2d(x, W) + b) with W (filters, C, kh, kw) in either data format."""
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1, activation=None,
                  use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, algo="auto", input_shape=None, name=None,
-                 trainable=True):
+                 kernel_regularizer=None, bias_regularizer=None, algo="auto", data_format=None, input_shape=None,
+                 name=None, trainable=True):
         super().__init__(input_shape=input_shape, name=name, trainable=trainable)
+        self._init_format(data_format)
         if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters <= 0:
             raise ValueError(f"[Conv2D] filters must be a positive int, got {filters!r}")
         self.filters = int(filters)
@@ -97,15 +96,13 @@ class Conv2D(Layer):
     def _w_shape(self, channels: int):
         return (self.filters, channels) + self.kernel_size
 
-    def compute_output_shape(self, input_shape):
-        shape = _check_nchw(input_shape, "Conv2D", self.name)
+    def _nchw_output_shape(self, shape):
         n = 1 if shape[0] is None else shape[0]
         out = conv_ops.conv2d_output_shape((n,) + shape[1:], self._w_shape(shape[1]), self.strides, self._pad(),
                                            self.dilation_rate)
         return (shape[0],) + tuple(out[1:])
 
-    def build(self, input_shape):
-        shape = _check_nchw(input_shape, "Conv2D", self.name)
+    def _build_nchw(self, shape):
         w_shape = self._w_shape(shape[1])
         self._algo_choice = None
         self._in_shape_for_algo = (1,) + tuple(shape[1:])
@@ -114,7 +111,6 @@ class Conv2D(Layer):
         self.params["W"] = self.kernel_initializer(w_shape)
         if self.use_bias:
             self.params["b"] = self.bias_initializer((self.filters,))
-        super().build(shape)
 
     def _choice(self):
         if not self.built:
@@ -139,18 +135,7 @@ class Conv2D(Layer):
         c = self._choice()
         return None if c is None else c[2]
 
-    def check_input(self, x):
-        if self.built and np.ndim(x) == 4:
-            c = self.input_shape[1]
-            shape = tuple(np.shape(x))
-            if shape[1] != c and shape[3] == c:
-                raise ValueError(f"[Conv2D '{self.name}'] input {shape} looks channels-last (NHWC); pydl expects "
-                                 f"NCHW (N, {c}, H, W), e.g. x.transpose(0, 3, 1, 2)")
-        super().check_input(x)
-
-    def forward(self, x, training=False, ctx=None):
-        self.check_input(x)
-        ctx = self.forward_context(ctx)
+    def _forward(self, x, training, ctx):
         W, b = self.params["W"], self.params.get("b")
         x = _as_dtype(x, W.dtype, "Conv2D")
         fused = self.activation in ("linear", "relu")
@@ -163,8 +148,7 @@ class Conv2D(Layer):
         ctx.x, ctx.z, ctx.y = x, z, y
         return y
 
-    def backward(self, dout, ctx=None):
-        ctx = self.backward_context(ctx)
+    def _backward(self, dout, ctx):
         x, z, y = ctx.x, ctx.z, ctx.y
         W = self.params["W"]
         dout = _as_dtype(dout, W.dtype, "Conv2D")
@@ -183,8 +167,8 @@ class Conv2D(Layer):
     def flops(self) -> int:
         if self.output_shape is None:
             return 0
-        _, k, p, q = self.output_shape
-        c = self.input_shape[1]
+        _, k, p, q = self._out_nchw
+        c = self._in_nchw[1]
         return int(2 * k * c * self.kernel_size[0] * self.kernel_size[1] * p * q)
 
     def get_config(self):
@@ -197,12 +181,14 @@ class Conv2D(Layer):
                 "bias_regularizer": regularizers.serialize(self.bias_regularizer)}
 
 
-class _Pool2D(Layer):
+class _Pool2D(ImageLayer):
     kind = "pool"
 
-    def __init__(self, pool_size=2, strides=None, padding="valid", input_shape=None, name=None, trainable=True):
+    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, input_shape=None, name=None,
+                 trainable=True):
         super().__init__(input_shape=input_shape, name=name, trainable=trainable)
         who = type(self).__name__
+        self._init_format(data_format)
         self.pool_size = _pair_arg(pool_size, "pool_size", who)
         self.strides = self.pool_size if strides is None else _pair_arg(strides, "strides", who)
         self.padding = _padding_arg(padding, who)
@@ -210,15 +196,10 @@ class _Pool2D(Layer):
     def _pad(self):
         return tuple(self.padding) if isinstance(self.padding, list) else self.padding
 
-    def compute_output_shape(self, input_shape):
-        shape = _check_nchw(input_shape, type(self).__name__, self.name)
+    def _nchw_output_shape(self, shape):
         probe = np.empty((0, 1) + tuple(shape[2:]), dtype=np.float32)
         out = pool_ops.avg_pool2d(probe, self.pool_size, self.strides, self._pad())
         return (shape[0], shape[1]) + tuple(out.shape[2:])
-
-    def build(self, input_shape):
-        shape = _check_nchw(input_shape, type(self).__name__, self.name)
-        super().build(shape)
 
     def get_config(self):
         return {**super().get_config(), "pool_size": list(self.pool_size), "strides": list(self.strides),
@@ -229,16 +210,13 @@ class _Pool2D(Layer):
 class MaxPool2D(_Pool2D):
     """Maximum over each pool_size window (argmax kept for backward while training)."""
 
-    def forward(self, x, training=False, ctx=None):
-        self.check_input(x)
-        ctx = self.forward_context(ctx)
+    def _forward(self, x, training, ctx):
         x = np.asarray(x)
         y, ctx.argmax = pool_ops.max_pool2d(x, self.pool_size, self.strides, self._pad(), return_argmax=True)
         ctx.x_shape = x.shape
         return y
 
-    def backward(self, dout, ctx=None):
-        ctx = self.backward_context(ctx)
+    def _backward(self, dout, ctx):
         return pool_ops.max_pool2d_backward(dout, ctx.argmax, ctx.x_shape)
 
 
@@ -246,20 +224,22 @@ class MaxPool2D(_Pool2D):
 class AvgPool2D(_Pool2D):
     """Mean over each pool_size window; padding counts toward the divisor only if count_include_pad."""
 
-    def __init__(self, pool_size=2, strides=None, padding="valid", count_include_pad=False, input_shape=None,
-                 name=None, trainable=True):
-        super().__init__(pool_size, strides, padding, input_shape=input_shape, name=name, trainable=trainable)
+    def __init__(self, pool_size=2, strides=None, padding="valid", count_include_pad=False, data_format=None,
+                 input_shape=None, name=None, trainable=True):
+        super().__init__(pool_size, strides, padding, data_format=data_format, input_shape=input_shape, name=name,
+                         trainable=trainable)
+        if not isinstance(count_include_pad, (bool, np.bool_)):
+            raise ValueError(f"[AvgPool2D] count_include_pad must be True or False, got {count_include_pad!r}"
+                             + (" (data_format is a keyword argument here: data_format=...)"
+                                if isinstance(count_include_pad, str) else ""))
         self.count_include_pad = bool(count_include_pad)
 
-    def forward(self, x, training=False, ctx=None):
-        self.check_input(x)
-        ctx = self.forward_context(ctx)
+    def _forward(self, x, training, ctx):
         x = np.asarray(x)
         ctx.x_shape = x.shape
         return pool_ops.avg_pool2d(x, self.pool_size, self.strides, self._pad(), self.count_include_pad)
 
-    def backward(self, dout, ctx=None):
-        ctx = self.backward_context(ctx)
+    def _backward(self, dout, ctx):
         return pool_ops.avg_pool2d_backward(dout, ctx.x_shape, self.pool_size, self.strides, self._pad(),
                                             self.count_include_pad)
 
@@ -268,25 +248,47 @@ class AvgPool2D(_Pool2D):
 
 
 @register_layer
-class GlobalAveragePooling2D(Layer):
-    """(N, C, H, W) -> (N, C): the mean of each plane."""
+class GlobalAveragePooling2D(ImageLayer):
+    """(N, C, H, W) or (N, H, W, C) -> (N, C): the mean of each channel's plane."""
 
-    def compute_output_shape(self, input_shape):
-        shape = _check_nchw(input_shape, "GlobalAveragePooling2D", self.name)
+    def __init__(self, data_format=None, input_shape=None, name=None, trainable=True):
+        super().__init__(input_shape=input_shape, name=name, trainable=trainable)
+        self._init_format(data_format)
+
+    def _nchw_output_shape(self, shape):
         return (shape[0], shape[1])
 
-    def build(self, input_shape):
-        super().build(_check_nchw(input_shape, "GlobalAveragePooling2D", self.name))
-
-    def forward(self, x, training=False, ctx=None):
-        self.check_input(x)
-        ctx = self.forward_context(ctx)
+    def _forward(self, x, training, ctx):
         x = np.asarray(x)
         ctx.x_shape = x.shape
         return pool_ops.global_avg_pool2d(x)
 
-    def backward(self, dout, ctx=None):
-        return pool_ops.global_avg_pool2d_backward(dout, self.backward_context(ctx).x_shape)
+    def _backward(self, dout, ctx):
+        return pool_ops.global_avg_pool2d_backward(dout, ctx.x_shape)
+
+
+@register_layer
+class GlobalMaxPooling2D(ImageLayer):
+    """(N, C, H, W) or (N, H, W, C) -> (N, C): the maximum of each channel's plane (the gradient
+    goes to the first maximum, as MaxPool2D)."""
+
+    def __init__(self, data_format=None, input_shape=None, name=None, trainable=True):
+        super().__init__(input_shape=input_shape, name=name, trainable=trainable)
+        self._init_format(data_format)
+
+    def _nchw_output_shape(self, shape):
+        return (shape[0], shape[1])
+
+    def _forward(self, x, training, ctx):
+        x = np.asarray(x)
+        hw = tuple(x.shape[2:])
+        y, ctx.argmax = pool_ops.max_pool2d(x, hw, hw, "valid", return_argmax=True)
+        ctx.x_shape = x.shape
+        return y.reshape(x.shape[:2])
+
+    def _backward(self, dout, ctx):
+        n, c = ctx.x_shape[:2]
+        return pool_ops.max_pool2d_backward(np.asarray(dout).reshape(n, c, 1, 1), ctx.argmax, ctx.x_shape)
 
 
 @register_layer
@@ -322,27 +324,27 @@ class GlobalAveragePooling1D(Layer):
 
 
 @register_layer
-class UpSampling2D(Layer):
-    """Repeats each pixel size = (sh, sw) times along H and W: (N, C, H, W) -> (N, C, H*sh, W*sw).
-    Only interpolation="nearest" (Keras' default) is provided."""
+class UpSampling2D(ImageLayer):
+    """Repeats each pixel size = (sh, sw) times along H and W: (N, C, H, W) -> (N, C, H*sh, W*sw)
+    (channels last: (N, H, W, C) -> (N, H*sh, W*sw, C)). Only interpolation="nearest" (Keras'
+    default) is provided."""
 
-    def __init__(self, size=2, interpolation="nearest", input_shape=None, name=None, trainable=True):
+    def __init__(self, size=2, interpolation="nearest", data_format=None, input_shape=None, name=None,
+                 trainable=True):
         super().__init__(input_shape=input_shape, name=name, trainable=trainable)
+        self._init_format(data_format)
         self.size = _pair_arg(size, "size", "UpSampling2D")
         if interpolation != "nearest":
-            raise ValueError(f"[UpSampling2D] only interpolation='nearest' is supported, got {interpolation!r}")
+            raise ValueError(f"[UpSampling2D] only interpolation='nearest' is supported, got {interpolation!r}"
+                             + (" (data_format is a keyword argument here: data_format=...)"
+                                if interpolation in ("channels_first", "channels_last") else ""))
         self.interpolation = interpolation
 
-    def compute_output_shape(self, input_shape):
-        n, c, h, w = _check_nchw(input_shape, "UpSampling2D", self.name)
+    def _nchw_output_shape(self, shape):
+        n, c, h, w = shape
         return (n, c, h * self.size[0], w * self.size[1])
 
-    def build(self, input_shape):
-        super().build(_check_nchw(input_shape, "UpSampling2D", self.name))
-
-    def forward(self, x, training=False, ctx=None):
-        self.check_input(x)
-        ctx = self.forward_context(ctx)
+    def _forward(self, x, training, ctx):
         x = np.asarray(x)
         if x.dtype not in (np.float32, np.float64):
             x = _as_dtype(x, np.float32, "UpSampling2D")
@@ -353,8 +355,7 @@ class UpSampling2D(Layer):
         y[...] = x[:, :, :, None, :, None]
         return y.reshape(n, c, h * sh, w * sw)
 
-    def backward(self, dout, ctx=None):
-        ctx = self.backward_context(ctx)
+    def _backward(self, dout, ctx):
         n, c, h, w = ctx.x_shape
         sh, sw = self.size
         dout = np.asarray(dout)
@@ -365,7 +366,7 @@ class UpSampling2D(Layer):
 
 
 @register_layer
-class Conv2DTranspose(Layer):
+class Conv2DTranspose(ImageLayer):
     """The transpose of Conv2D (a "deconvolution"): y = activation(conv2d_input_gradient(x, W) + b).
 
     NCHW: x (N, C, H, W) -> y (N, filters, H', W'), W of shape (C, filters, kh, kw), the layout of
@@ -385,8 +386,10 @@ class Conv2DTranspose(Layer):
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", output_padding=None, activation=None,
                  use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, input_shape=None, name=None, trainable=True):
+                 kernel_regularizer=None, bias_regularizer=None, data_format=None, input_shape=None, name=None,
+                 trainable=True):
         super().__init__(input_shape=input_shape, name=name, trainable=trainable)
+        self._init_format(data_format)
         if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters <= 0:
             raise ValueError(f"[Conv2DTranspose] filters must be a positive int, got {filters!r}")
         self.filters = int(filters)
@@ -430,11 +433,11 @@ class Conv2DTranspose(Layer):
                 out.append((size - 1) * s + k - 2 * pad + self.output_padding[i])
         return tuple(out)
 
-    def compute_output_shape(self, input_shape):
-        n, c, h, w = _check_nchw(input_shape, "Conv2DTranspose", self.name)
+    def _nchw_output_shape(self, shape):
+        n, c, h, w = shape
         oh, ow = self._out_hw(h, w)
         if oh <= 0 or ow <= 0:
-            raise ValueError(f"[Conv2DTranspose '{self.name}'] input {_fmt_shape(input_shape)} gives an empty output "
+            raise ValueError(f"[Conv2DTranspose '{self.name}'] input {_fmt_shape(self._logical(shape))} gives an empty output "
                              f"({oh} x {ow})")
         # the convolution this layer transposes must map the output size back to the input size
         back = conv_ops.conv2d_output_shape((1, self.filters, oh, ow), (c, self.filters) + self.kernel_size,
@@ -445,21 +448,17 @@ class Conv2DTranspose(Layer):
                              f"padding={self.padding!r}); choose another output_padding")
         return (n, self.filters, oh, ow)
 
-    def build(self, input_shape):
-        shape = _check_nchw(input_shape, "Conv2DTranspose", self.name)
-        self.compute_output_shape(shape)
+    def _build_nchw(self, shape):
+        self._nchw_output_shape(shape)
         self.params["W"] = self.kernel_initializer((shape[1], self.filters) + self.kernel_size)
         if self.use_bias:
             self.params["b"] = self.bias_initializer((self.filters,))
-        super().build(shape)
 
-    def forward(self, x, training=False, ctx=None):
-        self.check_input(x)
-        ctx = self.forward_context(ctx)
+    def _forward(self, x, training, ctx):
         W, b = self.params["W"], self.params.get("b")
         x = _as_dtype(x, W.dtype, "Conv2DTranspose")
         n = x.shape[0]
-        out_shape = (n,) + self.output_shape[1:]
+        out_shape = (n,) + self._out_nchw[1:]
         if self.strides == (1, 1):
             # stride 1: the input gradient is a plain convolution of x, padded by k - 1 - pad, with the
             # kernel flipped and its channel axes swapped (bias and relu fused, no wasted weight gradient)
@@ -482,8 +481,7 @@ class Conv2DTranspose(Layer):
         ctx.x, ctx.z, ctx.y = x, z, (None if fused else y)
         return y
 
-    def backward(self, dout, ctx=None):
-        ctx = self.backward_context(ctx)
+    def _backward(self, dout, ctx):
         W = self.params["W"]
         dout = _as_dtype(dout, W.dtype, "Conv2DTranspose")
         if self.activation == "linear":
@@ -503,7 +501,7 @@ class Conv2DTranspose(Layer):
     def flops(self) -> int:
         if self.output_shape is None:
             return 0
-        _, c, h, w = self.input_shape
+        _, c, h, w = self._in_nchw
         return int(2 * c * self.filters * self.kernel_size[0] * self.kernel_size[1] * h * w)
 
     def get_config(self):

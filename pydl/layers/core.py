@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .. import initializers, regularizers
+from .. import backend, initializers, regularizers
 from ..ops import nn
 from ..random import next_seed
 from .base import Layer, _fmt_shape, register_layer
@@ -184,8 +184,11 @@ class _ActivationBase(Layer):
     def build(self, input_shape):
         super().build(input_shape)
 
+    def layout_kind(self, input_shape=None):
+        return None if self.kind in ("softmax", "log_softmax") else "any"  # element-wise ones
+
     def forward(self, x, training=False, ctx=None):
-        self.check_input(x)
+        self.check_input(x, ctx)
         ctx = self.forward_context(ctx)
         x = _as_dtype(x, x.dtype if getattr(x, "dtype", None) in (np.float32, np.float64) else np.float32,
                       type(self).__name__)
@@ -340,8 +343,11 @@ class Dropout(Layer):
         if state is not None:
             self.seed_calls = int(state)
 
+    def layout_kind(self, input_shape=None):
+        return "any"
+
     def forward(self, x, training=False, ctx=None):
-        self.check_input(x)
+        self.check_input(x, ctx)
         ctx = self.forward_context(ctx)
         if not training or self.rate == 0.0:
             ctx.mask = None
@@ -366,15 +372,19 @@ class Dropout(Layer):
 
 @register_layer
 class BatchNormalization(Layer):
-    """Normalises over the batch (and H, W for NCHW input) per channel, axis 1:
+    """Normalises each feature of axis `axis` over the batch and every other axis:
 
     y = gamma * (x - mean) / sqrt(var + epsilon) + beta, with the batch statistics in training
     and the moving ones at inference; moving = momentum * moving + (1 - momentum) * batch.
-    Input (N, C) or (N, C, H, W). `moving_mean` / `moving_variance` live in `layer.state`.
+    `moving_mean` / `moving_variance` live in `layer.state`.
+
+    axis (Keras' meaning): the feature axis, 1 or -1 (the last). None follows the image data
+    format when the layer is created: 1 for "channels_first" ((N, C, H, W)), -1 for
+    "channels_last" ((N, H, W, C)); for 2-D input (N, C) both are the same axis. Any rank >= 2.
     """
 
-    def __init__(self, momentum=0.99, epsilon=1e-3, center=True, scale=True, input_shape=None, name=None,
-                 trainable=True):
+    def __init__(self, axis=None, momentum=0.99, epsilon=1e-3, center=True, scale=True, input_shape=None,
+                 name=None, trainable=True):
         super().__init__(input_shape=input_shape, name=name, trainable=trainable)
         try:
             momentum, epsilon = float(momentum), float(epsilon)
@@ -385,16 +395,32 @@ class BatchNormalization(Layer):
             raise ValueError(f"[BatchNormalization] momentum must be in [0, 1], got {momentum!r}")
         if not (epsilon > 0 and math.isfinite(epsilon)):
             raise ValueError(f"[BatchNormalization] epsilon must be positive, got {epsilon!r}")
+        if axis is None:
+            axis = 1 if backend.image_data_format() == "channels_first" else -1
+        if isinstance(axis, (list, tuple)) and len(axis) == 1:
+            axis = axis[0]
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or axis == 0:
+            raise ValueError(f"[BatchNormalization] axis must be the feature axis, 1 or -1 (or the last axis "
+                             f"counted from the front), got {axis!r}")
+        self.axis = int(axis)
         self.momentum, self.epsilon = momentum, epsilon
         self.center, self.scale = bool(center), bool(scale)
 
+    def _channel_axis(self, rank: int) -> int:
+        a = self.axis + rank if self.axis < 0 else self.axis
+        if a not in (1, rank - 1):
+            raise ValueError(f"[BatchNormalization '{self.name}'] axis={self.axis} on input of rank {rank}: the "
+                             f"feature axis must be 1 (channels first) or {rank - 1} (-1, channels last)")
+        return a
+
     def build(self, input_shape):
         input_shape = tuple(input_shape)
-        if len(input_shape) not in (2, 4):
-            raise ValueError(f"[BatchNormalization '{self.name}'] expects input (N, C) or (N, C, H, W), got "
-                             f"{_fmt_shape(input_shape)}")
+        if len(input_shape) < 2:
+            raise ValueError(f"[BatchNormalization '{self.name}'] expects input (N, C), (N, C, H, W) or (N, H, W, C) "
+                             f"(the features on `axis`), got {_fmt_shape(input_shape)}")
         _known(input_shape, f"BatchNormalization '{self.name}'")
-        c = input_shape[1]
+        self._feature_axis = self._channel_axis(len(input_shape))
+        c = input_shape[self._feature_axis]
         if self.scale:
             self.params["gamma"] = np.ones(c, np.float32)
         if self.center:
@@ -403,14 +429,27 @@ class BatchNormalization(Layer):
         self.state["moving_variance"] = np.ones(c, np.float32)
         super().build(input_shape)
 
+    def layout_kind(self, input_shape=None):
+        # features on the last axis of a 4-D tensor: a model may keep it NCHW, where they are axis 1
+        shape = self.input_shape if input_shape is None else input_shape
+        return "any" if shape is not None and len(shape) == 4 and self.axis in (-1, 3) else None
+
     def _gamma_beta(self, dtype):
-        c = self.input_shape[1]
+        c = self.state["moving_mean"].shape[0]
         gamma = self.params["gamma"] if self.scale else np.ones(c, dtype)
         beta = self.params["beta"] if self.center else np.zeros(c, dtype)
         return gamma, beta
 
+    def _kernel_view(self, x, ctx):
+        """x as the kernel's (N, C) or (N, C, H, W) array (a reshape, never a copy of a contiguous x)."""
+        if x.ndim == 2 or (x.ndim == 4 and (self._feature_axis == 1 or ctx.layout == "nchw")):
+            return x
+        if self._feature_axis == x.ndim - 1:  # channels last: every row of (-1, C) is one position
+            return x.reshape(-1, x.shape[-1])
+        return x.reshape(x.shape[0], x.shape[1], -1, 1)  # (N, C, ...) of rank 3 or > 4
+
     def forward(self, x, training=False, ctx=None):
-        self.check_input(x)
+        self.check_input(x, ctx)
         ctx = self.forward_context(ctx)
         dtype = self.state["moving_mean"].dtype
         x = _as_dtype(x, dtype, "BatchNormalization")
@@ -418,31 +457,50 @@ class BatchNormalization(Layer):
         # A frozen BatchNormalization runs in inference mode (as Keras): moving statistics are used
         # and not updated, so fine-tuning a model with frozen layers leaves them alone.
         training = bool(training) and self.trainable
-        y, cache = nn.batchnorm_forward(x, gamma, beta, self.state["moving_mean"], self.state["moving_variance"],
+        xk = self._kernel_view(x, ctx)
+        y, cache = nn.batchnorm_forward(xk, gamma, beta, self.state["moving_mean"], self.state["moving_variance"],
                                         momentum=self.momentum, epsilon=self.epsilon, training=training)
-        ctx.x, ctx.gamma, ctx.cache = x, gamma, cache
-        return y
+        ctx.x, ctx.gamma, ctx.cache = xk, gamma, cache
+        return y.reshape(x.shape)
 
     def backward(self, dout, ctx=None):
         ctx = self.backward_context(ctx)
-        dx, dgamma, dbeta = nn.batchnorm_backward(dout, ctx.x, ctx.gamma, ctx.cache)
+        dout = np.asarray(dout)
+        dx, dgamma, dbeta = nn.batchnorm_backward(dout.reshape(ctx.x.shape), ctx.x, ctx.gamma, ctx.cache)
         if self.scale:
             self.add_grad("gamma", dgamma)
         if self.center:
             self.add_grad("beta", dbeta)
-        return dx
+        return dx.reshape(dout.shape)
 
     def flops(self):
         return 4 * int(np.prod(self.output_shape[1:])) if self.built else 0
 
     def get_config(self):
-        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon,
+        return {**super().get_config(), "axis": self.axis, "momentum": self.momentum, "epsilon": self.epsilon,
                 "center": self.center, "scale": self.scale}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        # configs written before `axis` existed describe axis 1
+        return cls(**{"axis": 1, **config})
 
 
 @register_layer
 class Flatten(Layer):
-    """(N, d1, d2, ...) -> (N, d1*d2*...)."""
+    """(N, d1, d2, ...) -> (N, d1*d2*...).
+
+    data_format (as keras.layers.Flatten) only decides the order of the features:
+    "channels_last" (the default here) flattens the input as it is; "channels_first" reads the
+    input as (N, C, ...) and moves the channels last first, so the features come in the order a
+    channels-last model gives (a Dense after it then has Keras' weight order). The default is not
+    pydl.image_data_format(): a channels-first pydl model keeps PyTorch's (C, H, W) order.
+    """
+
+    def __init__(self, data_format=None, input_shape=None, name=None, trainable=True):
+        super().__init__(input_shape=input_shape, name=name, trainable=trainable)
+        self.data_format = "channels_last" if data_format is None else \
+            backend.normalize_data_format(data_format, "Flatten")
 
     def compute_output_shape(self, input_shape):
         _known(input_shape, f"Flatten '{self.name}'")
@@ -453,15 +511,29 @@ class Flatten(Layer):
             raise ValueError(f"[Flatten '{self.name}'] expects input with a batch dimension, got {input_shape}")
         super().build(input_shape)
 
+    def _moves_channels(self, ndim: int) -> bool:
+        return self.data_format == "channels_first" and ndim > 2
+
     def forward(self, x, training=False, ctx=None):
         self.check_input(x)
         ctx = self.forward_context(ctx)
         x = np.asarray(x)
         ctx.shape = x.shape
+        if self._moves_channels(x.ndim):
+            x = x.transpose((0,) + tuple(range(2, x.ndim)) + (1,))
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dout, ctx=None):
-        return np.asarray(dout).reshape(self.backward_context(ctx).shape)
+        shape = self.backward_context(ctx).shape
+        dout = np.asarray(dout)
+        if not self._moves_channels(len(shape)):
+            return dout.reshape(shape)
+        moved = (shape[0],) + tuple(shape[2:]) + (shape[1],)
+        back = (0, len(shape) - 1) + tuple(range(1, len(shape) - 1))
+        return np.ascontiguousarray(dout.reshape(moved).transpose(back))
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format}
 
 
 @register_layer

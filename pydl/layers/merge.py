@@ -58,7 +58,10 @@ class _Merge(Layer):
             first = [a if a is not None else b for a, b in zip(first, s)]
         return (input_shape[0][0],) + tuple(first[1:])
 
-    def check_input(self, xs) -> None:
+    def layout_kind(self, input_shape=None):
+        return "any"  # element-wise (Concatenate maps its axis)
+
+    def check_input(self, xs, ctx=None) -> None:
         if not self.built:
             raise ValueError(f"[{self._label()}] is not built; call build([shape, ...]) or put it in a model first")
         if not isinstance(xs, (list, tuple)):
@@ -67,9 +70,12 @@ class _Merge(Layer):
         if len(xs) != len(self.input_shape):
             raise ValueError(f"[{self._label()}] was built for {len(self.input_shape)} inputs, got {len(xs)}")
         shapes = [tuple(np.shape(x)) for x in xs]
-        for want, got in zip(self.input_shape, shapes):
+        wants = self.input_shape
+        if ctx is not None and ctx.layout == "nchw":  # 4-D channels-last tensors held as NCHW
+            wants = [(w[0], w[3], w[1], w[2]) for w in wants]
+        for want, got in zip(wants, shapes):
             if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want[1:], got[1:])):
-                raise ValueError(f"[{self._label()}] expected inputs of shapes {_fmt_shape(list(self.input_shape))}, "
+                raise ValueError(f"[{self._label()}] expected inputs of shapes {_fmt_shape(list(wants))}, "
                                  f"got {shapes}")
         if len({s[0] for s in shapes}) != 1:
             raise ValueError(f"[{self._label()}] inputs have different batch sizes: {shapes}")
@@ -86,7 +92,7 @@ class Add(_Merge):
     op = "+"
 
     def forward(self, xs, training=False, ctx=None):
-        self.check_input(xs)
+        self.check_input(xs, ctx)
         ctx = self.forward_context(ctx)
         xs = [_as_float(x) for x in xs]
         y = xs[0] + xs[1]
@@ -109,7 +115,7 @@ class Subtract(_Merge):
     max_inputs = 2
 
     def forward(self, xs, training=False, ctx=None):
-        self.check_input(xs)
+        self.check_input(xs, ctx)
         ctx = self.forward_context(ctx)
         a, b = (_as_float(x) for x in xs)
         return a - b
@@ -127,7 +133,7 @@ class Multiply(_Merge):
     op = "*"
 
     def forward(self, xs, training=False, ctx=None):
-        self.check_input(xs)
+        self.check_input(xs, ctx)
         ctx = self.forward_context(ctx)
         xs = [_as_float(x) for x in xs]
         y = xs[0] * xs[1]
@@ -191,10 +197,12 @@ class Concatenate(_Merge):
         return tuple(out)
 
     def forward(self, xs, training=False, ctx=None):
-        self.check_input(xs)
+        self.check_input(xs, ctx)
         ctx = self.forward_context(ctx)
         xs = [_as_float(x) for x in xs]
         a = self._axis(xs[0].ndim)
+        if ctx.layout == "nchw":  # logical (N, H, W, C) axis -> its place in (N, C, H, W)
+            a = (0, 2, 3, 1)[a]
         ctx.axis = a
         ctx.splits = np.cumsum([x.shape[a] for x in xs])[:-1]
         return np.concatenate(xs, axis=a)
