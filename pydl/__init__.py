@@ -48,7 +48,7 @@ if _import_util.find_spec("._core", __name__) is None:
 from . import _core  # noqa: E402  (a _core that exists but cannot load keeps its own error)
 from .random import seed
 from .ops import matmul
-from . import ops, layers
+from . import ops, layers, activations
 from . import data, datasets, metrics, callbacks, utils
 from . import optimizers, schedules
 from . import losses, initializers, regularizers
@@ -103,6 +103,6 @@ def show_config() -> None:
 
 
 __all__ = ["__version__", "matmul", "seed", "set_num_threads", "get_num_threads", "show_config",
-           "config", "ops", "layers", "data", "utils", "datasets", "metrics", "callbacks", "optimizers", "schedules",
+           "config", "ops", "layers", "activations", "data", "utils", "datasets", "metrics", "callbacks", "optimizers", "schedules",
            "losses", "initializers", "regularizers", "Input", "Model", "Sequential", "load_model", "model_from_json",
            "clone_model", "models", "gradcheck"]
