@@ -52,6 +52,7 @@ from . import ops, layers, activations
 from . import data, datasets, metrics, callbacks, utils
 from . import optimizers, schedules
 from . import losses, initializers, regularizers
+from . import interop
 from .graph import Input
 from .model import Model, Sequential, load_model, model_from_json, clone_model
 from . import models
@@ -103,6 +104,6 @@ def show_config() -> None:
 
 
 __all__ = ["__version__", "matmul", "seed", "set_num_threads", "get_num_threads", "show_config",
-           "config", "ops", "layers", "activations", "data", "utils", "datasets", "metrics", "callbacks", "optimizers", "schedules",
-           "losses", "initializers", "regularizers", "Input", "Model", "Sequential", "load_model", "model_from_json",
-           "clone_model", "models", "gradcheck"]
+           "config", "ops", "layers", "data", "utils", "datasets", "metrics", "callbacks", "optimizers", "schedules",
+           "losses", "initializers", "regularizers", "interop", "activations", "Input", "Model", "Sequential",
+           "load_model", "model_from_json", "clone_model", "models", "gradcheck"]
