@@ -72,6 +72,7 @@ inputs yourself (`model.predict(model.scaler.transform(x))`).
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import json
 import math
@@ -92,6 +93,7 @@ from . import registry
 from .layers import base as _base
 from .layers.base import Layer, _fmt_shape
 from .losses import check_sparse_labels
+from .metrics import is_stateful as _is_stateful
 from .ops import nn as _nn
 from .random import get_rng
 
@@ -496,8 +498,21 @@ class Model:
             fused = (lk is not None and lk.kind in _FUSED_LOSSES and not lk._from_logits()
                      and self._fusable_output(k))
             prefix = "" if n == 1 else f"{self.output_names[k]}_"
-            plan.append((lk, weights[k], fused, [(prefix + d, fn) for d, fn in mets[k]]))
+            # a stateful metric object accumulates one output's batches: each output gets its own copy
+            plan.append((lk, weights[k], fused, [(prefix + d, copy.deepcopy(fn) if n > 1 and _is_stateful(fn) else fn)
+                                                 for d, fn in mets[k]]))
         return plan
+
+    @staticmethod
+    def _reset_stateful(plan) -> set:
+        """Reset the plan's stateful metrics; returns their log names."""
+        names = set()
+        for _, _, _, mets in plan:
+            for name, fn in mets:
+                if _is_stateful(fn):
+                    fn.reset_state()
+                    names.add(name)
+        return names
 
     def _output_plan(self):
         """The compiled settings per output (see _make_output_plan), made once per graph and compile."""
@@ -774,7 +789,11 @@ class Model:
                 logs[f"{self.output_names[k]}_loss"] = values[k]
             for name, fn in mets:
                 if ys[k] is not None:
-                    logs[name] = float(fn(ys[k], vals[self._output_slots[k]]))
+                    if _is_stateful(fn):
+                        fn.update_state(ys[k], vals[self._output_slots[k]])
+                        logs[name] = float(fn.result())
+                    else:
+                        logs[name] = float(fn(ys[k], vals[self._output_slots[k]]))
         return logs
 
     # -- data -------------------------------------------------------------------------------
@@ -969,6 +988,7 @@ class Model:
             cblist.on_epoch_begin(epoch, None)
             sums: dict = {}
             seen = steps = 0
+            stateful = self._reset_stateful(self._output_plan())
             for xb, yb, wb in stream.epoch(steps_per_epoch):
                 cblist.on_train_batch_begin(steps, None)
                 batch_logs = self._train_step(xb, yb, wb)
@@ -976,7 +996,7 @@ class Model:
                 seen += m
                 for k, v in batch_logs.items():
                     sums[k] = sums.get(k, 0.0) + v * m
-                logs = {k: s / seen for k, s in sums.items()}
+                logs = {k: (batch_logs[k] if k in stateful else s / seen) for k, s in sums.items()}
                 cblist.on_train_batch_end(steps, dict(logs))
                 steps += 1
                 if self.stop_training:
@@ -1018,18 +1038,21 @@ class Model:
         no batch."""
         plan = self._output_plan()
         sums: dict = {}
+        last: dict = {}
         n = 0
+        stateful = self._reset_stateful(plan)
         for xb, yb, wb in stream.epoch(steps):
             vals = self._run_forward(xb, False)
             total, values, _, _ = self._losses(vals, yb, plan, need_grad=False, ws=wb)
             m = xb[0].shape[0]
             n += m
-            for k, v in self._logs(total, values, plan, vals, yb).items():
+            last = self._logs(total, values, plan, vals, yb)
+            for k, v in last.items():
                 sums[k] = sums.get(k, 0.0) + v * m
         stream.end_epoch()
         if n == 0:
             return None
-        logs = {k: v / n for k, v in sums.items()}
+        logs = {k: (last[k] if k in stateful else v / n) for k, v in sums.items()}
         logs["loss"] += self.regularization_loss()
         return logs
 
