@@ -690,6 +690,8 @@ class Model:
                 pred, from_logits = step[0].fused_logits(step[1]), True
             else:
                 pred, from_logits = vals[self._output_slots[k]], loss._from_logits()
+                if not from_logits:
+                    loss.check_probabilities(pred)
             value, grad = _nn.loss(loss.kind, ys[k], pred, from_logits=from_logits)
             sw = None if ws is None else ws[k]
             if sw is not None:
