@@ -228,6 +228,33 @@ _ALIASES = {
 }
 
 
+# Keras's per-sample loss functions: (N,) float64 losses, the mean over every axis after the batch axis.
+def mean_squared_error(y_true, y_pred) -> np.ndarray:
+    """Per-sample mean((y_true - y_pred)^2) over the axes after the first."""
+    return per_sample("mse", y_true, y_pred)
+
+
+def mean_absolute_error(y_true, y_pred) -> np.ndarray:
+    """Per-sample mean(|y_true - y_pred|) over the axes after the first."""
+    return per_sample("mae", y_true, y_pred)
+
+
+def binary_crossentropy(y_true, y_pred, from_logits: bool = False) -> np.ndarray:
+    """Per-sample binary crossentropy (probabilities clipped to [1e-7, 1 - 1e-7], as Keras)."""
+    return per_sample("binary_crossentropy", y_true, y_pred, from_logits)
+
+
+def categorical_crossentropy(y_true, y_pred, from_logits: bool = False) -> np.ndarray:
+    """Per-sample categorical crossentropy over the last axis (rows normalised, then clipped)."""
+    return per_sample("categorical_crossentropy", y_true, y_pred, from_logits)
+
+
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits: bool = False) -> np.ndarray:
+    """Per-sample crossentropy of integer labels (N,) or (N, 1) against (N, C) predictions."""
+    check_sparse_labels(y_true, np.shape(y_pred), "sparse_categorical_crossentropy")
+    return per_sample("sparse_categorical_crossentropy", y_true, y_pred, from_logits)
+
+
 def serialize(loss: Loss) -> dict:
     return registry.serialize(loss)
 
@@ -239,4 +266,6 @@ def get(identifier) -> Loss:
 
 
 __all__ = ["Loss", "MeanSquaredError", "MeanAbsoluteError", "BinaryCrossentropy", "CategoricalCrossentropy",
-           "SparseCategoricalCrossentropy", "get", "serialize", "check_sparse_labels", "per_sample"]
+           "SparseCategoricalCrossentropy", "get", "serialize", "check_sparse_labels", "per_sample",
+           "mean_squared_error", "mean_absolute_error", "binary_crossentropy", "categorical_crossentropy",
+           "sparse_categorical_crossentropy"]

@@ -25,7 +25,8 @@ from . import registry
 
 EPSILON = 1e-7
 
-__all__ = ["Metric", "AUC", "Precision", "Recall", "TruePositives", "FalsePositives", "TrueNegatives",
+__all__ = ["BinaryAccuracy", "CategoricalAccuracy", "SparseCategoricalAccuracy", "TopKCategoricalAccuracy",
+           "MeanSquaredError", "MeanAbsoluteError", "Metric", "AUC", "Precision", "Recall", "TruePositives", "FalsePositives", "TrueNegatives",
            "FalseNegatives", "accuracy", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
            "top_k_accuracy", "precision", "recall", "f1_score", "confusion_matrix",
            "mean_squared_error", "mean_absolute_error", "mean_absolute_percentage_error",
@@ -623,6 +624,68 @@ class AUC(Metric):
                 "summation_method": self.summation_method,
                 "thresholds": self.thresholds[1:-1].tolist() if self._explicit else None,
                 "from_logits": self.from_logits}
+
+
+class _MeanOf(Metric):
+    """The sample-weighted mean of a per-batch metric function over every batch seen (each batch
+    weighs by its number of samples)."""
+    _fn = None
+
+    def __init__(self, name=None, **kwargs):
+        self._kwargs = kwargs
+        super().__init__(name)
+
+    def reset_state(self) -> None:
+        self.total, self.count = 0.0, 0.0
+
+    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
+        if sample_weight is not None:
+            raise ValueError(f"[{type(self).__name__}] sample_weight is not supported by this metric")
+        n = float(np.shape(y_pred)[0]) if np.ndim(y_pred) else 1.0
+        self.total += type(self)._fn(y_true, y_pred, **self._kwargs) * n
+        self.count += n
+
+    def result(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+    def get_config(self) -> dict:
+        return {"name": self.name, **self._kwargs}
+
+
+class BinaryAccuracy(_MeanOf):
+    """Stateful binary_accuracy (threshold 0.5)."""
+    _fn = staticmethod(binary_accuracy)
+
+    def __init__(self, name=None, threshold=0.5):
+        super().__init__(name, threshold=threshold)
+
+
+class CategoricalAccuracy(_MeanOf):
+    """Stateful categorical_accuracy (argmax of one-hot labels against argmax of predictions)."""
+    _fn = staticmethod(categorical_accuracy)
+
+
+class SparseCategoricalAccuracy(_MeanOf):
+    """Stateful sparse_categorical_accuracy (integer labels against argmax of predictions)."""
+    _fn = staticmethod(sparse_categorical_accuracy)
+
+
+class TopKCategoricalAccuracy(_MeanOf):
+    """Stateful top_k_accuracy (k = 5)."""
+    _fn = staticmethod(top_k_accuracy)
+
+    def __init__(self, k=5, name=None):
+        super().__init__(name, k=k)
+
+
+class MeanSquaredError(_MeanOf):
+    """Stateful mean_squared_error."""
+    _fn = staticmethod(mean_squared_error)
+
+
+class MeanAbsoluteError(_MeanOf):
+    """Stateful mean_absolute_error."""
+    _fn = staticmethod(mean_absolute_error)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1027,12 +1027,23 @@ class Model:
         cblist.on_train_end(dict(logs))
         return logs
 
+    @staticmethod
+    def _keras_result(logs: dict, return_dict: bool):
+        """Keras's return convention: the dict, or the loss alone when it is the only value, else the
+        list [loss, *metrics] in the dict's order."""
+        if return_dict:
+            return logs
+        values = list(logs.values())
+        return values[0] if len(values) == 1 else values
+
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict: bool = False):
-        """One training step on one batch; the loss (or a dict with the metrics)."""
+        """One training step on one batch (the metrics on that batch's training-mode outputs): the
+        loss as a float when there are no metrics, else [loss, *metrics]; a dict with return_dict."""
         self._require_compiled("train_on_batch")
         xs, ys, ws, _ = self._prepare_arrays(x, y, sample_weight, class_weight, "train_on_batch")
+        self._reset_stateful(self._output_plan())
         logs = self._train_step(xs, ys, ws)
-        return logs if return_dict else logs["loss"]
+        return self._keras_result(logs, return_dict)
 
     # -- inference --------------------------------------------------------------------------
     def _evaluate_stream(self, stream, steps=None):
@@ -1086,11 +1097,12 @@ class Model:
         values = list(logs.values())
         return values[0] if len(values) == 1 else values
 
-    def test_on_batch(self, x, y, sample_weight=None) -> dict:
-        """The loss and metrics on one batch (inference mode), as a dict."""
+    def test_on_batch(self, x, y, sample_weight=None, return_dict: bool = False):
+        """The loss and metrics on one batch (inference mode): the loss as a float when there are no
+        metrics, else [loss, *metrics]; a dict with return_dict."""
         self._require_compiled("test_on_batch")
         xs, ys, ws, n = self._prepare_arrays(x, y, sample_weight, None, "test_on_batch")
-        return self._evaluate_arrays(xs, ys, n, ws)
+        return self._keras_result(self._evaluate_arrays(xs, ys, n, ws), return_dict)
 
     def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None, prefetch: bool = False):
         """Outputs for x in inference mode (Dropout off, BatchNorm on moving statistics); a list of
