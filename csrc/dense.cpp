@@ -81,26 +81,35 @@ bool split_forward(T* y, const T* x, const T* W, index_t N, index_t C, index_t K
 }  // namespace
 
 template <typename T>
-void dense_forward(T* y, const T* x, const T* W, const T* b, index_t N, index_t C, index_t K, Act act, T alpha) {
+void dense_forward(T* y, const T* x, const T* W, const T* b, index_t N, index_t C, index_t K, Act act, T alpha,
+                   T* z) {
   check_dense_act(act, "dense_forward");
+  PYDL_CHECK(z || !act_needs_input(act), "dense_forward", activation_name(act), " needs the z buffer");
   if (N <= 0 || K <= 0) return;
+  T* acc = z ? z : y;
   if (C == 0) {
-    for (index_t i = 0; i < N * K; ++i) y[i] = T(0);
-  } else if (!split_forward(y, x, W, N, C, K)) {
-    gemm(false, false, N, K, C, T(1), x, C, W, K, T(0), y, K);
+    for (index_t i = 0; i < N * K; ++i) acc[i] = T(0);
+  } else if (!split_forward(acc, x, W, N, C, K)) {
+    gemm(false, false, N, K, C, T(1), x, C, W, K, T(0), acc, K);
   }
-  bias_activation_inplace<T>(y, b, N, K, act, alpha);
+  if (!z) {
+    bias_activation_inplace<T>(y, b, N, K, act, alpha);
+    return;
+  }
+  bias_activation_inplace<T>(z, b, N, K, Act::linear, T(0));
+  activation_forward<T>(y, z, N, K, act, alpha);
 }
 
 template <typename T>
 void dense_backward(T* dx, T* dW, T* db, const T* dy, const T* x, const T* W, const T* y, index_t N, index_t C,
-                    index_t K, Act act, T alpha) {
+                    index_t K, Act act, T alpha, const T* z) {
   check_dense_act(act, "dense_backward");
+  PYDL_CHECK(z || !act_needs_input(act), "dense_backward", activation_name(act), " needs z = x @ W + b");
   aligned_ptr<T> scratch;
   const T* dz = dy;
   if (act != Act::linear && N > 0 && K > 0) {
     scratch = aligned_alloc_array<T>(static_cast<std::size_t>(N) * K);
-    activation_backward<T>(scratch.get(), dy, y, N, K, act, alpha);
+    activation_backward<T>(scratch.get(), dy, z, y, N, K, act, alpha);
     dz = scratch.get();
   }
   if (N == 0 || K == 0) {
@@ -120,21 +129,24 @@ void dense_backward(T* dx, T* dW, T* db, const T* dy, const T* x, const T* W, co
 
 template <typename T>
 void dense_forward_naive(T* y, const T* x, const T* W, const T* b, index_t N, index_t C, index_t K, Act act,
-                         T alpha) {
+                         T alpha, T* z) {
   check_dense_act(act, "dense_forward_naive");
+  PYDL_CHECK(z || !act_needs_input(act), "dense_forward_naive", activation_name(act), " needs the z buffer");
   if (N <= 0 || K <= 0) return;
-  gemm_naive<T>(false, false, N, K, C, T(1), x, C, W, K, T(0), y, K);
+  T* acc = z ? z : y;
+  gemm_naive<T>(false, false, N, K, C, T(1), x, C, W, K, T(0), acc, K);
   for (index_t n = 0; n < N; ++n)
-    for (index_t k = 0; k < K; ++k) y[n * K + k] += b ? b[k] : T(0);
-  activation_forward_naive<T>(y, y, N, K, act, alpha);
+    for (index_t k = 0; k < K; ++k) acc[n * K + k] += b ? b[k] : T(0);
+  activation_forward_naive<T>(y, acc, N, K, act, alpha);
 }
 
 template <typename T>
 void dense_backward_naive(T* dx, T* dW, T* db, const T* dy, const T* x, const T* W, const T* y, index_t N,
-                          index_t C, index_t K, Act act, T alpha) {
+                          index_t C, index_t K, Act act, T alpha, const T* z) {
   check_dense_act(act, "dense_backward_naive");
+  PYDL_CHECK(z || !act_needs_input(act), "dense_backward_naive", activation_name(act), " needs z = x @ W + b");
   std::vector<T> dz(static_cast<std::size_t>(N) * K);
-  activation_backward_naive<T>(dz.data(), dy, y, N, K, act, alpha);
+  activation_backward_naive<T>(dz.data(), dy, z, y, N, K, act, alpha);
   for (index_t c = 0; c < C; ++c)
     for (index_t k = 0; k < K; ++k) {
       double s = 0.0;
@@ -157,12 +169,12 @@ void dense_backward_naive(T* dx, T* dW, T* db, const T* dy, const T* x, const T*
 }
 
 #define PYDL_INSTANTIATE_DENSE(T)                                                                              \
-  template void dense_forward<T>(T*, const T*, const T*, const T*, index_t, index_t, index_t, Act, T);         \
+  template void dense_forward<T>(T*, const T*, const T*, const T*, index_t, index_t, index_t, Act, T, T*);     \
   template void dense_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, index_t, index_t, index_t, \
-                                  Act, T);                                                                     \
-  template void dense_forward_naive<T>(T*, const T*, const T*, const T*, index_t, index_t, index_t, Act, T);   \
+                                  Act, T, const T*);                                                           \
+  template void dense_forward_naive<T>(T*, const T*, const T*, const T*, index_t, index_t, index_t, Act, T, T*); \
   template void dense_backward_naive<T>(T*, T*, T*, const T*, const T*, const T*, const T*, index_t, index_t,   \
-                                        index_t, Act, T);
+                                        index_t, Act, T, const T*);
 PYDL_INSTANTIATE_DENSE(float)
 PYDL_INSTANTIATE_DENSE(double)
 #undef PYDL_INSTANTIATE_DENSE

@@ -156,6 +156,12 @@ void adam_update(T* p, T* m, T* v, T* vhat, const T* g, index_t n, const OptimHy
 }
 
 template <typename T>
+void nadam_update(T* p, T* m, T* v, const T* g, index_t n, const OptimHyper& h) {
+  PYDL_CHECK((m && v) || n == 0, "nadam_update", "m or v is missing");
+  run<T>(OptimKind::nadam, p, m, v, nullptr, g, n, h);
+}
+
+template <typename T>
 double sum_squares(const T* x, index_t n) {
   PYDL_CHECK(n >= 0, "sum_squares", "negative size ", n);
   if (n == 0) return 0.0;
@@ -248,6 +254,19 @@ void adam_update_naive(T* p, T* m, T* v, T* vhat, const T* g, index_t n, const O
 }
 
 template <typename T>
+void nadam_update_naive(T* p, T* m, T* v, const T* g, index_t n, const OptimHyper& h) {
+  const T cm = static_cast<T>(h.mcoef), cg = static_cast<T>(h.gcoef), vs = static_cast<T>(h.vscale);
+  const T eps = static_cast<T>(h.eps_out), b1 = static_cast<T>(h.beta1), b2 = static_cast<T>(h.beta2);
+  for (index_t i = 0; i < n; ++i) {
+    T gi = g[i], pi = p[i];
+    prep_naive(gi, pi, h);
+    m[i] = flush_subnormal(m[i] + (T(1) - b1) * (gi - m[i]));
+    v[i] = flush_subnormal(v[i] + (T(1) - b2) * (gi * gi - v[i]));
+    p[i] = pi - (cm * m[i] + cg * gi) / (std::sqrt(v[i] * vs) + eps);
+  }
+}
+
+template <typename T>
 double sum_squares_naive(const T* x, index_t n) {
   double s = 0.0;
   for (index_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * static_cast<double>(x[i]);
@@ -260,12 +279,14 @@ double sum_squares_naive(const T* x, index_t n) {
   template void adagrad_update<T>(T*, T*, const T*, index_t, const OptimHyper&);             \
   template void rmsprop_update<T>(T*, T*, T*, T*, const T*, index_t, const OptimHyper&);     \
   template void adam_update<T>(T*, T*, T*, T*, const T*, index_t, const OptimHyper&);        \
+  template void nadam_update<T>(T*, T*, T*, const T*, index_t, const OptimHyper&);           \
   template double sum_squares<T>(const T*, index_t);                                         \
   template void sgd_update_naive<T>(T*, const T*, index_t, const OptimHyper&);               \
   template void momentum_update_naive<T>(T*, T*, const T*, index_t, const OptimHyper&);      \
   template void adagrad_update_naive<T>(T*, T*, const T*, index_t, const OptimHyper&);       \
   template void rmsprop_update_naive<T>(T*, T*, T*, T*, const T*, index_t, const OptimHyper&); \
   template void adam_update_naive<T>(T*, T*, T*, T*, const T*, index_t, const OptimHyper&);  \
+  template void nadam_update_naive<T>(T*, T*, T*, const T*, index_t, const OptimHyper&);     \
   template double sum_squares_naive<T>(const T*, index_t);
 PYDL_OPTIM_INSTANTIATE(float)
 PYDL_OPTIM_INSTANTIATE(double)

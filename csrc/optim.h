@@ -51,6 +51,9 @@ struct OptimHyper {
   double beta2 = 0.999;     // Adam
   double eps_in = 0.0;      // added inside the square root  (Keras Adagrad / RMSprop)
   double eps_out = 0.0;     // added after the square root   (Adam; PyTorch Adagrad / RMSprop)
+  double mcoef = 0.0;       // Nadam: step coefficient of the new first moment m
+  double gcoef = 0.0;       // Nadam: step coefficient of the gradient g
+  double vscale = 1.0;      // Nadam: 1 / (1 - beta2^t), the second moment's bias correction
 };
 
 // SGD:       p <- p - lr * g
@@ -83,6 +86,14 @@ void rmsprop_update(T* p, T* a, T* mom, T* mg, const T* g, index_t n, const Opti
 template <typename T>
 void adam_update(T* p, T* m, T* v, T* vhat, const T* g, index_t n, const OptimHyper& h);
 
+// Nadam:     m <- m + (1 - beta1) * (g - m);  v <- v + (1 - beta2) * (g^2 - v)
+//            p <- p - (mcoef * m + gcoef * g) / (sqrt(v * vscale) + eps_out)
+// with Keras's momentum schedule folded into the coefficients by the caller:
+// u_t = beta1 * (1 - 0.5 * 0.96^t), U_t = u_1 * ... * u_t, mcoef = lr * u_{t+1} / (1 - U_{t+1}),
+// gcoef = lr * (1 - u_t) / (1 - U_t), vscale = 1 / (1 - beta2^t).
+template <typename T>
+void nadam_update(T* p, T* m, T* v, const T* g, index_t n, const OptimHyper& h);
+
 // sum(x^2) accumulated in double, over fixed blocks summed in a fixed order (so the result does
 // not depend on the thread count). Used for clip-by-norm and clip-by-global-norm.
 template <typename T>
@@ -100,10 +111,12 @@ void rmsprop_update_naive(T* p, T* a, T* mom, T* mg, const T* g, index_t n, cons
 template <typename T>
 void adam_update_naive(T* p, T* m, T* v, T* vhat, const T* g, index_t n, const OptimHyper& h);
 template <typename T>
+void nadam_update_naive(T* p, T* m, T* v, const T* g, index_t n, const OptimHyper& h);
+template <typename T>
 double sum_squares_naive(const T* x, index_t n);
 
 // --- internal: one vectorised implementation per instruction set (optim_impl.h) ---------------
-enum class OptimKind { sgd, momentum, adagrad, rmsprop, adam };
+enum class OptimKind { sgd, momentum, adagrad, rmsprop, adam, nadam };
 
 #define PYDL_OPTIM_DECLARE_ISA(ns)                                                                 \
   namespace ns {                                                                                   \

@@ -163,6 +163,28 @@ __attribute__((noinline)) void adam_block(typename V::T* p, typename V::T* m, ty
   }
 }
 
+// Nadam: m <- m + (1-b1)(g - m); v <- v + (1-b2)(g^2 - v);
+// p <- p - (mcoef * m + gcoef * g) / (sqrt(v * vscale) + eps_out)
+template <class V>
+__attribute__((noinline)) void nadam_block(typename V::T* p, typename V::T* m, typename V::T* v, typename V::T*,
+                                           const typename V::T* g, index_t nvec, const OptimHyper& h) {
+  using T = typename V::T;
+  const Prep<V> pre(h);
+  const V cm = V::set1(static_cast<T>(h.mcoef)), cg = V::set1(static_cast<T>(h.gcoef));
+  const V vs = V::set1(static_cast<T>(h.vscale)), eps = V::set1(static_cast<T>(h.eps_out));
+  const V c1 = V::set1(static_cast<T>(1.0 - h.beta1)), c2 = V::set1(static_cast<T>(1.0 - h.beta2));
+  for (index_t i = 0; i < nvec * V::W; i += V::W) {
+    V gi = V::load(g + i), pi = V::load(p + i);
+    pre.apply(gi, pi);
+    const V mi0 = V::load(m + i), vi0 = V::load(v + i);
+    const V mi = vflush(vfma(gi - mi0, c1, mi0));
+    const V vi = vflush(vfma(gi * gi - vi0, c2, vi0));
+    mi.store(m + i);
+    vi.store(v + i);
+    (pi - vfma(cm, mi, cg * gi) / (vsqrt(vi * vs) + eps)).store(p + i);
+  }
+}
+
 template <class T>
 inline T* offset(T* ptr, index_t off) {
   return ptr ? ptr + off : nullptr;
@@ -243,6 +265,7 @@ void optim_run_impl(OptimKind kind, typename V::T* p, typename V::T* s0, typenam
     case OptimKind::adagrad: drive<V>(&adagrad_block<V>, p, s0, nullptr, nullptr, g, n, h); break;
     case OptimKind::rmsprop: drive<V>(&rmsprop_block<V>, p, s0, s1, s2, g, n, h); break;
     case OptimKind::adam: drive<V>(&adam_block<V>, p, s0, s1, s2, g, n, h); break;
+    case OptimKind::nadam: drive<V>(&nadam_block<V>, p, s0, s1, nullptr, g, n, h); break;
   }
 }
 

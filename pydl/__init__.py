@@ -50,10 +50,11 @@ from . import backend
 from .backend import image_data_format, set_image_data_format
 from .random import seed
 from .ops import matmul
-from . import ops, layers
+from . import ops, layers, activations
 from . import data, datasets, metrics, callbacks, utils, distributed
 from . import optimizers, schedules
 from . import losses, initializers, regularizers
+from . import interop
 from .graph import Input
 from .model import Model, Sequential, load_model, model_from_json, clone_model
 from . import models
@@ -106,5 +107,6 @@ def show_config() -> None:
 
 __all__ = ["__version__", "matmul", "seed", "set_num_threads", "get_num_threads", "show_config",
            "config", "ops", "layers", "data", "utils", "datasets", "metrics", "callbacks", "optimizers", "schedules",
-           "losses", "initializers", "regularizers", "Input", "Model", "Sequential", "load_model", "model_from_json",
-           "clone_model", "models", "gradcheck", "backend", "image_data_format", "set_image_data_format"]
+           "losses", "initializers", "regularizers", "interop", "activations", "Input", "Model", "Sequential",
+           "load_model", "model_from_json", "clone_model", "models", "gradcheck", "backend", "image_data_format",
+           "set_image_data_format", "distributed"]

@@ -326,6 +326,15 @@ def get(identifier) -> Initializer:
     return registry.resolve(registry.initializers, identifier, Initializer, _ALIASES, "initializers.get")
 
 
-__all__ = ["Initializer", "Zeros", "Ones", "Constant", "RandomNormal", "TruncatedNormal", "RandomUniform",
+# Keras's snake_case names of the same classes
+zeros, ones, constant = Zeros, Ones, Constant
+random_normal, truncated_normal, random_uniform = RandomNormal, TruncatedNormal, RandomUniform
+variance_scaling = VarianceScaling
+glorot_uniform, glorot_normal, he_uniform, he_normal = GlorotUniform, GlorotNormal, HeUniform, HeNormal
+lecun_uniform, lecun_normal = LecunUniform, LecunNormal
+
+__all__ = ["zeros", "ones", "constant", "random_normal", "truncated_normal", "random_uniform", "variance_scaling",
+           "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
+           "Initializer", "Zeros", "Ones", "Constant", "RandomNormal", "TruncatedNormal", "RandomUniform",
            "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform",
            "LecunNormal", "compute_fans", "get", "serialize"]

@@ -16,8 +16,14 @@ activation="softmax") and its loss is categorical or sparse cross-entropy on pro
 the value is exact even where a probability underflows to 0, and the gradient with respect
 to the logits is simply (p - y) / N, skipping the softmax Jacobian. The reported loss and
 the predictions are the same as without fusion (up to rounding).
+
+A crossentropy on probabilities (from_logits=False) that is fed values outside [0, 1], or (the
+categorical ones) rows that do not sum to 1, issues one RuntimeWarning per loss object suggesting
+a softmax / sigmoid output or from_logits=True; the check is a min / max (and row sum) of the batch.
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -31,13 +37,46 @@ class Loss:
 
     def __init__(self, name: str | None = None):
         self.name = name or _DEFAULT_NAMES.get(type(self).__name__, type(self).__name__)
+        self._warned_not_probabilities = False
 
     def __call__(self, y_true, y_pred) -> float:
         return self.forward_backward(y_true, y_pred)[0]
 
+    def check_probabilities(self, y_pred) -> None:
+        """Warn (once per loss object) when a crossentropy on probabilities gets values that are not
+        probabilities: outside [0, 1], or categorical rows whose sum is not 1 (within 1e-3)."""
+        if getattr(self, "_warned_not_probabilities", False) or self.kind not in _PROBABILITY_KINDS \
+                or self._from_logits():
+            return
+        p = np.asarray(y_pred)
+        if p.size == 0 or not np.issubdtype(p.dtype, np.floating):
+            return
+        lo, hi = float(p.min()), float(p.max())
+        if lo != lo or hi != hi:  # NaN somewhere: judge the other values
+            if np.isnan(p).all():
+                return
+            lo, hi = float(np.nanmin(p)), float(np.nanmax(p))
+        problem = None
+        if lo < -1e-6 or hi > 1.0 + 1e-6:
+            problem = f"values outside [0, 1] (min {lo:.4g}, max {hi:.4g})"
+        elif self.kind != "binary_crossentropy" and p.ndim >= 1 and p.shape[-1] > 1:
+            sums = p.sum(axis=-1, dtype=np.float64)
+            off = np.abs(sums - 1.0)
+            if np.nanmax(off) > 1e-3:
+                problem = f"rows that do not sum to 1 (sums between {np.nanmin(sums):.4g} and {np.nanmax(sums):.4g})"
+        if problem is None:
+            return
+        self._warned_not_probabilities = True
+        act = "sigmoid" if self.kind == "binary_crossentropy" else "softmax"
+        warnings.warn(f"[{type(self).__name__}] y_pred has {problem}, but this loss has from_logits=False and "
+                      f"expects probabilities: add a {act} activation to the output layer, or pass "
+                      f"from_logits=True if the outputs are logits (this warning is shown once)",
+                      RuntimeWarning, stacklevel=3)
+
     def forward_backward(self, y_true, y_pred):
         """(mean loss as float, d loss / d y_pred with y_pred's shape and dtype)."""
         self.check_targets(y_true, y_pred)
+        self.check_probabilities(y_pred)
         value, grad = _nn.loss(self.kind, y_true, y_pred, from_logits=self._from_logits())
         return float(value), grad
 
@@ -172,6 +211,8 @@ def per_sample(kind: str, y_true, y_pred, from_logits: bool = False) -> np.ndarr
     return e.reshape(n, -1).mean(axis=1)
 
 
+_PROBABILITY_KINDS = ("binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
+
 _DEFAULT_NAMES = {
     "MeanSquaredError": "mean_squared_error", "MeanAbsoluteError": "mean_absolute_error",
     "BinaryCrossentropy": "binary_crossentropy", "CategoricalCrossentropy": "categorical_crossentropy",
@@ -187,6 +228,33 @@ _ALIASES = {
 }
 
 
+# Keras's per-sample loss functions: (N,) float64 losses, the mean over every axis after the batch axis.
+def mean_squared_error(y_true, y_pred) -> np.ndarray:
+    """Per-sample mean((y_true - y_pred)^2) over the axes after the first."""
+    return per_sample("mse", y_true, y_pred)
+
+
+def mean_absolute_error(y_true, y_pred) -> np.ndarray:
+    """Per-sample mean(|y_true - y_pred|) over the axes after the first."""
+    return per_sample("mae", y_true, y_pred)
+
+
+def binary_crossentropy(y_true, y_pred, from_logits: bool = False) -> np.ndarray:
+    """Per-sample binary crossentropy (probabilities clipped to [1e-7, 1 - 1e-7], as Keras)."""
+    return per_sample("binary_crossentropy", y_true, y_pred, from_logits)
+
+
+def categorical_crossentropy(y_true, y_pred, from_logits: bool = False) -> np.ndarray:
+    """Per-sample categorical crossentropy over the last axis (rows normalised, then clipped)."""
+    return per_sample("categorical_crossentropy", y_true, y_pred, from_logits)
+
+
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits: bool = False) -> np.ndarray:
+    """Per-sample crossentropy of integer labels (N,) or (N, 1) against (N, C) predictions."""
+    check_sparse_labels(y_true, np.shape(y_pred), "sparse_categorical_crossentropy")
+    return per_sample("sparse_categorical_crossentropy", y_true, y_pred, from_logits)
+
+
 def serialize(loss: Loss) -> dict:
     return registry.serialize(loss)
 
@@ -198,4 +266,6 @@ def get(identifier) -> Loss:
 
 
 __all__ = ["Loss", "MeanSquaredError", "MeanAbsoluteError", "BinaryCrossentropy", "CategoricalCrossentropy",
-           "SparseCategoricalCrossentropy", "get", "serialize", "check_sparse_labels", "per_sample"]
+           "SparseCategoricalCrossentropy", "get", "serialize", "check_sparse_labels", "per_sample",
+           "mean_squared_error", "mean_absolute_error", "binary_crossentropy", "categorical_crossentropy",
+           "sparse_categorical_crossentropy"]

@@ -6,6 +6,14 @@ Classification inputs may be labels, one-hot rows or predicted probabilities:
     scores -> `score > threshold` (binary); integer-valued arrays are taken as labels directly.
 Regression metrics average over every element. `get(name)` resolves the strings accepted by
 `Model.compile(metrics=[...])`.
+
+Stateful metrics (Keras's metric objects) accumulate over batches: `update_state(y_true, y_pred,
+sample_weight=None)`, `result()`, `reset_state()`; `m(y_true, y_pred)` updates and returns the
+result. AUC (ROC or PR, Keras's 200 thresholds and interpolation), Precision, Recall,
+TruePositives, FalsePositives, TrueNegatives, FalseNegatives. In compile they are reset at the
+start of each epoch and of each evaluation, and the logged value is the result over everything
+seen since (not an average of per-batch values). The names "auc", "precision" and "recall"
+("AUC", "Precision", ...) give a fresh object with the default arguments, as in Keras 3.
 """
 from __future__ import annotations
 
@@ -17,7 +25,9 @@ from . import registry
 
 EPSILON = 1e-7
 
-__all__ = ["accuracy", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
+__all__ = ["BinaryAccuracy", "CategoricalAccuracy", "SparseCategoricalAccuracy", "TopKCategoricalAccuracy",
+           "MeanSquaredError", "MeanAbsoluteError", "Metric", "AUC", "Precision", "Recall", "TruePositives", "FalsePositives", "TrueNegatives",
+           "FalseNegatives", "accuracy", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
            "top_k_accuracy", "precision", "recall", "f1_score", "confusion_matrix",
            "mean_squared_error", "mean_absolute_error", "mean_absolute_percentage_error",
            "cosine_similarity", "r2_score", "get"]
@@ -320,6 +330,365 @@ def r2_score(y_true, y_pred) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
+# stateful metrics
+# ----------------------------------------------------------------------------------------------
+_NEG_INF = -np.inf
+
+
+class Metric:
+    """Base of the stateful metrics: update_state / result / reset_state; calling the object
+    updates it with one batch and returns the result."""
+
+    def __init__(self, name=None):
+        self.name = name if name is not None else _snake(type(self).__name__)
+        self.reset_state()
+
+    def reset_state(self) -> None:
+        raise NotImplementedError
+
+    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
+        raise NotImplementedError
+
+    def result(self):
+        raise NotImplementedError
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        self.update_state(y_true, y_pred, sample_weight)
+        return self.result()
+
+    def get_config(self) -> dict:
+        return {"name": self.name}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _snake(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and (not name[i - 1].isupper() or (i + 1 < len(name) and name[i + 1].islower())):
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+def _thresholds_arg(thresholds, default, who):
+    if thresholds is None:
+        return np.array([default], np.float64), True
+    single = isinstance(thresholds, numbers.Real) and not isinstance(thresholds, bool)
+    t = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
+    if t.ndim != 1 or t.size == 0 or not np.all((t >= 0) & (t <= 1)):
+        raise ValueError(f"[{who}] thresholds must be numbers in [0, 1], got {thresholds!r}")
+    return t, single
+
+
+def _confusion_inputs(y_true, y_pred, sample_weight, class_id, top_k, who):
+    """(labels as bool, predictions as float64, weights) flattened, after top_k and class_id."""
+    t, p = _pair(y_true, y_pred, who)
+    t, p = _same_shape(t, p, who)
+    p = p.astype(np.float64, copy=False)
+    if top_k is not None:
+        if p.ndim < 2 or p.shape[-1] < 1:
+            raise ValueError(f"[{who}] top_k needs y_pred with a class axis, got shape {tuple(p.shape)}")
+        k = min(int(top_k), p.shape[-1])
+        # keep the k largest of each row (the first k in index order among ties), the rest -inf
+        order = np.argsort(-p, axis=-1, kind="stable")[..., :k]
+        keep = np.zeros(p.shape, bool)
+        np.put_along_axis(keep, order, True, axis=-1)
+        p = np.where(keep, p, _NEG_INF)
+    w = None
+    if sample_weight is not None:
+        w = np.asarray(sample_weight, dtype=np.float64)
+        if w.ndim > t.ndim or w.shape != t.shape[:w.ndim]:
+            if not (w.ndim == t.ndim and all(a in (1, b) for a, b in zip(w.shape, t.shape))):
+                raise ValueError(f"[{who}] sample_weight has shape {tuple(w.shape)}, which does not match "
+                                 f"y_true {tuple(t.shape)}")
+        w = w.reshape(w.shape + (1,) * (t.ndim - w.ndim))
+        w = np.broadcast_to(w, t.shape)
+    if class_id is not None:
+        if t.ndim < 2 or not (0 <= class_id < t.shape[-1]):
+            raise ValueError(f"[{who}] class_id={class_id} needs y of shape (N, C) with C > {class_id}, got "
+                             f"{tuple(t.shape)}")
+        t, p = t[..., class_id], p[..., class_id]
+        if w is not None:
+            w = w[..., class_id]
+    w = np.ones(t.size) if w is None else w.reshape(-1)
+    return t.reshape(-1) != 0, p.reshape(-1), w
+
+
+def _counts_above(labels, preds, weights, thresholds):
+    """(tp, fp, tn, fn) per threshold with "predicted positive" meaning pred > threshold (NaN never
+    counts as positive); thresholds sorted ascending."""
+    idx = np.searchsorted(thresholds, preds, side="left")  # how many thresholds lie strictly below pred
+    idx = np.where(np.isnan(preds), 0, idx)
+    T = thresholds.size
+    pos_hist = np.bincount(idx[labels], weights=weights[labels], minlength=T + 1)
+    neg_hist = np.bincount(idx[~labels], weights=weights[~labels], minlength=T + 1)
+    # pred > thresholds[j]  <=>  idx > j
+    tp = np.cumsum(pos_hist[::-1])[::-1][1:]
+    fp = np.cumsum(neg_hist[::-1])[::-1][1:]
+    return tp, fp, neg_hist.sum() - fp, pos_hist.sum() - tp
+
+
+def _div(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.where(b != 0, a / np.where(b != 0, b, 1.0), 0.0)
+
+
+class _ConfusionMetric(Metric):
+    """Weighted confusion counts at one or more thresholds (pred > threshold is a positive)."""
+
+    def __init__(self, thresholds=None, top_k=None, class_id=None, name=None):
+        who = type(self).__name__
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+            raise ValueError(f"[{who}] top_k must be a positive int or None, got {top_k!r}")
+        if class_id is not None and (isinstance(class_id, bool) or not isinstance(class_id, (int, np.integer))
+                                     or class_id < 0):
+            raise ValueError(f"[{who}] class_id must be an int >= 0 or None, got {class_id!r}")
+        self.top_k = None if top_k is None else int(top_k)
+        self.class_id = None if class_id is None else int(class_id)
+        default = 0.5 if top_k is None else _NEG_INF
+        if thresholds is None:
+            self.thresholds, self._single = np.array([default]), True
+        else:
+            self.thresholds, self._single = _thresholds_arg(thresholds, default, who)
+        self._order = np.argsort(self.thresholds, kind="stable")
+        super().__init__(name)
+
+    def reset_state(self) -> None:
+        n = self.thresholds.size
+        self.true_positives = np.zeros(n)
+        self.false_positives = np.zeros(n)
+        self.true_negatives = np.zeros(n)
+        self.false_negatives = np.zeros(n)
+
+    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
+        labels, preds, w = _confusion_inputs(y_true, y_pred, sample_weight, self.class_id, self.top_k,
+                                             type(self).__name__)
+        ts = self.thresholds[self._order]
+        tp, fp, tn, fn = _counts_above(labels, preds, w, ts)
+        inv = np.empty_like(self._order)
+        inv[self._order] = np.arange(self._order.size)
+        self.true_positives += tp[inv]
+        self.false_positives += fp[inv]
+        self.true_negatives += tn[inv]
+        self.false_negatives += fn[inv]
+
+    def _out(self, values):
+        return float(values[0]) if self._single else np.asarray(values, np.float64)
+
+    def get_config(self) -> dict:
+        th = None if self.top_k is not None and self._single else (
+            float(self.thresholds[0]) if self._single else self.thresholds.tolist())
+        return {"name": self.name, "thresholds": th, "top_k": self.top_k, "class_id": self.class_id}
+
+
+class Precision(_ConfusionMetric):
+    """TP / (TP + FP) over everything seen (0 when nothing was predicted positive). thresholds: one
+    number (default 0.5; with top_k, every top-k entry is positive) or a list (the result is then
+    an array); top_k: only the k highest scores of each row can be positive; class_id: one column."""
+
+    def result(self):
+        return self._out(_div(self.true_positives, self.true_positives + self.false_positives))
+
+
+class Recall(_ConfusionMetric):
+    """TP / (TP + FN) over everything seen (0 when there was no positive label); arguments as
+    Precision."""
+
+    def result(self):
+        return self._out(_div(self.true_positives, self.true_positives + self.false_negatives))
+
+
+class _CountMetric(_ConfusionMetric):
+    _field = ""
+
+    def __init__(self, thresholds=None, name=None):
+        super().__init__(thresholds=thresholds, name=name)
+
+    def result(self):
+        return self._out(getattr(self, self._field))
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "thresholds": float(self.thresholds[0]) if self._single
+                else self.thresholds.tolist()}
+
+
+class TruePositives(_CountMetric):
+    """The (weighted) number of positives predicted positive (pred > threshold, default 0.5)."""
+    _field = "true_positives"
+
+
+class FalsePositives(_CountMetric):
+    """The (weighted) number of negatives predicted positive."""
+    _field = "false_positives"
+
+
+class TrueNegatives(_CountMetric):
+    """The (weighted) number of negatives predicted negative."""
+    _field = "true_negatives"
+
+
+class FalseNegatives(_CountMetric):
+    """The (weighted) number of positives predicted negative."""
+    _field = "false_negatives"
+
+
+class AUC(Metric):
+    """Area under the ROC or PR curve from confusion counts at num_thresholds thresholds (Keras):
+    thresholds 0 - 1e-7, i / (num_thresholds - 1) for i = 1 .. num_thresholds - 2, 1 + 1e-7 (or the
+    given `thresholds`, with those two end points added); a prediction is positive when it is
+    greater than the threshold.
+
+    summation_method: "interpolation" (ROC: the trapezoid rule; PR: Davis & Goadrich's
+    interpolation of precision, as Keras), "minoring" / "majoring" (left / right Riemann sums with
+    the smaller / larger height). curve: "ROC" or "PR". Predictions are probabilities (from_logits:
+    apply a sigmoid first). y_true entries are positive where nonzero; all entries of y are pooled.
+    """
+
+    def __init__(self, num_thresholds=200, curve="ROC", summation_method="interpolation", name=None,
+                 thresholds=None, from_logits=False):
+        if thresholds is not None:
+            t, _ = _thresholds_arg(thresholds, 0.5, "AUC")
+            inner = np.sort(t)
+            self.num_thresholds = inner.size + 2
+        else:
+            if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, (int, np.integer)) \
+                    or num_thresholds <= 1:
+                raise ValueError(f"[AUC] num_thresholds must be an int > 1, got {num_thresholds!r}")
+            self.num_thresholds = int(num_thresholds)
+            n = self.num_thresholds
+            inner = np.array([(i + 1) * 1.0 / (n - 1) for i in range(n - 2)], np.float64)
+        self._explicit = thresholds is not None
+        self.thresholds = np.concatenate([[0.0 - EPSILON], inner, [1.0 + EPSILON]])
+        curve = str(curve).upper() if isinstance(curve, str) else curve
+        if curve not in ("ROC", "PR"):
+            raise ValueError(f"[AUC] curve must be 'ROC' or 'PR', got {curve!r}")
+        if summation_method not in ("interpolation", "minoring", "majoring"):
+            raise ValueError(f"[AUC] summation_method must be 'interpolation', 'minoring' or 'majoring', got "
+                             f"{summation_method!r}")
+        self.curve, self.summation_method = curve, summation_method
+        self.from_logits = bool(from_logits)
+        super().__init__(name)
+
+    def reset_state(self) -> None:
+        n = self.thresholds.size
+        self.true_positives = np.zeros(n)
+        self.false_positives = np.zeros(n)
+        self.true_negatives = np.zeros(n)
+        self.false_negatives = np.zeros(n)
+
+    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
+        labels, preds, w = _confusion_inputs(y_true, y_pred, sample_weight, None, None, "AUC")
+        if self.from_logits:
+            with np.errstate(over="ignore"):
+                preds = 1.0 / (1.0 + np.exp(-preds))
+        tp, fp, tn, fn = _counts_above(labels, preds, w, self.thresholds)
+        self.true_positives += tp
+        self.false_positives += fp
+        self.true_negatives += tn
+        self.false_negatives += fn
+
+    def _interpolate_pr(self) -> float:
+        tp, fp, fn = self.true_positives, self.false_positives, self.false_negatives
+        dtp = tp[:-1] - tp[1:]
+        p = tp + fp
+        dp = p[:-1] - p[1:]
+        slope = _div(dtp, np.maximum(dp, 0))
+        intercept = tp[1:] - slope * p[1:]
+        both = (p[:-1] > 0) & (p[1:] > 0)
+        ratio = np.where(both, _div(p[:-1], np.maximum(p[1:], 0)), 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_ratio = np.where(ratio > 0, np.log(np.where(ratio > 0, ratio, 1.0)), 0.0)
+        return float(np.sum(_div(slope * (dtp + intercept * log_ratio), np.maximum(tp[1:] + fn[1:], 0))))
+
+    def result(self) -> float:
+        tp, fp, tn, fn = self.true_positives, self.false_positives, self.true_negatives, self.false_negatives
+        if self.curve == "PR" and self.summation_method == "interpolation":
+            return self._interpolate_pr()
+        recall = _div(tp, tp + fn)
+        if self.curve == "ROC":
+            x, y = _div(fp, fp + tn), recall
+        else:
+            x, y = recall, _div(tp, tp + fp)
+        if self.summation_method == "interpolation":
+            heights = (y[:-1] + y[1:]) / 2.0
+        elif self.summation_method == "minoring":
+            heights = np.minimum(y[:-1], y[1:])
+        else:
+            heights = np.maximum(y[:-1], y[1:])
+        return float(np.sum((x[:-1] - x[1:]) * heights))
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "num_thresholds": self.num_thresholds, "curve": self.curve,
+                "summation_method": self.summation_method,
+                "thresholds": self.thresholds[1:-1].tolist() if self._explicit else None,
+                "from_logits": self.from_logits}
+
+
+class _MeanOf(Metric):
+    """The sample-weighted mean of a per-batch metric function over every batch seen (each batch
+    weighs by its number of samples)."""
+    _fn = None
+
+    def __init__(self, name=None, **kwargs):
+        self._kwargs = kwargs
+        super().__init__(name)
+
+    def reset_state(self) -> None:
+        self.total, self.count = 0.0, 0.0
+
+    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
+        if sample_weight is not None:
+            raise ValueError(f"[{type(self).__name__}] sample_weight is not supported by this metric")
+        n = float(np.shape(y_pred)[0]) if np.ndim(y_pred) else 1.0
+        self.total += type(self)._fn(y_true, y_pred, **self._kwargs) * n
+        self.count += n
+
+    def result(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+    def get_config(self) -> dict:
+        return {"name": self.name, **self._kwargs}
+
+
+class BinaryAccuracy(_MeanOf):
+    """Stateful binary_accuracy (threshold 0.5)."""
+    _fn = staticmethod(binary_accuracy)
+
+    def __init__(self, name=None, threshold=0.5):
+        super().__init__(name, threshold=threshold)
+
+
+class CategoricalAccuracy(_MeanOf):
+    """Stateful categorical_accuracy (argmax of one-hot labels against argmax of predictions)."""
+    _fn = staticmethod(categorical_accuracy)
+
+
+class SparseCategoricalAccuracy(_MeanOf):
+    """Stateful sparse_categorical_accuracy (integer labels against argmax of predictions)."""
+    _fn = staticmethod(sparse_categorical_accuracy)
+
+
+class TopKCategoricalAccuracy(_MeanOf):
+    """Stateful top_k_accuracy (k = 5)."""
+    _fn = staticmethod(top_k_accuracy)
+
+    def __init__(self, k=5, name=None):
+        super().__init__(name, k=k)
+
+
+class MeanSquaredError(_MeanOf):
+    """Stateful mean_squared_error."""
+    _fn = staticmethod(mean_squared_error)
+
+
+class MeanAbsoluteError(_MeanOf):
+    """Stateful mean_absolute_error."""
+    _fn = staticmethod(mean_absolute_error)
+
+
+# ----------------------------------------------------------------------------------------------
 # name resolution for compile(metrics=[...])
 # ----------------------------------------------------------------------------------------------
 _NAMED = {
@@ -328,7 +697,6 @@ _NAMED = {
     "categorical_accuracy": categorical_accuracy,
     "sparse_categorical_accuracy": sparse_categorical_accuracy,
     "top_k_accuracy": top_k_accuracy,
-    "precision": precision, "recall": recall,
     "f1": f1_score, "f1_score": f1_score,
     "mse": mean_squared_error, "mean_squared_error": mean_squared_error,
     "mae": mean_absolute_error, "mean_absolute_error": mean_absolute_error,
@@ -337,9 +705,20 @@ _NAMED = {
     "cosine_similarity": cosine_similarity,
     "r2": r2_score, "r2_score": r2_score,
 }
-for _name, _fn in _NAMED.items():
+# Names that give a fresh stateful metric object (Keras 3 resolves class names and their snake case).
+_STATEFUL = {"auc": AUC, "AUC": AUC, "precision": Precision, "Precision": Precision, "recall": Recall,
+             "Recall": Recall, "true_positives": TruePositives, "TruePositives": TruePositives,
+             "false_positives": FalsePositives, "FalsePositives": FalsePositives,
+             "true_negatives": TrueNegatives, "TrueNegatives": TrueNegatives,
+             "false_negatives": FalseNegatives, "FalseNegatives": FalseNegatives}
+for _name, _fn in {**_NAMED, **_STATEFUL}.items():
     registry.metrics.register(_fn, name=_name)
 del _name, _fn
+
+
+def is_stateful(metric) -> bool:
+    """Whether a compile() metric accumulates over batches (update_state / result / reset_state)."""
+    return isinstance(metric, Metric)
 
 
 def get(identifier):
@@ -347,7 +726,13 @@ def get(identifier):
     (Keras logs "acc" for "acc"); a callable -> (its __name__, fn); a (name, callable) pair as
     is. The returned fn(y_true, y_pred) gives a float."""
     if isinstance(identifier, str):
-        return identifier, registry.metrics.get(identifier)
+        item = registry.metrics.get(identifier)
+        if isinstance(item, type) and issubclass(item, Metric):
+            obj = item()
+            return obj.name, obj
+        return identifier, item
+    if isinstance(identifier, Metric):
+        return identifier.name, identifier
     if isinstance(identifier, tuple) and len(identifier) == 2 and isinstance(identifier[0], str) \
             and callable(identifier[1]):
         return identifier

@@ -72,6 +72,7 @@ inputs yourself (`model.predict(model.scaler.transform(x))`).
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import json
 import math
@@ -93,6 +94,7 @@ from .layers import base as _base
 from .layers import layout as _layout
 from .layers.base import Layer, _fmt_shape
 from .losses import check_sparse_labels
+from .metrics import is_stateful as _is_stateful
 from .ops import nn as _nn
 from .random import get_rng
 
@@ -571,8 +573,21 @@ class Model:
             fused = (lk is not None and lk.kind in _FUSED_LOSSES and not lk._from_logits()
                      and self._fusable_output(k))
             prefix = "" if n == 1 else f"{self.output_names[k]}_"
-            plan.append((lk, weights[k], fused, [(prefix + d, fn) for d, fn in mets[k]]))
+            # a stateful metric object accumulates one output's batches: each output gets its own copy
+            plan.append((lk, weights[k], fused, [(prefix + d, copy.deepcopy(fn) if n > 1 and _is_stateful(fn) else fn)
+                                                 for d, fn in mets[k]]))
         return plan
+
+    @staticmethod
+    def _reset_stateful(plan) -> set:
+        """Reset the plan's stateful metrics; returns their log names."""
+        names = set()
+        for _, _, _, mets in plan:
+            for name, fn in mets:
+                if _is_stateful(fn):
+                    fn.reset_state()
+                    names.add(name)
+        return names
 
     def _output_plan(self):
         """The compiled settings per output (see _make_output_plan), made once per graph and compile."""
@@ -798,6 +813,8 @@ class Model:
                 pred, from_logits = step[0].fused_logits(step[1]), True
             else:
                 pred, from_logits = vals[self._output_slots[k]], loss._from_logits()
+                if not from_logits:
+                    loss.check_probabilities(pred)
             value, grad = _nn.loss(loss.kind, ys[k], pred, from_logits=from_logits)
             sw = None if ws is None else ws[k]
             if sw is not None:
@@ -919,7 +936,11 @@ class Model:
                 logs[f"{self.output_names[k]}_loss"] = values[k]
             for name, fn in mets:
                 if ys[k] is not None:
-                    logs[name] = float(fn(ys[k], vals[self._output_slots[k]]))
+                    if _is_stateful(fn):
+                        fn.update_state(ys[k], vals[self._output_slots[k]])
+                        logs[name] = float(fn.result())
+                    else:
+                        logs[name] = float(fn(ys[k], vals[self._output_slots[k]]))
         return logs
 
     # -- data -------------------------------------------------------------------------------
@@ -1133,6 +1154,7 @@ class Model:
             cblist.on_epoch_begin(epoch, None)
             sums: dict = {}
             seen = steps = 0
+            stateful = self._reset_stateful(self._output_plan())
             for xb, yb, wb in stream.epoch(steps_per_epoch):
                 cblist.on_train_batch_begin(steps, None)
                 batch_logs = self._train_step(xb, yb, wb)
@@ -1140,7 +1162,7 @@ class Model:
                 seen += m
                 for k, v in batch_logs.items():
                     sums[k] = sums.get(k, 0.0) + v * m
-                logs = {k: s / seen for k, s in sums.items()}
+                logs = {k: (batch_logs[k] if k in stateful else s / seen) for k, s in sums.items()}
                 cblist.on_train_batch_end(steps, dict(logs))
                 steps += 1
                 if self.stop_training:
@@ -1169,12 +1191,23 @@ class Model:
         cblist.on_train_end(dict(logs))
         return logs
 
+    @staticmethod
+    def _keras_result(logs: dict, return_dict: bool):
+        """Keras's return convention: the dict, or the loss alone when it is the only value, else the
+        list [loss, *metrics] in the dict's order."""
+        if return_dict:
+            return logs
+        values = list(logs.values())
+        return values[0] if len(values) == 1 else values
+
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict: bool = False):
-        """One training step on one batch; the loss (or a dict with the metrics)."""
+        """One training step on one batch (the metrics on that batch's training-mode outputs): the
+        loss as a float when there are no metrics, else [loss, *metrics]; a dict with return_dict."""
         self._require_compiled("train_on_batch")
         xs, ys, ws, _ = self._prepare_arrays(x, y, sample_weight, class_weight, "train_on_batch")
+        self._reset_stateful(self._output_plan())
         logs = self._train_step(xs, ys, ws)
-        return logs if return_dict else logs["loss"]
+        return self._keras_result(logs, return_dict)
 
     # -- inference --------------------------------------------------------------------------
     def _evaluate_stream(self, stream, steps=None):
@@ -1182,7 +1215,9 @@ class Model:
         no batch."""
         plan = self._output_plan()
         sums: dict = {}
+        last: dict = {}
         n = 0
+        stateful = self._reset_stateful(plan)
         for xb, yb, wb in stream.epoch(steps):
             if xb[0].shape[0] == 0:  # this rank's piece of a short sharded batch
                 continue
@@ -1190,14 +1225,15 @@ class Model:
             total, values, _, _ = self._losses(vals, yb, plan, need_grad=False, ws=wb)
             m = xb[0].shape[0]
             n += m
-            for k, v in self._logs(total, values, plan, vals, yb).items():
+            last = self._logs(total, values, plan, vals, yb)
+            for k, v in last.items():
                 sums[k] = sums.get(k, 0.0) + v * m
         stream.end_epoch()
         if self._dist is not None:
             sums, n = self._dist.reduce_sums(sums, n, self._log_keys())
         if n == 0:
             return None
-        logs = {k: v / n for k, v in sums.items()}
+        logs = {k: (last[k] if k in stateful else v / n) for k, v in sums.items()}
         logs["loss"] += self.regularization_loss()
         return logs
 
@@ -1234,11 +1270,12 @@ class Model:
         values = list(logs.values())
         return values[0] if len(values) == 1 else values
 
-    def test_on_batch(self, x, y, sample_weight=None) -> dict:
-        """The loss and metrics on one batch (inference mode), as a dict."""
+    def test_on_batch(self, x, y, sample_weight=None, return_dict: bool = False):
+        """The loss and metrics on one batch (inference mode): the loss as a float when there are no
+        metrics, else [loss, *metrics]; a dict with return_dict."""
         self._require_compiled("test_on_batch")
         xs, ys, ws, n = self._prepare_arrays(x, y, sample_weight, None, "test_on_batch")
-        return self._evaluate_arrays(xs, ys, n, ws)
+        return self._keras_result(self._evaluate_arrays(xs, ys, n, ws), return_dict)
 
     def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None, prefetch: bool = False):
         """Outputs for x in inference mode (Dropout off, BatchNorm on moving statistics); a list of

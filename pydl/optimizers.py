@@ -464,7 +464,52 @@ class AdamW(Adam):
                          global_clipnorm, name)
 
 
-_ALIASES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW"}
+@registry.optimizers.register
+class Nadam(Optimizer):
+    """Adam with Nesterov momentum (Keras 3's rule), step t counted from 1:
+    u_t = beta_1 (1 - 0.5 * 0.96^t), U_t = u_1 * ... * u_t;
+    m <- m + (1 - b1)(g - m); v <- v + (1 - b2)(g^2 - v);
+    p <- p - lr (u_{t+1} m / (1 - U_{t+1}) + (1 - u_t) g / (1 - U_t)) / (sqrt(v / (1 - b2^t)) + epsilon).
+    Slots: "m", "v" (U_t follows from `iterations`, so it needs no saved state)."""
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, name="nadam"):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name)
+        who = type(self).__name__
+        self.beta_1 = _hyper(beta_1, "beta_1", who, lo=0.0, hi=1.0, hi_open=True)
+        self.beta_2 = _hyper(beta_2, "beta_2", who, lo=0.0, hi=1.0, hi_open=True)
+        self.epsilon = _hyper(epsilon, "epsilon", who, lo=0.0)
+        self._u_cache = (1, 1.0)  # (t, U_{t-1}): the product of the earlier steps' u
+
+    def _u_product_before(self, step: int) -> float:
+        """U_{step-1}, from the cache when the steps ran in order, else as the product over 1..step-1."""
+        t, prod = self._u_cache
+        if t == step:
+            return prod
+        u_t, _, prod_t, _ = _ops.nadam_schedule(step, self.beta_1)
+        return prod_t / u_t if u_t else 0.0
+
+    def _update(self, param, grad, slots, lr, step, **common):
+        cm, cg, vs = _ops.nadam_coefficients(lr, step, self.beta_1, self.beta_2, self._u_product_before(step))
+        _core.nadam_update(param, slots["m"], slots["v"], grad, cm, cg, vs, self.beta_1, self.beta_2, self.epsilon,
+                           **common)
+
+    def apply_gradients(self, grads_and_vars) -> None:
+        step = self.iterations + 1
+        prev = self._u_product_before(step)
+        super().apply_gradients(grads_and_vars)
+        if self.iterations == step:
+            self._u_cache = (step + 1, _ops.nadam_schedule(step, self.beta_1, prev)[2])
+
+    def _slot_kinds(self):
+        return ("m", "v")
+
+    def get_config(self):
+        return super().get_config() | {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+
+
+_ALIASES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW",
+            "nadam": "Nadam"}
 
 
 def serialize(optimizer: Optimizer) -> dict:
@@ -501,4 +546,4 @@ def get(identifier) -> Optimizer:
                      f"({', '.join(sorted(_ALIASES))}), an Optimizer or a {{'class_name', 'config'}} dict")
 
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "get", "serialize"]
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Nadam", "get", "serialize"]

@@ -24,8 +24,43 @@ def sigmoid(x):
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _erfc(x):
+    import math
+    return np.vectorize(math.erfc, otypes=[np.float64])(x)
+
+
+def _gelu_tanh_u2(x):
+    with np.errstate(over="ignore", invalid="ignore"):
+        return 2.0 * np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)
+
+
 def act(x, kind, alpha=None):
     x = f64(x)
+    if kind == "gelu":
+        return 0.5 * x * _erfc(-x / np.sqrt(2.0))
+    if kind == "gelu_tanh":  # 0.5 x (1 + tanh(u)) = x * sigmoid(2u)
+        with np.errstate(invalid="ignore"):
+            return x * sigmoid(_gelu_tanh_u2(x))
+    if kind == "swish":
+        with np.errstate(invalid="ignore"):
+            return x * sigmoid(x)
+    if kind == "softplus":
+        with np.errstate(over="ignore"):
+            return np.where(np.isnan(x), x, np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x))))
+    if kind == "selu":
+        return SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0)))
+    if kind == "softsign":
+        with np.errstate(invalid="ignore"):
+            return x / (1.0 + np.abs(x))
+    if kind == "hard_sigmoid":
+        return np.where(np.isnan(x), x, np.clip(x + 3.0, 0.0, 6.0) / 6.0)
+    if kind == "exponential":
+        with np.errstate(over="ignore"):
+            return np.exp(x)
     if kind == "linear":
         return x.copy()
     if kind == "relu":
@@ -53,6 +88,30 @@ def act(x, kind, alpha=None):
 def act_grad(dy, x, kind, alpha=None):
     """dx = dy * act'(x), from x."""
     dy, x = f64(dy), f64(x)
+    if kind == "gelu":
+        with np.errstate(over="ignore", invalid="ignore"):
+            return dy * (0.5 * _erfc(-x / np.sqrt(2.0)) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi))
+    if kind == "gelu_tanh":
+        with np.errstate(over="ignore", invalid="ignore"):
+            s = sigmoid(_gelu_tanh_u2(x))
+            du2 = 2.0 * np.sqrt(2.0 / np.pi) * (1 + 3 * 0.044715 * x * x)
+            return dy * (s + np.where(np.abs(x) < 10, x * s * (1 - s) * du2, 0.0))
+    if kind == "swish":
+        s = sigmoid(x)
+        with np.errstate(invalid="ignore", over="ignore"):
+            return dy * (s + x * s * (1 - s))
+    if kind == "softplus":
+        return dy * sigmoid(x)
+    if kind == "selu":
+        return dy * SELU_SCALE * np.where(x > 0, 1.0, SELU_ALPHA * np.exp(np.minimum(x, 0.0)))
+    if kind == "softsign":
+        with np.errstate(over="ignore"):
+            return dy / (1.0 + np.abs(x)) ** 2
+    if kind == "hard_sigmoid":
+        return np.where(np.isnan(x), x, np.where(np.abs(x) < 3, dy / 6.0, 0.0))
+    if kind == "exponential":
+        with np.errstate(over="ignore", invalid="ignore"):
+            return dy * np.exp(x)
     if kind == "linear":
         return dy.copy()
     if kind == "relu":

@@ -387,8 +387,11 @@ def test_batch_methods_on_functional_model(rng):
     x, y = _images(rng, n=8)
     model.compile("sparse_categorical_crossentropy", SGD(0.1), metrics=["accuracy"])
     assert set(model.train_on_batch(x, y, return_dict=True)) == {"loss", "accuracy"}
-    logs = model.test_on_batch(x, y)
+    logs = model.test_on_batch(x, y, return_dict=True)
     assert logs == model.evaluate(x, y, batch_size=8, return_dict=True)
+    assert model.test_on_batch(x, y) == [logs["loss"], logs["accuracy"]]
+    out = model.train_on_batch(x, y)
+    assert isinstance(out, list) and len(out) == 2
     np.testing.assert_array_equal(model.predict_on_batch(x), model.predict(x, batch_size=3))
 
 

@@ -176,3 +176,65 @@ def test_regularization_enters_layer_loss_and_grads(rng):
     x = rng.standard_normal((5, 4))
     errs = pydl.gradcheck(d, x)  # includes the penalties
     assert set(errs) == {"x", f"{d.name}/W", f"{d.name}/b"}
+
+
+# ---- a loss on probabilities fed values that are not probabilities -------------------------
+
+def _prob_warnings(record):
+    return [w for w in record if issubclass(w.category, RuntimeWarning) and "expects probabilities" in str(w.message)]
+
+
+@pytest.mark.parametrize("cls,pred,target,act", [
+    (pydl.losses.BinaryCrossentropy, np.array([[-2.0], [3.0]], np.float32), np.array([[0.0], [1.0]]), "sigmoid"),
+    (pydl.losses.CategoricalCrossentropy, np.array([[-1.0, 2.0], [0.5, 0.1]], np.float32), np.eye(2), "softmax"),
+    (pydl.losses.CategoricalCrossentropy, np.array([[0.2, 0.3], [0.5, 0.1]], np.float32), np.eye(2), "softmax"),
+    (pydl.losses.SparseCategoricalCrossentropy, np.array([[0.9, 0.9], [0.5, 0.4]], np.float32), np.array([0, 1]),
+     "softmax"),
+])
+def test_not_probabilities_warns_once_per_loss(cls, pred, target, act):
+    import warnings as _w
+    loss = cls()
+    with _w.catch_warnings(record=True) as rec:
+        _w.simplefilter("always")
+        loss(target, pred)
+        loss(target, pred)
+    got = _prob_warnings(rec)
+    assert len(got) == 1
+    assert act in str(got[0].message) and "from_logits=True" in str(got[0].message)
+    with _w.catch_warnings(record=True) as rec:
+        _w.simplefilter("always")
+        cls()(target, pred)  # a new loss object warns again
+    assert len(_prob_warnings(rec)) == 1
+
+
+def test_probabilities_and_logits_do_not_warn():
+    import warnings as _w
+    with _w.catch_warnings():
+        _w.simplefilter("error")
+        pydl.losses.BinaryCrossentropy()(np.array([[0.0], [1.0]]), np.array([[0.0], [1.0]], np.float32))
+        pydl.losses.CategoricalCrossentropy()(np.eye(2), np.array([[0.3, 0.7], [1.0, 0.0]], np.float32))
+        pydl.losses.CategoricalCrossentropy(from_logits=True)(np.eye(2), np.array([[-3.0, 7.0], [2, 0]], np.float32))
+        pydl.losses.BinaryCrossentropy(from_logits=True)(np.array([[0.0]]), np.array([[-5.0]], np.float32))
+        pydl.losses.MeanSquaredError()(np.array([[0.0]]), np.array([[-5.0]], np.float32))
+        pydl.losses.BinaryCrossentropy()(np.array([[0.0], [1.0]]), np.array([[np.nan], [0.5]], np.float32))
+
+
+def test_model_without_output_activation_warns_once():
+    import warnings as _w
+    from pydl.layers import Dense
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 3)).astype(np.float32)
+    y = (x[:, :1] > 0).astype(np.float32)
+    pydl.seed(0)
+    model = pydl.Sequential([Dense(1, input_shape=(3,), kernel_initializer="ones")])
+    model.compile(optimizer="sgd", loss="binary_crossentropy")
+    with _w.catch_warnings(record=True) as rec:
+        _w.simplefilter("always")
+        model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+        model.evaluate(x, y)
+    assert len(_prob_warnings(rec)) == 1
+    good = pydl.Sequential([Dense(1, activation="sigmoid", input_shape=(3,))])
+    good.compile(optimizer="sgd", loss="binary_crossentropy")
+    with _w.catch_warnings():
+        _w.simplefilter("error")
+        good.fit(x, y, epochs=1, verbose=0)

@@ -220,8 +220,7 @@ def test_metric_input_errors():
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,fn", [("accuracy", M.accuracy), ("acc", M.accuracy), ("mse", M.mean_squared_error),
                                      ("mae", M.mean_absolute_error), ("mape", M.mean_absolute_percentage_error),
-                                     ("top_k_accuracy", M.top_k_accuracy), ("precision", M.precision),
-                                     ("recall", M.recall), ("f1", M.f1_score),
+                                     ("top_k_accuracy", M.top_k_accuracy), ("f1", M.f1_score),
                                      ("cosine_similarity", M.cosine_similarity), ("r2", M.r2_score)])
 def test_get_names(name, fn):
     display, got = M.get(name)

@@ -636,7 +636,7 @@ def raises(exc, match, fn, *args, **kw):
 
 def test_bad_input_activation():
     x = np.ones((2, 3), np.float32)
-    raises(ValueError, r"\[activation\] unknown activation 'gelu'; valid kinds: linear, relu", ops.activation, x, "gelu")
+    raises(ValueError, r"\[activation\] unknown activation 'gelux'; valid kinds: linear, relu", ops.activation, x, "gelux")
     raises(ValueError, "alpha", ops.activation, x, "relu", alpha=0.1)
     raises(ValueError, "alpha", ops.activation, x, "elu", alpha=-1.0)
     raises(ValueError, "alpha", ops.activation, x, "leaky_relu", alpha=float("nan"))
@@ -749,7 +749,7 @@ def test_core_bindings_reject_bad_buffers():
            x, np.empty((4, 2), np.float32))
     raises(ValueError, "y must have dtype float32", _core.activation_forward, "relu", x, np.empty((4, 3)))
     raises(ValueError, "must be C-contiguous", _core.activation_forward, "relu", x, np.empty((3, 4), np.float32).T)
-    raises(ValueError, "unknown activation", _core.activation_forward, "swish", x, np.empty_like(x))
+    raises(ValueError, "unknown activation", _core.activation_forward, "swishy", x, np.empty_like(x))
     W = np.ones((3, 2), np.float32)
     raises(ValueError, r"dense_forward\] y has shape", _core.dense_forward, x, W, None, np.empty((4, 3), np.float32))
     raises(ValueError, r"b has shape", _core.dense_forward, x, W, np.ones(3, np.float32), np.empty((4, 2), np.float32))
@@ -806,4 +806,5 @@ def test_ops_are_exported():
     for name in ("activation", "activation_backward", "dense_forward", "dense_backward", "loss", "dropout_forward",
                  "dropout_backward", "batchnorm_forward", "batchnorm_backward", "FUSABLE_ACTIVATIONS"):
         assert name in ops.__all__ and hasattr(ops, name)
-    assert ops.FUSABLE_ACTIVATIONS == ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu")
+    assert ops.FUSABLE_ACTIVATIONS == ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "gelu", "gelu_tanh",
+                                       "swish", "softplus", "selu", "softsign", "hard_sigmoid", "exponential")

@@ -484,7 +484,7 @@ def test_get():
         assert type(O.get(name)) is cls
     inst = O.Adam(0.5)
     assert O.get(inst) is inst
-    with pytest.raises(ValueError, match="adagrad, adam, adamw, rmsprop, sgd"):
+    with pytest.raises(ValueError, match="adagrad, adam, adamw, nadam, rmsprop, sgd"):
         O.get("adamax")
     with pytest.raises(ValueError):
         O.get(3)

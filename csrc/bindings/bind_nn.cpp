@@ -72,11 +72,14 @@ void act_forward(const std::string& kind, const py::array& x, py::array& y, doub
 
 template <typename T>
 void act_backward(const std::string& kind, const py::array& dy, const py::array& y, py::array& dx, double alpha,
-                  bool naive) {
+                  const py::object& x, bool naive) {
   const char* op = "activation_backward";
   const pydl::Act act = pydl::parse_activation(kind, op);
   const T* DY = pydl::in_ptr<T>(dy, op, "dy");
   const T* Y = pydl::in_ptr<T>(y, op, "y");
+  require_array(x, op, "x");
+  PYDL_CHECK(!x.is_none() || !pydl::act_needs_input(act), op, kind, " needs the forward input x");
+  const T* X = opt_in<T>(x, op, "x", shape_of(dy));
   T* DX = pydl::out_ptr<T>(dx, op, "dx");
   pydl::check_shape(y, shape_of(dy), op, "y");
   pydl::check_shape(dx, shape_of(dy), op, "dx");
@@ -84,15 +87,15 @@ void act_backward(const std::string& kind, const py::array& dy, const py::array&
   index_t R, D;
   rows_cols(dy, R, D);
   py::gil_scoped_release release;
-  if (naive) pydl::activation_backward_naive<T>(DX, DY, Y, R, D, act, static_cast<T>(alpha));
-  else pydl::activation_backward<T>(DX, DY, Y, R, D, act, static_cast<T>(alpha));
+  if (naive) pydl::activation_backward_naive<T>(DX, DY, X, Y, R, D, act, static_cast<T>(alpha));
+  else pydl::activation_backward<T>(DX, DY, X, Y, R, D, act, static_cast<T>(alpha));
 }
 
 // ---- dense ----
 
 template <typename T>
 void dense_fwd(const py::array& x, const py::array& W, const py::object& b, py::array& y, const std::string& kind,
-               double alpha, bool naive) {
+               double alpha, const py::object& z, bool naive) {
   const char* op = "dense_forward";
   const pydl::Act act = pydl::parse_activation(kind, op);
   const T* X = pydl::in_ptr<T>(x, op, "x", 2);
@@ -104,14 +107,19 @@ void dense_fwd(const py::array& x, const py::array& W, const py::object& b, py::
   const T* B = opt_in<T>(b, op, "b", {K});
   T* Y = pydl::out_ptr<T>(y, op, "y", 2);
   pydl::check_shape(y, {N, K}, op, "y");
+  require_array(z, op, "z");
+  PYDL_CHECK(!z.is_none() || !pydl::act_needs_input(act), op, kind, " needs a z array for x @ W + b");
+  T* Z = opt_out<T>(z, op, "z", {N, K});
+  PYDL_CHECK(!Z || Z != Y, op, "z and y must be different arrays");
   py::gil_scoped_release release;
-  if (naive) pydl::dense_forward_naive<T>(Y, X, Wp, B, N, C, K, act, static_cast<T>(alpha));
-  else pydl::dense_forward<T>(Y, X, Wp, B, N, C, K, act, static_cast<T>(alpha));
+  if (naive) pydl::dense_forward_naive<T>(Y, X, Wp, B, N, C, K, act, static_cast<T>(alpha), Z);
+  else pydl::dense_forward<T>(Y, X, Wp, B, N, C, K, act, static_cast<T>(alpha), Z);
 }
 
 template <typename T>
 void dense_bwd(const py::array& dy, const py::array& x, const py::array& W, const py::array& y, const py::object& dx,
-               py::array& dW, const py::object& db, const std::string& kind, double alpha, bool naive) {
+               py::array& dW, const py::object& db, const std::string& kind, double alpha, const py::object& z,
+               bool naive) {
   const char* op = "dense_backward";
   const pydl::Act act = pydl::parse_activation(kind, op);
   const T* X = pydl::in_ptr<T>(x, op, "x", 2);
@@ -129,9 +137,12 @@ void dense_bwd(const py::array& dy, const py::array& x, const py::array& W, cons
   T* DW = pydl::out_ptr<T>(dW, op, "dW", 2);
   pydl::check_shape(dW, {C, K}, op, "dW");
   T* DB = opt_out<T>(db, op, "db", {K});
+  require_array(z, op, "z");
+  PYDL_CHECK(!z.is_none() || !pydl::act_needs_input(act), op, kind, " needs z = x @ W + b");
+  const T* Z = opt_in<T>(z, op, "z", {N, K});
   py::gil_scoped_release release;
-  if (naive) pydl::dense_backward_naive<T>(DX, DW, DB, DY, X, Wp, Y, N, C, K, act, static_cast<T>(alpha));
-  else pydl::dense_backward<T>(DX, DW, DB, DY, X, Wp, Y, N, C, K, act, static_cast<T>(alpha));
+  if (naive) pydl::dense_backward_naive<T>(DX, DW, DB, DY, X, Wp, Y, N, C, K, act, static_cast<T>(alpha), Z);
+  else pydl::dense_backward<T>(DX, DW, DB, DY, X, Wp, Y, N, C, K, act, static_cast<T>(alpha), Z);
 }
 
 // ---- losses ----
@@ -298,30 +309,33 @@ void init_nn(py::module_& m) {
         "y = act(x) into a preallocated y (softmax/log_softmax over the last axis).");
     m.def(
         ("activation_backward" + sfx).c_str(),
-        [naive](const std::string& kind, const py::array& dy, const py::array& y, py::array& dx, double alpha) {
-          if (pydl::is_float64(dy)) act_backward<double>(kind, dy, y, dx, alpha, naive);
-          else act_backward<float>(kind, dy, y, dx, alpha, naive);
+        [naive](const std::string& kind, const py::array& dy, const py::array& y, py::array& dx, double alpha,
+                const py::object& x) {
+          if (pydl::is_float64(dy)) act_backward<double>(kind, dy, y, dx, alpha, x, naive);
+          else act_backward<float>(kind, dy, y, dx, alpha, x, naive);
         },
-        py::arg("kind"), py::arg("dy"), py::arg("y"), py::arg("dx"), py::arg("alpha") = 0.0,
-        "dx = dy * act'(x), computed from the forward output y.");
+        py::arg("kind"), py::arg("dy"), py::arg("y"), py::arg("dx"), py::arg("alpha") = 0.0, py::arg("x") = py::none(),
+        "dx = dy * act'(x), computed from the forward output y (and the input x for gelu, gelu_tanh, swish, "
+        "softplus, softsign, hard_sigmoid).");
     m.def(
         ("dense_forward" + sfx).c_str(),
         [naive](const py::array& x, const py::array& W, const py::object& b, py::array& y, const std::string& kind,
-                double alpha) {
-          if (pydl::is_float64(x)) dense_fwd<double>(x, W, b, y, kind, alpha, naive);
-          else dense_fwd<float>(x, W, b, y, kind, alpha, naive);
+                double alpha, const py::object& z) {
+          if (pydl::is_float64(x)) dense_fwd<double>(x, W, b, y, kind, alpha, z, naive);
+          else dense_fwd<float>(x, W, b, y, kind, alpha, z, naive);
         },
         py::arg("x"), py::arg("W"), py::arg("b"), py::arg("y"), py::arg("kind") = "linear", py::arg("alpha") = 0.0,
-        "y = act(x @ W + b); b may be None.");
+        py::arg("z") = py::none(),
+        "y = act(x @ W + b); b may be None; z (if given, required for gelu/swish/...) receives x @ W + b.");
     m.def(
         ("dense_backward" + sfx).c_str(),
         [naive](const py::array& dy, const py::array& x, const py::array& W, const py::array& y, const py::object& dx,
-                py::array& dW, const py::object& db, const std::string& kind, double alpha) {
-          if (pydl::is_float64(x)) dense_bwd<double>(dy, x, W, y, dx, dW, db, kind, alpha, naive);
-          else dense_bwd<float>(dy, x, W, y, dx, dW, db, kind, alpha, naive);
+                py::array& dW, const py::object& db, const std::string& kind, double alpha, const py::object& z) {
+          if (pydl::is_float64(x)) dense_bwd<double>(dy, x, W, y, dx, dW, db, kind, alpha, z, naive);
+          else dense_bwd<float>(dy, x, W, y, dx, dW, db, kind, alpha, z, naive);
         },
         py::arg("dy"), py::arg("x"), py::arg("W"), py::arg("y"), py::arg("dx"), py::arg("dW"), py::arg("db"),
-        py::arg("kind") = "linear", py::arg("alpha") = 0.0,
+        py::arg("kind") = "linear", py::arg("alpha") = 0.0, py::arg("z") = py::none(),
         "dW = x^T dz, db = sum dz, dx = dz W^T with dz = dy * act'(y); dx/db may be None.");
   }
   m.def(

@@ -103,7 +103,7 @@ template <bool Naive>
 void bind_family(py::module_& m, const std::string& suffix) {
   const std::string sgd = "sgd_update" + suffix, mom = "momentum_update" + suffix,
                     ada = "adagrad_update" + suffix, rms = "rmsprop_update" + suffix,
-                    adam = "adam_update" + suffix;
+                    adam = "adam_update" + suffix, nadam = "nadam_update" + suffix;
 
   m.def(
       sgd.c_str(),
@@ -219,6 +219,32 @@ void bind_family(py::module_& m, const std::string& suffix) {
       py::arg("param"), py::arg("m"), py::arg("v"), py::arg("vhat"), py::arg("grad"), py::arg("lr_t"),
       py::arg("beta_1"), py::arg("beta_2"), py::arg("epsilon"), PYDL_PREP_ARGS,
       "In place Adam with the bias-corrected step lr_t; vhat may be None (no AMSGrad).");
+
+  m.def(
+      nadam.c_str(),
+      [nadam](py::array param, py::object m_slot, py::object v_slot, py::array grad, double m_coef, double g_coef,
+              double v_scale, double beta_1, double beta_2, double epsilon, double grad_scale,
+              std::optional<double> clip_value, double l2, double decay) {
+        dispatch(nadam.c_str(), param, [&](auto tag) {
+          using T = decltype(tag);
+          PYDL_CHECK(!m_slot.is_none() && !v_slot.is_none(), nadam.c_str(), "m and v are required");
+          auto a = check_args<T>(nadam.c_str(), param, {{"m", m_slot}, {"v", v_slot}}, grad);
+          pydl::OptimHyper h;
+          Prep{grad_scale, clip_value, l2, decay}.fill(h);
+          h.mcoef = m_coef;
+          h.gcoef = g_coef;
+          h.vscale = v_scale;
+          h.beta1 = beta_1;
+          h.beta2 = beta_2;
+          h.eps_out = epsilon;
+          py::gil_scoped_release release;
+          if (Naive) pydl::nadam_update_naive<T>(a.p, a.s[0], a.s[1], a.g, a.n, h);
+          else pydl::nadam_update<T>(a.p, a.s[0], a.s[1], a.g, a.n, h);
+        });
+      },
+      py::arg("param"), py::arg("m"), py::arg("v"), py::arg("grad"), py::arg("m_coef"), py::arg("g_coef"),
+      py::arg("v_scale"), py::arg("beta_1"), py::arg("beta_2"), py::arg("epsilon"), PYDL_PREP_ARGS,
+      "In place Nadam: p -= (m_coef * m + g_coef * g) / (sqrt(v * v_scale) + epsilon) after the moment updates.");
 
   const std::string ss = "sum_squares" + suffix;
   m.def(

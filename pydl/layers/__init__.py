@@ -9,7 +9,12 @@ from .recurrent import GRU, LSTM, Bidirectional, Embedding, SimpleRNN
 from .attention import (LayerNormalization, MultiHeadAttention, PositionalEmbedding, SinusoidalPositionalEncoding,
                         TransformerEncoder)
 
-__all__ = ["Layer", "Context", "register_layer",
+# Keras's other names of the same layers
+GlobalAvgPool2D = GlobalAveragePooling2D
+GlobalAvgPool1D = GlobalAveragePooling1D
+from ..graph import Input  # noqa: E402  (keras.layers.Input; graph needs .base, imported above)
+
+__all__ = ["Layer", "Input", "GlobalAvgPool2D", "GlobalAvgPool1D", "Context", "register_layer",
            "Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Dropout", "BatchNormalization",
            "Flatten", "Reshape",
            "Conv2D", "Conv2DTranspose", "MaxPool2D", "MaxPooling2D", "AvgPool2D", "AveragePooling2D",

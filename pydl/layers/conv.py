@@ -25,9 +25,11 @@ from ..ops import conv as conv_ops
 from ..ops import nn
 from ..ops import pool as pool_ops
 from .base import Layer, _fmt_shape, register_layer
+from .core import _activation_kind
 from .layout import ImageLayer
 
-_CONV_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu")
+_CONV_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "gelu", "gelu_tanh", "swish",
+                     "softplus", "selu", "softsign", "hard_sigmoid", "exponential")
 _DEFAULT_ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
 
 
@@ -70,10 +72,7 @@ class Conv2D(ImageLayer):
         self.strides = _pair_arg(strides, "strides", "Conv2D")
         self.dilation_rate = _pair_arg(dilation_rate, "dilation_rate", "Conv2D")
         self.padding = _padding_arg(padding, "Conv2D")
-        act = "linear" if activation is None else activation
-        if not isinstance(act, str) or act not in _CONV_ACTIVATIONS:
-            raise ValueError(f"[Conv2D] unknown activation {activation!r}; expected one of "
-                             f"{', '.join(_CONV_ACTIVATIONS)} or None")
+        act = _activation_kind(activation, "Conv2D", _CONV_ACTIVATIONS)
         self.activation = act
         self.alpha = _DEFAULT_ALPHA.get(act)
         if not isinstance(algo, str) or algo not in conv_ops.ALGOS:
@@ -406,10 +405,7 @@ class Conv2DTranspose(ImageLayer):
                 raise ValueError(f"[Conv2DTranspose] output_padding {op} must be smaller than the strides "
                                  f"{self.strides}")
             self.output_padding = op
-        act = "linear" if activation is None else activation
-        if not isinstance(act, str) or act not in _CONV_ACTIVATIONS:
-            raise ValueError(f"[Conv2DTranspose] unknown activation {activation!r}; expected one of "
-                             f"{', '.join(_CONV_ACTIVATIONS)} or None")
+        act = _activation_kind(activation, "Conv2DTranspose", _CONV_ACTIVATIONS)
         self.activation = act
         self.alpha = _DEFAULT_ALPHA.get(act)
         self.use_bias = bool(use_bias)

@@ -15,18 +15,26 @@ from ..ops import nn
 from ..random import next_seed
 from .base import Layer, _fmt_shape, register_layer
 
-_ALL_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "softmax", "log_softmax")
+_ALL_ACTIVATIONS = nn.ACTIVATIONS
+# Keras names that are another name of a kind above.
+_ACTIVATION_ALIASES = {"silu": "swish"}
 # Slopes used by the string activations, as keras.activations: leaky_relu(x, negative_slope=0.2), elu(alpha=1).
 _DEFAULT_ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
 
 
-def _activation_kind(activation, who: str) -> str:
+def _activation_kind(activation, who: str, valid=None) -> str:
+    """The kind name of an activation given as None, a name ("gelu", "silu", ...) or a function of
+    pydl.activations."""
+    valid = _ALL_ACTIVATIONS if valid is None else valid
     if activation is None:
         return "linear"
-    if not isinstance(activation, str) or activation not in _ALL_ACTIVATIONS:
-        raise ValueError(f"[{who}] unknown activation {activation!r}; expected one of {', '.join(_ALL_ACTIVATIONS)} "
-                         f"or None")
-    return activation
+    kind = getattr(activation, "_pydl_kind", None) if callable(activation) else activation
+    if isinstance(kind, str):
+        kind = _ACTIVATION_ALIASES.get(kind, kind)
+    if not isinstance(kind, str) or kind not in valid:
+        raise ValueError(f"[{who}] unknown activation {activation!r}; expected one of {', '.join(valid)}, "
+                         f"silu, a function of pydl.activations, or None")
+    return kind
 
 
 def _as_dtype(x, dtype, who: str) -> np.ndarray:
@@ -50,9 +58,9 @@ class Dense(Layer):
     """y = activation(x @ W + b), W of shape (in, units), applied on the last axis of x.
 
     Inputs of any rank >= 2 are accepted, as in Keras: (N, ..., in) -> (N, ..., units), computed
-    as one GEMM on x viewed as 2-D. A fusable activation (linear, relu, sigmoid, tanh, leaky_relu,
-    elu) runs fused with the product in one op; softmax and log_softmax run as a separate op on
-    the logits (over the last axis).
+    as one GEMM on x viewed as 2-D. An element-wise activation (linear, relu, sigmoid, tanh,
+    leaky_relu, elu, gelu, swish, softplus, selu, ...) runs fused with the product in one op;
+    softmax and log_softmax run as a separate op on the logits (over the last axis).
     """
 
     supports_masking = True
@@ -113,8 +121,8 @@ class Dense(Layer):
         if x.ndim != 2:
             x = x.reshape(-1, x.shape[-1])
         if self.activation in nn.FUSABLE_ACTIVATIONS:
-            y = nn.dense_forward(x, W, b, self.activation, self.alpha)
-            ctx.x, ctx.z, ctx.y = x, y, None
+            y, pre = nn.dense_forward(x, W, b, self.activation, self.alpha, return_z=True)
+            ctx.x, ctx.z, ctx.y, ctx.pre = x, y, None, pre
         else:
             z = nn.dense_forward(x, W, b, "linear")
             y = nn.activation(z, self.activation)
@@ -125,7 +133,8 @@ class Dense(Layer):
     def _finish(self, ctx, dz, act):
         """Weight gradients and dx from dz (the gradient at the fused op's output), 2-D."""
         dx, dW, db = nn.dense_backward(dz, ctx.x, self.params["W"], ctx.z, act, self.alpha if act != "linear"
-                                       else None, need_dx=ctx.need_input_grad, has_bias=self.use_bias)
+                                       else None, need_dx=ctx.need_input_grad, has_bias=self.use_bias,
+                                       z=getattr(ctx, "pre", None) if act != "linear" else None)
         self.add_grad("W", dW)
         if self.use_bias:
             self.add_grad("b", db)
@@ -215,7 +224,8 @@ class _ActivationBase(Layer):
     def flops(self):
         n = int(np.prod(self.output_shape[1:])) if self.built else 0
         return n * {"linear": 0, "relu": 1, "leaky_relu": 2, "elu": 4, "sigmoid": 4, "tanh": 4,
-                    "softmax": 5, "log_softmax": 5}[self.kind]
+                    "softmax": 5, "log_softmax": 5, "gelu": 8, "gelu_tanh": 8, "swish": 5, "softplus": 6,
+                    "selu": 5, "softsign": 3, "hard_sigmoid": 3, "exponential": 4}[self.kind]
 
 
 @register_layer

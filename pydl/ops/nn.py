@@ -16,8 +16,13 @@ from .. import _core
 from .._validate import as_float_array as _as_float_array
 from .._validate import check_finite, check_ndim, check_out, check_same_dtype, contiguous_aligned
 
-ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "softmax", "log_softmax")
-FUSABLE_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu")
+ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "softmax", "log_softmax",
+               "gelu", "gelu_tanh", "swish", "softplus", "selu", "softsign", "hard_sigmoid", "exponential")
+FUSABLE_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu",
+                       "gelu", "gelu_tanh", "swish", "softplus", "selu", "softsign", "hard_sigmoid", "exponential")
+# Kinds whose derivative is not a function of the output alone: their backward reads the input x
+# (Dense keeps the pre-activation z for them).
+NEEDS_INPUT = ("gelu", "gelu_tanh", "swish", "softplus", "softsign", "hard_sigmoid")
 LOSSES = ("mse", "mae", "binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
 # Keras defaults: LeakyReLU's negative_slope 0.3, ELU's alpha 1.0.
 _ALPHA_DEFAULT = {"leaky_relu": 0.3, "elu": 1.0}
@@ -68,7 +73,9 @@ def activation(x, kind: str, alpha=None) -> np.ndarray:
     """y = kind(x); softmax and log_softmax act over the last axis.
 
     kind: linear, relu, sigmoid, tanh, leaky_relu (alpha, default 0.3), elu (alpha, default 1.0),
-    softmax, log_softmax. Stable for any input (sigmoid(+-1e4) is 1/0, softmax subtracts the row
+    softmax, log_softmax, gelu (exact, x * Phi(x)), gelu_tanh (the tanh approximation), swish
+    (x * sigmoid(x)), softplus, selu, softsign, hard_sigmoid (relu6(x + 3) / 6), exponential.
+    Stable for any input (sigmoid(+-1e4) is 1/0, softplus(1e4) is 1e4, softmax subtracts the row
     maximum); NaN propagates.
     """
     op = "activation"
@@ -83,7 +90,11 @@ def activation(x, kind: str, alpha=None) -> np.ndarray:
 
 
 def activation_backward(dy, x, y, kind: str, alpha=None) -> np.ndarray:
-    """dx = dy * d kind(x) / dx, given the forward input x and output y (computed from y)."""
+    """dx = dy * d kind(x) / dx, given the forward input x and output y.
+
+    Computed from y, except for the NEEDS_INPUT kinds (gelu, gelu_tanh, swish, softplus, softsign,
+    hard_sigmoid), whose derivative is computed from x.
+    """
     op = "activation_backward"
     kind = _check_kind(kind, ACTIVATIONS, op)
     a = _alpha(kind, alpha, op)
@@ -95,7 +106,7 @@ def activation_backward(dy, x, y, kind: str, alpha=None) -> np.ndarray:
     if kind in ("softmax", "log_softmax") and dy.ndim == 0:
         raise ValueError(f"[{op}] {kind} needs an array with a last axis, got a 0-d array")
     dx = np.empty_like(dy)
-    _core.activation_backward(kind, dy, y, dx, a)
+    _core.activation_backward(kind, dy, y, dx, a, x if kind in NEEDS_INPUT else None)
     return dx
 
 
@@ -114,8 +125,12 @@ def _dense_args(op: str, x, W, activation, alpha):
     return kind, a, x, W
 
 
-def dense_forward(x, W, b=None, activation: str = "linear", alpha=None) -> np.ndarray:
-    """y = activation(x @ W + b) for x (N, C), W (C, K), b (K,) or None; one GEMM and one fused pass."""
+def dense_forward(x, W, b=None, activation: str = "linear", alpha=None, return_z: bool = False):
+    """y = activation(x @ W + b) for x (N, C), W (C, K), b (K,) or None; one GEMM and one fused pass.
+
+    With return_z=True returns (y, z) where z = x @ W + b, the pre-activation that dense_backward
+    needs for the NEEDS_INPUT kinds (gelu, swish, softplus, ...); z is None for the other kinds.
+    """
     op = "dense_forward"
     kind, a, x, W = _dense_args(op, x, W, activation, alpha)
     if b is not None:
@@ -125,15 +140,17 @@ def dense_forward(x, W, b=None, activation: str = "linear", alpha=None) -> np.nd
         if b.shape[0] != W.shape[1]:
             raise ValueError(f"[{op}] b has shape {b.shape} but W {W.shape} has {W.shape[1]} units")
     y = np.empty((x.shape[0], W.shape[1]), dtype=x.dtype)
-    _core.dense_forward(x, W, b, y, kind, a)
-    return y
+    z = np.empty_like(y) if kind in NEEDS_INPUT else None
+    _core.dense_forward(x, W, b, y, kind, a, z)
+    return (y, z) if return_z else y
 
 
 def dense_backward(dy, x, W, y, activation: str = "linear", alpha=None, need_dx: bool = True,
-                   has_bias: bool = True):
+                   has_bias: bool = True, z=None):
     """Gradients of y = activation(x @ W + b): returns (dx or None, dW, db or None).
 
-    dz = dy * activation'(y); dW = x^T dz; db = column sums of dz; dx = dz W^T.
+    dz = dy * activation'(y) (from z = x @ W + b for the NEEDS_INPUT kinds, which require z);
+    dW = x^T dz; db = column sums of dz; dx = dz W^T.
     """
     op = "dense_backward"
     kind, a, x, W = _dense_args(op, x, W, activation, alpha)
@@ -144,10 +161,19 @@ def dense_backward(dy, x, W, y, activation: str = "linear", alpha=None, need_dx:
     for name, arr in (("dy", dy), ("y", y)):
         if arr.shape != want:
             raise ValueError(f"[{op}] {name} has shape {arr.shape}, expected {want} from x {x.shape} and W {W.shape}")
+    if kind in NEEDS_INPUT:
+        if z is None:
+            raise ValueError(f"[{op}] activation {kind!r} needs z = x @ W + b (dense_forward(..., return_z=True))")
+        z = as_float_array(z, "z", op)
+        check_same_dtype(op, x=x, z=z)
+        if z.shape != want:
+            raise ValueError(f"[{op}] z has shape {z.shape}, expected {want} from x {x.shape} and W {W.shape}")
+    else:
+        z = None
     dx = np.empty_like(x) if need_dx else None
     dW = np.empty_like(W)
     db = np.empty(W.shape[1], dtype=W.dtype) if has_bias else None
-    _core.dense_backward(dy, x, W, y, dx, dW, db, kind, a)
+    _core.dense_backward(dy, x, W, y, dx, dW, db, kind, a, z)
     return dx, dW, db
 
 
@@ -317,6 +343,6 @@ def batchnorm_backward(dy, x, gamma, cache):
     return dx, dgamma, dbeta
 
 
-__all__ = ["ACTIVATIONS", "FUSABLE_ACTIVATIONS", "LOSSES", "activation", "activation_backward", "dense_forward",
+__all__ = ["ACTIVATIONS", "FUSABLE_ACTIVATIONS", "NEEDS_INPUT", "LOSSES", "activation", "activation_backward", "dense_forward",
            "dense_backward", "loss", "dropout_forward", "dropout_backward", "batchnorm_forward",
            "batchnorm_backward"]

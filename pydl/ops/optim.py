@@ -194,6 +194,54 @@ def adam_update(param, m, v, grad, lr, step, beta_1=0.9, beta_2=0.999, epsilon=1
     return param
 
 
+def nadam_schedule(step: int, beta_1: float, u_product=None) -> tuple[float, float, float, float]:
+    """Keras's Nadam momentum schedule at step t >= 1: (u_t, u_{t+1}, U_t, U_{t+1}) with
+    u_t = beta_1 (1 - 0.5 * 0.96^t) and U_t = u_1 * ... * u_t (pass U_{t-1} as u_product to skip
+    the product over the earlier steps)."""
+    u = lambda i: beta_1 * (1.0 - 0.5 * 0.96 ** i)  # noqa: E731
+    if u_product is None:
+        u_product = 1.0
+        for i in range(1, step):
+            u_product *= u(i)
+    u_t, u_t1 = u(step), u(step + 1)
+    prod_t = u_product * u_t
+    return u_t, u_t1, prod_t, prod_t * u_t1
+
+
+def nadam_coefficients(lr: float, step: int, beta_1: float, beta_2: float, u_product=None):
+    """(m_coef, g_coef, v_scale) of the Nadam kernel at step t (see nadam_update)."""
+    u_t, u_t1, prod_t, prod_t1 = nadam_schedule(step, beta_1, u_product)
+    return lr * u_t1 / (1.0 - prod_t1), lr * (1.0 - u_t) / (1.0 - prod_t), 1.0 / (1.0 - beta_2 ** step)
+
+
+def nadam_update(param, m, v, grad, lr, step, beta_1=0.9, beta_2=0.999, epsilon=1e-7, *, grad_scale=1.0,
+                 clip_value=None, l2=0.0, weight_decay=0.0, naive: bool = False) -> np.ndarray:
+    """In place Nadam (Keras 3's form), step t >= 1 counted from 1:
+
+        u_t = beta_1 (1 - 0.5 * 0.96^t);  U_t = u_1 * ... * u_t
+        m <- m + (1 - beta_1) (g - m);  v <- v + (1 - beta_2) (g^2 - v)
+        m_hat = u_{t+1} m / (1 - U_{t+1}) + (1 - u_t) g / (1 - U_t);  v_hat = v / (1 - beta_2^t)
+        p <- p - lr * m_hat / (sqrt(v_hat) + epsilon)
+
+    (PyTorch's NAdam with momentum_decay=1 is the same rule; its default momentum_decay=0.004
+    makes u_t = beta_1 (1 - 0.5 * 0.96^(0.004 t)).)
+    """
+    op = "nadam_update"
+    param, g = _prepare(op, param, grad, {"m": m, "v": v})
+    lr = _num(lr, "lr", op)
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"[{op}] step must be an int >= 1, got {step!r}")
+    beta_1 = _num(beta_1, "beta_1", op)
+    beta_2 = _num(beta_2, "beta_2", op)
+    if not (0.0 <= beta_1 < 1.0 and 0.0 <= beta_2 < 1.0):
+        raise ValueError(f"[{op}] beta_1 and beta_2 must be in [0, 1), got {beta_1}, {beta_2}")
+    eps = _num(epsilon, "epsilon", op, lo=0.0)
+    cm, cg, vs = nadam_coefficients(lr, int(step), beta_1, beta_2)
+    _pick(op, naive)(param, m, v, g, cm, cg, vs, beta_1, beta_2, eps,
+                     **_common(op, lr, grad_scale, clip_value, l2, weight_decay))
+    return param
+
+
 def sum_squares(x, naive: bool = False) -> float:
     """sum(x**2) accumulated in float64 (the same result for any thread count)."""
     arr = as_float_array(x, "x", "sum_squares")
@@ -216,4 +264,5 @@ def clip_scale(norm: float, clip_norm: float) -> float:
 
 
 __all__ = ["sgd_update", "momentum_update", "adagrad_update", "rmsprop_update", "adam_update", "adam_step_size",
+           "nadam_update", "nadam_coefficients", "nadam_schedule",
            "sum_squares", "global_norm", "clip_scale"]

@@ -1,0 +1,192 @@
+"""Nadam: the fused kernel (fast and naive, float32 and float64) against a float64 NumPy reference of
+Keras 3's update rule over several steps, PyTorch's NAdam with momentum_decay=1 (the same rule),
+the optimizer object (registry name, lr= alias, clipping and weight decay), and its state saved and
+loaded with a model so that training continues exactly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pydl
+from pydl import _core, ops, optimizers
+from pydl.layers import Dense
+
+
+def keras_nadam_reference(p, grads, lr=0.001, b1=0.9, b2=0.999, eps=1e-7, weight_decay=0.0):
+    """Keras 3's Nadam.update_step, step by step in float64 (u_product updated once per step)."""
+    p = np.array(p, np.float64)
+    m = np.zeros_like(p)
+    v = np.zeros_like(p)
+    u_product = 1.0
+    for it, g in enumerate(grads):
+        g = np.asarray(g, np.float64)
+        if weight_decay:
+            p = p - lr * weight_decay * p
+        t = it + 1
+        u_t = b1 * (1.0 - 0.5 * 0.96 ** t)
+        u_t1 = b1 * (1.0 - 0.5 * 0.96 ** (t + 1))
+        u_product = u_product * u_t
+        u_product_1 = u_product * u_t1
+        m = m + (g - m) * (1 - b1)
+        v = v + (g * g - v) * (1 - b2)
+        m_hat = u_t1 * m / (1 - u_product_1) + (1 - u_t) * g / (1 - u_product)
+        v_hat = v / (1 - b2 ** t)
+        p = p - m_hat * lr / (np.sqrt(v_hat) + eps)
+    return p, m, v
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("naive", [False, True])
+@pytest.mark.parametrize("n", [1, 7, 16, 33, 1000])
+def test_kernel_matches_keras_formula(dtype, naive, n, rng):
+    p0 = rng.standard_normal(n)
+    grads = [rng.standard_normal(n) for _ in range(12)]
+    want_p, want_m, want_v = keras_nadam_reference(p0, grads, lr=0.01, b1=0.85, b2=0.99, eps=1e-6)
+    p = p0.astype(dtype)
+    m = np.zeros(n, dtype)
+    v = np.zeros(n, dtype)
+    for t, g in enumerate(grads, start=1):
+        ops.optim.nadam_update(p, m, v, g.astype(dtype), 0.01, t, 0.85, 0.99, 1e-6, naive=naive)
+    tol = dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(m, want_m, **tol)
+    np.testing.assert_allclose(v, want_v, **tol)
+    np.testing.assert_allclose(p, want_p, **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_and_naive_agree_with_clip_and_decay(dtype, rng):
+    n = 203
+    g = rng.standard_normal(n).astype(dtype) * 3
+    outs = []
+    for naive in (False, True):
+        p = np.linspace(-1, 1, n).astype(dtype)
+        m = np.zeros(n, dtype)
+        v = np.zeros(n, dtype)
+        for t in range(1, 4):
+            ops.optim.nadam_update(p, m, v, g, 0.1, t, clip_value=0.5, weight_decay=0.1, grad_scale=0.7,
+                                   naive=naive)
+        outs.append((p, m, v))
+    # the naive loop forms 1 - beta_2 in float32 (0.00100005), the fast kernel rounds 1 - beta_2 from
+    # double (0.001): v differs by 5e-5 relative
+    for a, b in zip(*outs):
+        np.testing.assert_allclose(a, b, **(dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else
+                                            dict(rtol=1e-13, atol=1e-14)))
+
+
+def test_optimizer_matches_keras_reference_with_weight_decay(rng):
+    p0 = rng.standard_normal((4, 5))
+    grads = [rng.standard_normal((4, 5)) for _ in range(9)]
+    p = p0.copy()
+    opt = optimizers.Nadam(learning_rate=0.02, weight_decay=0.05)
+    for g in grads:
+        opt.apply_gradients([(g, p)])
+    want, _, _ = keras_nadam_reference(p0, grads, lr=0.02, weight_decay=0.05)
+    np.testing.assert_allclose(p, want, rtol=1e-12, atol=1e-14)
+    assert opt.iterations == 9
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vs_torch_nadam_momentum_decay_one(dtype, rng):
+    torch = pytest.importorskip("torch")
+    p0 = rng.standard_normal((6, 7)).astype(dtype)
+    grads = [rng.standard_normal((6, 7)).astype(dtype) for _ in range(10)]
+    tp = torch.tensor(p0.copy(), requires_grad=True)
+    topt = torch.optim.NAdam([tp], lr=0.01, betas=(0.9, 0.999), eps=1e-7, momentum_decay=1.0)
+    for g in grads:
+        topt.zero_grad()
+        tp.grad = torch.tensor(g.copy())
+        topt.step()
+    p = p0.copy()
+    opt = optimizers.Nadam(learning_rate=0.01)
+    for g in grads:
+        opt.apply_gradients([(g, p)])
+    # torch keeps its running mu product in float32 (a 1e-9 relative difference in float64)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(p, tp.detach().numpy(), **tol)
+
+
+def test_torch_default_momentum_decay_is_a_different_schedule(rng):
+    """PyTorch's default momentum_decay=0.004 is not Keras's rule: the results differ."""
+    torch = pytest.importorskip("torch")
+    p0 = rng.standard_normal(20)
+    grads = [rng.standard_normal(20) for _ in range(5)]
+    tp = torch.tensor(p0.copy(), requires_grad=True)
+    topt = torch.optim.NAdam([tp], lr=0.01, eps=1e-7)
+    for g in grads:
+        tp.grad = torch.tensor(g.copy())
+        topt.step()
+    want, _, _ = keras_nadam_reference(p0, grads, lr=0.01)
+    assert np.max(np.abs(tp.detach().numpy() - want)) > 1e-6
+
+
+def test_registry_name_alias_and_config():
+    opt = optimizers.get("nadam")
+    assert type(opt) is optimizers.Nadam
+    assert type(optimizers.get("Nadam")) is optimizers.Nadam
+    assert (opt.learning_rate, opt.beta_1, opt.beta_2, opt.epsilon) == (0.001, 0.9, 0.999, 1e-7)
+    with pytest.warns(DeprecationWarning, match="lr"):
+        o2 = optimizers.Nadam(lr=0.05)
+    assert o2.learning_rate == 0.05
+    again = optimizers.get(optimizers.serialize(o2))
+    assert type(again) is optimizers.Nadam and again.get_config() == o2.get_config()
+    with pytest.raises(ValueError, match="beta_1"):
+        optimizers.Nadam(beta_1=1.0)
+
+
+def test_state_roundtrip_continues_exactly(rng):
+    p0 = rng.standard_normal(30)
+    grads = [rng.standard_normal(30) for _ in range(8)]
+    p = p0.copy()
+    opt = optimizers.Nadam(learning_rate=0.01)
+    for g in grads[:4]:
+        opt.apply_gradients([(g, p)])
+    state = opt.get_state()
+    assert set(state) == {"iterations", "m/0", "v/0"}
+    q = p.copy()
+    opt2 = optimizers.Nadam(learning_rate=0.01)
+    opt2.set_state(state)
+    for g in grads[4:]:
+        opt.apply_gradients([(g, p)])
+        opt2.apply_gradients([(g, q)])
+    np.testing.assert_array_equal(p, q)
+    want, _, _ = keras_nadam_reference(p0, grads, lr=0.01)
+    np.testing.assert_allclose(p, want, rtol=1e-12, atol=1e-14)
+
+
+def test_model_save_load_keeps_nadam_state(tmp_path, rng):
+    x = rng.standard_normal((32, 4)).astype(np.float32)
+    y = rng.standard_normal((32, 2)).astype(np.float32)
+
+    def make():
+        pydl.seed(4)
+        m = pydl.Sequential([Dense(8, activation="relu", input_shape=(4,)), Dense(2)])
+        m.compile(optimizer="nadam", loss="mse")
+        return m
+
+    a = make()
+    a.fit(x, y, epochs=2, batch_size=8, verbose=0, shuffle=False)
+    path = str(tmp_path / "nadam.pydl")
+    a.save(path)
+    b = pydl.load_model(path)
+    assert type(b.optimizer) is optimizers.Nadam
+    assert b.optimizer.iterations == a.optimizer.iterations == 8
+    a.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
+    b.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_kernel_bad_input():
+    p = np.zeros(4, np.float32)
+    with pytest.raises(ValueError, match="m and v are required"):
+        _core.nadam_update(p, None, np.zeros(4, np.float32), np.zeros(4, np.float32), 0.1, 0.1, 1.0, 0.9, 0.999, 1e-7)
+    with pytest.raises(ValueError):
+        _core.nadam_update(p, np.zeros(4, np.float64), np.zeros(4, np.float32), np.zeros(4, np.float32), 0.1, 0.1,
+                           1.0, 0.9, 0.999, 1e-7)
+    with pytest.raises(ValueError, match="step"):
+        ops.optim.nadam_update(p, np.zeros(4, np.float32), np.zeros(4, np.float32), np.zeros(4), 0.1, 0)
