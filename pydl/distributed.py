@@ -303,6 +303,17 @@ def shard_bounds(n: int, rank_: int | None = None, size_: int | None = None) -> 
     return lo, lo + q + (1 if r < extra else 0)
 
 
+def _unpack_states(metrics, states, flat) -> None:
+    """Give each metric the state read from `flat` (its arrays, in order)."""
+    off = 0
+    for m, st in zip(metrics, states):
+        new = []
+        for a in st:
+            new.append(np.asarray(flat[off:off + a.size]).reshape(a.shape))
+            off += a.size
+        m.set_state_arrays(new)
+
+
 # -- the optimizer wrapper -----------------------------------------------------------------------
 class _Bucket:
     __slots__ = ("dtype", "entries", "size", "buf", "pending", "req")
@@ -501,6 +512,8 @@ class DistributedOptimizer:
             b.pending, b.req = len(b.entries), None
         count = float(n)
         reg_layers = {id(layer) for layer in model._reg_layers}
+        named = model._stateful_named(model._output_plan())
+        before = [fn.state_arrays() for _, fn in named]
         if n > 0:
             def on_done(i):
                 for layer in self._done_at.get(i, ()):
@@ -526,9 +539,12 @@ class DistributedOptimizer:
                 for layer in self._done_at[i]:
                     self._fill(layer, 0.0, False)
             logs = {k: 0.0 for k in model._log_keys()}
-        # the batch's logs, weighted by the local count, reduced alongside the gradients
+        # the batch's logs, weighted by the local count, and what the batch added to the stateful
+        # metrics' accumulators, reduced alongside the gradients
         keys = list(logs)
-        lbuf = np.array([count] + [logs[k] * count for k in keys], dtype=np.float64)
+        deltas = [a - b for (_, fn), bs in zip(named, before) for a, b in zip(fn.state_arrays(), bs)]
+        lbuf = np.concatenate([np.array([count] + [logs[k] * count for k in keys], dtype=np.float64)] +
+                              [d.ravel() for d in deltas])
         reqs = [b.req for b in self._buckets if b.req is not None]
         if _active():
             reqs.append(_st.comm.Iallreduce(_st.MPI.IN_PLACE, _mpi_buffer(lbuf), op=_st.MPI.SUM))
@@ -546,14 +562,30 @@ class DistributedOptimizer:
                         grads[p] = (b.buf[off:off + n_el] * scale).reshape(shape)
             self.optimizer.apply_gradients([(g, param) for g, (_, param) in zip(grads, pairs)])
         self._global_count = int(total_count)
-        return {k: (lbuf[i + 1] / total_count if total_count > 0 else 0.0) for i, k in enumerate(keys)}
+        out = {k: (lbuf[i + 1] / total_count if total_count > 0 else 0.0) for i, k in enumerate(keys)}
+        if named:
+            totals = lbuf[1 + len(keys):]
+            off = 0
+            for (name, fn), bs in zip(named, before):
+                new = []
+                for b in bs:
+                    new.append(b + totals[off:off + b.size].reshape(b.shape))
+                    off += b.size
+                fn.set_state_arrays(new)
+                out[name] = float(fn.result())
+        return out
 
-    def reduce_sums(self, sums: dict, n: int, keys) -> tuple[dict, int]:
-        """Sum evaluation totals {key: sum of value * count} and the count over the ranks."""
+    def reduce_sums(self, sums: dict, n: int, keys, metrics=()) -> tuple[dict, int]:
+        """Sum evaluation totals {key: sum of value * count} and the count over the ranks; the
+        stateful metric objects' accumulators are summed too (each then holds the state of
+        all ranks' data)."""
         keys = list(keys)
-        buf = np.array([float(n)] + [sums.get(k, 0.0) for k in keys], dtype=np.float64)
+        states = [m.state_arrays() for m in metrics]
+        buf = np.concatenate([np.array([float(n)] + [sums.get(k, 0.0) for k in keys], dtype=np.float64)] +
+                             [a.ravel() for st in states for a in st])
         if _active():
             _wait([_st.comm.Iallreduce(_st.MPI.IN_PLACE, _mpi_buffer(buf), op=_st.MPI.SUM)], "the evaluation sums")
+        _unpack_states(metrics, states, buf[1 + len(keys):])
         return {k: float(buf[i + 1]) for i, k in enumerate(keys)}, int(buf[0])
 
     def last_batch_count(self) -> int:

@@ -341,7 +341,24 @@ class Metric:
 
     def __init__(self, name=None):
         self.name = name if name is not None else _snake(type(self).__name__)
+        before = set(vars(self))
         self.reset_state()
+        self._state_keys = tuple(k for k in vars(self) if k not in before)
+
+    def state_arrays(self) -> list:
+        """Copies of the accumulators reset_state creates, as float64 arrays. Every accumulator is
+        a sum over the batches seen, so the state of several shards of data is the element-wise
+        sum of their states (pydl.distributed reduces metrics this way)."""
+        return [np.array(getattr(self, k), dtype=np.float64, ndmin=1) for k in self._state_keys]
+
+    def set_state_arrays(self, arrays) -> None:
+        """Overwrite the accumulators with arrays shaped as state_arrays() gives them."""
+        for k, a in zip(self._state_keys, arrays):
+            cur = getattr(self, k)
+            if isinstance(cur, np.ndarray):
+                cur[...] = np.reshape(a, cur.shape)
+            else:
+                setattr(self, k, type(cur)(np.reshape(a, -1)[0]))
 
     def reset_state(self) -> None:
         raise NotImplementedError

@@ -579,6 +579,11 @@ class Model:
         return plan
 
     @staticmethod
+    def _stateful_named(plan) -> list:
+        """[(log name, metric object)] for the plan's stateful metrics."""
+        return [(name, fn) for _, _, _, mets in plan for name, fn in mets if _is_stateful(fn)]
+
+    @staticmethod
     def _reset_stateful(plan) -> set:
         """Reset the plan's stateful metrics; returns their log names."""
         names = set()
@@ -1230,7 +1235,9 @@ class Model:
                 sums[k] = sums.get(k, 0.0) + v * m
         stream.end_epoch()
         if self._dist is not None:
-            sums, n = self._dist.reduce_sums(sums, n, self._log_keys())
+            named = self._stateful_named(plan)
+            sums, n = self._dist.reduce_sums(sums, n, self._log_keys(), [fn for _, fn in named])
+            last = {**last, **{name: float(fn.result()) for name, fn in named}}
         if n == 0:
             return None
         logs = {k: (last[k] if k in stateful else v / n) for k, v in sums.items()}

@@ -28,7 +28,8 @@ def mlp(opt):
     m = pydl.Sequential([L.Dense(24, activation="relu", input_shape=(12,),
                                  kernel_regularizer=pydl.regularizers.l2(1e-3)),
                          L.Dropout(0.0), L.Dense(4, activation="softmax")])
-    m.compile(loss="sparse_categorical_crossentropy", optimizer=opt, metrics=["accuracy"])
+    m.compile(loss="sparse_categorical_crossentropy", optimizer=opt,
+              metrics=["accuracy", pydl.metrics.SparseCategoricalAccuracy(name="stateful_acc")])
     return m
 
 
@@ -89,9 +90,26 @@ def equivalence():
                                                                                         return_dict=True)
             res[f"{name}/{oname}"] = {
                 "max_weight_diff": diff, "same_on_ranks": same_everywhere(m.get_weights()),
-                "loss_diff": max(abs(a - b) for a, b in zip(h.history["loss"], href.history["loss"])),
+                "loss_diff": max(abs(a - b) for k in href.history for a, b in zip(h.history[k], href.history[k])),
                 "eval_diff": max(abs(ev[k] - ev_ref[k]) for k in ev),
                 "steps": m._dist.stats["steps"], "iterations": m.optimizer.iterations}
+    # a metric over the whole data set (AUC): the ranks' accumulators are summed, not averaged
+    g = np.random.default_rng(9)
+    xb = g.standard_normal((101, 5)).astype(np.float32)
+    yb = (xb[:, 0] + 0.5 * g.standard_normal(101) > 0).astype(np.float32)[:, None]
+
+    def binary(opt):
+        pydl.seed(15)
+        m = pydl.Sequential([L.Dense(1, activation="sigmoid", input_shape=(5,))])
+        m.compile(loss="binary_crossentropy", optimizer=opt, metrics=["AUC", "precision"])
+        return m
+    a, b = binary(dist.DistributedOptimizer("sgd")), binary("sgd")
+    ha = a.fit(xb, yb, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    hb = b.fit(xb, yb, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    ea, eb = a.evaluate(xb, yb, batch_size=10, return_dict=True), b.evaluate(xb, yb, batch_size=10, return_dict=True)
+    res["auc"] = {"eval_diff": max(abs(ea[k] - eb[k]) for k in eb),
+                  "fit_diff": max(abs(u - v) for k in hb.history for u, v in zip(ha.history[k], hb.history[k])),
+                  "auc": eb["auc"]}
     # shuffling: identical on all ranks; the permutation comes from rank 0's seed
     x, y = data(96, (12,), 4, 8)
     m = mlp(dist.DistributedOptimizer(pydl.optimizers.Adam(1e-2)))

@@ -51,6 +51,8 @@ def test_n_ranks_match_one_process_on_the_global_batch(n, tmp_path):
         assert c["steps"] == c["iterations"] > 0
     # the tiny case (7 samples, batch 2) gives some rank an empty piece of the last batch
     assert res["mlp_tiny_batches/sgd"]["steps"] == 12
+    assert res["auc"]["eval_diff"] < 1e-6 and res["auc"]["fit_diff"] < 1e-5, res["auc"]
+    assert 0.55 < res["auc"]["auc"] < 1.0  # a real, non-trivial AUC
     assert res["shuffle_same_on_ranks"]
     assert res["broadcast"] == {"before": False, "after": True}
     assert res["source_diff"] < 2e-6
