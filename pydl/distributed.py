@@ -34,7 +34,11 @@ What `fit` / `evaluate` do on a model compiled with a DistributedOptimizer:
   so the logs, History, callbacks and EarlyStopping see the same values on every rank. Only
   rank 0 shows the progress bar and writes ModelCheckpoint files and CSVLogger logs.
   `evaluate` (and validation) shards the data the same way and reduces the sums; metrics that
-  are means over samples (accuracy, MAE, ...) equal the single-process values.
+  are means over samples (accuracy, MAE, ...) equal the single-process values, and stateful
+  metric objects (AUC, Precision, ...) have their accumulators summed over the ranks, so they
+  equal them too.
+- `train_on_batch` / `test_on_batch` on such a model: each rank passes its own piece of the
+  batch; gradients, logs and metrics are reduced as in `fit`.
 - `predict` is not sharded: every rank predicts all of its input.
 - BatchNormalization normalizes with each rank's own batch statistics (as Horovod and PyTorch
   DDP do by default); Dropout draws different masks on each rank.
