@@ -150,8 +150,8 @@ def _makes_masks(layer) -> bool:
 
 
 class _SlotValues(list):
-    """The values of a model's tensor slots; `masks` holds each slot's mask (None everywhere, or
-    None, in graphs that carry no masks)."""
+    """The values of a model's tensor slots, with `masks`: a list of each slot's mask (None for
+    a slot without one) from a graph that tracks masks, else None."""
     __slots__ = ("masks",)
 
     def __init__(self, values, masks=None):
