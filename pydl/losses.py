@@ -151,21 +151,29 @@ class SparseCategoricalCrossentropy(_LogitsLoss):
 
 
 def check_sparse_labels(y_true, pred_shape, who: str) -> None:
-    """Integer class labels of shape (N,) or (N, 1), each in [0, C) for predictions (N, C)."""
+    """Integer class labels of shape pred_shape[:-1] (or that with a trailing 1: (N,) or (N, 1) for
+    predictions (N, C); (N, T) or (N, T, 1) for per-step predictions (N, T, C)), each in [0, C).
+    Sizes given as None in pred_shape match any size."""
     yt = np.asarray(y_true)
-    if len(pred_shape) != 2:
-        raise ValueError(f"[{who}] y_pred must be (N, classes), got shape {tuple(pred_shape)}")
-    n, c = pred_shape
-    if not (yt.shape == (n,) or yt.shape == (n, 1)):
-        raise ValueError(f"[{who}] labels must have shape ({n},) or ({n}, 1) for predictions {tuple(pred_shape)}, "
-                         f"got {yt.shape}")
+    pred_shape = tuple(pred_shape)
+    if len(pred_shape) < 2:
+        raise ValueError(f"[{who}] y_pred must be (N, classes) or (N, ..., classes), got shape {pred_shape}")
+    rows, c = pred_shape[:-1], pred_shape[-1]
+
+    def fits(shape):
+        return len(shape) == len(rows) and all(r is None or r == g for r, g in zip(rows, shape))
+
+    if not (fits(yt.shape) or (yt.ndim == len(rows) + 1 and yt.shape[-1] == 1 and fits(yt.shape[:-1]))):
+        want = ", ".join("N" if d is None else str(d) for d in rows)
+        raise ValueError(f"[{who}] labels must have shape ({want}) or ({want}, 1) for predictions "
+                         f"{tuple('N' if d is None else d for d in pred_shape)}, got {yt.shape}")
     if yt.size == 0:
         return
     if not np.issubdtype(yt.dtype, np.integer):
         if not np.issubdtype(yt.dtype, np.floating) or not np.all(np.isfinite(yt)) or np.any(yt != np.round(yt)):
             raise ValueError(f"[{who}] labels must be integer class indices, got dtype {yt.dtype}")
     lo, hi = yt.min(), yt.max()
-    if lo < 0 or hi >= c:
+    if lo < 0 or (c is not None and hi >= c):
         raise ValueError(f"[{who}] labels must lie in [0, {c}) for {c} classes, got values in [{lo}, {hi}]")
 
 
@@ -176,9 +184,29 @@ def per_sample(kind: str, y_true, y_pred, from_logits: bool = False) -> np.ndarr
     probabilities normalise each row and clip to [eps, 1 - eps] in y_pred's precision.
     Used for sample weights: the weighted loss is sum(w * l) / N (Keras's sum_over_batch_size)."""
     p = np.asarray(y_pred)
+    if p.ndim < 2:  # one value per sample: the element losses are the sample losses
+        return _elementwise(kind, y_true, p, from_logits).reshape(p.shape[0], -1).mean(axis=1)
+    return per_row(kind, y_true, p, from_logits).reshape(p.shape[0], -1).mean(axis=1)
+
+
+def per_row(kind: str, y_true, y_pred, from_logits: bool = False) -> np.ndarray:
+    """The loss of each row of y_pred (every position but the last axis: shape y_pred.shape[:-1]),
+    float64, as Keras's losses give them before reduction: crossentropies per class row, mse /
+    mae / bce averaged over the last axis. mean(per_row(...)) is the kernel's value. Used for
+    masks: a mask (N, T) on an output (N, T, K) weighs these (N, T) values."""
+    p = np.asarray(y_pred)
+    if p.ndim < 2:
+        raise ValueError(f"[losses.per_row] y_pred must have a last (feature) axis, got shape {p.shape}")
+    if kind in ("sparse_categorical_crossentropy", "categorical_crossentropy"):
+        return _elementwise(kind, y_true, p, from_logits)
+    return _elementwise(kind, y_true, p, from_logits).mean(axis=-1)
+
+
+def _elementwise(kind, y_true, p, from_logits):
+    """Element losses (mse, mae, bce: y_pred's shape) or row losses (crossentropies: shape
+    y_pred.shape[:-1]), float64."""
     dt = p.dtype if p.dtype in (np.float32, np.float64) else np.dtype(np.float32)
     lo, hi = float(dt.type(1e-7)), float(dt.type(1) - dt.type(1e-7))
-    n = p.shape[0]
     p = p.astype(np.float64)
 
     def log_softmax(z):
@@ -190,25 +218,22 @@ def per_sample(kind: str, y_true, y_pred, from_logits: bool = False) -> np.ndarr
         return np.log(np.clip(q, lo, hi))
 
     if kind == "sparse_categorical_crossentropy":
-        labels = np.asarray(y_true).reshape(n).astype(np.int64)
+        labels = np.asarray(y_true).reshape(p.shape[:-1]).astype(np.int64)
         lp = log_softmax(p) if from_logits else log_probs(p)
-        return -lp[np.arange(n), labels]
+        return -np.take_along_axis(lp, labels[..., None], axis=-1)[..., 0]
     t = np.asarray(y_true, dtype=np.float64).reshape(p.shape)
     if kind == "mse":
-        e = (p - t) ** 2
-    elif kind == "mae":
-        e = np.abs(p - t)
-    elif kind == "binary_crossentropy":
+        return (p - t) ** 2
+    if kind == "mae":
+        return np.abs(p - t)
+    if kind == "binary_crossentropy":
         if from_logits:
-            e = np.maximum(p, 0.0) - p * t + np.log1p(np.exp(-np.abs(p)))
-        else:
-            q = np.clip(p, lo, hi)
-            e = -(t * np.log(q) + (1.0 - t) * np.log(1.0 - q))
-    elif kind == "categorical_crossentropy":
-        e = -(t * (log_softmax(p) if from_logits else log_probs(p))).sum(axis=-1)
-    else:
-        raise ValueError(f"[losses.per_sample] unknown loss kind {kind!r}")
-    return e.reshape(n, -1).mean(axis=1)
+            return np.maximum(p, 0.0) - p * t + np.log1p(np.exp(-np.abs(p)))
+        q = np.clip(p, lo, hi)
+        return -(t * np.log(q) + (1.0 - t) * np.log(1.0 - q))
+    if kind == "categorical_crossentropy":
+        return -(t * (log_softmax(p) if from_logits else log_probs(p))).sum(axis=-1)
+    raise ValueError(f"[losses.per_sample] unknown loss kind {kind!r}")
 
 
 _PROBABILITY_KINDS = ("binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
@@ -266,6 +291,6 @@ def get(identifier) -> Loss:
 
 
 __all__ = ["Loss", "MeanSquaredError", "MeanAbsoluteError", "BinaryCrossentropy", "CategoricalCrossentropy",
-           "SparseCategoricalCrossentropy", "get", "serialize", "check_sparse_labels", "per_sample",
+           "SparseCategoricalCrossentropy", "get", "serialize", "check_sparse_labels", "per_sample", "per_row",
            "mean_squared_error", "mean_absolute_error", "binary_crossentropy", "categorical_crossentropy",
            "sparse_categorical_crossentropy"]

@@ -146,8 +146,33 @@ def _takes_mask(layer) -> bool:
 
 
 def _makes_masks(layer) -> bool:
-    """Whether the layer may create a mask where none came in (overrides compute_mask)."""
-    return type(layer).compute_mask is not Layer.compute_mask
+    """Whether the layer may create a mask where none came in (overrides compute_mask; the merge
+    layers only combine the masks they receive)."""
+    return type(layer).compute_mask is not Layer.compute_mask and not getattr(layer, "combines_masks", False)
+
+
+class _SlotValues(list):
+    """The values of a model's tensor slots, with `masks`: a list of each slot's mask (None for
+    a slot without one) from a graph that tracks masks, else None."""
+    __slots__ = ("masks",)
+
+    def __init__(self, values, masks=None):
+        super().__init__(values)
+        self.masks = masks
+
+
+def _output_mask(vals, slot: int, pred, who: str, k: int):
+    """The mask (N, T) bool of the output in `slot` when it weighs the (N, T) rows of an output
+    (N, T, ...) (losses and metrics then count only unmasked rows), else None."""
+    masks = getattr(vals, "masks", None)
+    if masks is None or masks[slot] is None:
+        return None
+    m = np.asarray(masks[slot])
+    if m.shape != np.shape(pred)[:-1]:
+        raise ValueError(f"[{who}] output {k} carries a mask of shape {m.shape} that does not match its rows "
+                         f"{np.shape(pred)[:-1]} (shape {np.shape(pred)}); a layer that changes the sequence "
+                         f"shape must compute its output mask (compute_mask) or return None")
+    return m.astype(bool, copy=False)
 
 
 def _check_contract(layer) -> None:
@@ -736,7 +761,8 @@ class Model:
             raise ValueError(f"[{self._who(who)}] y{where} contains NaN or Inf")
         if loss.kind == "sparse_categorical_crossentropy":
             check_sparse_labels(y, (n,) + tuple(out[1:]), self._who(who))
-            return np.ascontiguousarray(y.reshape(n).astype(np.int64, copy=False))
+            rows = y.shape[:len(out) - 1]
+            return np.ascontiguousarray(y.reshape(rows).astype(np.int64, copy=False))
         y = np.ascontiguousarray(y, dtype=np.float32)
         if y.ndim == 1 and len(out) == 2 and out[1] == 1:
             y = y.reshape(n, 1)
@@ -803,11 +829,15 @@ class Model:
                     vals[o], masks[o] = v, mv
             else:
                 vals[outs], masks[outs] = y, om
-        return vals
+        return _SlotValues(vals, masks)
 
     def _losses(self, vals, ys, plan, need_grad: bool = True, ws=None):
         """(weighted total, per-output values, seeds {slot: dL/dtensor}, fused {output: dL/dlogits}).
-        ws: per output, None or per-sample weights (N,): the loss is then sum(w * l) / N (Keras)."""
+        ws: per output, None or per-sample weights (N,): the loss is then sum(w * l) / N (Keras).
+        An output (N, T, ...) carrying a mask (N, T) (vals.masks) counts only its unmasked rows:
+        loss = sum(mask * w * l) / sum(mask) over the (N, T) row losses l (w = 1 without sample
+        weights; 0 when every row is masked), as Keras 3 applies a mask as sample weights
+        rescaled by (all rows / unmasked rows); masked rows get exactly zero gradient."""
         total, values, seeds, fused_dz = 0.0, [], {}, {}
         for k, (loss, w, fused, _) in enumerate(plan):
             if loss is None:
@@ -816,13 +846,26 @@ class Model:
             if fused:
                 step = self._plan[self._node_step[id(self._outputs[k].node)]]
                 pred, from_logits = step[0].fused_logits(step[1]), True
+                out = vals[self._output_slots[k]]
+                if pred.shape != out.shape:  # Dense keeps per-step logits as (N * T, K)
+                    pred = pred.reshape(out.shape)
             else:
                 pred, from_logits = vals[self._output_slots[k]], loss._from_logits()
                 if not from_logits:
                     loss.check_probabilities(pred)
             value, grad = _nn.loss(loss.kind, ys[k], pred, from_logits=from_logits)
             sw = None if ws is None else ws[k]
-            if sw is not None:
+            om = _output_mask(vals, self._output_slots[k], pred, self._who("loss"), k)
+            if om is not None:
+                per = _losses.per_row(loss.kind, ys[k], pred, from_logits)
+                wt = om.astype(np.float64)
+                if sw is not None:
+                    wt *= sw.astype(np.float64).reshape((-1,) + (1,) * (wt.ndim - 1))
+                valid = float(np.count_nonzero(om))
+                value = float(np.sum(per * wt) / valid) if valid > 0 else 0.0
+                scale = wt * (per.size / valid) if valid > 0 else wt
+                grad = grad * scale.astype(grad.dtype)[..., None]
+            elif sw is not None:
                 per = _losses.per_sample(loss.kind, ys[k], pred, from_logits)
                 value = float(np.dot(per, sw.astype(np.float64)) / per.shape[0])
                 grad = grad * sw.astype(grad.dtype).reshape((-1,) + (1,) * (grad.ndim - 1))
@@ -934,18 +977,30 @@ class Model:
         return keys
 
     def _logs(self, loss, values, plan, vals, ys) -> dict:
+        """The batch's logs. A metric of an output carrying a mask (N, T) sees only the unmasked
+        rows: fn(y_true[mask], y_pred[mask]) (0 when every row is masked)."""
         logs = {"loss": loss}
         multi = len(plan) > 1
         for k, (lk, _, _, mets) in enumerate(plan):
             if multi and lk is not None:
                 logs[f"{self.output_names[k]}_loss"] = values[k]
+            if not mets or ys[k] is None:
+                continue
+            yt, yp = ys[k], vals[self._output_slots[k]]
+            om = _output_mask(vals, self._output_slots[k], yp, self._who("metrics"), k)
+            if om is not None:
+                if not om.any():
+                    for name, fn in mets:
+                        logs[name] = float(fn.result()) if _is_stateful(fn) else 0.0
+                    continue
+                yp = yp[om]
+                yt = yt[om]
             for name, fn in mets:
-                if ys[k] is not None:
-                    if _is_stateful(fn):
-                        fn.update_state(ys[k], vals[self._output_slots[k]])
-                        logs[name] = float(fn.result())
-                    else:
-                        logs[name] = float(fn(ys[k], vals[self._output_slots[k]]))
+                if _is_stateful(fn):
+                    fn.update_state(yt, yp)
+                    logs[name] = float(fn.result())
+                else:
+                    logs[name] = float(fn(yt, yp))
         return logs
 
     # -- data -------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import pydl
-from pydl.layers import GRU, LSTM, Bidirectional, Dense, Dropout, Embedding, GlobalAveragePooling1D, SimpleRNN
+from pydl.layers import GRU, LSTM, Bidirectional, Dense, Dropout, Embedding, SimpleRNN
 from pydl.ops import rnn_backward, rnn_forward
 from pydl.utils import pad_sequences
 
@@ -148,7 +148,7 @@ def test_return_sequences_outputs_at_masked_steps_follow_keras():
 def test_layer_without_mask_support_drops_it_with_a_warning():
     pydl.seed(4)
     inp = pydl.Input((4,))
-    y = Dense(1)(GlobalAveragePooling1D()(Embedding(10, 3, mask_zero=True)(inp)))
+    y = Dense(1)(pydl.layers.Flatten()(Embedding(10, 3, mask_zero=True)(inp)))
     model = pydl.Model(inp, y)
     with pytest.warns(UserWarning, match="does not support masking"):
         model.predict(np.array([[1, 2, 0, 0]]))

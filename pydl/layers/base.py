@@ -66,7 +66,10 @@ mask as `forward(x, training, ctx=ctx, mask=m)` (the recurrent layers, which ski
 a layer with `supports_masking = True` passes the mask on unchanged by default (Dense, Dropout
 and the activation layers, which act per time step). A layer that neither supports masking nor
 overrides compute_mask drops a mask it receives, with a warning once per layer (Keras 3 does the
-same). Masks flow only through a model's graph, not through calls by hand.
+same). GlobalAveragePooling1D averages the unmasked steps; the merge layers combine their inputs'
+masks (`combines_masks = True`: compute_mask is overridden but creates no mask from nothing). A
+mask that reaches a model output (N, T, ...) restricts its loss and metrics to the unmasked
+steps (see pydl.model). Masks flow only through a model's graph, not through calls by hand.
 
 Calling a layer on a symbolic tensor (`pydl.Input`, or the output of another such call) runs no
 computation: it records a node of a graph, from which `pydl.Model` is built (see pydl.graph).

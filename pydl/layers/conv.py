@@ -292,7 +292,9 @@ class GlobalMaxPooling2D(ImageLayer):
 
 @register_layer
 class GlobalAveragePooling1D(Layer):
-    """(N, T, C) -> (N, C): the mean over the time steps (axis 1, channels last, as Keras)."""
+    """(N, T, C) -> (N, C): the mean over the time steps (axis 1, channels last, as Keras). With
+    a mask (N, T) (in a model, from Embedding(mask_zero=True)) the mean runs over the unmasked
+    steps only, as Keras; a row with every step masked gives zeros. The output has no mask."""
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
@@ -301,20 +303,37 @@ class GlobalAveragePooling1D(Layer):
                              f"{_fmt_shape(shape)}")
         return (shape[0], shape[2])
 
-    def forward(self, x, training=False, ctx=None):
+    def forward(self, x, training=False, ctx=None, mask=None):
         self.check_input(x)
         ctx = self.forward_context(ctx)
         x = np.asarray(x)
         if x.dtype not in (np.float32, np.float64):
             x = _as_dtype(x, np.float32, "GlobalAveragePooling1D")
         ctx.x_shape, ctx.dtype = x.shape, x.dtype
-        if x.shape[1] == 0:
+        ctx.weights = None
+        if mask is None and x.shape[1] == 0:
             raise ValueError(f"[GlobalAveragePooling1D '{self.name}'] cannot average over 0 time steps")
-        return x.mean(axis=1, dtype=x.dtype)
+        if mask is None:
+            return x.mean(axis=1, dtype=x.dtype)
+        m = np.asarray(mask)
+        if m.shape != x.shape[:2]:
+            raise ValueError(f"[GlobalAveragePooling1D '{self.name}'] mask has shape {m.shape}, expected (N, T) = "
+                             f"{x.shape[:2]} for input {x.shape}")
+        if m.dtype == object or not (np.issubdtype(m.dtype, np.number) or m.dtype == np.bool_):
+            raise TypeError(f"[GlobalAveragePooling1D '{self.name}'] mask must be a bool array, got dtype {m.dtype}")
+        m = m.astype(bool)
+        count = m.sum(axis=1, keepdims=True)
+        # weight of each step: 1 / (unmasked steps of its row), 0 for masked steps and empty rows
+        w = np.where(m, 1.0 / np.maximum(count, 1), 0.0).astype(x.dtype)
+        ctx.weights = w
+        return np.einsum("nt,ntc->nc", w, x).astype(x.dtype, copy=False)
 
     def backward(self, dout, ctx=None):
         ctx = self.backward_context(ctx)
         n, t, c = ctx.x_shape
+        if ctx.weights is not None:
+            g = np.asarray(dout, dtype=ctx.dtype)
+            return np.ascontiguousarray(ctx.weights[:, :, None] * g[:, None, :])
         g = np.asarray(dout, dtype=ctx.dtype) * ctx.dtype.type(1.0 / t)
         return np.ascontiguousarray(np.broadcast_to(g[:, None, :], (n, t, c)))
 

@@ -7,6 +7,12 @@
 
 forward takes the list, backward returns the list of input gradients. The batch dimension must
 agree; the other dimensions must be equal (no broadcasting), except the concatenation axis.
+
+Masks (see pydl.layers.base), as Keras: the element-wise layers give the logical AND of the
+input masks present (an input without a mask counts as all True; None when no input has one);
+Concatenate expands each mask (N, T) to its input's shape (all True for an input without one),
+joins them along the axis and reduces the last axis with OR: along the time axis the masks are
+joined, along the feature axis a step is kept when any input keeps it.
 """
 from __future__ import annotations
 
@@ -26,8 +32,35 @@ def _as_float(x) -> np.ndarray:
 
 class _Merge(Layer):
     multi_input = True
+    supports_masking = True
+    combines_masks = True  # compute_mask combines the input masks, it never creates one
     op = "?"
     min_inputs, max_inputs = 2, None
+
+    @staticmethod
+    def _mask_list(inputs, mask):
+        """The masks per input as bool arrays (None where absent), or None when there are none."""
+        if mask is None:
+            return None
+        if not isinstance(mask, (list, tuple)) or len(mask) != len(inputs):
+            raise ValueError(f"merge layers take one mask per input (a list of {len(inputs)}), got {mask!r:.100}")
+        if all(m is None for m in mask):
+            return None
+        return [None if m is None else np.asarray(m).astype(bool, copy=False) for m in mask]
+
+    def compute_mask(self, inputs, mask=None):
+        """The AND of the input masks present (None when no input has one)."""
+        masks = self._mask_list(inputs, mask)
+        if masks is None:
+            return None
+        present = [m for m in masks if m is not None]
+        out = present[0].copy()
+        for m in present[1:]:
+            if m.shape != out.shape:
+                raise ValueError(f"[{self._label()}] the input masks have different shapes "
+                                 f"{[None if q is None else q.shape for q in masks]}")
+            out &= m
+        return out
 
     def _check_count(self, n: int) -> None:
         if n < self.min_inputs or (self.max_inputs is not None and n > self.max_inputs):
@@ -195,6 +228,26 @@ class Concatenate(_Merge):
         sizes = [s[a] for s in input_shape]
         out[a] = None if any(d is None for d in sizes) else int(sum(sizes))
         return tuple(out)
+
+    def compute_mask(self, inputs, mask=None):
+        """Each input's mask expanded to the input's shape (all True for an input without one),
+        joined along the axis, then OR over the last axis (Keras's Concatenate.compute_mask)."""
+        masks = self._mask_list(inputs, mask)
+        if masks is None:
+            return None
+        shapes = [tuple(np.shape(x)) for x in inputs]
+        nd = len(shapes[0])
+        a = self._axis(nd)
+        full = []
+        for m, shape in zip(masks, shapes):
+            if m is None:
+                full.append(np.ones(shape, dtype=bool))
+                continue
+            if m.ndim > nd or m.shape != shape[:m.ndim]:
+                raise ValueError(f"[{self._label()}] a mask of shape {m.shape} does not fit its input of "
+                                 f"shape {shape}")
+            full.append(np.broadcast_to(m.reshape(m.shape + (1,) * (nd - m.ndim)), shape))
+        return np.concatenate(full, axis=a).any(axis=-1)
 
     def forward(self, xs, training=False, ctx=None):
         self.check_input(xs, ctx)
