@@ -364,7 +364,7 @@ def test_sample_weight_times_mask_in_fit_logs():
     mask = ids != 0
     nll = -np.log(np.take_along_axis(p, labels[..., None], axis=-1)[..., 0])
     want = (nll * mask * sw[:, None]).sum() / mask.sum()
-    assert model.test_on_batch(ids, labels, sample_weight=sw)["loss"] == pytest.approx(want, rel=1e-5)
+    assert model.test_on_batch(ids, labels, sample_weight=sw, return_dict=True)["loss"] == pytest.approx(want, rel=1e-5)
     # the gradients: a zero-weight sequence contributes nothing
     _, g = _grads(model, ids, labels, sample_weight=sw)
     other = labels.copy()
