@@ -67,6 +67,7 @@ __all__ = ["init", "is_initialized", "rank", "size", "local_rank", "local_size",
 _LAUNCH_VARS = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
 _ERR_TAG = 7177
 _GRACE_S = 2.0
+_SPIN_S = 0.05
 
 
 class DistributedError(RuntimeError):
@@ -197,20 +198,28 @@ def _check_peer_error() -> None:
 
 def _wait(reqs, what: str) -> float:
     """Wait for the requests, checking for failure notices; DistributedError after the timeout.
-    Returns the seconds spent waiting."""
+    Returns the seconds spent waiting.
+
+    MPI progresses a message only inside MPI calls, so the first _SPIN_S seconds poll without
+    sleeping (yielding the CPU to any other runnable process between polls: ranks may share
+    cores); a longer wait backs off to sleeps of up to 1 ms."""
     MPI = _st.MPI
     t0 = time.perf_counter()
     deadline = time.monotonic() + _st.timeout
     spins = 0
     while not MPI.Request.Testall(reqs):
-        _check_peer_error()
         spins += 1
-        if spins > 100:
-            if time.monotonic() > deadline:
-                raise DistributedError(f"[pydl.distributed] rank {_st.rank} waited {_st.timeout:g} s for {what} "
-                                       f"without the other ranks taking part: a rank has died, hangs, or runs a "
-                                       f"different sequence of steps (set the limit with init(timeout=...))")
-            time.sleep(min(1e-3, 2e-6 * (spins - 100)))
+        if spins & 63 == 0:
+            _check_peer_error()
+            waited = time.perf_counter() - t0
+            if waited > _SPIN_S:
+                if time.monotonic() > deadline:
+                    raise DistributedError(f"[pydl.distributed] rank {_st.rank} waited {_st.timeout:g} s for {what} "
+                                           f"without the other ranks taking part: a rank has died, hangs, or runs "
+                                           f"a different sequence of steps (set the limit with init(timeout=...))")
+                time.sleep(min(1e-3, waited * 0.01))
+                continue
+        os.sched_yield()
     return time.perf_counter() - t0
 
 
@@ -237,7 +246,8 @@ def _excepthook(tp, value, tb) -> None:
     if _st.comm is not None and _active():
         if not isinstance(value, DistributedError):
             _notify_peers(value)
-            time.sleep(_GRACE_S)  # let the other ranks report before the job is torn down
+        # let the other ranks report too before the job is torn down (the failed rank waits longest)
+        time.sleep(_GRACE_S if not isinstance(value, DistributedError) else _GRACE_S / 2)
         _st.comm.Abort(1)
 
 
@@ -261,6 +271,12 @@ def allreduce(x, op: str = "sum") -> np.ndarray:
     if op == "mean":
         a = a / _st.size
     return a
+
+
+def _inplace_sum(a: np.ndarray) -> None:
+    """a = the sum of a over the ranks, in place (the benchmark's measure of the gradient path)."""
+    if _active():
+        _wait([_st.comm.Iallreduce(_st.MPI.IN_PLACE, _mpi_buffer(a), op=_st.MPI.SUM)], "an allreduce")
 
 
 def broadcast(x: np.ndarray, root: int = 0) -> np.ndarray:
