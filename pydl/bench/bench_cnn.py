@@ -306,7 +306,9 @@ def run(quick: bool = False) -> list:
             base["numpy"] = timeit(lambda: ref.step(x, y), repeats=3 if not common.QUICK else 1) * 1e3
             rows.append(Row("cnn", f"conv32-pool-conv64-pool-dense10 b{BATCH} 28x28 Adam step", n, "ms",
                             t_pydl * 1e3, base, note=f"{flop / t_pydl / 1e9:.1f} GFLOP/s (direct-conv FLOPs)"))
-            prof = profile_pydl(pydl_model(weights), x, y, repeats=3 if quick else 30)
+            if quick:  # --quick: no per-layer profile
+                continue
+            prof = profile_pydl(pydl_model(weights), x, y, repeats=30)
             total = sum(prof.values())
             print(f"\npydl step profile, {n} thread(s) (median us per part; sum {total:.0f} us, "
                   f"whole step {t_pydl * 1e6:.0f} us):")

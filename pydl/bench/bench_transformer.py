@@ -197,11 +197,13 @@ def profile_pydl(model, x, y, repeats=10) -> dict:
 
 
 def run(quick: bool = False) -> list:
+    quick = quick or common.QUICK
     check_correctness()
-    x, y = make_data()
-    flop = 3 * 2 * BATCH * T * (4 * D * D + 2 * D * FF + 2 * T * D)
+    batch = 8 if quick else BATCH  # --quick: a quarter of the work, one round, no profile
+    x, y = make_data(batch=batch)
+    flop = 3 * 2 * batch * T * (4 * D * D + 2 * D * FF + 2 * T * D)
     rows = []
-    for n in [2] if not quick else [2]:
+    for n in [2]:
         with common.threads(n):
             model = pydl_model()
             base = {}
@@ -211,14 +213,16 @@ def run(quick: bool = False) -> list:
             t_pydl = timeit(lambda: model._train_step(x, y), warmup=2, repeats=7, min_time=0.0)
             if HAVE_TORCH:
                 base["torch"] = timeit(lambda: step(xt, yt), warmup=2, repeats=7, min_time=0.0) * 1e3
-            # interleave a second round so that both libraries see the same machine load
-            t_pydl = min(t_pydl, timeit(lambda: model._train_step(x, y), warmup=0, repeats=7, min_time=0.0))
-            if HAVE_TORCH:
-                base["torch"] = min(base["torch"],
-                                    timeit(lambda: step(xt, yt), warmup=0, repeats=7, min_time=0.0) * 1e3)
-            rows.append(Row("transformer", f"encoder block d{D} h{HEADS} ff{FF} T{T} B{BATCH} Adam step", n, "ms",
+            if not quick:  # interleave a second round so that both libraries see the same machine load
+                t_pydl = min(t_pydl, timeit(lambda: model._train_step(x, y), warmup=0, repeats=7, min_time=0.0))
+                if HAVE_TORCH:
+                    base["torch"] = min(base["torch"],
+                                        timeit(lambda: step(xt, yt), warmup=0, repeats=7, min_time=0.0) * 1e3)
+            rows.append(Row("transformer", f"encoder block d{D} h{HEADS} ff{FF} T{T} B{batch} Adam step", n, "ms",
                             t_pydl * 1e3, base, note=f"{flop / t_pydl / 1e9:.1f} GFLOP/s"))
-            prof = profile_pydl(pydl_model(), x, y, repeats=3 if quick else 7)
+            if quick:
+                continue
+            prof = profile_pydl(pydl_model(), x, y, repeats=7)
             total = sum(prof.values())
             print(f"\npydl step profile, {n} thread(s) (median ms per part; sum {total:.1f} ms, whole step "
                   f"{t_pydl * 1e3:.1f} ms):")
