@@ -452,6 +452,15 @@ def _div(a, b):
     return np.where(b != 0, a / np.where(b != 0, b, 1.0), 0.0)
 
 
+def _zero_confusion(metric) -> None:
+    """The confusion counts at each of the metric's thresholds, zeroed (its state)."""
+    n = metric.thresholds.size
+    metric.true_positives = np.zeros(n)
+    metric.false_positives = np.zeros(n)
+    metric.true_negatives = np.zeros(n)
+    metric.false_negatives = np.zeros(n)
+
+
 class _ConfusionMetric(Metric):
     """Weighted confusion counts at one or more thresholds (pred > threshold is a positive)."""
 
@@ -473,11 +482,7 @@ class _ConfusionMetric(Metric):
         super().__init__(name)
 
     def reset_state(self) -> None:
-        n = self.thresholds.size
-        self.true_positives = np.zeros(n)
-        self.false_positives = np.zeros(n)
-        self.true_negatives = np.zeros(n)
-        self.false_negatives = np.zeros(n)
+        _zero_confusion(self)
 
     def update_state(self, y_true, y_pred, sample_weight=None) -> None:
         labels, preds, w = _confusion_inputs(y_true, y_pred, sample_weight, self.class_id, self.top_k,
@@ -589,11 +594,7 @@ class AUC(Metric):
         super().__init__(name)
 
     def reset_state(self) -> None:
-        n = self.thresholds.size
-        self.true_positives = np.zeros(n)
-        self.false_positives = np.zeros(n)
-        self.true_negatives = np.zeros(n)
-        self.false_negatives = np.zeros(n)
+        _zero_confusion(self)
 
     def update_state(self, y_true, y_pred, sample_weight=None) -> None:
         labels, preds, w = _confusion_inputs(y_true, y_pred, sample_weight, None, None, "AUC")
