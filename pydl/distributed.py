@@ -526,6 +526,12 @@ class DistributedOptimizer:
         if self._need_sync:
             self._sync(model)
         n = int(xs[0].shape[0])
+        if not _active():  # one rank: nothing to sum, the plain step
+            total, values, vals, oplan = model._gradients(xs, ys, ws)
+            self.optimizer.apply_gradients(model._grad_pairs())
+            self.stats["steps"] += 1
+            self._global_count = n
+            return model._logs(total, values, oplan, vals, ys)
         bplan = model._backward_plan()
         self._plan(model, bplan)
         for b in self._buckets:
@@ -577,9 +583,10 @@ class DistributedOptimizer:
         if total_count > 0:
             for b in self._buckets:
                 scale = b.dtype.type(1.0 / b.buf[-1])
+                b.buf[:b.size] *= scale  # the averaged gradients, handed over as views of the buffer
                 for j, (p, off, n_el, shape, _, _) in enumerate(b.entries):
                     if b.buf[b.size + j] > 0:
-                        grads[p] = (b.buf[off:off + n_el] * scale).reshape(shape)
+                        grads[p] = b.buf[off:off + n_el].reshape(shape)
             self.optimizer.apply_gradients([(g, param) for g, (_, param) in zip(grads, pairs)])
         self._global_count = int(total_count)
         out = {k: (lbuf[i + 1] / total_count if total_count > 0 else 0.0) for i, k in enumerate(keys)}

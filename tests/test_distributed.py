@@ -117,16 +117,15 @@ def test_single_process_is_a_no_op_and_fit_matches_the_plain_optimizer():
                              pydl.layers.Dense(3, activation="softmax")])
         m.compile(loss="sparse_categorical_crossentropy", optimizer=opt, metrics=["accuracy"])
         return m
-    for overlap in (True, False):
-        ref = make(pydl.optimizers.Adam(1e-2))
-        hr = ref.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
-        m = make(dist.DistributedOptimizer(pydl.optimizers.Adam(1e-2), overlap=overlap))
-        h = m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
-        for p, q in zip(ref.get_weights(), m.get_weights()):
-            np.testing.assert_allclose(q, p, rtol=1e-6, atol=1e-7)
-        np.testing.assert_allclose(h.history["loss"], hr.history["loss"], rtol=1e-6)
-        assert isinstance(m.optimizer, pydl.optimizers.Adam)  # the model keeps (and saves) the wrapped one
-        assert m._dist.stats["steps"] == 14
+    ref = make(pydl.optimizers.Adam(1e-2))
+    hr = ref.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    m = make(dist.DistributedOptimizer(pydl.optimizers.Adam(1e-2)))
+    h = m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    for p, q in zip(ref.get_weights(), m.get_weights()):
+        np.testing.assert_array_equal(q, p)  # one rank takes the plain step
+    np.testing.assert_array_equal(h.history["loss"], hr.history["loss"])
+    assert isinstance(m.optimizer, pydl.optimizers.Adam)  # the model keeps (and saves) the wrapped one
+    assert m._dist.stats["steps"] == 14
 
 
 def test_saved_model_of_a_distributed_fit_loads_in_one_process(tmp_path):
