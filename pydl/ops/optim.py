@@ -167,6 +167,18 @@ def adam_step_size(lr: float, step: int, beta_1: float, beta_2: float) -> float:
     return lr * math.sqrt(1.0 - beta_2 ** step) / (1.0 - beta_1 ** step)
 
 
+def _adam_hyper(op: str, lr, step, beta_1, beta_2, epsilon):
+    """The checked (lr, step, beta_1, beta_2, epsilon) of the Adam-family updates."""
+    lr = _num(lr, "lr", op)
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"[{op}] step must be an int >= 1, got {step!r}")
+    beta_1 = _num(beta_1, "beta_1", op)
+    beta_2 = _num(beta_2, "beta_2", op)
+    if not (0.0 <= beta_1 < 1.0 and 0.0 <= beta_2 < 1.0):
+        raise ValueError(f"[{op}] beta_1 and beta_2 must be in [0, 1), got {beta_1}, {beta_2}")
+    return lr, int(step), beta_1, beta_2, _num(epsilon, "epsilon", op, lo=0.0)
+
+
 def adam_update(param, m, v, grad, lr, step, beta_1=0.9, beta_2=0.999, epsilon=1e-7, *, vhat=None,
                 grad_scale=1.0, clip_value=None, l2=0.0, weight_decay=0.0, naive: bool = False) -> np.ndarray:
     """In place Adam (Keras form), step t >= 1 counted from 1:
@@ -180,14 +192,7 @@ def adam_update(param, m, v, grad, lr, step, beta_1=0.9, beta_2=0.999, epsilon=1
     """
     op = "adam_update"
     param, g = _prepare(op, param, grad, {"m": m, "v": v, "vhat": vhat})
-    lr = _num(lr, "lr", op)
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
-        raise ValueError(f"[{op}] step must be an int >= 1, got {step!r}")
-    beta_1 = _num(beta_1, "beta_1", op)
-    beta_2 = _num(beta_2, "beta_2", op)
-    if not (0.0 <= beta_1 < 1.0 and 0.0 <= beta_2 < 1.0):
-        raise ValueError(f"[{op}] beta_1 and beta_2 must be in [0, 1), got {beta_1}, {beta_2}")
-    eps = _num(epsilon, "epsilon", op, lo=0.0)
+    lr, step, beta_1, beta_2, eps = _adam_hyper(op, lr, step, beta_1, beta_2, epsilon)
     lr_t = adam_step_size(lr, int(step), beta_1, beta_2)
     _pick(op, naive)(param, m, v, vhat, g, lr_t, beta_1, beta_2, eps,
                      **_common(op, lr, grad_scale, clip_value, l2, weight_decay))
@@ -228,14 +233,7 @@ def nadam_update(param, m, v, grad, lr, step, beta_1=0.9, beta_2=0.999, epsilon=
     """
     op = "nadam_update"
     param, g = _prepare(op, param, grad, {"m": m, "v": v})
-    lr = _num(lr, "lr", op)
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
-        raise ValueError(f"[{op}] step must be an int >= 1, got {step!r}")
-    beta_1 = _num(beta_1, "beta_1", op)
-    beta_2 = _num(beta_2, "beta_2", op)
-    if not (0.0 <= beta_1 < 1.0 and 0.0 <= beta_2 < 1.0):
-        raise ValueError(f"[{op}] beta_1 and beta_2 must be in [0, 1), got {beta_1}, {beta_2}")
-    eps = _num(epsilon, "epsilon", op, lo=0.0)
+    lr, step, beta_1, beta_2, eps = _adam_hyper(op, lr, step, beta_1, beta_2, epsilon)
     cm, cg, vs = nadam_coefficients(lr, int(step), beta_1, beta_2)
     _pick(op, naive)(param, m, v, g, cm, cg, vs, beta_1, beta_2, eps,
                      **_common(op, lr, grad_scale, clip_value, l2, weight_decay))
