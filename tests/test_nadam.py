@@ -190,3 +190,26 @@ def test_kernel_bad_input():
                            1.0, 0.9, 0.999, 1e-7)
     with pytest.raises(ValueError, match="step"):
         ops.optim.nadam_update(p, np.zeros(4, np.float32), np.zeros(4, np.float32), np.zeros(4), 0.1, 0)
+
+
+def test_ops_bad_input():
+    """nadam_update refuses what the other in-place updates refuse, naming the argument."""
+    f32 = lambda n=8: np.zeros(n, np.float32)  # noqa: E731
+    g = np.ones(8, np.float32)
+    with pytest.raises(ValueError, match="m has shape"):
+        ops.optim.nadam_update(f32(), f32(7), f32(), g, 0.1, 1)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ops.optim.nadam_update(np.zeros((8, 2), np.float32)[:, 0], f32(), f32(), g, 0.1, 1)
+    with pytest.raises(ValueError, match="v has dtype float64, expected float32"):
+        ops.optim.nadam_update(f32(), f32(), np.zeros(8), g, 0.1, 1)
+    with pytest.raises(ValueError, match="overlaps"):
+        a = np.zeros(16, np.float32)
+        ops.optim.nadam_update(a[:8], a[8:], a[8:], g, 0.1, 1)
+    with pytest.raises(ValueError, match="grad has shape"):
+        ops.optim.nadam_update(f32(), f32(), f32(), np.ones(9, np.float32), 0.1, 1)
+    with pytest.raises(ValueError, match="lr must be finite"):
+        ops.optim.nadam_update(f32(), f32(), f32(), g, np.nan, 1)
+    with pytest.raises(ValueError, match=r"beta_1 and beta_2 must be in \[0, 1\)"):
+        ops.optim.nadam_update(f32(), f32(), f32(), g, 0.1, 1, beta_1=1.0)
+    with pytest.raises(ValueError, match="step must be an int >= 1"):
+        ops.optim.nadam_update(f32(), f32(), f32(), g, 0.1, True)
