@@ -55,6 +55,7 @@ from . import data, datasets, metrics, callbacks, utils, distributed
 from . import optimizers, schedules
 from . import losses, initializers, regularizers
 from . import interop
+from . import cuda
 from .graph import Input
 from .model import Model, Sequential, load_model, model_from_json, clone_model
 from . import models
@@ -96,7 +97,18 @@ def config() -> dict:
         "compiler": info.get("compiler"),
         "cxx_flags": info.get("cxx_flags"),
         "build_type": info.get("build_type"),
+        "cuda": _cuda_summary(),
     }
+
+
+def _cuda_summary() -> str:
+    """One line about the CUDA backend: the GPU, its compute capability and CuPy, or why not."""
+    from . import cuda
+    info = cuda.device_info()
+    if not info.get("available"):
+        return f"unavailable ({info.get('reason')})"
+    return (f"{info['name']} (compute capability {info['compute_capability']}, {info['memory_gib']} GiB), "
+            f"CuPy {info['cupy']}, CUDA runtime {info['cuda_runtime']}")
 
 
 def show_config() -> None:
@@ -109,4 +121,4 @@ __all__ = ["__version__", "matmul", "seed", "set_num_threads", "get_num_threads"
            "config", "ops", "layers", "data", "utils", "datasets", "metrics", "callbacks", "optimizers", "schedules",
            "losses", "initializers", "regularizers", "interop", "activations", "Input", "Model", "Sequential",
            "load_model", "model_from_json", "clone_model", "models", "gradcheck", "backend", "image_data_format",
-           "set_image_data_format", "distributed"]
+           "set_image_data_format", "distributed", "cuda"]

@@ -27,6 +27,8 @@ import threading
 
 import numpy as np
 
+from .ops import device as _device
+
 __all__ = ["Sequence", "BatchStream", "is_data_source", "unpack_batch", "to_numpy", "class_weight_to_sample_weight",
            "source_stream", "array_stream"]
 
@@ -61,6 +63,8 @@ def _is_tensor_like(obj) -> bool:
 def to_numpy(obj):
     """Tensors (anything of torch, TensorFlow or JAX with `.numpy()`) as NumPy arrays, inside
     tuples, lists and dicts too; other values are returned as they are."""
+    if _device.is_cuda(obj):  # a CuPy array: batches are prepared on the host, then moved
+        return obj.get()
     if _is_tensor_like(obj):
         t = obj
         if callable(getattr(t, "detach", None)):
@@ -80,7 +84,8 @@ def to_numpy(obj):
 def is_data_source(x) -> bool:
     """True for a Sequence, iterator or iterable of batches; False for arrays (and lists, tuples
     and dicts of arrays, tensors, scalars), which fit batches itself."""
-    if x is None or isinstance(x, (np.ndarray, list, tuple, dict, str, bytes, np.generic)) or _is_tensor_like(x):
+    if x is None or isinstance(x, (np.ndarray, list, tuple, dict, str, bytes, np.generic)) or _is_tensor_like(x) \
+            or _device.is_cuda(x):
         return False
     if isinstance(x, Sequence):
         return True

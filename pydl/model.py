@@ -95,6 +95,7 @@ from .layers import layout as _layout
 from .layers.base import Layer, _fmt_shape
 from .losses import check_sparse_labels
 from .metrics import is_stateful as _is_stateful
+from .ops import device as _device
 from .ops import nn as _nn
 from .random import get_rng
 
@@ -203,6 +204,7 @@ class Model:
         self.loss = None
         self.optimizer = None
         self._dist = None  # the DistributedOptimizer this model was compiled with, if any
+        self._device = "cpu"  # where parameters, state, optimizer slots and batches live (see `to`)
         self.metrics: list[tuple[str, object]] = []
         self._metric_ids: list = []
         self._loss_weights_arg = None
@@ -415,6 +417,43 @@ class Model:
 
     def _is_subclass_graph(self) -> bool:
         return type(self).call is not Model.call
+
+    # -- device ------------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """"cpu" or "cuda": where the model's arrays live and its steps run (see `to`)."""
+        return self._device
+
+    def to(self, device) -> "Model":
+        """Move the model to "cpu" or "cuda" (returns the model): parameters, state (BatchNorm's
+        moving statistics), gradients and optimizer slots move now, weights a later build creates
+        move when they appear; fit/evaluate/predict then move each batch to the device. "cuda"
+        without CuPy, a driver or a GPU is a CudaUnavailableError saying which is missing."""
+        self._device = _device.check_device(device, self._who("to"))
+        self._place()
+        return self
+
+    def _place(self) -> None:
+        """Every array of the layers and the optimizer on self._device (moves only what is not)."""
+        d = self._device
+        for layer in self._layers:
+            for store in (layer.params, layer.state, layer.grads):
+                for k, v in store.items():
+                    if v is not None and _device.device_of(v) != d:
+                        store[k] = _device.to_device(v, d)
+        opt = self.optimizer
+        if opt is not None and getattr(opt, "_slots", None):
+            for slots in opt._slots:
+                for k, v in slots.items():
+                    if v is not None and _device.device_of(v) != d:
+                        slots[k] = _device.to_device(v, d)
+
+    def _on_device(self, arrays):
+        """A list of batch arrays (None entries kept) moved to the model's device."""
+        if arrays is None:
+            return None
+        d = self._device
+        return [_device.to_device(a, d) for a in arrays]
 
     def build(self, input_shape) -> None:
         """Trace `call` on symbolic inputs of `input_shape` (batch dimension included, e.g.
@@ -867,14 +906,14 @@ class Model:
                 grad = grad * scale.astype(grad.dtype)[..., None]
             elif sw is not None:
                 per = _losses.per_sample(loss.kind, ys[k], pred, from_logits)
-                value = float(np.dot(per, sw.astype(np.float64)) / per.shape[0])
+                value = float(_device.namespace(per).dot(per, sw.astype(np.float64)) / per.shape[0])
                 grad = grad * sw.astype(grad.dtype).reshape((-1,) + (1,) * (grad.ndim - 1))
             value = float(value)
             values.append(value)
             total += w * value
             if need_grad and w != 0.0:
                 if w != 1.0:
-                    grad = grad * np.asarray(w, dtype=grad.dtype)
+                    grad = grad * grad.dtype.type(w)
                 if fused:
                     fused_dz[k] = grad
                 else:
@@ -942,6 +981,9 @@ class Model:
             ys = [ys]
         if self._dist is not None:
             return self._dist.train_step(self, xs, ys, ws)
+        if self._device != "cpu":
+            self._place()
+            xs, ys, ws = self._on_device(xs), self._on_device(ys), self._on_device(ws)
         total, values, vals, plan = self._gradients(xs, ys, ws)
         self.optimizer.apply_gradients(self._grad_pairs())
         return self._logs(total, values, plan, vals, ys)
@@ -1281,6 +1323,9 @@ class Model:
         for xb, yb, wb in stream.epoch(steps):
             if xb[0].shape[0] == 0:  # this rank's piece of a short sharded batch
                 continue
+            if self._device != "cpu":
+                self._place()
+                xb, yb, wb = self._on_device(xb), self._on_device(yb), self._on_device(wb)
             vals = self._run_forward(xb, False)
             total, values, _, _ = self._losses(vals, yb, plan, need_grad=False, ws=wb)
             m = xb[0].shape[0]
@@ -1347,21 +1392,28 @@ class Model:
         batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size", who)
         if steps is not None:
             steps = _positive_int(steps, "steps", who)
+        gpu_input = _any_cuda(x)
         stream = self._stream(x, None, None, None, batch_size, False, None, prefetch, "predict", targets=False)
         parts = None
         try:
             for xb, _, _ in stream.epoch(steps):
+                if self._device != "cpu":
+                    self._place()
+                    xb = self._on_device(xb)
                 vals = self._run_forward(xb, False)
                 if parts is None:
                     parts = [[] for _ in self._outputs]
                 for k, s in enumerate(self._output_slots):
-                    parts[k].append(np.array(vals[s], copy=True))
+                    v = vals[s]
+                    parts[k].append(v.get() if _device.is_cuda(v) else np.array(v, copy=True))
             stream.end_epoch()
         finally:
             stream.close()
         if parts is None:
             raise ValueError(f"[{who}] the data gave no batches")
         outs = [p[0] if len(p) == 1 else np.concatenate(p, axis=0) for p in parts]
+        if gpu_input:  # the output on the input's device
+            outs = [_device.to_device(o, "cuda") for o in outs]
         return outs[0] if len(outs) == 1 else outs
 
     def predict_on_batch(self, x):
@@ -1458,7 +1510,7 @@ class Model:
 
     def get_weights(self) -> list:
         """Copies of every layer's parameters then state arrays, in layer order."""
-        return [np.array(getattr(layer, kind)[k], copy=True) for layer, kind, k in self._weight_slots()]
+        return [_host_copy(getattr(layer, kind)[k]) for layer, kind, k in self._weight_slots()]
 
     def set_weights(self, weights) -> None:
         """Set every array from a list in get_weights order (checked fully before any is written)."""
@@ -1472,14 +1524,15 @@ class Model:
         arrays = []
         for (layer, kind, k), w in zip(slots, weights):
             target = getattr(layer, kind)[k]
-            w = np.asarray(w)
+            w = np.asarray(_device.to_host(w))
             if w.dtype == object or not np.issubdtype(w.dtype, np.number):
                 raise ValueError(f"[{who}] {layer.name}/{k} must be numeric, got dtype {w.dtype}")
             if w.shape != target.shape:
                 raise ValueError(f"[{who}] {layer.name}/{k} has shape {target.shape}, got {w.shape}")
             arrays.append(w)
         for (layer, kind, k), w in zip(slots, arrays):
-            getattr(layer, kind)[k][...] = w
+            target = getattr(layer, kind)[k]
+            target[...] = _device.like_device(w.astype(target.dtype, copy=False), target)
 
     @property
     def weights(self) -> list:
@@ -1499,7 +1552,8 @@ class Model:
         who = self._who("save_weights")
         if not self.built:
             raise ValueError(f"[{who}] the model is not built yet")
-        arrays = {f"{layer.name}/{k}": np.asarray(getattr(layer, kind)[k]) for layer, kind, k in self._weight_slots()}
+        arrays = {f"{layer.name}/{k}": np.asarray(_device.to_host(getattr(layer, kind)[k]))
+                  for layer, kind, k in self._weight_slots()}
         arrays["__config__"] = np.array(json.dumps({"format": FORMAT + "-weights", "version": VERSION}))
         _write_npz(path, arrays)
 
@@ -1622,11 +1676,11 @@ class Model:
                     key = f"{layer.name}/{k}"
                     if key in arrays:
                         raise ValueError(f"[{who}] layer '{layer.name}' has two arrays named {k!r}")
-                    arrays[key] = np.asarray(v)
+                    arrays[key] = np.asarray(_device.to_host(v))
         cfg = self.get_config(skip_unsaveable=True)
         if self.optimizer is not None and cfg["compile"] is not None:
             for k, v in self.optimizer.get_state().items():
-                arrays[f"optimizer/{k}"] = np.asarray(v)
+                arrays[f"optimizer/{k}"] = np.asarray(_device.to_host(v))
         if self.scaler is not None:
             for k, v in self.scaler.get_state().items():
                 arrays[f"scaler/{k}"] = np.asarray(v)
@@ -1709,6 +1763,20 @@ class Sequential(Model):
         layers = list(self._layers)
         self._init_graph(inp, x)
         self._layers = layers
+
+
+def _host_copy(a):
+    """A NumPy copy of an array on any device."""
+    return a.get() if _device.is_cuda(a) else np.array(a, copy=True)
+
+
+def _any_cuda(x) -> bool:
+    """True when x (an array, or a list / tuple / dict of them) holds a CuPy array."""
+    if isinstance(x, (list, tuple)):
+        return any(_any_cuda(v) for v in x)
+    if isinstance(x, dict):
+        return any(_any_cuda(v) for v in x.values())
+    return _device.is_cuda(x)
 
 
 def _write_npz(path, arrays) -> None:

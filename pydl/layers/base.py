@@ -81,6 +81,7 @@ import itertools
 import numpy as np
 
 from .. import registry
+from ..ops import device
 
 _name_counter = itertools.count(1)
 # Bumped whenever any layer's `trainable` changes; models re-plan their backward pass when it moved.
@@ -291,7 +292,7 @@ class Layer:
 
     def get_weights(self) -> list:
         """Copies of the parameters then the state arrays (Dense: [W (in, units), b])."""
-        return [np.array(w, copy=True) for w in self.weights]
+        return [w.get() if device.is_cuda(w) else np.array(w, copy=True) for w in self.weights]
 
     def set_weights(self, weights) -> None:
         """Set every array from a list in get_weights order (all are checked before any is written)."""
@@ -304,14 +305,15 @@ class Layer:
         arrays = []
         for (kind, k), w in zip(slots, weights):
             target = getattr(self, kind)[k]
-            w = np.asarray(w)
+            w = np.asarray(device.to_host(w))
             if w.dtype == object or not np.issubdtype(w.dtype, np.number):
                 raise ValueError(f"[{who}] {self.name}/{k} must be numeric, got dtype {w.dtype}")
             if w.shape != target.shape:
                 raise ValueError(f"[{who}] {self.name}/{k} has shape {target.shape}, got {w.shape}")
             arrays.append(w)
         for (kind, k), w in zip(slots, arrays):
-            getattr(self, kind)[k][...] = w
+            target = getattr(self, kind)[k]
+            target[...] = device.like_device(w.astype(target.dtype, copy=False), target)
 
     def flops(self) -> int:
         """Forward floating-point operations per sample (multiply-add = 2)."""

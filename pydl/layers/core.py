@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from .. import backend, initializers, regularizers
-from ..ops import nn
+from ..ops import device, nn
 from ..random import next_seed
 from .base import Layer, _fmt_shape, register_layer
 
@@ -37,15 +37,9 @@ def _activation_kind(activation, who: str, valid=None) -> str:
     return kind
 
 
-def _as_dtype(x, dtype, who: str) -> np.ndarray:
-    """The layer's input as a C-contiguous array of the weights' dtype."""
-    if type(x) is np.ndarray and x.dtype == dtype and x.flags.c_contiguous:
-        return x
-    if not isinstance(x, np.ndarray):
-        x = np.asarray(x)
-    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise TypeError(f"[{who}] input must be a numeric array, got dtype {x.dtype}")
-    return np.ascontiguousarray(x, dtype=dtype)
+def _as_dtype(x, dtype, who: str):
+    """The layer's input as a C-contiguous array of the weights' dtype, on its own device."""
+    return device.as_input(x, dtype, who)
 
 
 def _known(shape, who: str, what: str = "input") -> None:
@@ -199,8 +193,7 @@ class _ActivationBase(Layer):
     def forward(self, x, training=False, ctx=None):
         self.check_input(x, ctx)
         ctx = self.forward_context(ctx)
-        x = _as_dtype(x, x.dtype if getattr(x, "dtype", None) in (np.float32, np.float64) else np.float32,
-                      type(self).__name__)
+        x = _as_dtype(x, device.float_dtype(x), type(self).__name__)
         y = nn.activation(x, self.kind, self.alpha)
         ctx.x, ctx.y = x, y
         return y
@@ -362,8 +355,7 @@ class Dropout(Layer):
         if not training or self.rate == 0.0:
             ctx.mask = None
             return x
-        x = _as_dtype(x, x.dtype if getattr(x, "dtype", None) in (np.float32, np.float64) else np.float32,
-                      "Dropout")
+        x = _as_dtype(x, device.float_dtype(x), "Dropout")
         y, ctx.mask = nn.dropout_forward(x, self.rate, self._draw_seed())
         return y
 
@@ -446,8 +438,9 @@ class BatchNormalization(Layer):
 
     def _gamma_beta(self, dtype):
         c = self.state["moving_mean"].shape[0]
-        gamma = self.params["gamma"] if self.scale else np.ones(c, dtype)
-        beta = self.params["beta"] if self.center else np.zeros(c, dtype)
+        where = device.device_of(self.state["moving_mean"])
+        gamma = self.params["gamma"] if self.scale else device.ones(c, dtype, where)
+        beta = self.params["beta"] if self.center else device.zeros(c, dtype, where)
         return gamma, beta
 
     def _kernel_view(self, x, ctx):
@@ -475,7 +468,7 @@ class BatchNormalization(Layer):
 
     def backward(self, dout, ctx=None):
         ctx = self.backward_context(ctx)
-        dout = np.asarray(dout)
+        dout = device.asarray(dout)
         dx, dgamma, dbeta = nn.batchnorm_backward(dout.reshape(ctx.x.shape), ctx.x, ctx.gamma, ctx.cache)
         if self.scale:
             self.add_grad("gamma", dgamma)
@@ -527,7 +520,7 @@ class Flatten(Layer):
     def forward(self, x, training=False, ctx=None):
         self.check_input(x)
         ctx = self.forward_context(ctx)
-        x = np.asarray(x)
+        x = device.asarray(x)
         ctx.shape = x.shape
         if self._moves_channels(x.ndim):
             x = x.transpose((0,) + tuple(range(2, x.ndim)) + (1,))
@@ -535,12 +528,12 @@ class Flatten(Layer):
 
     def backward(self, dout, ctx=None):
         shape = self.backward_context(ctx).shape
-        dout = np.asarray(dout)
+        dout = device.asarray(dout)
         if not self._moves_channels(len(shape)):
             return dout.reshape(shape)
         moved = (shape[0],) + tuple(shape[2:]) + (shape[1],)
         back = (0, len(shape) - 1) + tuple(range(1, len(shape) - 1))
-        return np.ascontiguousarray(dout.reshape(moved).transpose(back))
+        return device.ascontiguous(dout.reshape(moved).transpose(back))
 
     def get_config(self):
         return {**super().get_config(), "data_format": self.data_format}
@@ -579,12 +572,12 @@ class Reshape(Layer):
     def forward(self, x, training=False, ctx=None):
         self.check_input(x)
         ctx = self.forward_context(ctx)
-        x = np.asarray(x)
+        x = device.asarray(x)
         ctx.shape = x.shape
         return x.reshape((x.shape[0],) + self.output_shape[1:])
 
     def backward(self, dout, ctx=None):
-        return np.asarray(dout).reshape(self.backward_context(ctx).shape)
+        return device.asarray(dout).reshape(self.backward_context(ctx).shape)
 
     def get_config(self):
         return {**super().get_config(), "target_shape": list(self.target_shape)}

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ops import device
 from .base import Layer, _fmt_shape, register_layer
 
 
-def _as_float(x) -> np.ndarray:
-    x = np.asarray(x)
+def _as_float(x):
+    x = device.asarray(x)
     if x.dtype not in (np.float32, np.float64):
         if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
             raise TypeError(f"merge layer inputs must be numeric arrays, got dtype {x.dtype}")

@@ -105,6 +105,41 @@ def full(shape, value, dtype, device: str = "cpu"):
     return namespace(device).full(shape, value, dtype=dtype)
 
 
+def as_input(x, dtype, who: str, what: str = "input"):
+    """A layer's input as a C-contiguous array of `dtype` on its own device: the one coercion
+    helper of the layers (NumPy for host data and anything array-like, CuPy stays CuPy).
+    Copies only when the dtype or the memory order differ; TypeError for non-numeric data."""
+    if type(x) is np.ndarray and x.dtype == dtype and x.flags.c_contiguous:
+        return x
+    if is_cuda(x):
+        if x.dtype == object or x.dtype.kind in "cSUVO" or x.dtype.kind == "c":
+            raise TypeError(f"[{who}] {what} must be a real numeric array, got dtype {x.dtype}")
+        return namespace("cuda").ascontiguousarray(x, dtype=dtype)
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise TypeError(f"[{who}] {what} must be a numeric array, got dtype {x.dtype}")
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def float_dtype(x):
+    """x's dtype when it is float32/float64, else float32 (what the kernels compute in)."""
+    dt = getattr(x, "dtype", None)
+    return dt if dt in (np.float32, np.float64) else np.dtype(np.float32)
+
+
+def asarray(x):
+    """`x` as an array on its own device: a CuPy array as it is, anything else through numpy.asarray."""
+    return x if is_cuda(x) else np.asarray(x)
+
+
+def ascontiguous(x):
+    """`x` C-contiguous on its own device (the same object when it already is)."""
+    if x.flags.c_contiguous:
+        return x
+    return namespace(x).ascontiguousarray(x)
+
+
 def as_float_cuda(x, name: str, op: str, dtype=None):
     """A CuPy array as the CUDA kernels take it: C-contiguous float32/float64 (or `dtype`).
 
@@ -139,4 +174,4 @@ def check_out_cuda(out, shape, dtype, op: str, name: str = "out", inputs: dict |
 
 
 __all__ = ["DEVICES", "is_cuda", "device_of", "dispatch", "check_device", "namespace", "to_device", "to_host",
-           "like_device", "empty", "zeros", "ones", "full", "as_float_cuda", "check_out_cuda"]
+           "like_device", "as_input", "float_dtype", "asarray", "ascontiguous", "empty", "zeros", "ones", "full", "as_float_cuda", "check_out_cuda"]
