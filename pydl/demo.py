@@ -109,6 +109,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="pydl_demo_out", help="output folder (default ./pydl_demo_out)")
     ap.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                     help="0 silent, 1 progress bar (default), 2 one line per epoch")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="where to train: cpu (default) or cuda (needs CuPy and an NVIDIA GPU)")
     args = ap.parse_args(argv)
     if args.epochs <= 0 or args.batch_size <= 0 or args.seed < 0 or not args.lr > 0:
         ap.error("--epochs, --batch-size and --lr must be positive, --seed non-negative")
@@ -141,8 +143,17 @@ def main(argv=None) -> int:
     model.scaler = scaler
     model.compile(loss="sparse_categorical_crossentropy", optimizer=Adam(learning_rate=args.lr),
                   metrics=["accuracy"])
+    if args.device == "cuda":
+        try:
+            model.to("cuda")
+        except pydl.cuda.CudaUnavailableError as exc:
+            print(f"pydl.demo: {exc}", file=sys.stderr)
+            return 2
+        where = f"GPU {pydl.cuda.device_info()['name']}"
+    else:
+        where = f"isa {pydl.config()['isa']}, {pydl.get_num_threads()} threads"
     print(f"pydl {pydl.__version__} | {dname}: {len(x_tr)} train, {len(x_val)} validation, {len(x_te)} test | "
-          f"isa {pydl.config()['isa']}, {pydl.get_num_threads()} threads")
+          f"{where}")
     model.summary()
 
     t_fit = time.perf_counter()

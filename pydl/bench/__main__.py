@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--isa", choices=["native", "avx512", "avx2", "generic"], default="native",
                     help="run pydl, PyTorch and NumPy with this ISA's kernels (default: each picks its own)")
     ap.add_argument("--quick", action="store_true", help="fewer repeats and shapes")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="cuda: the GPU benchmarks instead (pydl.bench.cuda: SGEMM, memory-bound kernels, MLP step)")
     ap.add_argument("--json", metavar="FILE", help="write the rows, machine and library versions as JSON")
     ap.add_argument("--report", metavar="DIR", help="write DIR/report.md with PNG charts")
     ap.add_argument("--out", metavar="STEM", help="also write STEM.md and STEM.json (the old bench/run.py output)")
@@ -98,6 +100,9 @@ def main(argv=None) -> int:
         from .report import compare_files
         print(compare_files(args.compare[0], args.compare[1], floor=args.noise_floor))
         return 0
+    if args.device == "cuda":
+        from .cuda import main as cuda_main
+        return cuda_main((["--quick"] if args.quick else []) + (["--json", args.json] if args.json else []))
     names = _selected(args, ap)
     if args.threads and min(args.threads) < 1:
         ap.error("--threads takes counts >= 1")

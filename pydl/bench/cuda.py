@@ -1,0 +1,209 @@
+"""GPU benchmarks of pydl's CUDA kernels against cuBLAS / CuPy and PyTorch CUDA, in one process.
+
+    python -m pydl.bench --device cuda [--quick] [--json FILE]
+    python -m pydl.bench.cuda [--quick] [--json FILE]
+
+fp32, TF32 off on every side (CUPY_TF32 unset, torch.backends.cuda.matmul.allow_tf32 = False).
+Each case checks its result first, then times with CUDA events (warm-up, repeats, median) and
+prints the rate with its formula and the ratio against the anchors measured in the same run:
+- SGEMM (pydl.bench.cuda_gemm): TFLOP/s = 2 m n k / t, vs cuBLAS (cupy.matmul) and torch.matmul;
+- memory-bound kernels on 16M elements: GB/s = bytes moved / t, vs a device-to-device copy
+  (2 x 64 MB per copy) measured in the same run;
+- the 784-256-128-10 MLP train step (batch 128, Adam, sparse cross-entropy, the data already on
+  the GPU, the loss read back every step as fit does) vs the same PyTorch CUDA step.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+import numpy as np
+
+N_ELEMS = 16 * 2**20  # 16M float32 = 64 MB per array
+
+
+def _cupy():
+    os.environ.setdefault("CUPY_TF32", "0")
+    import pydl.cuda
+    pydl.cuda.require()
+    return pydl.cuda.cupy_module()
+
+
+def gpu_time(fn, warmup: int = 3, repeats: int = 20) -> float:
+    """Median seconds per call of fn, timed with CUDA events around each call."""
+    cp = _cupy()
+    for _ in range(warmup):
+        fn()
+    cp.cuda.Device().synchronize()
+    start, stop = cp.cuda.Event(), cp.cuda.Event()
+    samples = []
+    for _ in range(repeats):
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        samples.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
+    return statistics.median(samples)
+
+
+def _torch_cuda():
+    try:
+        import torch
+    except Exception:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return torch
+
+
+def memory_bound(quick: bool) -> list[dict]:
+    """Element-wise, softmax and fused optimizer kernels as a fraction of the copy bandwidth."""
+    import pydl
+    cp = _cupy()
+    reps = 10 if quick else 30
+    rng = cp.random.default_rng(0)
+    x = rng.standard_normal(N_ELEMS, dtype=cp.float32)
+    dst = cp.empty_like(x)
+    nbytes = x.nbytes
+    t_copy = gpu_time(lambda: cp.copyto(dst, x), repeats=reps)
+    copy_gbs = 2 * nbytes / t_copy / 1e9
+    rows = [dict(name="device copy", shape="16M f32", gbs=copy_gbs, frac_copy=1.0, ms=t_copy * 1e3)]
+
+    def add(name, fn, arrays_moved, check=None):
+        if check is not None:
+            err = check()
+            if not err < 1e-5:
+                raise AssertionError(f"{name}: result differs from the reference by {err}")
+        t = gpu_time(fn, repeats=reps)
+        gbs = arrays_moved * nbytes / t / 1e9
+        rows.append(dict(name=name, shape="16M f32", gbs=gbs, frac_copy=gbs / copy_gbs, ms=t * 1e3))
+
+    ops = pydl.ops
+    y = ops.activation(x, "relu")
+    add("relu forward", lambda: ops.activation(x, "relu"), 2,
+        lambda: float(cp.abs(ops.activation(x, "relu") - cp.maximum(x, 0)).max()))
+    add("sigmoid forward", lambda: ops.activation(x, "sigmoid"), 2,
+        lambda: float(cp.abs(ops.activation(x, "sigmoid") - 1 / (1 + cp.exp(-x))).max()))
+    dy = rng.standard_normal(N_ELEMS, dtype=cp.float32)
+    add("relu backward", lambda: ops.activation_backward(dy, x, y, "relu"), 3,
+        lambda: float(cp.abs(ops.activation_backward(dy, x, y, "relu") - dy * (x > 0)).max()))
+    xs = x.reshape(-1, 1024)
+
+    def softmax_err():
+        ref = cp.exp(xs - xs.max(axis=1, keepdims=True))
+        ref /= ref.sum(axis=1, keepdims=True)
+        return float(cp.abs(ops.activation(xs, "softmax") - ref).max())
+    add("softmax rows of 1024", lambda: ops.activation(xs, "softmax"), 2, softmax_err)
+
+    # Adam over 8 tensors totalling 16M elements: param r/w, grad r, m r/w, v r/w = 7 arrays
+    sizes = [N_ELEMS // 8] * 8
+    params = [rng.standard_normal(n, dtype=cp.float32) for n in sizes]
+    grads = [rng.standard_normal(n, dtype=cp.float32) for n in sizes]
+    opt = pydl.optimizers.Adam(learning_rate=1e-3)
+    pairs = list(zip(grads, params))
+    opt.apply_gradients(pairs)
+    add("Adam update, 8 tensors (fused)", lambda: opt.apply_gradients(pairs), 7)
+    sgd = pydl.optimizers.SGD(learning_rate=1e-3, momentum=0.9)
+    sgd.apply_gradients(pairs)
+    add("SGD momentum update, 8 tensors", lambda: sgd.apply_gradients(pairs), 5)
+    return rows
+
+
+def mlp_step(quick: bool, batch: int = 128) -> list[dict]:
+    """Seconds per train step of the 784-256-128-10 MLP, pydl on the GPU vs PyTorch CUDA."""
+    import pydl
+    cp = _cupy()
+    rng = np.random.default_rng(0)
+    n = batch * 8
+    x = rng.standard_normal((n, 784)).astype(np.float32)
+    y = rng.integers(0, 10, n)
+    model = pydl.Sequential([pydl.layers.Dense(256, activation="relu", input_shape=(784,)),
+                             pydl.layers.Dense(128, activation="relu"), pydl.layers.Dense(10, activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy", optimizer=pydl.optimizers.Adam(1e-3))
+    model.to("cuda")
+    xg, yg = cp.asarray(x[:batch]), cp.asarray(y[:batch])
+    # the step fit runs for every batch: forward, loss (read back), backward, fused Adam
+    step = lambda: model._train_step([xg], [yg])  # noqa: E731
+    step()
+    reps = 30 if quick else 100
+    t_pydl = gpu_time(step, warmup=5, repeats=reps)
+    row = dict(name="MLP 784-256-128-10 train step", shape=f"B{batch} Adam", pydl_ms=t_pydl * 1e3)
+    torch = _torch_cuda()
+    if torch is not None:
+        dev = torch.device("cuda")
+        net = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128),
+                                  torch.nn.ReLU(), torch.nn.Linear(128, 10)).to(dev)
+        topt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        lossf = torch.nn.CrossEntropyLoss()
+        tx, ty = torch.as_tensor(x[:batch], device=dev), torch.as_tensor(y[:batch], device=dev)
+
+        def tstep():
+            topt.zero_grad(set_to_none=True)
+            loss = lossf(net(tx), ty)
+            loss.backward()
+            topt.step()
+            return loss.item()
+        t_torch = gpu_time(tstep, warmup=5, repeats=reps)
+        row.update(torch_ms=t_torch * 1e3, ratio_torch=t_torch / t_pydl)
+    return [row]
+
+
+def run(quick: bool = False) -> dict:
+    from . import cuda_gemm
+    import pydl
+    info = pydl.cuda.device_info()
+    out = {"device": info, "gemm": cuda_gemm.run(quick=quick), "memory": memory_bound(quick),
+           "mlp": mlp_step(quick)}
+    torch = _torch_cuda()
+    out["torch"] = None if torch is None else torch.__version__
+    return out
+
+
+def format_results(res: dict) -> str:
+    lines = [f"GPU: {res['device'].get('name')} (cc {res['device'].get('compute_capability')}), "
+             f"CuPy {res['device'].get('cupy')}, PyTorch {res.get('torch')}; fp32, TF32 off", ""]
+    lines.append("SGEMM: TFLOP/s = 2mnk/t")
+    lines.append(f"{'case':<28} {'shape':<18} {'pydl':>7} {'cuBLAS':>7} {'torch':>7} {'/cuBLAS':>8} {'/torch':>7} {'err':>8}")
+    for r in res["gemm"]:
+        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+        lines.append(f"{r['name']:<28} {r['shape']:<18} {fmt(r.get('pydl_tflops'), '7.2f')} "
+                     f"{fmt(r.get('cublas_tflops'), '7.2f')} {fmt(r.get('torch_tflops'), '7.2f')} "
+                     f"{fmt(r.get('ratio_cublas'), '8.3f')} {fmt(r.get('ratio_torch'), '7.3f')} "
+                     f"{fmt(r.get('max_rel_err'), '8.1e')}")
+    lines.append("")
+    lines.append("Memory-bound kernels: GB/s = bytes read + written / t; fraction of the device copy")
+    for r in res["memory"]:
+        lines.append(f"{r['name']:<34} {r['shape']:<8} {r['gbs']:8.0f} GB/s {r['frac_copy']:6.2f} of copy "
+                     f"({r['ms']:.3f} ms)")
+    lines.append("")
+    for r in res["mlp"]:
+        extra = f", PyTorch {r['torch_ms']:.3f} ms, pydl/PyTorch speed {r['ratio_torch']:.2f}x" \
+            if "torch_ms" in r else ""
+        lines.append(f"{r['name']} ({r['shape']}): pydl {r['pydl_ms']:.3f} ms{extra}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pydl.bench.cuda", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    args = ap.parse_args(argv)
+    import pydl.cuda
+    if not pydl.cuda.is_available():
+        print(f"pydl.bench --device cuda: {pydl.cuda.device_info()['reason']}", file=sys.stderr)
+        return 2
+    res = run(quick=args.quick)
+    print(format_results(res))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(res, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The GPU check: build, the CUDA tests, the demo on the GPU and the GPU benchmarks, one table.
+#
+#   tools/gpu_check.sh [OUTDIR]        (on a machine with an NVIDIA GPU and CuPy; no network needed)
+#
+# Builds the extension in place when it is missing (pip install --no-build-isolation's toolchain:
+# CMake, ninja, pybind11, scikit-build-core), compiles every kernel source with NVRTC when
+# cuda-bindings is importable, runs `pytest -m cuda`, `python -m pydl.demo --model mlp --device
+# cuda`, and `python -m pydl.bench --device cuda --quick`. Logs go to OUTDIR (default
+# gpu_check_out/); the summary table is printed last. Exit status: non-zero if any step failed.
+set -u
+cd "$(dirname "$0")/.."
+OUT="${1:-gpu_check_out}"
+mkdir -p "$OUT"
+export CUPY_TF32=0 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+status=0
+summary=()
+step() {  # step NAME TIMEOUT COMMAND...
+    local name=$1 limit=$2; shift 2
+    local t0=$(date +%s)
+    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    local rc=$? t=$(( $(date +%s) - t0 ))
+    summary+=("$(printf '%-10s rc=%-3s %4ss  %s' "$name" "$rc" "$t" "$(tail -n 1 "$OUT/$name.log" | cut -c1-110)")")
+    [ "$rc" -ne 0 ] && status=1
+    return $rc
+}
+build() {  # in place (CMake + ninja); else pip's build, whose extension is copied next to the sources
+    tools/build_inplace.sh && return 0
+    pip install --no-build-isolation --no-deps -q . || return 1
+    local so; so=$(cd /tmp && python -c "import pydl._core as c; print(c.__file__)") || return 1
+    cp "$so" pydl/
+}
+if ! python -c "import pydl._core" 2>/dev/null; then
+    step build 420 build || { printf '%s\n' "${summary[@]}"; exit 1; }
+fi
+python -c "import pydl; pydl.show_config()" > "$OUT/config.log" 2>&1; cat "$OUT/config.log"
+if python -c "import cuda.bindings.nvrtc" 2>/dev/null; then
+    step nvrtc 120 python tools/nvrtc_check.py
+fi
+step tests 300 python -m pytest -m cuda -q -p no:cacheprovider -rfE --tb=short tests/
+step demo 180 python -m pydl.demo --model mlp --device cuda --epochs 5 --batch-size 64 --verbose 0 --out "$OUT/demo"
+step bench 240 python -m pydl.bench --device cuda --quick --json "$OUT/bench.json"
+echo
+echo "== bench =="; cat "$OUT/bench.log"
+echo; echo "== demo =="; grep -E "test accuracy|training:" "$OUT/demo.log"
+echo; echo "== tests (failures) =="; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" | tail -40
+echo; echo "== summary =="; printf '%s\n' "${summary[@]}"
+exit $status
