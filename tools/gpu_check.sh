@@ -31,7 +31,7 @@ build() {  # in place (CMake + ninja); else pip's build, whose extension is copi
     cp "$so" pydl/
 }
 if ! python -c "import pydl._core" 2>/dev/null; then
-    step build 420 build || { printf '%s\n' "${summary[@]}"; exit 1; }
+    step build 420 bash -c "$(declare -f build); build" || { printf '%s\n' "${summary[@]}"; exit 1; }
 fi
 python -c "import pydl; pydl.show_config()" > "$OUT/config.log" 2>&1; cat "$OUT/config.log"
 if python -c "import cuda.bindings.nvrtc" 2>/dev/null; then
