@@ -429,7 +429,15 @@ class Model:
         moving statistics), gradients and optimizer slots move now, weights a later build creates
         move when they appear; fit/evaluate/predict then move each batch to the device. "cuda"
         without CuPy, a driver or a GPU is a CudaUnavailableError saying which is missing."""
-        self._device = _device.check_device(device, self._who("to"))
+        d = _device.check_device(device, self._who("to"))
+        if d == "cuda":
+            missing = sorted({type(layer).__name__ for layer in self._layers if not layer.supports_cuda})
+            if missing:
+                raise ValueError(f"[{self._who('to')}] these layers have no CUDA kernels and run on the CPU only: "
+                                 f"{', '.join(missing)}; keep the model on the CPU")
+            if self._dist is not None:
+                raise ValueError(f"[{self._who('to')}] data-parallel training (pydl.distributed) runs on the CPU only")
+        self._device = d
         self._place()
         return self
 
@@ -447,6 +455,13 @@ class Model:
                 for k, v in slots.items():
                     if v is not None and _device.device_of(v) != d:
                         slots[k] = _device.to_device(v, d)
+
+    def _check_cuda_layers(self) -> None:
+        """Layers added after `to("cuda")` (a Sequential built later) must support CUDA too."""
+        bad = [layer for layer in self._layers if not layer.supports_cuda]
+        if bad:
+            raise ValueError(f"[{self._who('fit')}] the model is on cuda but layer '{bad[0].name}' "
+                             f"({type(bad[0]).__name__}) has no CUDA kernels; move the model to the CPU")
 
     def _on_device(self, arrays):
         """A list of batch arrays (None entries kept) moved to the model's device."""
@@ -982,6 +997,7 @@ class Model:
         if self._dist is not None:
             return self._dist.train_step(self, xs, ys, ws)
         if self._device != "cpu":
+            self._check_cuda_layers()
             self._place()
             xs, ys, ws = self._on_device(xs), self._on_device(ys), self._on_device(ws)
         total, values, vals, plan = self._gradients(xs, ys, ws)

@@ -116,6 +116,9 @@ class Layer:
     multi_input = False
     # True for layers that pass an input mask on to their output unchanged (see "Masks")
     supports_masking = False
+    # True for layers whose forward and backward run on CuPy arrays (pydl.ops has CUDA kernels
+    # for everything they call); Model.to("cuda") refuses a model holding any other layer
+    supports_cuda = False
 
     def __init__(self, input_shape=None, name: str | None = None, trainable: bool = True):
         if input_shape is not None:

@@ -57,6 +57,8 @@ class Dense(Layer):
     softmax and log_softmax run as a separate op on the logits (over the last axis).
     """
 
+    supports_cuda = True
+
     supports_masking = True
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
@@ -178,6 +180,8 @@ class Dense(Layer):
 
 class _ActivationBase(Layer):
     kind = "linear"
+
+    supports_cuda = True
     supports_masking = True
 
     def __init__(self, alpha=None, input_shape=None, name=None, trainable=True):
@@ -315,6 +319,8 @@ class Dropout(Layer):
     is part of the layer's config, so a saved and reloaded model continues the same sequence.
     """
 
+    supports_cuda = True
+
     supports_masking = True
 
     def __init__(self, rate, seed=None, seed_calls=0, input_shape=None, name=None, trainable=True):
@@ -384,6 +390,8 @@ class BatchNormalization(Layer):
     format when the layer is created: 1 for "channels_first" ((N, C, H, W)), -1 for
     "channels_last" ((N, H, W, C)); for 2-D input (N, C) both are the same axis. Any rank >= 2.
     """
+
+    supports_cuda = True
 
     def __init__(self, axis=None, momentum=0.99, epsilon=1e-3, center=True, scale=True, input_shape=None,
                  name=None, trainable=True):
@@ -500,6 +508,8 @@ class Flatten(Layer):
     pydl.image_data_format(): a channels-first pydl model keeps PyTorch's (C, H, W) order.
     """
 
+    supports_cuda = True
+
     def __init__(self, data_format=None, input_shape=None, name=None, trainable=True):
         super().__init__(input_shape=input_shape, name=name, trainable=trainable)
         self.data_format = "channels_last" if data_format is None else \
@@ -542,6 +552,8 @@ class Flatten(Layer):
 @register_layer
 class Reshape(Layer):
     """(N, ...) -> (N, *target_shape); one entry of target_shape may be -1."""
+
+    supports_cuda = True
 
     def __init__(self, target_shape, input_shape=None, name=None, trainable=True):
         super().__init__(input_shape=input_shape, name=name, trainable=trainable)
