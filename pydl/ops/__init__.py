@@ -25,3 +25,6 @@ from .attention import attention_backward, attention_forward, scaled_dot_product
 from .norm import layer_norm, layer_norm_backward
 __all__ += ["scaled_dot_product_attention", "attention_forward", "attention_backward", "layer_norm",
             "layer_norm_backward"]
+from . import device
+from .device import device_of, to_device, to_host
+__all__ += ["device", "device_of", "to_device", "to_host"]
