@@ -3,6 +3,7 @@ tests/distributed_worker.py; single-process behaviour is tested in this process.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -25,12 +26,25 @@ def _mpiexec():
     return exe
 
 
-def _run(n, scenario, outdir, timeout_s=240, worker_timeout=120):
-    env = dict(os.environ, WORKER_TIMEOUT=str(worker_timeout), OMP_NUM_THREADS="1")
+def _run(n, scenario, outdir, timeout_s=90, worker_timeout=60, env_extra=None):
+    """Run the worker under mpiexec; a job still running after timeout_s is killed with every
+    process it started, and the test fails showing what the job printed."""
+    env = dict(os.environ, WORKER_TIMEOUT=str(worker_timeout), OMP_NUM_THREADS="1", **(env_extra or {}))
     t0 = time.monotonic()
-    proc = subprocess.run([_mpiexec(), "-n", str(n), sys.executable, WORKER, scenario, str(outdir)],
-                          capture_output=True, text=True, timeout=timeout_s, env=env)
-    return proc, time.monotonic() - t0
+    proc = subprocess.Popen([_mpiexec(), "-n", str(n), sys.executable, WORKER, scenario, str(outdir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # mpiexec and the ranks it started
+        except ProcessLookupError:
+            pass
+        out, err = proc.communicate()
+        pytest.fail(f"the {n}-rank job '{scenario}' still ran after {timeout_s} s and was killed; "
+                    f"its output:\n--- stdout ---\n{out[-4000:]}\n--- stderr ---\n{err[-4000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), time.monotonic() - t0
 
 
 @pytest.mark.parametrize("n", [2, 3])
@@ -78,12 +92,30 @@ def test_a_rank_raising_stops_every_rank_with_an_error(n, tmp_path):
     assert elapsed < 60  # well inside the timeout: the failure notice, not the timeout, ended it
 
 
-def test_a_rank_that_never_joins_times_out(tmp_path):
-    proc, elapsed = _run(2, "hang", tmp_path, worker_timeout=3)
+# MPICH's libfabric transport over TCP: there MPI_Abort on a communicator other than
+# MPI_COMM_WORLD blocks until the rank it aborts enters MPI, which a rank that never joins does not
+_TRANSPORTS = {"default": {}, "mpich-ofi-tcp": {"MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp"}}
+
+
+@pytest.mark.parametrize("transport", list(_TRANSPORTS))
+def test_a_rank_that_never_joins_times_out(transport, tmp_path):
+    proc, elapsed = _run(2, "hang", tmp_path, worker_timeout=3, env_extra=_TRANSPORTS[transport])
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "rank 0 waited 3 s for the gradient allreduce of step 1" in out, out[-3000:]
-    assert elapsed < 25  # the sleeping rank would take 30 s
+    assert elapsed < 25, out[-3000:]  # the sleeping rank would take 30 s: the abort ended it
+
+
+@pytest.mark.parametrize("transport", list(_TRANSPORTS))
+def test_a_rank_exiting_normally_after_a_timeout_aborts_the_job(transport, tmp_path):
+    """The timed-out rank catches the error and returns: it must not wait in MPI_Finalize for
+    the rank that never joined."""
+    proc, elapsed = _run(2, "hang_caught", tmp_path, worker_timeout=3, env_extra=_TRANSPORTS[transport])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "rank 0 caught: [pydl.distributed] rank 0 waited 3 s" in proc.stdout, out[-3000:]
+    assert "rank 0 is exiting after a failed collective: aborting the MPI job" in out, out[-3000:]
+    assert elapsed < 25, out[-3000:]
 
 
 def test_different_models_on_ranks_are_an_error_on_every_rank(tmp_path):
