@@ -86,9 +86,11 @@ def test_n_ranks_match_one_process_on_the_global_batch(n, tmp_path):
         assert not (tmp_path / f"ckpt{r}.npz").exists() and not (tmp_path / f"log{r}.csv").exists()
 
 
-# MPICH's libfabric transport over TCP: there MPI_Abort on a communicator other than
-# MPI_COMM_WORLD blocks until the rank it aborts enters MPI, which a rank that never joins does not
-_TRANSPORTS = {"default": {}, "mpich-ofi-tcp": {"MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp"}}
+# MPICH over TCP (UCX or libfabric): there MPI_Abort on a communicator other than MPI_COMM_WORLD
+# blocks until the rank it aborts enters MPI, which a rank that never joins does not
+_TRANSPORTS = {"default": {},
+               "mpich-ucx-tcp": {"MPIR_CVAR_CH4_NETMOD": "ucx", "UCX_TLS": "tcp,self"},
+               "mpich-ofi-tcp": {"MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp"}}
 
 
 @pytest.mark.parametrize("transport", list(_TRANSPORTS))
