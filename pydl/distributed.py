@@ -46,7 +46,8 @@ What `fit` / `evaluate` do on a model compiled with a DistributedOptimizer:
 Failure: every collective call waits with a timeout (`init(timeout=...)`, default 300 s, or
 PYDL_DIST_TIMEOUT). A rank whose `fit`/`evaluate` raises tells the others, which then raise
 DistributedError naming it; an exception that ends a rank's program aborts the MPI job (after a
-short grace so the other ranks can print theirs), so no rank waits forever. Model structures that
+short grace so the other ranks can print theirs), and so does a rank's exit after a timeout or a
+failure notice even when the program caught the error, so no rank waits forever. Model structures that
 differ between ranks are detected at compile (or the first fit) and raise on every rank.
 
 CuPy arrays: the CPU backend only; the CUDA backend's NCCL path does not exist yet.
@@ -56,6 +57,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import signal
 import time
 
 import numpy as np
@@ -68,6 +70,7 @@ _LAUNCH_VARS = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MV
 _ERR_TAG = 7177
 _GRACE_S = 2.0
 _SPIN_S = 0.05
+_ABORT_LIMIT_S = 5.0  # a rank that asked MPI to abort the job is gone this long after, whatever MPI does
 
 
 class DistributedError(RuntimeError):
@@ -86,6 +89,8 @@ class _State:
         self.notified = False
         self.sends: list = []
         self.prev_hook = None
+        self.broken = False    # a collective timed out or another rank failed: MPI_Finalize could wait forever
+        self.aborting = False
 
 
 _st = _State()
@@ -137,6 +142,9 @@ def init(timeout: float | None = None) -> None:
     if _st.size > 1:
         _st.prev_hook = sys.excepthook
         sys.excepthook = _excepthook
+        # Python's atexit handlers run before mpi4py's MPI_Finalize
+        import atexit
+        atexit.register(_atexit)
         if "OMP_NUM_THREADS" not in os.environ:
             from . import set_num_threads
             try:
@@ -192,6 +200,7 @@ def _check_peer_error() -> None:
         src = status.Get_source()
         _st.err_comm.Recv([buf, n, MPI.BYTE], source=src, tag=_ERR_TAG)
         _st.notified = True  # the failure is known everywhere; don't echo it back
+        _st.broken = True
         raise DistributedError(f"[pydl.distributed] rank {src} failed: {buf[:n].decode('utf-8', 'replace')}; "
                                f"stopping rank {_st.rank} as well")
 
@@ -214,6 +223,7 @@ def _wait(reqs, what: str) -> float:
             waited = time.perf_counter() - t0
             if waited > _SPIN_S:
                 if time.monotonic() > deadline:
+                    _st.broken = True  # the requests stay in flight: this job can no longer finalize
                     raise DistributedError(f"[pydl.distributed] rank {_st.rank} waited {_st.timeout:g} s for {what} "
                                            f"without the other ranks taking part: a rank has died, hangs, or runs "
                                            f"a different sequence of steps (set the limit with init(timeout=...))")
@@ -238,17 +248,73 @@ def _notify_peers(exc: BaseException) -> None:
 
 def _excepthook(tp, value, tb) -> None:
     (_st.prev_hook or sys.__excepthook__)(tp, value, tb)
-    try:
-        sys.stderr.flush()
-        sys.stdout.flush()
-    except Exception:  # noqa: BLE001  (a closed stream must not stop the abort)
-        pass
     if _st.comm is not None and _active():
-        if not isinstance(value, DistributedError):
-            _notify_peers(value)
-        # let the other ranks report too before the job is torn down (the failed rank waits longest)
-        time.sleep(_GRACE_S if not isinstance(value, DistributedError) else _GRACE_S / 2)
-        _st.comm.Abort(1)
+        _fail_job(value)
+
+
+def _atexit() -> None:
+    """The program ends (normally, by sys.exit, or by an exception another excepthook handled)
+    after a failed collective or with an uncaught exception: abort the job instead of entering
+    MPI_Finalize, which waits for ranks that may never come."""
+    if _st.aborting or not _active():
+        return
+    value = getattr(sys, "last_value", None)  # set by Python for an uncaught exception
+    if value is None and not _st.broken:
+        return
+    try:
+        sys.stderr.write(f"[pydl.distributed] rank {_st.rank} is exiting after "
+                         f"{'an uncaught ' + type(value).__name__ if value is not None else 'a failed collective'}"
+                         f": aborting the MPI job so that no rank waits for it\n")
+    except Exception:  # noqa: BLE001
+        pass
+    _fail_job(value if value is not None else DistributedError("exit after a failed collective"))
+
+
+def _fail_job(value: BaseException) -> None:
+    """Tell the other ranks, give them a moment to report, and end the whole job."""
+    _flush_streams()
+    if not isinstance(value, DistributedError):
+        _notify_peers(value)
+    # let the other ranks report too before the job is torn down (the failed rank waits longest)
+    time.sleep(_GRACE_S if not isinstance(value, DistributedError) else _GRACE_S / 2)
+    _abort_job(1)
+
+
+def _flush_streams() -> None:
+    for s in (sys.stderr, sys.stdout):
+        try:
+            s.flush()
+        except Exception:  # noqa: BLE001  (a closed stream must not stop the abort)
+            pass
+
+
+def _abort_job(code: int) -> None:
+    """End every process of the job now; never returns.
+
+    The abort goes through MPI_COMM_WORLD, which asks the process manager (mpiexec) to kill
+    every rank. Not pydl's duplicated communicator: MPICH aborts any other communicator (even
+    one with the same processes) by sending each member a message and waiting for the send to
+    complete, and a member exits only when it next enters MPI, so a rank that never joins
+    (sleeping, computing, or waiting in MPI_Finalize) outlives the abort, and on some transports
+    the aborting rank itself blocks forever. MPI_Abort may also return before the process
+    manager acts (MPICH 5.0), so this process then exits by itself, never reaching MPI_Finalize.
+    Should MPI_Abort block instead, SIGALRM ends the process after _ABORT_LIMIT_S (a signal, not
+    a thread: mpi4py holds the GIL inside MPI_Abort). Any rank exiting without MPI_Finalize makes
+    the process manager end the others."""
+    _st.aborting = True
+    _flush_streams()
+    if hasattr(signal, "alarm"):
+        try:
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)  # the default action ends the process
+        except (ValueError, OSError):  # not the main thread: keep the handler there is
+            pass
+        signal.alarm(int(_ABORT_LIMIT_S))
+    try:
+        _st.MPI.COMM_WORLD.Abort(code)
+    except BaseException:  # noqa: BLE001  (exit regardless)
+        pass
+    _flush_streams()
+    os._exit(code)
 
 
 # -- collectives on arrays -----------------------------------------------------------------------

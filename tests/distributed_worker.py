@@ -174,6 +174,18 @@ def hang():
     m.fit(x, y, batch_size=8, epochs=1, verbose=0)
 
 
+def hang_caught():
+    x, y = data(64, (12,), 4, 1)
+    m = mlp(dist.DistributedOptimizer("adam"))
+    if dist.rank() == 1:
+        time.sleep(30)
+        return
+    try:
+        m.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    except dist.DistributedError as exc:
+        print(f"rank 0 caught: {exc}", flush=True)
+
+
 def mismatch():
     pydl.seed(1)
     units = 8 if dist.rank() == 0 else 9
@@ -189,4 +201,5 @@ def mismatch():
 if __name__ == "__main__":
     timeout = float(os.environ.get("WORKER_TIMEOUT", "120"))
     dist.init(timeout=timeout)
-    {"equivalence": equivalence, "raise": raise_midway, "hang": hang, "mismatch": mismatch}[sys.argv[1]]()
+    {"equivalence": equivalence, "raise": raise_midway, "hang": hang, "hang_caught": hang_caught,
+     "mismatch": mismatch}[sys.argv[1]]()

@@ -3,6 +3,7 @@ tests/distributed_worker.py; single-process behaviour is tested in this process.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -25,12 +26,31 @@ def _mpiexec():
     return exe
 
 
-def _run(n, scenario, outdir, timeout_s=240, worker_timeout=120):
-    env = dict(os.environ, WORKER_TIMEOUT=str(worker_timeout), OMP_NUM_THREADS="1")
+def _launch(cmd, env, timeout_s, cwd=None):
+    """Run an mpiexec command line; a job still running after timeout_s is killed with every
+    process it started, and the test fails showing what the job printed so far."""
     t0 = time.monotonic()
-    proc = subprocess.run([_mpiexec(), "-n", str(n), sys.executable, WORKER, scenario, str(outdir)],
-                          capture_output=True, text=True, timeout=timeout_s, env=env)
-    return proc, time.monotonic() - t0
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    if timed_out:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # mpiexec and the ranks it started
+        except ProcessLookupError:
+            pass
+        out, err = proc.communicate()
+        pytest.fail(f"the job {' '.join(map(str, cmd[3:]))} still ran after {timeout_s} s and was killed; "
+                    f"its output:\n--- stdout ---\n{out[-4000:]}\n--- stderr ---\n{err[-4000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), time.monotonic() - t0
+
+
+def _run(n, scenario, outdir, timeout_s=90, worker_timeout=60, env_extra=None):
+    env = dict(os.environ, WORKER_TIMEOUT=str(worker_timeout), OMP_NUM_THREADS="1", **(env_extra or {}))
+    return _launch([_mpiexec(), "-n", str(n), sys.executable, WORKER, scenario, str(outdir)], env, timeout_s)
 
 
 @pytest.mark.parametrize("n", [2, 3])
@@ -66,9 +86,17 @@ def test_n_ranks_match_one_process_on_the_global_batch(n, tmp_path):
         assert not (tmp_path / f"ckpt{r}.npz").exists() and not (tmp_path / f"log{r}.csv").exists()
 
 
+# MPICH over TCP (UCX or libfabric): there MPI_Abort on a communicator other than MPI_COMM_WORLD
+# blocks until the rank it aborts enters MPI, which a rank that never joins does not
+_TRANSPORTS = {"default": {},
+               "mpich-ucx-tcp": {"MPIR_CVAR_CH4_NETMOD": "ucx", "UCX_TLS": "tcp,self"},
+               "mpich-ofi-tcp": {"MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp"}}
+
+
+@pytest.mark.parametrize("transport", list(_TRANSPORTS))
 @pytest.mark.parametrize("n", [2, 3])
-def test_a_rank_raising_stops_every_rank_with_an_error(n, tmp_path):
-    proc, elapsed = _run(n, "raise", tmp_path, worker_timeout=60)
+def test_a_rank_raising_stops_every_rank_with_an_error(n, transport, tmp_path):
+    proc, elapsed = _run(n, "raise", tmp_path, worker_timeout=60, env_extra=_TRANSPORTS[transport])
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "Boom: simulated failure on rank 1" in out
@@ -78,12 +106,25 @@ def test_a_rank_raising_stops_every_rank_with_an_error(n, tmp_path):
     assert elapsed < 60  # well inside the timeout: the failure notice, not the timeout, ended it
 
 
-def test_a_rank_that_never_joins_times_out(tmp_path):
-    proc, elapsed = _run(2, "hang", tmp_path, worker_timeout=3)
+@pytest.mark.parametrize("transport", list(_TRANSPORTS))
+def test_a_rank_that_never_joins_times_out(transport, tmp_path):
+    proc, elapsed = _run(2, "hang", tmp_path, worker_timeout=3, env_extra=_TRANSPORTS[transport])
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "rank 0 waited 3 s for the gradient allreduce of step 1" in out, out[-3000:]
-    assert elapsed < 25  # the sleeping rank would take 30 s
+    assert elapsed < 25, out[-3000:]  # the sleeping rank would take 30 s: the abort ended it
+
+
+@pytest.mark.parametrize("transport", list(_TRANSPORTS))
+def test_a_rank_exiting_normally_after_a_timeout_aborts_the_job(transport, tmp_path):
+    """The timed-out rank catches the error and returns: it must not wait in MPI_Finalize for
+    the rank that never joined."""
+    proc, elapsed = _run(2, "hang_caught", tmp_path, worker_timeout=3, env_extra=_TRANSPORTS[transport])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "rank 0 caught: [pydl.distributed] rank 0 waited 3 s" in proc.stdout, out[-3000:]
+    assert "rank 0 is exiting after a failed collective: aborting the MPI job" in out, out[-3000:]
+    assert elapsed < 25, out[-3000:]
 
 
 def test_different_models_on_ranks_are_an_error_on_every_rank(tmp_path):
@@ -186,8 +227,8 @@ def test_started_by_a_launcher_without_mpi4py_says_what_to_install():
 def test_distributed_digits_example_learns(tmp_path):
     script = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "distributed_digits.py")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([_mpiexec(), "-n", "2", sys.executable, script, "--epochs", "6", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    proc, _ = _launch([_mpiexec(), "-n", "2", sys.executable, script, "--epochs", "6", "--out", str(tmp_path)],
+                      env, 120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     line = [ln for ln in proc.stdout.splitlines() if "test accuracy" in ln]
     assert len(line) == 1  # printed by rank 0 only
