@@ -15,6 +15,7 @@ import numpy as np
 from .. import _core
 from .._validate import as_float_array as _as_float_array
 from .._validate import check_finite, check_ndim, check_out, check_same_dtype, contiguous_aligned
+from . import device
 
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "softmax", "log_softmax",
                "gelu", "gelu_tanh", "swish", "softplus", "selu", "softsign", "hard_sigmoid", "exponential")
@@ -61,6 +62,11 @@ def _same_shape(op: str, ref_name: str, ref: np.ndarray, **arrays) -> None:
             raise ValueError(f"[{op}] {name} has shape {a.shape} but {ref_name} has shape {ref.shape}")
 
 
+def _as_float_on(dev: str, x, name: str, op: str):
+    """as_float_array on the CPU, device.as_float_cuda on the GPU."""
+    return device.as_float_cuda(x, name, op) if dev == "cuda" else as_float_array(x, name, op)
+
+
 def _check_rate(rate, op: str) -> float:
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (0.0 <= float(rate) < 1.0):
         raise ValueError(f"[{op}] rate must be a number in [0, 1), got {rate!r}")
@@ -81,9 +87,13 @@ def activation(x, kind: str, alpha=None) -> np.ndarray:
     op = "activation"
     kind = _check_kind(kind, ACTIVATIONS, op)
     a = _alpha(kind, alpha, op)
-    x = as_float_array(x, "x", op)
+    dev = device.dispatch(op, x=x)
+    x = _as_float_on(dev, x, "x", op)
     if kind in ("softmax", "log_softmax") and x.ndim == 0:
         raise ValueError(f"[{op}] {kind} needs an array with a last axis, got a 0-d array")
+    if dev == "cuda":
+        from ..cuda import nn as cuda_nn
+        return cuda_nn.activation(x, kind, a)
     y = np.empty_like(x)
     _core.activation_forward(kind, x, y, a)
     return y
@@ -98,13 +108,17 @@ def activation_backward(dy, x, y, kind: str, alpha=None) -> np.ndarray:
     op = "activation_backward"
     kind = _check_kind(kind, ACTIVATIONS, op)
     a = _alpha(kind, alpha, op)
-    dy = as_float_array(dy, "dy", op)
-    x = as_float_array(x, "x", op)
-    y = as_float_array(y, "y", op)
+    dev = device.dispatch(op, dy=dy, x=x, y=y)
+    dy = _as_float_on(dev, dy, "dy", op)
+    x = _as_float_on(dev, x, "x", op)
+    y = _as_float_on(dev, y, "y", op)
     check_same_dtype(op, dy=dy, x=x, y=y)
     _same_shape(op, "dy", dy, x=x, y=y)
     if kind in ("softmax", "log_softmax") and dy.ndim == 0:
         raise ValueError(f"[{op}] {kind} needs an array with a last axis, got a 0-d array")
+    if dev == "cuda":
+        from ..cuda import nn as cuda_nn
+        return cuda_nn.activation_backward(dy, x, y, kind, a)
     dx = np.empty_like(dy)
     _core.activation_backward(kind, dy, y, dx, a, x if kind in NEEDS_INPUT else None)
     return dx
@@ -112,11 +126,11 @@ def activation_backward(dy, x, y, kind: str, alpha=None) -> np.ndarray:
 
 # ---- Dense ---------------------------------------------------------------------------------
 
-def _dense_args(op: str, x, W, activation, alpha):
+def _dense_args(op: str, x, W, activation, alpha, dev: str = "cpu"):
     kind = _check_kind(activation, FUSABLE_ACTIVATIONS, op)
     a = _alpha(kind, alpha, op)
-    x = as_float_array(x, "x", op)
-    W = as_float_array(W, "W", op)
+    x = _as_float_on(dev, x, "x", op)
+    W = _as_float_on(dev, W, "W", op)
     check_ndim(x, 2, "x", op, "(batch, features)")
     check_ndim(W, 2, "W", op, "(features, units)")
     check_same_dtype(op, x=x, W=W)
@@ -132,13 +146,18 @@ def dense_forward(x, W, b=None, activation: str = "linear", alpha=None, return_z
     needs for the NEEDS_INPUT kinds (gelu, swish, softplus, ...); z is None for the other kinds.
     """
     op = "dense_forward"
-    kind, a, x, W = _dense_args(op, x, W, activation, alpha)
+    dev = device.dispatch(op, x=x, W=W, b=b)
+    kind, a, x, W = _dense_args(op, x, W, activation, alpha, dev)
     if b is not None:
-        b = as_float_array(b, "b", op)
+        b = _as_float_on(dev, b, "b", op)
         check_ndim(b, 1, "b", op, "(units,)")
         check_same_dtype(op, x=x, W=W, b=b)
         if b.shape[0] != W.shape[1]:
             raise ValueError(f"[{op}] b has shape {b.shape} but W {W.shape} has {W.shape[1]} units")
+    if dev == "cuda":
+        from ..cuda import nn as cuda_nn
+        y, z = cuda_nn.dense_forward(x, W, b, kind, a)
+        return (y, z) if return_z else y
     y = np.empty((x.shape[0], W.shape[1]), dtype=x.dtype)
     z = np.empty_like(y) if kind in NEEDS_INPUT else None
     _core.dense_forward(x, W, b, y, kind, a, z)
@@ -153,9 +172,10 @@ def dense_backward(dy, x, W, y, activation: str = "linear", alpha=None, need_dx:
     dW = x^T dz; db = column sums of dz; dx = dz W^T.
     """
     op = "dense_backward"
-    kind, a, x, W = _dense_args(op, x, W, activation, alpha)
-    dy = as_float_array(dy, "dy", op)
-    y = as_float_array(y, "y", op)
+    dev = device.dispatch(op, dy=dy, x=x, W=W, y=y, z=z)
+    kind, a, x, W = _dense_args(op, x, W, activation, alpha, dev)
+    dy = _as_float_on(dev, dy, "dy", op)
+    y = _as_float_on(dev, y, "y", op)
     check_same_dtype(op, x=x, W=W, dy=dy, y=y)
     want = (x.shape[0], W.shape[1])
     for name, arr in (("dy", dy), ("y", y)):
@@ -164,12 +184,15 @@ def dense_backward(dy, x, W, y, activation: str = "linear", alpha=None, need_dx:
     if kind in NEEDS_INPUT:
         if z is None:
             raise ValueError(f"[{op}] activation {kind!r} needs z = x @ W + b (dense_forward(..., return_z=True))")
-        z = as_float_array(z, "z", op)
+        z = _as_float_on(dev, z, "z", op)
         check_same_dtype(op, x=x, z=z)
         if z.shape != want:
             raise ValueError(f"[{op}] z has shape {z.shape}, expected {want} from x {x.shape} and W {W.shape}")
     else:
         z = None
+    if dev == "cuda":
+        from ..cuda import nn as cuda_nn
+        return cuda_nn.dense_backward(dy, x, W, y, kind, a, bool(need_dx), bool(has_bias), z)
     dx = np.empty_like(x) if need_dx else None
     dW = np.empty_like(W)
     db = np.empty(W.shape[1], dtype=W.dtype) if has_bias else None
@@ -244,7 +267,11 @@ def dropout_forward(x, rate, seed):
     rate = _check_rate(rate, op)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not (0 <= int(seed) < 2**64):
         raise ValueError(f"[{op}] seed must be an int in [0, 2**64), got {seed!r}")
-    x = as_float_array(x, "x", op)
+    dev = device.dispatch(op, x=x)
+    x = _as_float_on(dev, x, "x", op)
+    if dev == "cuda":
+        from ..cuda import nn as cuda_nn
+        return cuda_nn.dropout_forward(x, rate, int(seed))
     y = np.empty_like(x)
     mask = np.empty(x.shape, dtype=np.uint8)
     _core.dropout_forward(x, y, mask, rate, int(seed))
@@ -255,6 +282,9 @@ def dropout_backward(dy, mask, rate) -> np.ndarray:
     """dx = dy * mask / (1 - rate), with the mask from dropout_forward."""
     op = "dropout_backward"
     rate = _check_rate(rate, op)
+    dev = device.dispatch(op, dy=dy, mask=mask)
+    if dev == "cuda":
+        return _dropout_backward_cuda(dy, mask, rate, op)
     dy = as_float_array(dy, "dy", op)
     if not isinstance(mask, np.ndarray) or mask.dtype not in (np.uint8, np.bool_):
         got = mask.dtype if isinstance(mask, np.ndarray) else type(mask).__name__
@@ -267,10 +297,22 @@ def dropout_backward(dy, mask, rate) -> np.ndarray:
     return dx
 
 
+def _dropout_backward_cuda(dy, mask, rate: float, op: str):
+    dy = device.as_float_cuda(dy, "dy", op)
+    if mask.dtype not in (np.uint8, np.bool_):
+        raise ValueError(f"[{op}] mask must be the uint8 (or bool) array from dropout_forward, got {mask.dtype}")
+    if mask.shape != dy.shape:
+        raise ValueError(f"[{op}] mask has shape {mask.shape} but dy has shape {dy.shape}")
+    cp = device.namespace("cuda")
+    mask = cp.ascontiguousarray(mask).view(cp.uint8)
+    from ..cuda import nn as cuda_nn
+    return cuda_nn.dropout_backward(dy, mask, rate)
+
+
 # ---- batch normalisation -------------------------------------------------------------------
 
-def _bn_param(a, name: str, c: int, dtype, op: str) -> np.ndarray:
-    a = as_float_array(a, name, op)
+def _bn_param(a, name: str, c: int, dtype, op: str, dev: str = "cpu") -> np.ndarray:
+    a = _as_float_on(dev, a, name, op)
     if a.dtype != dtype:
         raise ValueError(f"[{op}] {name} has dtype {a.dtype} but x has dtype {np.dtype(dtype)}")
     if a.shape != (c,):
@@ -288,17 +330,21 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum: float
     The cache is opaque: pass it to batchnorm_backward.
     """
     op = "batchnorm_forward"
-    x = as_float_array(x, "x", op)
+    dev = device.dispatch(op, x=x, gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var)
+    x = _as_float_on(dev, x, "x", op)
     check_ndim(x, (2, 4), "x", op, "(N, C) or (N, C, H, W)")
     c = x.shape[1]
-    gamma = _bn_param(gamma, "gamma", c, x.dtype, op)
-    beta = _bn_param(beta, "beta", c, x.dtype, op)
-    for name, arr in (("running_mean", running_mean), ("running_var", running_var)):
-        if not isinstance(arr, np.ndarray):
-            raise ValueError(f"[{op}] {name} must be a numpy.ndarray (updated in place), got {type(arr).__name__}")
-        check_out(arr, (c,), x.dtype, op, name, inputs={"x": x, "gamma": gamma, "beta": beta})
-    if running_mean is running_var or np.shares_memory(running_mean, running_var):
-        raise ValueError(f"[{op}] running_mean and running_var must be separate arrays")
+    gamma = _bn_param(gamma, "gamma", c, x.dtype, op, dev)
+    beta = _bn_param(beta, "beta", c, x.dtype, op, dev)
+    if dev == "cuda":
+        _bn_running_cuda(running_mean, running_var, c, x, gamma, beta, op)
+    else:
+        for name, arr in (("running_mean", running_mean), ("running_var", running_var)):
+            if not isinstance(arr, np.ndarray):
+                raise ValueError(f"[{op}] {name} must be a numpy.ndarray (updated in place), got {type(arr).__name__}")
+            check_out(arr, (c,), x.dtype, op, name, inputs={"x": x, "gamma": gamma, "beta": beta})
+        if running_mean is running_var or np.shares_memory(running_mean, running_var):
+            raise ValueError(f"[{op}] running_mean and running_var must be separate arrays")
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not (0.0 <= momentum <= 1.0):
         raise ValueError(f"[{op}] momentum must be a number in [0, 1], got {momentum!r}")
     if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not (0.0 < epsilon < math.inf):
@@ -306,12 +352,29 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum: float
     training = bool(training)
     if training and x.shape[0] * (x.shape[2] * x.shape[3] if x.ndim == 4 else 1) == 0:
         raise ValueError(f"[{op}] training needs a non-empty batch, got x of shape {x.shape}")
+    if dev == "cuda":
+        from ..cuda import nn as cuda_nn
+        y, mean, inv_std = cuda_nn.batchnorm_forward(x, gamma, beta, running_mean, running_var, float(momentum),
+                                                     float(epsilon), training)
+        return y, (mean, inv_std, training)
     y = np.empty_like(x)
     mean = np.empty(c, dtype=np.float64)
     inv_std = np.empty(c, dtype=np.float64)
     _core.batchnorm_forward(x, gamma, beta, running_mean, running_var, y, mean, inv_std, float(momentum),
                             float(epsilon), training)
     return y, (mean, inv_std, training)
+
+
+def _bn_running_cuda(running_mean, running_var, c: int, x, gamma, beta, op: str) -> None:
+    """The running statistics on the GPU: CuPy arrays of x's dtype and shape (C,), updated in place."""
+    for name, arr in (("running_mean", running_mean), ("running_var", running_var)):
+        if not device.is_cuda(arr):
+            raise ValueError(f"[{op}] {name} must be a cupy.ndarray (updated in place; x is on the GPU), "
+                             f"got {type(arr).__name__}")
+        device.check_out_cuda(arr, (c,), x.dtype, op, name, inputs={"x": x, "gamma": gamma, "beta": beta})
+    cp = device.namespace("cuda")
+    if running_mean is running_var or (running_mean.size and cp.shares_memory(running_mean, running_var)):
+        raise ValueError(f"[{op}] running_mean and running_var must be separate arrays")
 
 
 def batchnorm_backward(dy, x, gamma, cache):
@@ -321,16 +384,26 @@ def batchnorm_backward(dy, x, gamma, cache):
     M = N*H*W; after an inference forward the statistics are constants and dx = gamma*inv_std*dy.
     """
     op = "batchnorm_backward"
-    x = as_float_array(x, "x", op)
+    dev = device.dispatch(op, dy=dy, x=x, gamma=gamma)
+    x = _as_float_on(dev, x, "x", op)
     check_ndim(x, (2, 4), "x", op, "(N, C) or (N, C, H, W)")
     c = x.shape[1]
-    dy = as_float_array(dy, "dy", op)
+    dy = _as_float_on(dev, dy, "dy", op)
     check_same_dtype(op, dy=dy, x=x)
     _same_shape(op, "x", x, dy=dy)
-    gamma = _bn_param(gamma, "gamma", c, x.dtype, op)
+    gamma = _bn_param(gamma, "gamma", c, x.dtype, op, dev)
     if not (isinstance(cache, tuple) and len(cache) == 3):
         raise ValueError(f"[{op}] cache must be the cache returned by batchnorm_forward")
     mean, inv_std, training = cache
+    if dev == "cuda":
+        cp = device.namespace("cuda")
+        for name, arr in (("cache mean", mean), ("cache inv_std", inv_std)):
+            if not device.is_cuda(arr) or arr.dtype != np.float64 or arr.shape != (c,):
+                raise ValueError(f"[{op}] {name} does not match x with {c} channels on the GPU; pass the cache "
+                                 f"from batchnorm_forward on this x")
+        from ..cuda import nn as cuda_nn
+        return cuda_nn.batchnorm_backward(dy, x, gamma, cp.ascontiguousarray(mean), cp.ascontiguousarray(inv_std),
+                                          bool(training))
     for name, arr in (("cache mean", mean), ("cache inv_std", inv_std)):
         if not isinstance(arr, np.ndarray) or arr.dtype != np.float64 or arr.shape != (c,):
             raise ValueError(f"[{op}] {name} does not match x with {c} channels; pass the cache from "

@@ -1,0 +1,238 @@
+// Activations on the GPU: element-wise kinds (one thread per element, grid-stride), softmax and
+// log_softmax (one block per row, shared-memory tree reductions), and the two fused passes of the
+// Dense layer: the epilogue y = act(acc + b) (optionally keeping z = acc + b) and dz = dy * act'.
+//
+// kind numbers follow pydl.ops.nn.ACTIVATIONS: 0 linear, 1 relu, 2 sigmoid, 3 tanh, 4 leaky_relu,
+// 5 elu, 6 softmax, 7 log_softmax, 8 gelu, 9 gelu_tanh, 10 swish, 11 softplus, 12 selu,
+// 13 softsign, 14 hard_sigmoid, 15 exponential. Formulas and NaN behaviour match the CPU kernels.
+// Row kernels need blockDim.x == 256 (a power of two).
+
+#define PYDL_RED_THREADS 256
+
+__device__ __forceinline__ float act_exp(float x) { return expf(x); }
+__device__ __forceinline__ double act_exp(double x) { return exp(x); }
+__device__ __forceinline__ float act_expm1(float x) { return expm1f(x); }
+__device__ __forceinline__ double act_expm1(double x) { return expm1(x); }
+__device__ __forceinline__ float act_tanh(float x) { return tanhf(x); }
+__device__ __forceinline__ double act_tanh(double x) { return tanh(x); }
+__device__ __forceinline__ float act_erfc(float x) { return erfcf(x); }
+__device__ __forceinline__ double act_erfc(double x) { return erfc(x); }
+__device__ __forceinline__ float act_log1p(float x) { return log1pf(x); }
+__device__ __forceinline__ double act_log1p(double x) { return log1p(x); }
+__device__ __forceinline__ float act_fabs(float x) { return fabsf(x); }
+__device__ __forceinline__ double act_fabs(double x) { return fabs(x); }
+
+// sigmoid from e = exp(-|x|) <= 1: never overflows.
+template <typename T>
+__device__ __forceinline__ T sigmoid_e(T x) {
+  const T e = act_exp(-act_fabs(x));
+  const T r = T(1) / (T(1) + e);
+  return x < T(0) ? e * r : r;
+}
+
+template <typename T>
+__device__ __forceinline__ T elu_e(T x, T alpha) {
+  return x <= T(0) ? alpha * act_expm1(x) : x;  // NaN takes x
+}
+
+template <typename T>
+__device__ __forceinline__ T gelu_tanh_u2(T x) {
+  return T(2 * 0.79788456080286535588) * (x + T(0.044715) * x * x * x);
+}
+
+// y = act(x) for the element-wise kinds.
+template <typename T>
+__device__ __forceinline__ T act_forward(T x, int kind, T alpha) {
+  switch (kind) {
+    case 1: return x < T(0) ? T(0) : x;
+    case 2: return sigmoid_e(x);
+    case 3: return act_tanh(x);
+    case 4: return x < T(0) ? alpha * x : x;
+    case 5: return elu_e(x, alpha);
+    case 8: return x * (T(0.5) * act_erfc(x * T(-0.70710678118654752440)));
+    case 9: return x * sigmoid_e(gelu_tanh_u2(x));
+    case 10: return x * sigmoid_e(x);
+    case 11: return (x < T(0) ? T(0) : x) + act_log1p(act_exp(-act_fabs(x)));
+    case 12: return T(1.0507009873554804934193349852946) * elu_e(x, T(1.6732632423543772848170429916717));
+    case 13: return x / (T(1) + act_fabs(x));
+    case 14: {
+      T t = x + T(3);
+      t = t < T(0) ? T(0) : t;
+      t = t > T(6) ? T(6) : t;
+      return t / T(6);
+    }
+    case 15: return act_exp(x);
+    default: return x;
+  }
+}
+
+// dx = dy * act'(.), from y, or from the forward input x for the NEEDS_INPUT kinds.
+template <typename T>
+__device__ __forceinline__ T act_backward(T dy, T x, T y, int kind, T alpha) {
+  switch (kind) {
+    case 1: return y > T(0) ? dy : (y == y ? T(0) : y);
+    case 2: return dy * (y * (T(1) - y));
+    case 3: return dy * (T(1) - y * y);
+    case 4: return y > T(0) ? dy : (y == y ? alpha * dy : y);
+    case 5: return y > T(0) ? dy : dy * (y + alpha);
+    case 8: {
+      const T pdf = act_exp(T(-0.5) * x * x) * T(0.39894228040143267794);
+      return dy * (T(0.5) * act_erfc(x * T(-0.70710678118654752440)) + x * pdf);
+    }
+    case 9: {
+      const T s = sigmoid_e(gelu_tanh_u2(x));
+      const T du2 = T(2 * 0.79788456080286535588) * (T(1) + T(3 * 0.044715) * x * x);
+      const T tail = act_fabs(x) < T(10) ? x * s * (T(1) - s) * du2 : T(0);
+      return dy * (s + tail);
+    }
+    case 10: {
+      const T s = sigmoid_e(x);
+      return dy * (s * (T(1) + x * (T(1) - s)));
+    }
+    case 11: return dy * sigmoid_e(x);
+    case 12: {
+      const T scale = T(1.0507009873554804934193349852946);
+      const T sa = T(1.0507009873554804934193349852946 * 1.6732632423543772848170429916717);
+      return y > T(0) ? dy * scale : dy * (y + sa);
+    }
+    case 13: {
+      const T d = T(1) + act_fabs(x);
+      return dy / (d * d);
+    }
+    case 14: return act_fabs(x) < T(3) ? dy / T(6) : (x == x ? T(0) : x);
+    case 15: return dy * y;
+    default: return dy;
+  }
+}
+
+template <typename T>
+__device__ void act_forward_body(T* y, const T* x, long long n, int kind, T alpha) {
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+    y[i] = act_forward(x[i], kind, alpha);
+}
+
+template <typename T>
+__device__ void act_backward_body(T* dx, const T* dy, const T* x, const T* y, long long n, int kind, T alpha) {
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+    dx[i] = act_backward(dy[i], x[i], y[i], kind, alpha);
+}
+
+// Dense epilogue over acc [N, K] (acc may be y or z): v = acc + b[col]; z = v when has_z; y = act(v).
+template <typename T>
+__device__ void bias_act_body(T* y, T* z, const T* acc, const T* b, long long n, long long K, int has_bias,
+                              int has_z, int kind, T alpha) {
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+    T v = acc[i];
+    if (has_bias) v += b[i % K];
+    if (has_z) z[i] = v;
+    y[i] = act_forward(v, kind, alpha);
+  }
+}
+
+// Shared-memory tree reductions over one block (blockDim.x == PYDL_RED_THREADS); every thread
+// gets the result. Deterministic: the pairing depends only on the thread index.
+__device__ double block_sum(double v, double* sh) {
+  const int t = threadIdx.x;
+  sh[t] = v;
+  __syncthreads();
+  for (int s = PYDL_RED_THREADS / 2; s > 0; s >>= 1) {
+    if (t < s) sh[t] = sh[t] + sh[t + s];
+    __syncthreads();
+  }
+  const double r = sh[0];
+  __syncthreads();
+  return r;
+}
+
+// Maximum as the CPU takes it: a NaN candidate never replaces the running maximum (it reaches the
+// output through exp(NaN - m) anyway).
+__device__ double block_max(double v, double* sh) {
+  const int t = threadIdx.x;
+  sh[t] = v;
+  __syncthreads();
+  for (int s = PYDL_RED_THREADS / 2; s > 0; s >>= 1) {
+    if (t < s) {
+      const double o = sh[t + s];
+      const double m = sh[t];
+      sh[t] = (o > m || m != m) ? o : m;
+    }
+    __syncthreads();
+  }
+  const double r = sh[0];
+  __syncthreads();
+  return r;
+}
+
+// softmax / log_softmax over rows of D; one block per row (grid-stride over rows).
+template <typename T>
+__device__ void softmax_body(T* y, const T* x, long long R, long long D, int log_form) {
+  __shared__ double sh[PYDL_RED_THREADS];
+  for (long long r = blockIdx.x; r < R; r += gridDim.x) {
+    const T* xr = x + r * D;
+    T* yr = y + r * D;
+    double m = __longlong_as_double((long long)0xfff0000000000000ull);  // -inf
+    for (long long j = threadIdx.x; j < D; j += blockDim.x) {
+      const double v = (double)xr[j];
+      m = (v > m || m != m) ? v : m;
+    }
+    const T mt = (T)block_max(m, sh);
+    double s = 0.0;
+    for (long long j = threadIdx.x; j < D; j += blockDim.x) {
+      const T e = act_exp(xr[j] - mt);
+      if (!log_form) yr[j] = e;
+      s += (double)e;
+    }
+    s = block_sum(s, sh);
+    if (log_form) {
+      const T ls = (T)log(s);
+      for (long long j = threadIdx.x; j < D; j += blockDim.x) yr[j] = (xr[j] - mt) - ls;
+    } else {
+      const T inv = (T)(1.0 / s);
+      for (long long j = threadIdx.x; j < D; j += blockDim.x) yr[j] *= inv;
+    }
+  }
+}
+
+// softmax: dx = y * (dy - sum(dy*y)); log_softmax: dx = dy - exp(y) * sum(dy).
+template <typename T>
+__device__ void softmax_backward_body(T* dx, const T* dy, const T* y, long long R, long long D, int log_form) {
+  __shared__ double sh[PYDL_RED_THREADS];
+  for (long long r = blockIdx.x; r < R; r += gridDim.x) {
+    const T* gr = dy + r * D;
+    const T* yr = y + r * D;
+    T* dr = dx + r * D;
+    double s = 0.0;
+    for (long long j = threadIdx.x; j < D; j += blockDim.x)
+      s += log_form ? (double)gr[j] : (double)gr[j] * (double)yr[j];
+    const T st = (T)block_sum(s, sh);
+    for (long long j = threadIdx.x; j < D; j += blockDim.x)
+      dr[j] = log_form ? gr[j] - act_exp(yr[j]) * st : yr[j] * (gr[j] - st);
+  }
+}
+
+#define PYDL_ACT_EXPORT(T, SUF)                                                                              \
+  extern "C" __global__ void act_forward_##SUF(T* y, const T* x, long long n, int kind, T alpha) {            \
+    act_forward_body<T>(y, x, n, kind, alpha);                                                               \
+  }                                                                                                          \
+  extern "C" __global__ void act_backward_##SUF(T* dx, const T* dy, const T* x, const T* y, long long n,     \
+                                                int kind, T alpha) {                                         \
+    act_backward_body<T>(dx, dy, x, y, n, kind, alpha);                                                      \
+  }                                                                                                          \
+  extern "C" __global__ void bias_act_##SUF(T* y, T* z, const T* acc, const T* b, long long n, long long K,  \
+                                            int has_bias, int has_z, int kind, T alpha) {                    \
+    bias_act_body<T>(y, z, acc, b, n, K, has_bias, has_z, kind, alpha);                                      \
+  }                                                                                                          \
+  extern "C" __global__ void __launch_bounds__(PYDL_RED_THREADS)                                             \
+      softmax_forward_##SUF(T* y, const T* x, long long R, long long D, int log_form) {                      \
+    softmax_body<T>(y, x, R, D, log_form);                                                                   \
+  }                                                                                                          \
+  extern "C" __global__ void __launch_bounds__(PYDL_RED_THREADS)                                             \
+      softmax_backward_##SUF(T* dx, const T* dy, const T* y, long long R, long long D, int log_form) {       \
+    softmax_backward_body<T>(dx, dy, y, R, D, log_form);                                                     \
+  }
+
+PYDL_ACT_EXPORT(float, f32)
+PYDL_ACT_EXPORT(double, f64)
