@@ -43,7 +43,10 @@ def _data(dtype, seed=0, sizes=SIZES):
 
 def _slots(names, params, seed=1):
     rng = np.random.default_rng(seed)
-    return [{k: np.abs(rng.standard_normal(p.shape)).astype(p.dtype) for k in names} for p in params]
+    # RMSprop's centered denominator a - mg^2 stays well away from 0 (no cancellation, no NaN)
+    scale = {"velocity": (1.0, 1.0), "average_gradient": (0.1, 0.0)}
+    return [{k: (scale.get(k, (1.0, 0.0))[0] * np.abs(rng.standard_normal(p.shape))
+                 + scale.get(k, (1.0, 0.0))[1]).astype(p.dtype) for k in names} for p in params]
 
 
 def _copy(xs):
