@@ -119,6 +119,11 @@ def test_fused_bad_input():
                        step=1)
     for a, b in zip(params, before):
         np.testing.assert_array_equal(a, b)
+    late = [slots[0], {"m": slots[1]["m"], "v": np.zeros(8, np.float32)[::2]}]
+    with pytest.raises(ValueError, match="C-contiguous"):
+        O.fused_update("adam", params, grads, late, 0.1, step=1)
+    for a, b in zip(params, before):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_fused_empty_list_and_sgd_without_slots():

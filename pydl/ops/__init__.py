@@ -25,3 +25,5 @@ from .attention import attention_backward, attention_forward, scaled_dot_product
 from .norm import layer_norm, layer_norm_backward
 __all__ += ["scaled_dot_product_attention", "attention_forward", "attention_backward", "layer_norm",
             "layer_norm_backward"]
+from .optim import fused_update, l1l2_gradient, l1l2_penalty
+__all__ += ["fused_update", "l1l2_penalty", "l1l2_gradient"]

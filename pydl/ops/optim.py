@@ -487,7 +487,26 @@ def fused_update(kind: str, params, grads, slots, lr, *, step=None, momentum=0.0
         _cuda_run(kind, ps, gs, ss, rule, common, clipnorm=clipnorm and norm_clip,
                   global_clipnorm=global_clipnorm and norm_clip)
         return None
-    prepared = [_prepare(op, p, g, d) for p, g, d in zip(params, grads, slot_dicts)]
+    # Arrays that are plainly right (the optimizer's, every step) take a short check here and the
+    # binding re-checks every array; anything else goes through _prepare's full checks. All of it
+    # runs before the first update, so a refused call changes nothing (overlap between a param
+    # and its slots alone is left to the binding, which refuses it before that param's update).
+    nd = np.ndarray
+    prepared = []
+    for p, g, d in zip(params, grads, slot_dicts):
+        if type(p) is nd and type(g) is nd and p.dtype in _FLOATS and g.dtype == p.dtype and g.shape == p.shape:
+            pf, gf = p.flags, g.flags
+            ok = pf.c_contiguous and pf.writeable and pf.aligned and gf.c_contiguous and gf.aligned
+            for a in d.values():
+                if ok and a is not None:
+                    ok = type(a) is nd and a.dtype == p.dtype and a.shape == p.shape
+                    if ok:
+                        af = a.flags
+                        ok = af.c_contiguous and af.writeable and af.aligned
+            if ok:
+                prepared.append((p, g.copy() if np.may_share_memory(g, p) else g))
+                continue
+        prepared.append(_prepare(op, p, g, d))
     if global_clipnorm is not None:
         scales = [clip_scale(global_norm([g for _, g in prepared]), norm_clip)] * len(prepared)
     elif clipnorm is not None:
