@@ -448,14 +448,17 @@ def fused_update(kind: str, params, grads, slots, lr, *, step=None, momentum=0.0
                          f"{len(params)}, {len(grads)} and {len(slots)}")
     names = _SLOTS[kind]
     slot_dicts = []
+    known, required = frozenset(names), _REQUIRED[kind]
     for i, d in enumerate(slots):
         d = {} if d is None else d
         if not isinstance(d, dict):
             raise TypeError(f"[{op}] slots[{i}] must be a dict of slot arrays, got {type(d).__name__}")
-        extra = set(d) - set(names)
-        if extra:
-            raise ValueError(f"[{op}] slots[{i}] has unknown slot(s) {sorted(extra)}; {kind} takes {list(names)}")
-        _required(op, d, *_REQUIRED[kind])
+        if not d.keys() <= known:
+            extra = sorted(set(d) - known)
+            raise ValueError(f"[{op}] slots[{i}] has unknown slot(s) {extra}; {kind} takes {list(names)}")
+        for k in required:
+            if d.get(k) is None:
+                _required(op, d, *required)
         slot_dicts.append(d)
     if clipnorm is not None and global_clipnorm is not None:
         raise ValueError(f"[{op}] give clipnorm or global_clipnorm, not both")
@@ -516,8 +519,16 @@ def fused_update(kind: str, params, grads, slots, lr, *, step=None, momentum=0.0
     fn = _pick(f"{kind}_update", False)
     cpu_args = rule[1]
     clip, l2c, decay = common["clip_value"], common["l2"], common["decay"]
-    for (p, g), d, s in zip(prepared, slot_dicts, scales):
-        fn(p, *[d.get(k) for k in names], g, *cpu_args, grad_scale=s, clip_value=clip, l2=l2c, decay=decay)
+    if len(names) == 0:
+        for (p, g), s in zip(prepared, scales):
+            fn(p, g, *cpu_args, grad_scale=s, clip_value=clip, l2=l2c, decay=decay)
+    elif len(names) == 1:
+        k0 = names[0]
+        for (p, g), d, s in zip(prepared, slot_dicts, scales):
+            fn(p, d[k0], g, *cpu_args, grad_scale=s, clip_value=clip, l2=l2c, decay=decay)
+    else:
+        for (p, g), d, s in zip(prepared, slot_dicts, scales):
+            fn(p, *[d.get(k) for k in names], g, *cpu_args, grad_scale=s, clip_value=clip, l2=l2c, decay=decay)
     return None
 
 
