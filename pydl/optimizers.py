@@ -1,7 +1,7 @@
 """Optimizers with Keras 3 argument names, defaults and update rules, on fused in-place kernels.
 
     opt = pydl.optimizers.Adam(learning_rate=1e-3)
-    opt.apply_gradients(zip(grads, params))     # params (NumPy arrays) are updated in place
+    opt.apply_gradients(zip(grads, params))     # params (NumPy or CuPy arrays) are updated in place
 
 Contract used by `Sequential.fit`:
 - `apply_gradients(grads_and_vars)` takes (grad, param) pairs in the SAME order on every call.
@@ -19,6 +19,10 @@ Per-step order (Keras 3): gradients are clipped (`clipnorm`: each gradient by it
 (not an L2 term added to the gradient; that is what Keras 3 does, and what AdamW means), then the
 optimizer's rule. Clipping scale, clip-by-value and weight decay are fused into the update kernel:
 one pass over each parameter, plus one read-only pass over the gradient for norm clipping.
+Every step is one `pydl.ops.optim.fused_update` call over all parameters that have a gradient:
+on the CPU the per-array kernels in order, with CuPy parameters one kernel launch for all of
+them (slots live on the parameters' device; get_state returns host arrays, set_state copies them
+back onto that device).
 
 Epsilon placement follows Keras 3: Adam divides by sqrt(v) + epsilon, Adagrad and RMSprop by
 sqrt(acc + epsilon). (PyTorch puts it outside the square root for all three.)
@@ -34,8 +38,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import _core, registry, schedules
+from . import registry, schedules
 from ._validate import as_float_array
+from .ops import device
 from .ops import optim as _ops
 
 # `pydl.optimizers.schedules` is pydl.schedules, importable by that name too (as Keras's path)
@@ -72,8 +77,11 @@ def _accept_lr(init):
 
 
 class Optimizer:
-    """Base class. Subclasses set `_slot_kinds()` and `_update()`; their __init__ takes Keras 2's
-    `lr=` as learning_rate (with a DeprecationWarning)."""
+    """Base class. Subclasses set `_slot_kinds()`, `_rule()` and `_SLOT_ARGS`; their __init__ takes
+    Keras 2's `lr=` as learning_rate (with a DeprecationWarning)."""
+
+    # optimizer slot name -> the slot argument name of the pydl.ops.optim update
+    _SLOT_ARGS: dict = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -159,13 +167,15 @@ class Optimizer:
         slots = []
         for i, p in enumerate(params):
             d = {}
+            dev = device.device_of(p)
             for k in self._slot_kinds():
                 if self._pending is not None and i < len(self._pending):
-                    d[k] = np.ascontiguousarray(self._pending[i][k], dtype=p.dtype).copy()
+                    d[k] = device.to_device(np.ascontiguousarray(self._pending[i][k], dtype=p.dtype).copy(), dev)
                 else:
-                    d[k] = np.full(p.shape, self._slot_initial(k), dtype=p.dtype)
+                    d[k] = device.full(p.shape, self._slot_initial(k), p.dtype, dev)
             slots.append(d)
         self._slots, self._specs, self._pending = slots, specs, None
+        self._slot_args = [{self._SLOT_ARGS[k]: a for k, a in d.items()} for d in slots]
 
     @property
     def built(self) -> bool:
@@ -173,6 +183,13 @@ class Optimizer:
 
     def _check_var(self, p, i: int) -> np.ndarray:
         who = f"{type(self).__name__}.apply_gradients"
+        if type(p) is not np.ndarray and device.is_cuda(p):
+            if p.dtype not in (np.float32, np.float64):
+                raise ValueError(f"[{who}] variable {i} must have dtype float32 or float64, got {p.dtype}")
+            if not p.flags.c_contiguous:
+                raise ValueError(f"[{who}] variable {i} (shape {p.shape}) must be C-contiguous: it is updated in "
+                                 f"place and a copy would lose the update")
+            return p
         if not isinstance(p, np.ndarray):
             raise TypeError(f"[{who}] variable {i} must be a numpy.ndarray (updated in place), got {type(p).__name__}")
         if p.dtype not in (np.float32, np.float64):
@@ -212,7 +229,10 @@ class Optimizer:
             g, p = pair
             p = self._check_var(p, i)
             if g is not None:
-                if not (type(g) is np.ndarray and g.dtype == p.dtype and g.flags.c_contiguous):
+                if not (type(p) is np.ndarray and type(g) is np.ndarray) and (device.is_cuda(p) or device.is_cuda(g)):
+                    device.dispatch(who, **{f"grad {i}": g, f"variable {i}": p})
+                    g = device.as_float_cuda(g, f"grad {i}", who, dtype=p.dtype)
+                elif not (type(g) is np.ndarray and g.dtype == p.dtype and g.flags.c_contiguous):
                     g = as_float_array(g, f"grad {i}", who, dtype=p.dtype)
                 if g.shape != p.shape:
                     raise ValueError(f"[{who}] grad {i} has shape {g.shape} but variable {i} has shape {p.shape}")
@@ -232,27 +252,21 @@ class Optimizer:
 
         lr = self.current_learning_rate
         step = self.iterations + 1
-        scales = [1.0] * len(params)
-        live = [g for g in grads if g is not None]
-        if self.global_clipnorm is not None:
-            s = _ops.clip_scale(_ops.global_norm(live), self.global_clipnorm)
-            scales = [s] * len(params)
-        elif self.clipnorm is not None:
-            scales = [_ops.clip_scale(math.sqrt(_ops.sum_squares(g)), self.clipnorm) if g is not None else 1.0
-                      for g in grads]
-        # Everything was checked above (or when the optimizer was built), so the rules call the
-        # kernels directly; the bindings still refuse any array that is not exactly right.
-        common = {"clip_value": self.clipvalue, "l2": 0.0, "decay": lr * (self.weight_decay or 0.0)}
-        for i, (g, p) in enumerate(zip(grads, params)):
-            if g is None:
-                continue
-            if np.may_share_memory(g, p):
-                g = g.copy()
-            self._update(p, g, self._slots[i], lr, step, grad_scale=scales[i], **common)
+        live = [i for i, g in enumerate(grads) if g is not None]
+        if live:
+            kind, hyper = self._rule(lr, step)
+            if len(live) == len(params):
+                ps, gs, ss = params, grads, self._slot_args
+            else:
+                ps, gs, ss = [params[i] for i in live], [grads[i] for i in live], [self._slot_args[i] for i in live]
+            _ops.fused_update(kind, ps, gs, ss, lr,
+                              clip_value=self.clipvalue, clipnorm=self.clipnorm,
+                              global_clipnorm=self.global_clipnorm, weight_decay=self.weight_decay or 0.0, **hyper)
         self.iterations = step
 
-    def _update(self, param, grad, slots: dict, lr: float, step: int, **common) -> None:
-        raise NotImplementedError(f"{type(self).__name__}._update")
+    def _rule(self, lr: float, step: int) -> tuple[str, dict]:
+        """(kind of pydl.ops.optim.fused_update, its rule hyperparameters) for this step."""
+        raise NotImplementedError(f"{type(self).__name__}._rule")
 
     # -- config and state --------------------------------------------------------------------
     def get_config(self) -> dict:
@@ -286,7 +300,7 @@ class Optimizer:
         slots = self._slots if self._slots is not None else (self._pending or [])
         for i, d in enumerate(slots):
             for k in self._slot_kinds():
-                state[f"{k}/{i}"] = np.array(d[k], copy=True)
+                state[f"{k}/{i}"] = np.array(device.to_host(d[k]), copy=True)
         return state
 
     def set_state(self, state) -> None:
@@ -330,7 +344,10 @@ class Optimizer:
                 self._check_state_matches(slots, self._specs, "set_state")
                 for cur, new in zip(self._slots, slots):
                     for k in kinds:
-                        np.copyto(cur[k], new[k], casting="unsafe")
+                        if device.is_cuda(cur[k]):
+                            cur[k][...] = device.to_device(np.asarray(new[k]).astype(cur[k].dtype), "cuda")
+                        else:
+                            np.copyto(cur[k], new[k], casting="unsafe")
             else:
                 for d in self._slots:
                     for k in kinds:
@@ -361,11 +378,12 @@ class SGD(Optimizer):
     def _slot_kinds(self):
         return ("momentum",) if self.momentum > 0 else ()
 
-    def _update(self, param, grad, slots, lr, step, **common):
+    _SLOT_ARGS = {"momentum": "velocity"}
+
+    def _rule(self, lr, step):
         if self.momentum > 0:
-            _core.momentum_update(param, slots["momentum"], grad, lr, self.momentum, self.nesterov, **common)
-        else:
-            _core.sgd_update(param, grad, lr, **common)
+            return "momentum", {"momentum": self.momentum, "nesterov": self.nesterov}
+        return "sgd", {}
 
     def get_config(self):
         return super().get_config() | {"momentum": self.momentum, "nesterov": self.nesterov}
@@ -388,8 +406,10 @@ class Adagrad(Optimizer):
     def _slot_initial(self, kind):
         return self.initial_accumulator_value
 
-    def _update(self, param, grad, slots, lr, step, **common):
-        _core.adagrad_update(param, slots["accumulator"], grad, lr, self.epsilon, 0.0, **common)
+    _SLOT_ARGS = {"accumulator": "accumulator"}
+
+    def _rule(self, lr, step):
+        return "adagrad", {"epsilon": self.epsilon}
 
     def get_config(self):
         return super().get_config() | {"initial_accumulator_value": self.initial_accumulator_value,
@@ -415,9 +435,10 @@ class RMSprop(Optimizer):
         return ("velocity",) + (("momentum",) if self.momentum > 0 else ()) + \
             (("average_gradient",) if self.centered else ())
 
-    def _update(self, param, grad, slots, lr, step, **common):
-        _core.rmsprop_update(param, slots["velocity"], slots.get("momentum"), slots.get("average_gradient"), grad,
-                             lr, self.rho, self.momentum, self.epsilon, 0.0, **common)
+    _SLOT_ARGS = {"velocity": "velocity", "momentum": "momentum_slot", "average_gradient": "average_gradient"}
+
+    def _rule(self, lr, step):
+        return "rmsprop", {"rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon}
 
     def get_config(self):
         return super().get_config() | {"rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon,
@@ -442,10 +463,10 @@ class Adam(Optimizer):
     def _slot_kinds(self):
         return ("m", "v", "vhat") if self.amsgrad else ("m", "v")
 
-    def _update(self, param, grad, slots, lr, step, **common):
-        lr_t = _ops.adam_step_size(lr, step, self.beta_1, self.beta_2)
-        _core.adam_update(param, slots["m"], slots["v"], slots.get("vhat"), grad, lr_t, self.beta_1, self.beta_2,
-                          self.epsilon, **common)
+    _SLOT_ARGS = {"m": "m", "v": "v", "vhat": "vhat"}
+
+    def _rule(self, lr, step):
+        return "adam", {"step": step, "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
 
     def get_config(self):
         return super().get_config() | {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
@@ -489,10 +510,11 @@ class Nadam(Optimizer):
         u_t, _, prod_t, _ = _ops.nadam_schedule(step, self.beta_1)
         return prod_t / u_t if u_t else 0.0
 
-    def _update(self, param, grad, slots, lr, step, **common):
-        cm, cg, vs = _ops.nadam_coefficients(lr, step, self.beta_1, self.beta_2, self._u_product_before(step))
-        _core.nadam_update(param, slots["m"], slots["v"], grad, cm, cg, vs, self.beta_1, self.beta_2, self.epsilon,
-                           **common)
+    _SLOT_ARGS = {"m": "m", "v": "v"}
+
+    def _rule(self, lr, step):
+        return "nadam", {"step": step, "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
+                         "u_product": self._u_product_before(step)}
 
     def apply_gradients(self, grads_and_vars) -> None:
         step = self.iterations + 1

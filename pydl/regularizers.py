@@ -4,15 +4,16 @@
     reg(w)          -> 0.01 * sum(w**2)        (a float, added to the reported loss)
     reg.gradient(w) -> 0.02 * w                (added to the weight's gradient)
 
-L1: l1 * sum|w|, gradient l1 * sign(w) (0 at w == 0). L1L2 adds both.
+L1: l1 * sum|w|, gradient l1 * sign(w) (0 at w == 0). L1L2 adds both. The arithmetic is
+`pydl.ops.optim.l1l2_penalty` / `l1l2_gradient`, so CuPy weights stay on the GPU (the gradient
+is a CuPy array; the penalty a float).
 """
 from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from . import registry
+from .ops import optim as _ops
 
 
 def _coef(value, name: str, who: str) -> float:
@@ -29,7 +30,7 @@ class Regularizer:
     def __call__(self, w) -> float:
         raise NotImplementedError
 
-    def gradient(self, w) -> np.ndarray:
+    def gradient(self, w):
         raise NotImplementedError
 
     def get_config(self) -> dict:
@@ -51,22 +52,10 @@ class L1L2(Regularizer):
         self.l2 = _coef(l2, "l2", type(self).__name__)
 
     def __call__(self, w) -> float:
-        w = np.asarray(w)
-        total = 0.0
-        if self.l1:
-            total += self.l1 * float(np.sum(np.abs(w), dtype=np.float64))
-        if self.l2:
-            total += self.l2 * float(np.sum(np.square(w, dtype=np.float64)))
-        return total
+        return _ops.l1l2_penalty(w, self.l1, self.l2)
 
-    def gradient(self, w) -> np.ndarray:
-        w = np.asarray(w)
-        g = np.zeros_like(w)
-        if self.l1:
-            g += self.l1 * np.sign(w)
-        if self.l2:
-            g += (2.0 * self.l2) * w
-        return g
+    def gradient(self, w):
+        return _ops.l1l2_gradient(w, self.l1, self.l2)
 
     def get_config(self):
         return {"l1": self.l1, "l2": self.l2}

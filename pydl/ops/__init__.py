@@ -28,3 +28,5 @@ __all__ += ["scaled_dot_product_attention", "attention_forward", "attention_back
 from . import device
 from .device import device_of, to_device, to_host
 __all__ += ["device", "device_of", "to_device", "to_host"]
+from .optim import fused_update, l1l2_gradient, l1l2_penalty
+__all__ += ["fused_update", "l1l2_penalty", "l1l2_gradient"]

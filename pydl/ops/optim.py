@@ -13,7 +13,12 @@ Common keyword arguments, applied element-wise in this order before each rule:
     g <- g + l2 * p                       coupled L2 weight decay, as in torch.optim (0 = off)
     p <- p - lr * weight_decay * p        decoupled weight decay, as in Keras 3 / AdamW (0 = off)
 
-`naive=True` runs the scalar reference twin of the kernel (for tests).
+`naive=True` runs the scalar reference twin of the kernel (for tests; CPU arrays only).
+
+CuPy arrays (all of one call on the GPU; a mix of devices is a ValueError) run the kernels of
+`pydl.cuda.optim` with the same checks, formulas and operation order. `fused_update` updates a
+whole list of parameters in one call: on the GPU one kernel launch per dtype, on the CPU a loop
+over the per-array kernels.
 """
 from __future__ import annotations
 
@@ -23,14 +28,16 @@ import numpy as np
 
 from .. import _core
 from .._validate import as_float_array, check_out
+from . import device
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _check_param(param, op: str) -> np.ndarray:
-    if type(param) is np.ndarray and param.dtype in _FLOATS and param.flags.c_contiguous and param.flags.writeable \
-            and param.flags.aligned:
-        return param
+    if type(param) is np.ndarray and param.dtype in _FLOATS:
+        f = param.flags
+        if f.c_contiguous and f.writeable and f.aligned:
+            return param
     if not isinstance(param, np.ndarray):
         raise TypeError(f"[{op}] param must be a numpy.ndarray (updated in place), got {type(param).__name__}")
     if param.dtype not in (np.float32, np.float64):
@@ -47,9 +54,10 @@ def _check_param(param, op: str) -> np.ndarray:
 
 
 def _check_slot(slot, param: np.ndarray, op: str, name: str) -> np.ndarray:
-    if isinstance(slot, np.ndarray) and slot.dtype == param.dtype and slot.shape == param.shape \
-            and slot.flags.c_contiguous and slot.flags.writeable and slot.flags.aligned:
-        return slot  # overlap with param or another slot is refused by the binding
+    if isinstance(slot, np.ndarray) and slot.dtype == param.dtype and slot.shape == param.shape:
+        f = slot.flags
+        if f.c_contiguous and f.writeable and f.aligned:
+            return slot  # overlap with param or another slot is refused by the binding
     if not isinstance(slot, np.ndarray):
         raise TypeError(f"[{op}] {name} must be a numpy.ndarray (updated in place), got {type(slot).__name__}")
     return check_out(slot, param.shape, param.dtype, op, name)
@@ -69,6 +77,47 @@ def _prepare(op: str, param, grad, slots: dict):
     if g.shape != param.shape:
         raise ValueError(f"[{op}] grad has shape {g.shape}, expected the param's shape {param.shape}")
     if np.may_share_memory(g, param):
+        g = g.copy()
+    return param, g
+
+
+def _span(a) -> tuple[int, int]:
+    p = int(a.data.ptr)
+    return p, p + a.nbytes
+
+
+def _overlaps(a, b) -> bool:
+    if not a.size or not b.size:
+        return False
+    a0, a1 = _span(a)
+    b0, b1 = _span(b)
+    return a0 < b1 and b0 < a1
+
+
+def _check_param_cuda(param, op: str, name: str = "param"):
+    if param.dtype not in _FLOATS:
+        raise ValueError(f"[{op}] {name} must have dtype float32 or float64 (updated in place), got {param.dtype}")
+    if not param.flags.c_contiguous:
+        raise ValueError(f"[{op}] {name} must be C-contiguous (it is updated in place; a copy would lose the "
+                         f"update), got strides {param.strides} for shape {param.shape}")
+    return param
+
+
+def _prepare_cuda(op: str, param, grad, slots: dict, pname: str = "param", gname: str = "grad"):
+    """The CUDA twin of _prepare: the same rules for CuPy arrays; returns (param, grad, slots tuple)."""
+    param = _check_param_cuda(param, op, pname)
+    inplace = [(pname, param)]
+    for name, s in slots.items():
+        if s is not None:
+            device.check_out_cuda(s, param.shape, param.dtype, op, name)
+            for other_name, other in inplace:
+                if _overlaps(s, other):
+                    raise ValueError(f"[{op}] {name} overlaps {other_name}; every in-place array needs its own memory")
+            inplace.append((name, s))
+    g = device.as_float_cuda(grad, gname, op, dtype=param.dtype)
+    if g.shape != param.shape:
+        raise ValueError(f"[{op}] {gname} has shape {g.shape}, expected the param's shape {param.shape}")
+    if any(_overlaps(g, a) for _, a in inplace):
         g = g.copy()
     return param, g
 
@@ -103,6 +152,11 @@ def sgd_update(param, grad, lr, *, grad_scale=1.0, clip_value=None, l2=0.0, weig
                naive: bool = False) -> np.ndarray:
     """In place: p <- p - lr * g."""
     op = "sgd_update"
+    if device.dispatch(op, param=param, grad=grad) == "cuda":
+        param, g = _prepare_cuda(op, param, grad, {})
+        c = _common(op, _num(lr, "lr", op), grad_scale, clip_value, l2, weight_decay)
+        _cuda_run("sgd", [param], [g], [()], _rule("sgd", op, lr), c)
+        return param
     param, g = _prepare(op, param, grad, {})
     lr = _num(lr, "lr", op)
     _pick(op, naive)(param, g, lr, **_common(op, lr, grad_scale, clip_value, l2, weight_decay))
@@ -116,6 +170,12 @@ def momentum_update(param, velocity, grad, lr, momentum, nesterov: bool = False,
     Nesterov: p <- p + momentum * v - lr * g (with the new v). PyTorch keeps b = -v / lr instead.
     """
     op = "momentum_update"
+    if device.dispatch(op, param=param, velocity=velocity, grad=grad) == "cuda":
+        param, g = _prepare_cuda(op, param, grad, _required(op, {"velocity": velocity}, "velocity"))
+        c = _common(op, _num(lr, "lr", op), grad_scale, clip_value, l2, weight_decay)
+        _cuda_run("momentum", [param], [g], [(velocity,)],
+                  _rule("momentum", op, lr, momentum=momentum, nesterov=nesterov), c)
+        return param
     param, g = _prepare(op, param, grad, {"velocity": velocity})
     lr = _num(lr, "lr", op)
     momentum = _num(momentum, "momentum", op)
@@ -131,6 +191,12 @@ def adagrad_update(param, accumulator, grad, lr, epsilon=1e-7, *, epsilon_inside
     With epsilon_inside_sqrt=False: p <- p - lr * g / (sqrt(acc) + epsilon)   (PyTorch).
     """
     op = "adagrad_update"
+    if device.dispatch(op, param=param, accumulator=accumulator, grad=grad) == "cuda":
+        param, g = _prepare_cuda(op, param, grad, _required(op, {"accumulator": accumulator}, "accumulator"))
+        c = _common(op, _num(lr, "lr", op), grad_scale, clip_value, l2, weight_decay)
+        _cuda_run("adagrad", [param], [g], [(accumulator,)],
+                  _rule("adagrad", op, lr, epsilon=epsilon, epsilon_inside_sqrt=epsilon_inside_sqrt), c)
+        return param
     param, g = _prepare(op, param, grad, {"accumulator": accumulator})
     lr = _num(lr, "lr", op)
     eps = _num(epsilon, "epsilon", op, lo=0.0)
@@ -150,8 +216,15 @@ def rmsprop_update(param, velocity, grad, lr, rho=0.9, momentum=0.0, epsilon=1e-
         momentum_slot given: mom <- momentum * mom + inc; p <- p - mom;  else p <- p - inc
     """
     op = "rmsprop_update"
-    param, g = _prepare(op, param, grad, {"velocity": velocity, "momentum_slot": momentum_slot,
-                                          "average_gradient": average_gradient})
+    slots = {"velocity": velocity, "momentum_slot": momentum_slot, "average_gradient": average_gradient}
+    if device.dispatch(op, param=param, grad=grad, **slots) == "cuda":
+        param, g = _prepare_cuda(op, param, grad, _required(op, slots, "velocity"))
+        c = _common(op, _num(lr, "lr", op), grad_scale, clip_value, l2, weight_decay)
+        _cuda_run("rmsprop", [param], [g], [(velocity, momentum_slot, average_gradient)],
+                  _rule("rmsprop", op, lr, rho=rho, momentum=momentum, epsilon=epsilon,
+                        epsilon_inside_sqrt=epsilon_inside_sqrt), c)
+        return param
+    param, g = _prepare(op, param, grad, slots)
     lr = _num(lr, "lr", op)
     rho = _num(rho, "rho", op)
     momentum = _num(momentum, "momentum", op)
@@ -191,6 +264,12 @@ def adam_update(param, m, v, grad, lr, step, beta_1=0.9, beta_2=0.999, epsilon=1
     PyTorch's Adam puts epsilon after the bias correction: torch eps e equals epsilon = e * sqrt(1 - beta_2^t).
     """
     op = "adam_update"
+    if device.dispatch(op, param=param, m=m, v=v, vhat=vhat, grad=grad) == "cuda":
+        param, g = _prepare_cuda(op, param, grad, _required(op, {"m": m, "v": v, "vhat": vhat}, "m", "v"))
+        c = _common(op, _num(lr, "lr", op), grad_scale, clip_value, l2, weight_decay)
+        _cuda_run("adam", [param], [g], [(m, v, vhat)],
+                  _rule("adam", op, lr, step=step, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon), c)
+        return param
     param, g = _prepare(op, param, grad, {"m": m, "v": v, "vhat": vhat})
     lr, step, beta_1, beta_2, eps = _adam_hyper(op, lr, step, beta_1, beta_2, epsilon)
     lr_t = adam_step_size(lr, int(step), beta_1, beta_2)
@@ -232,6 +311,12 @@ def nadam_update(param, m, v, grad, lr, step, beta_1=0.9, beta_2=0.999, epsilon=
     makes u_t = beta_1 (1 - 0.5 * 0.96^(0.004 t)).)
     """
     op = "nadam_update"
+    if device.dispatch(op, param=param, m=m, v=v, grad=grad) == "cuda":
+        param, g = _prepare_cuda(op, param, grad, _required(op, {"m": m, "v": v}, "m", "v"))
+        c = _common(op, _num(lr, "lr", op), grad_scale, clip_value, l2, weight_decay)
+        _cuda_run("nadam", [param], [g], [(m, v)],
+                  _rule("nadam", op, lr, step=step, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon), c)
+        return param
     param, g = _prepare(op, param, grad, {"m": m, "v": v})
     lr, step, beta_1, beta_2, eps = _adam_hyper(op, lr, step, beta_1, beta_2, epsilon)
     cm, cg, vs = nadam_coefficients(lr, int(step), beta_1, beta_2)
@@ -242,12 +327,20 @@ def nadam_update(param, m, v, grad, lr, step, beta_1=0.9, beta_2=0.999, epsilon=
 
 def sum_squares(x, naive: bool = False) -> float:
     """sum(x**2) accumulated in float64 (the same result for any thread count)."""
+    if device.is_cuda(x):
+        from ..cuda import optim as cuda_optim
+        return cuda_optim.sum_squares(device.as_float_cuda(x, "x", "sum_squares"))
     arr = as_float_array(x, "x", "sum_squares")
     return float(_pick("sum_squares", naive)(arr))
 
 
 def global_norm(arrays) -> float:
     """sqrt of the sum of squares of all arrays together (NaN if any element is NaN)."""
+    arrays = list(arrays)
+    if arrays and device.dispatch("global_norm", **{f"arrays[{i}]": a for i, a in enumerate(arrays)}) == "cuda":
+        from ..cuda import optim as cuda_optim
+        arrs = [device.as_float_cuda(a, f"arrays[{i}]", "global_norm") for i, a in enumerate(arrays)]
+        return math.sqrt(sum(cuda_optim.sums_of_squares(arrs).get().tolist()))
     return math.sqrt(sum(sum_squares(a) for a in arrays))
 
 
@@ -261,6 +354,218 @@ def clip_scale(norm: float, clip_norm: float) -> float:
     return clip_norm / max(norm, clip_norm)
 
 
+# ---- shared by the CUDA branches and fused_update ------------------------------------------------
+
+# Slot names of each rule, in the kernels' order, and the ones that must be given.
+_SLOTS = {"sgd": (), "momentum": ("velocity",), "adagrad": ("accumulator",),
+          "rmsprop": ("velocity", "momentum_slot", "average_gradient"), "adam": ("m", "v", "vhat"),
+          "nadam": ("m", "v")}
+_REQUIRED = {"sgd": (), "momentum": ("velocity",), "adagrad": ("accumulator",), "rmsprop": ("velocity",),
+             "adam": ("m", "v"), "nadam": ("m", "v")}
+
+
+def _required(op: str, slots: dict, *names) -> dict:
+    if any(slots.get(k) is None for k in names):
+        raise ValueError(f"[{op}] {' and '.join(names)} {'is' if len(names) == 1 else 'are'} required")
+    return slots
+
+
+def _rule(kind: str, op: str, lr, *, momentum=0.0, nesterov=False, rho=0.9, epsilon=1e-7,
+          epsilon_inside_sqrt=True, step=None, beta_1=0.9, beta_2=0.999, u_product=None):
+    """(kernel scalars in the CUDA kernel's order, the CPU binding's positional scalars, nesterov)."""
+    lr = _num(lr, "lr", op)
+    if kind == "sgd":
+        return (lr,), (lr,), False
+    if kind == "momentum":
+        mu = _num(momentum, "momentum", op)
+        return (lr, mu), (lr, mu, bool(nesterov)), bool(nesterov)
+    if kind in ("adagrad", "rmsprop"):
+        eps = _num(epsilon, "epsilon", op, lo=0.0)
+        ein, eout = (eps, 0.0) if epsilon_inside_sqrt else (0.0, eps)
+        if kind == "adagrad":
+            return (lr, ein, eout), (lr, ein, eout), False
+        rho = _num(rho, "rho", op)
+        mu = _num(momentum, "momentum", op)
+        return (lr, rho, 1.0 - rho, mu, ein, eout), (lr, rho, mu, ein, eout), False
+    if kind in ("adam", "nadam"):
+        lr, step, beta_1, beta_2, eps = _adam_hyper(op, lr, step, beta_1, beta_2, epsilon)
+        if kind == "adam":
+            lr_t = adam_step_size(lr, step, beta_1, beta_2)
+            return (lr_t, 1.0 - beta_1, 1.0 - beta_2, eps), (lr_t, beta_1, beta_2, eps), False
+        cm, cg, vs = nadam_coefficients(lr, step, beta_1, beta_2, u_product)
+        return (cm, cg, vs, 1.0 - beta_1, 1.0 - beta_2, eps), (cm, cg, vs, beta_1, beta_2, eps), False
+    raise ValueError(f"[{op}] kind must be one of {', '.join(_SLOTS)}, got {kind!r}")
+
+
+def _cuda_run(kind: str, params, grads, slots, rule, common: dict, clipnorm=None, global_clipnorm=None) -> None:
+    from ..cuda import optim as cuda_optim
+    args, _, nesterov = rule
+    slots3 = [tuple(s) + (None,) * (3 - len(s)) for s in slots]
+    cuda_optim.update(kind, params, grads, slots3, args, grad_scale=common["grad_scale"],
+                      clip_value=common["clip_value"], l2=common["l2"], decay=common["decay"], nesterov=nesterov,
+                      clipnorm=clipnorm, global_clipnorm=global_clipnorm)
+
+
+def _fused_device(op: str, params, grads, slot_dicts) -> str:
+    """device.dispatch over every array of a fused update (all-NumPy lists take a quick path)."""
+    nd = np.ndarray
+    if all(type(p) is nd for p in params) and all(type(g) is nd for g in grads) and \
+            all(type(a) is nd for d in slot_dicts for a in d.values() if a is not None):
+        return "cpu"
+    arrays = {}
+    for i, (p, g, d) in enumerate(zip(params, grads, slot_dicts)):
+        arrays[f"params[{i}]"] = p
+        arrays[f"grads[{i}]"] = g
+        for k, a in d.items():
+            arrays[f"slots[{i}][{k!r}]"] = a
+    return device.dispatch(op, **arrays)
+
+
+def fused_update(kind: str, params, grads, slots, lr, *, step=None, momentum=0.0, nesterov: bool = False, rho=0.9,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-7, epsilon_inside_sqrt: bool = True, u_product=None,
+                 grad_scale=1.0, clip_value=None, clipnorm=None, global_clipnorm=None, l2=0.0,
+                 weight_decay=0.0) -> None:
+    """One optimizer step over a list of parameters, in place.
+
+    kind: "sgd", "momentum", "adagrad", "rmsprop", "adam" or "nadam" -- the rule of the per-array
+    op `<kind>_update`, with the same hyperparameters (`step` for adam / nadam, `u_product` =
+    U_{t-1} for nadam as in nadam_coefficients). `slots[i]` is a dict of params[i]'s slot arrays
+    named as that op's arguments ({"m", "v"[, "vhat"]}, {"velocity"}, {"accumulator"},
+    {"velocity"[, "momentum_slot"][, "average_gradient"]}; None or {} for sgd).
+    Gradient scaling: `grad_scale` for all, or `clipnorm` (each gradient by its own L2 norm) or
+    `global_clipnorm` (all gradients by their joint norm), as clip_scale computes it.
+    On the GPU every parameter of one dtype is updated by one kernel launch (the norms are
+    computed on the device too); on the CPU the per-array kernels run in order. Results equal
+    calling the per-array op on each parameter.
+    """
+    op = "fused_update"
+    if kind not in _SLOTS:
+        raise ValueError(f"[{op}] kind must be one of {', '.join(_SLOTS)}, got {kind!r}")
+    params, grads = list(params), list(grads)
+    slots = [None] * len(params) if slots is None and kind == "sgd" else list(slots)
+    if not (len(params) == len(grads) == len(slots)):
+        raise ValueError(f"[{op}] params, grads and slots must have one entry per parameter, got "
+                         f"{len(params)}, {len(grads)} and {len(slots)}")
+    names = _SLOTS[kind]
+    slot_dicts = []
+    known, required = frozenset(names), _REQUIRED[kind]
+    for i, d in enumerate(slots):
+        d = {} if d is None else d
+        if not isinstance(d, dict):
+            raise TypeError(f"[{op}] slots[{i}] must be a dict of slot arrays, got {type(d).__name__}")
+        if not d.keys() <= known:
+            extra = sorted(set(d) - known)
+            raise ValueError(f"[{op}] slots[{i}] has unknown slot(s) {extra}; {kind} takes {list(names)}")
+        for k in required:
+            if d.get(k) is None:
+                _required(op, d, *required)
+        slot_dicts.append(d)
+    if clipnorm is not None and global_clipnorm is not None:
+        raise ValueError(f"[{op}] give clipnorm or global_clipnorm, not both")
+    norm_clip = clipnorm if clipnorm is not None else global_clipnorm
+    if norm_clip is not None:
+        norm_clip = _num(norm_clip, "clipnorm" if clipnorm is not None else "global_clipnorm", op)
+        if not norm_clip > 0:
+            raise ValueError(f"[{op}] clipnorm and global_clipnorm must be > 0, got {norm_clip}")
+        if _num(grad_scale, "grad_scale", op, finite=False) != 1.0:
+            raise ValueError(f"[{op}] grad_scale cannot be combined with clipnorm / global_clipnorm")
+    rule = _rule(kind, op, lr, momentum=momentum, nesterov=nesterov, rho=rho, epsilon=epsilon,
+                 epsilon_inside_sqrt=epsilon_inside_sqrt, step=step, beta_1=beta_1, beta_2=beta_2,
+                 u_product=u_product)
+    common = _common(op, _num(lr, "lr", op), grad_scale, clip_value, l2, weight_decay)
+    if _fused_device(op, params, grads, slot_dicts) == "cuda":
+        ps, gs, ss = [], [], []
+        for i, (p, g, d) in enumerate(zip(params, grads, slot_dicts)):
+            p, g = _prepare_cuda(op, p, g, {f"slots[{i}][{k!r}]": d.get(k) for k in names},
+                                 pname=f"params[{i}]", gname=f"grads[{i}]")
+            ps.append(p)
+            gs.append(g)
+            ss.append(tuple(d.get(k) for k in names))
+        spans = sorted((*_span(a), i) for i, a in enumerate([*ps, *(x for s in ss for x in s if x is not None)])
+                       if a.size)
+        for (a0, a1, _), (b0, b1, _) in zip(spans, spans[1:]):
+            if b0 < a1:
+                raise ValueError(f"[{op}] two of the arrays updated in place share memory (a parameter or slot "
+                                 f"is listed twice?); each needs its own memory")
+        _cuda_run(kind, ps, gs, ss, rule, common, clipnorm=clipnorm and norm_clip,
+                  global_clipnorm=global_clipnorm and norm_clip)
+        return None
+    # Arrays that are plainly right (the optimizer's, every step) take a short check here and the
+    # binding re-checks every array; anything else goes through _prepare's full checks. All of it
+    # runs before the first update, so a refused call changes nothing (overlap between a param
+    # and its slots alone is left to the binding, which refuses it before that param's update).
+    nd = np.ndarray
+    prepared = []
+    for p, g, d in zip(params, grads, slot_dicts):
+        if type(p) is nd and type(g) is nd and p.dtype in _FLOATS and g.dtype == p.dtype and g.shape == p.shape:
+            pf, gf = p.flags, g.flags
+            ok = pf.c_contiguous and pf.writeable and pf.aligned and gf.c_contiguous and gf.aligned
+            for a in d.values():
+                if ok and a is not None:
+                    ok = type(a) is nd and a.dtype == p.dtype and a.shape == p.shape
+                    if ok:
+                        af = a.flags
+                        ok = af.c_contiguous and af.writeable and af.aligned
+            if ok:
+                prepared.append((p, g.copy() if np.may_share_memory(g, p) else g))
+                continue
+        prepared.append(_prepare(op, p, g, d))
+    if global_clipnorm is not None:
+        scales = [clip_scale(global_norm([g for _, g in prepared]), norm_clip)] * len(prepared)
+    elif clipnorm is not None:
+        scales = [clip_scale(math.sqrt(sum_squares(g)), norm_clip) for _, g in prepared]
+    else:
+        scales = [common["grad_scale"]] * len(prepared)
+    fn = _pick(f"{kind}_update", False)
+    cpu_args = rule[1]
+    clip, l2c, decay = common["clip_value"], common["l2"], common["decay"]
+    if len(names) == 0:
+        for (p, g), s in zip(prepared, scales):
+            fn(p, g, *cpu_args, grad_scale=s, clip_value=clip, l2=l2c, decay=decay)
+    elif len(names) == 1:
+        k0 = names[0]
+        for (p, g), d, s in zip(prepared, slot_dicts, scales):
+            fn(p, d[k0], g, *cpu_args, grad_scale=s, clip_value=clip, l2=l2c, decay=decay)
+    else:
+        for (p, g), d, s in zip(prepared, slot_dicts, scales):
+            fn(p, *[d.get(k) for k in names], g, *cpu_args, grad_scale=s, clip_value=clip, l2=l2c, decay=decay)
+    return None
+
+
+def l1l2_penalty(w, l1: float = 0.0, l2: float = 0.0) -> float:
+    """Keras's weight penalty l1 * sum|w| + l2 * sum(w^2), the sums in float64."""
+    if device.dispatch("l1l2_penalty", w=w) == "cuda":
+        from ..cuda import optim as cuda_optim
+        w = device.as_float_cuda(w, "w", "l1l2_penalty")
+        total = 0.0
+        if l1:
+            total += l1 * cuda_optim.sum_abs(w)
+        if l2:
+            total += l2 * cuda_optim.sum_squares(w)
+        return total
+    w = np.asarray(w)
+    total = 0.0
+    if l1:
+        total += l1 * float(np.sum(np.abs(w), dtype=np.float64))
+    if l2:
+        total += l2 * float(np.sum(np.square(w, dtype=np.float64)))
+    return total
+
+
+def l1l2_gradient(w, l1: float = 0.0, l2: float = 0.0):
+    """The penalty's gradient l1 * sign(w) + 2 * l2 * w (sign(0) = 0), a new array of w's dtype."""
+    if device.dispatch("l1l2_gradient", w=w) == "cuda":
+        from ..cuda import optim as cuda_optim
+        return cuda_optim.l1l2_gradient(device.as_float_cuda(w, "w", "l1l2_gradient"), l1, l2)
+    w = np.asarray(w)
+    g = np.zeros_like(w)
+    if l1:
+        g += l1 * np.sign(w)
+    if l2:
+        g += (2.0 * l2) * w
+    return g
+
+
 __all__ = ["sgd_update", "momentum_update", "adagrad_update", "rmsprop_update", "adam_update", "adam_step_size",
            "nadam_update", "nadam_coefficients", "nadam_schedule",
-           "sum_squares", "global_norm", "clip_scale"]
+           "sum_squares", "global_norm", "clip_scale", "fused_update", "l1l2_penalty", "l1l2_gradient"]
