@@ -25,3 +25,5 @@ from .attention import attention_backward, attention_forward, scaled_dot_product
 from .norm import layer_norm, layer_norm_backward
 __all__ += ["scaled_dot_product_attention", "attention_forward", "attention_backward", "layer_norm",
             "layer_norm_backward"]
+from .embedding import embedding_backward, embedding_forward
+__all__ += ["embedding_forward", "embedding_backward"]
