@@ -20,6 +20,10 @@ the predictions are the same as without fusion (up to rounding).
 A crossentropy on probabilities (from_logits=False) that is fed values outside [0, 1], or (the
 categorical ones) rows that do not sum to 1, issues one RuntimeWarning per loss object suggesting
 a softmax / sigmoid output or from_logits=True; the check is a min / max (and row sum) of the batch.
+
+CuPy arrays work throughout: the value and gradient come from the CUDA loss kernels
+(pydl.ops.nn.loss), the target checks and the warning above run as small reductions on the
+device, and per_sample / per_row return CuPy float64 arrays computed by the same kernels.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import warnings
 import numpy as np
 
 from . import registry
+from .ops import device
 from .ops import nn as _nn
 
 
@@ -48,22 +53,24 @@ class Loss:
         if getattr(self, "_warned_not_probabilities", False) or self.kind not in _PROBABILITY_KINDS \
                 or self._from_logits():
             return
-        p = np.asarray(y_pred)
+        xp = device.namespace(y_pred) if device.is_cuda(y_pred) else np
+        p = y_pred if xp is not np else np.asarray(y_pred)
         if p.size == 0 or not np.issubdtype(p.dtype, np.floating):
             return
         lo, hi = float(p.min()), float(p.max())
         if lo != lo or hi != hi:  # NaN somewhere: judge the other values
-            if np.isnan(p).all():
+            if bool(xp.isnan(p).all()):
                 return
-            lo, hi = float(np.nanmin(p)), float(np.nanmax(p))
+            lo, hi = float(xp.nanmin(p)), float(xp.nanmax(p))
         problem = None
         if lo < -1e-6 or hi > 1.0 + 1e-6:
             problem = f"values outside [0, 1] (min {lo:.4g}, max {hi:.4g})"
         elif self.kind != "binary_crossentropy" and p.ndim >= 1 and p.shape[-1] > 1:
             sums = p.sum(axis=-1, dtype=np.float64)
-            off = np.abs(sums - 1.0)
-            if np.nanmax(off) > 1e-3:
-                problem = f"rows that do not sum to 1 (sums between {np.nanmin(sums):.4g} and {np.nanmax(sums):.4g})"
+            off = xp.abs(sums - 1.0)
+            if float(xp.nanmax(off)) > 1e-3:
+                problem = (f"rows that do not sum to 1 (sums between {float(xp.nanmin(sums)):.4g} and "
+                           f"{float(xp.nanmax(sums)):.4g})")
         if problem is None:
             return
         self._warned_not_probabilities = True
@@ -131,10 +138,14 @@ class BinaryCrossentropy(_LogitsLoss):
 
     def check_targets(self, y_true, y_pred):
         super().check_targets(y_true, y_pred)
-        yt = np.asarray(y_true)
-        if yt.size and (np.nanmin(yt) < 0 or np.nanmax(yt) > 1):
-            raise ValueError(f"[{type(self).__name__}] y_true must lie in [0, 1], got values in "
-                             f"[{np.nanmin(yt)}, {np.nanmax(yt)}]")
+        xp = device.namespace(y_true) if device.is_cuda(y_true) else np
+        yt = y_true if xp is not np else np.asarray(y_true)
+        if yt.size:
+            lo, hi = xp.nanmin(yt), xp.nanmax(yt)
+            if xp is not np:
+                lo, hi = lo.item(), hi.item()
+            if lo < 0 or hi > 1:
+                raise ValueError(f"[{type(self).__name__}] y_true must lie in [0, 1], got values in [{lo}, {hi}]")
 
 
 @registry.losses.register
@@ -153,8 +164,9 @@ class SparseCategoricalCrossentropy(_LogitsLoss):
 def check_sparse_labels(y_true, pred_shape, who: str) -> None:
     """Integer class labels of shape pred_shape[:-1] (or that with a trailing 1: (N,) or (N, 1) for
     predictions (N, C); (N, T) or (N, T, 1) for per-step predictions (N, T, C)), each in [0, C).
-    Sizes given as None in pred_shape match any size."""
-    yt = np.asarray(y_true)
+    Sizes given as None in pred_shape match any size. CuPy labels are checked on the device."""
+    xp = device.namespace(y_true) if device.is_cuda(y_true) else np
+    yt = y_true if xp is not np else np.asarray(y_true)
     pred_shape = tuple(pred_shape)
     if len(pred_shape) < 2:
         raise ValueError(f"[{who}] y_pred must be (N, classes) or (N, ..., classes), got shape {pred_shape}")
@@ -170,9 +182,12 @@ def check_sparse_labels(y_true, pred_shape, who: str) -> None:
     if yt.size == 0:
         return
     if not np.issubdtype(yt.dtype, np.integer):
-        if not np.issubdtype(yt.dtype, np.floating) or not np.all(np.isfinite(yt)) or np.any(yt != np.round(yt)):
+        if not np.issubdtype(yt.dtype, np.floating) or not bool(xp.all(xp.isfinite(yt))) or \
+                bool(xp.any(yt != xp.round(yt))):
             raise ValueError(f"[{who}] labels must be integer class indices, got dtype {yt.dtype}")
     lo, hi = yt.min(), yt.max()
+    if xp is not np:
+        lo, hi = lo.item(), hi.item()
     if lo < 0 or (c is not None and hi >= c):
         raise ValueError(f"[{who}] labels must lie in [0, {c}) for {c} classes, got values in [{lo}, {hi}]")
 
@@ -182,7 +197,10 @@ def per_sample(kind: str, y_true, y_pred, from_logits: bool = False) -> np.ndarr
     the element (mse, mae, bce) or row (crossentropies) losses averaged over every axis after
     the batch axis, so that mean(per_sample(...)) is the kernel's value. Crossentropies on
     probabilities normalise each row and clip to [eps, 1 - eps] in y_pred's precision.
-    Used for sample weights: the weighted loss is sum(w * l) / N (Keras's sum_over_batch_size)."""
+    Used for sample weights: the weighted loss is sum(w * l) / N (Keras's sum_over_batch_size).
+    CuPy arrays: the values come from the CUDA loss kernels, as a CuPy float64 array."""
+    if device.is_cuda(y_pred) or device.is_cuda(y_true):
+        return _cuda_values(kind, y_true, y_pred, from_logits).reshape(y_pred.shape[0], -1).mean(axis=1)
     p = np.asarray(y_pred)
     if p.ndim < 2:  # one value per sample: the element losses are the sample losses
         return _elementwise(kind, y_true, p, from_logits).reshape(p.shape[0], -1).mean(axis=1)
@@ -193,13 +211,29 @@ def per_row(kind: str, y_true, y_pred, from_logits: bool = False) -> np.ndarray:
     """The loss of each row of y_pred (every position but the last axis: shape y_pred.shape[:-1]),
     float64, as Keras's losses give them before reduction: crossentropies per class row, mse /
     mae / bce averaged over the last axis. mean(per_row(...)) is the kernel's value. Used for
-    masks: a mask (N, T) on an output (N, T, K) weighs these (N, T) values."""
+    masks: a mask (N, T) on an output (N, T, K) weighs these (N, T) values.
+    CuPy arrays: the values come from the CUDA loss kernels, as a CuPy float64 array."""
+    if device.is_cuda(y_pred) or device.is_cuda(y_true):
+        if y_pred.ndim < 2:
+            raise ValueError(f"[losses.per_row] y_pred must have a last (feature) axis, got shape "
+                             f"{tuple(y_pred.shape)}")
+        v = _cuda_values(kind, y_true, y_pred, from_logits)
+        return v if kind in ("sparse_categorical_crossentropy", "categorical_crossentropy") else v.mean(axis=-1)
     p = np.asarray(y_pred)
     if p.ndim < 2:
         raise ValueError(f"[losses.per_row] y_pred must have a last (feature) axis, got shape {p.shape}")
     if kind in ("sparse_categorical_crossentropy", "categorical_crossentropy"):
         return _elementwise(kind, y_true, p, from_logits)
     return _elementwise(kind, y_true, p, from_logits).mean(axis=-1)
+
+
+def _cuda_values(kind, y_true, y_pred, from_logits):
+    """Element losses (mse, mae, bce) or row losses (crossentropies) of CuPy arrays, float64, from
+    the kernels of pydl.cuda.losses (the gradient they also write is dropped)."""
+    if kind not in _nn.LOSSES:
+        raise ValueError(f"[losses.per_sample] unknown loss kind {kind!r}")
+    device.dispatch(kind, y_true=y_true, y_pred=y_pred)
+    return _nn._loss_cuda(kind, y_true, y_pred, bool(from_logits), values=True)[2]
 
 
 def _elementwise(kind, y_true, p, from_logits):

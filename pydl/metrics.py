@@ -1,4 +1,9 @@
-"""Evaluation metrics on NumPy arrays; each returns a Python float (or an int matrix).
+"""Evaluation metrics; each returns a host Python float (or an int matrix).
+
+The accuracy family (accuracy, binary / categorical / sparse_categorical_accuracy) and the MSE /
+MAE metrics reduce on the arrays' device through `pydl.ops.metrics` (NumPy or the CUDA kernels
+for CuPy arrays; y_true and y_pred on one device). The other metrics copy CuPy inputs to the
+host. Stateful metrics keep their states on the host (Python floats / NumPy arrays).
 
 Classification inputs may be labels, one-hot rows or predicted probabilities:
   * y_true: integer labels (N,) or (N, 1), or one-hot / probability rows (N, C) -> argmax.
@@ -22,6 +27,7 @@ import numbers
 import numpy as np
 
 from . import registry
+from .ops import metrics as _ops_metrics
 
 EPSILON = 1e-7
 
@@ -37,36 +43,15 @@ __all__ = ["BinaryAccuracy", "CategoricalAccuracy", "SparseCategoricalAccuracy",
 # input handling
 # ----------------------------------------------------------------------------------------------
 def _arr(x, name: str, op: str) -> np.ndarray:
-    try:
-        a = np.asarray(x)
-    except Exception as exc:
-        raise TypeError(f"[{op}] {name} must be array-like, got {type(x).__name__}") from exc
-    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
-        raise TypeError(f"[{op}] {name} must be a numeric array, got dtype {a.dtype}")
-    if np.issubdtype(a.dtype, np.complexfloating):
-        raise TypeError(f"[{op}] {name} must be real, got dtype {a.dtype}")
-    if a.ndim == 0:
-        raise ValueError(f"[{op}] {name} must have a sample axis, got a scalar")
-    if a.size == 0:
-        raise ValueError(f"[{op}] {name} is empty, shape {tuple(a.shape)}")
-    return a
+    """A validated host array (CuPy inputs are copied to the host for the metrics computed here)."""
+    return _ops_metrics.as_array(x, name, op, host=True)
 
 
-def _pair(y_true, y_pred, op: str):
-    return _arr(y_true, "y_true", op), _arr(y_pred, "y_pred", op)
+def _pair(y_true, y_pred, op: str, host: bool = True):
+    return _ops_metrics.pair(y_true, y_pred, op, host)
 
 
-def _same_shape(t: np.ndarray, p: np.ndarray, op: str):
-    """Equal shapes, allowing (N,) against (N, 1)."""
-    if t.shape == p.shape:
-        return t, p
-    if t.size == p.size and _drop_last_one(t.shape) == _drop_last_one(p.shape):
-        return t.reshape(p.shape), p
-    raise ValueError(f"[{op}] y_true {tuple(t.shape)} and y_pred {tuple(p.shape)} must have the same shape")
-
-
-def _drop_last_one(shape):
-    return shape[:-1] if len(shape) > 1 and shape[-1] == 1 else shape
+_same_shape = _ops_metrics.same_shape
 
 
 def _is_integral(a: np.ndarray) -> bool:
@@ -111,35 +96,9 @@ def _labels(y_true, y_pred, op: str, threshold: float = 0.5):
 # ----------------------------------------------------------------------------------------------
 # accuracy family
 # ----------------------------------------------------------------------------------------------
-def binary_accuracy(y_true, y_pred, threshold: float = 0.5) -> float:
-    """mean(y_true == (y_pred > threshold))."""
-    op = "binary_accuracy"
-    t, p = _same_shape(*_pair(y_true, y_pred, op), op)
-    return float(np.mean(t == (p > threshold)))
-
-
-def categorical_accuracy(y_true, y_pred) -> float:
-    """mean(argmax(y_true) == argmax(y_pred)) over the last axis; y_true one-hot."""
-    op = "categorical_accuracy"
-    t, p = _pair(y_true, y_pred, op)
-    if t.shape != p.shape:
-        raise ValueError(f"[{op}] y_true {tuple(t.shape)} must be one-hot with the shape of y_pred "
-                         f"{tuple(p.shape)}")
-    return float(np.mean(np.argmax(t, axis=-1) == np.argmax(p, axis=-1)))
-
-
-def sparse_categorical_accuracy(y_true, y_pred) -> float:
-    """mean(y_true == argmax(y_pred)) with integer labels y_true of shape y_pred.shape[:-1]."""
-    op = "sparse_categorical_accuracy"
-    t, p = _pair(y_true, y_pred, op)
-    if p.ndim < 2:
-        raise ValueError(f"[{op}] y_pred must have a class axis, got shape {tuple(p.shape)}")
-    if t.shape == p.shape[:-1] + (1,) and p.shape[-1] != 1:
-        t = t.reshape(p.shape[:-1])
-    if t.shape != p.shape[:-1]:
-        raise ValueError(f"[{op}] y_true {tuple(t.shape)} must hold one label per row of y_pred "
-                         f"{tuple(p.shape)}")
-    return float(np.mean(t == np.argmax(p, axis=-1)))
+binary_accuracy = _ops_metrics.binary_accuracy
+categorical_accuracy = _ops_metrics.categorical_accuracy
+sparse_categorical_accuracy = _ops_metrics.sparse_categorical_accuracy
 
 
 def accuracy(y_true, y_pred, threshold: float = 0.5) -> float:
@@ -149,7 +108,7 @@ def accuracy(y_true, y_pred, threshold: float = 0.5) -> float:
     y_pred: categorical (one-hot); otherwise sparse (integer labels).
     """
     op = "accuracy"
-    t, p = _pair(y_true, y_pred, op)
+    t, p = _pair(y_true, y_pred, op, host=False)
     if _is_column(p):
         return binary_accuracy(t, p, threshold)
     if t.shape == p.shape:
@@ -286,16 +245,8 @@ def _regression_pair(y_true, y_pred, op):
     return t.astype(np.float64), p.astype(np.float64)
 
 
-def mean_squared_error(y_true, y_pred) -> float:
-    """mean((y_true - y_pred)^2)."""
-    t, p = _regression_pair(y_true, y_pred, "mean_squared_error")
-    return float(np.mean((t - p) ** 2))
-
-
-def mean_absolute_error(y_true, y_pred) -> float:
-    """mean(|y_true - y_pred|)."""
-    t, p = _regression_pair(y_true, y_pred, "mean_absolute_error")
-    return float(np.mean(np.abs(t - p)))
+mean_squared_error = _ops_metrics.mean_squared_error
+mean_absolute_error = _ops_metrics.mean_absolute_error
 
 
 def mean_absolute_percentage_error(y_true, y_pred) -> float:

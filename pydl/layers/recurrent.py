@@ -41,6 +41,8 @@ import numpy as np
 
 from .. import initializers, registry
 from ..random import next_seed
+from ..ops import device
+from ..ops.embedding import embedding_backward, embedding_forward
 from ..ops.rnn import rnn_backward, rnn_forward
 from .base import Layer, register_layer
 
@@ -393,7 +395,8 @@ class Embedding(Layer):
     def compute_mask(self, inputs, mask=None):
         if not self.mask_zero:
             return None
-        return np.not_equal(np.asarray(inputs), 0)
+        xp = device.namespace(inputs)
+        return xp.not_equal(xp.asarray(inputs), 0)
 
     def build(self, input_shape):
         self.params = {"W": self.embeddings_initializer((self.input_dim, self.output_dim))}
@@ -402,43 +405,25 @@ class Embedding(Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.output_dim,)
 
-    def _indices(self, x):
-        op = f"Embedding {self.name}"
-        a = np.asarray(x)
-        if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
-            raise TypeError(f"[{op}] inputs must be integer indices, got dtype {a.dtype}")
-        if np.issubdtype(a.dtype, np.floating):
-            if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
-                raise ValueError(f"[{op}] inputs must be whole-number indices; got non-integer values")
-        if a.size:
-            lo, hi = a.min(), a.max()
-            if lo < 0 or hi >= self.input_dim:
-                bad = lo if lo < 0 else hi
-                if np.issubdtype(a.dtype, np.floating):
-                    bad = int(bad)
-                raise ValueError(f"[{op}] id {bad} is out of range for input_dim={self.input_dim} (ids must lie "
-                                 f"in [0, {self.input_dim}); input shape {a.shape})")
-        return a.astype(np.int64, copy=False)
-
     def forward(self, x, training=False, ctx=None):
         if not self.built:
             self.build((None,) + tuple(np.shape(x))[1:])
-        idx = self._indices(x)
+        op = f"Embedding {self.name}"
         ctx = self.forward_context(ctx)
-        ctx.idx = idx
-        return np.take(self.params["W"], idx, axis=0)
+        y = embedding_forward(x, self.params["W"], op=op)
+        ctx.ids = x
+        return y
 
     def backward(self, dout, ctx=None):
-        idx = self.backward_context(ctx).idx
+        ids = self.backward_context(ctx).ids
         W = self.params["W"]
-        want = idx.shape + (self.output_dim,)
-        dout = np.asarray(dout)
-        if dout.shape != want:
-            raise ValueError(f"[Embedding {self.name}] dout has shape {dout.shape}, expected {want}")
+        want = tuple(np.shape(ids)) + (self.output_dim,)
+        if tuple(np.shape(dout)) != want:
+            raise ValueError(f"[Embedding {self.name}] dout has shape {tuple(np.shape(dout))}, expected {want}")
         dW = self.grads.get("W")
         if dW is None:
-            dW = self.grads["W"] = np.zeros_like(W)
-        np.add.at(dW, idx.reshape(-1), dout.reshape(-1, self.output_dim).astype(W.dtype, copy=False))
+            dW = self.grads["W"] = device.zeros(W.shape, W.dtype, device.device_of(W))
+        embedding_backward(dout, ids, W.shape, out=dW, op=f"Embedding {self.name}")
         return None
 
     def count_params(self) -> int:

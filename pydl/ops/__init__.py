@@ -30,3 +30,5 @@ from .device import device_of, to_device, to_host
 __all__ += ["device", "device_of", "to_device", "to_host"]
 from .optim import fused_update, l1l2_gradient, l1l2_penalty
 __all__ += ["fused_update", "l1l2_penalty", "l1l2_gradient"]
+from .embedding import embedding_backward, embedding_forward
+__all__ += ["embedding_forward", "embedding_backward"]

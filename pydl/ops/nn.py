@@ -229,6 +229,9 @@ def loss(kind: str, y_true, y_pred, from_logits: bool = False):
     crossentropies clip to [1e-7, 1 - 1e-7] as Keras (categorical normalises each row first); with
     from_logits they are computed stably from logits. y_true is cast to y_pred's dtype (integer
     labels of shape (N,) or (N, 1) for the sparse loss).
+    CuPy arrays run the CUDA kernels (pydl.cuda.losses) with the same checks and messages; y_true
+    and y_pred must then both be CuPy arrays (a NumPy y_true with a CuPy y_pred is the ValueError of
+    device.dispatch: move the labels first with pydl.ops.device.to_device).
     """
     op = "loss"
     kind = _check_kind(kind, LOSSES, op, "loss")
@@ -236,6 +239,9 @@ def loss(kind: str, y_true, y_pred, from_logits: bool = False):
         raise ValueError(f"[{kind}] from_logits must be a bool, got {from_logits!r}")
     if from_logits and kind in ("mse", "mae"):
         raise ValueError(f"[{kind}] from_logits applies only to the crossentropy losses")
+    from . import device
+    if device.dispatch(kind, y_true=y_true, y_pred=y_pred) == "cuda":
+        return _loss_cuda(kind, y_true, y_pred, bool(from_logits))
     y_pred = as_float_array(y_pred, "y_pred", kind)
     if y_pred.size == 0:
         raise ValueError(f"[{kind}] y_pred is empty, shape {y_pred.shape}")
@@ -254,6 +260,73 @@ def loss(kind: str, y_true, y_pred, from_logits: bool = False):
         raise ValueError(f"[{kind}] y_pred must have a class axis, got a 0-d array")
     value = _core.loss(kind, y_true, y_pred, grad, bool(from_logits))
     return float(value), grad
+
+
+def _cuda_numeric(a, name: str, op: str):
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise TypeError(f"[{op}] {name} must be a numeric array, got dtype {a.dtype}")
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise TypeError(f"[{op}] {name} must be real, got dtype {a.dtype}")
+
+
+def _sparse_labels_cuda(y_true, y_pred, op: str):
+    """_sparse_labels for CuPy labels: the same checks (run on the device) and messages; int64 (R,)."""
+    from . import device
+    cp = device.namespace("cuda")
+    labels = y_true
+    if labels.dtype == object or not (np.issubdtype(labels.dtype, np.integer) or
+                                      np.issubdtype(labels.dtype, np.floating) or labels.dtype == np.bool_):
+        raise ValueError(f"[{op}] y_true must hold integer class labels, got dtype {labels.dtype}")
+    rows = tuple(y_pred.shape[:-1])
+    if tuple(labels.shape) not in (rows, rows + (1,)):
+        raise ValueError(f"[{op}] y_true has shape {tuple(labels.shape)} but y_pred has shape {tuple(y_pred.shape)}; "
+                         f"expected labels of shape {rows} or {rows + (1,)}")
+    if np.issubdtype(labels.dtype, np.floating):
+        if not bool(cp.isfinite(labels).all()):
+            raise ValueError(f"[{op}] y_true contains NaN or Inf")
+        if not bool((labels == cp.floor(labels)).all()):
+            raise ValueError(f"[{op}] y_true must hold integer class labels, got non-integer values")
+    if np.issubdtype(labels.dtype, np.unsignedinteger) and labels.size and \
+            int(labels.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"[{op}] y_true holds a label larger than int64 allows")
+    flat = cp.ascontiguousarray(labels.reshape(-1), dtype=np.int64)
+    D = int(y_pred.shape[-1])
+    bad = (flat < 0) | (flat >= D)
+    if bool(bad.any()):
+        r = int(cp.argmax(bad))
+        raise ValueError(f"[{op}] y_true[{r}] = {int(flat[r])} is not a class index in [0, {D}) for y_pred "
+                         f"with {D} classes")
+    return flat
+
+
+def _loss_cuda(kind: str, y_true, y_pred, from_logits: bool, values: bool = False):
+    """loss() on CuPy arrays: the CPU branch's checks and messages, then pydl.cuda.losses.
+    values=True adds a third item, the float64 element losses (mse, mae, bce: y_pred's shape) or
+    row losses (crossentropies: y_pred.shape[:-1]) the kernels computed (losses.per_row uses them)."""
+    from . import device
+    from ..cuda import losses as cuda_losses
+    _cuda_numeric(y_pred, "y_pred", kind)
+    y_pred = device.as_float_cuda(y_pred, "y_pred", kind).reshape(y_pred.shape)
+    if y_pred.size == 0:
+        raise ValueError(f"[{kind}] y_pred is empty, shape {tuple(y_pred.shape)}")
+    if kind == "sparse_categorical_crossentropy":
+        if y_pred.ndim < 1:
+            raise ValueError(f"[{kind}] y_pred must have a class axis, got a 0-d array")
+        labels = _sparse_labels_cuda(y_true, y_pred, kind)
+        return cuda_losses.sparse_categorical_crossentropy(labels, y_pred, from_logits, values)
+    _cuda_numeric(y_true, "y_true", kind)
+    y_true = device.as_float_cuda(y_true, "y_true", kind, dtype=y_pred.dtype).reshape(y_true.shape)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"[{kind}] y_true has shape {tuple(y_true.shape)} but y_pred has shape "
+                         f"{tuple(y_pred.shape)}")
+    cp = device.namespace("cuda")
+    if not bool(cp.isfinite(y_true).all()):
+        raise ValueError(f"[{kind}] y_true contains NaN or Inf")
+    if kind == "categorical_crossentropy":
+        if y_pred.ndim < 1:
+            raise ValueError(f"[{kind}] y_pred must have a class axis, got a 0-d array")
+        return cuda_losses.categorical_crossentropy(y_true, y_pred, from_logits, values)
+    return cuda_losses.elementwise(kind, y_true, y_pred, from_logits, values)
 
 
 # ---- dropout -------------------------------------------------------------------------------
