@@ -2,7 +2,10 @@
 the vector-load rule, and that the Python tile table matches the kernels in kernels/gemm.cu."""
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -94,3 +97,31 @@ def test_tile_table_matches_kernel_source():
     assert seen["f64"] == set(cuda_gemm.FLOAT64_TILES)
     assert re.search(r"__global__ void gemm_scale_f32\(", src) and re.search(r"__global__ void gemm_scale_f64\(", src)
     assert f"#define GEMM_THREADS {cuda_gemm.THREADS}" in src
+
+
+def test_kernels_run_on_cpu_emulator(tmp_path):
+    """Every gemm_* kernel of kernels/gemm.cu, compiled by the host C++ compiler with CUDA threads as
+    fibers (tests/gemm_cu_on_cpu.cpp), against a float64 product on edge shapes and alignments."""
+    cxx = shutil.which("g++") or shutil.which("clang++")
+    if cxx is None or not os.path.exists("/usr/include/ucontext.h"):
+        pytest.skip("needs a C++17 compiler and ucontext.h")
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    exe = str(tmp_path / "gemm_cu_on_cpu")
+    src = os.path.join(here, "pydl", "cuda", "kernels", "gemm.cu")
+    build = subprocess.run([cxx, "-std=c++17", "-O1", "-w", f'-DGEMM_CU="{src}"',
+                            os.path.join(here, "tests", "gemm_cu_on_cpu.cpp"), "-o", exe],
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-4000:]
+    res = subprocess.run([exe, "quick"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert "0 bad elements" in res.stdout
+
+
+def test_bench_table_formats_rows_without_a_gpu():
+    from pydl.bench import cuda_gemm as bench
+    row = {"name": "square 1024 NN", "shape": "1024x1024x1024", "tile": "m", "pydl_tflops": 20.0,
+           "cublas_tflops": 30.0, "torch_tflops": None, "ratio_cublas": 2 / 3, "ratio_torch": None,
+           "max_rel_err": 1e-6}
+    text = bench.format_rows([row])
+    assert "square 1024 NN" in text and "0.67" in text and "TF32 off" in text
+    assert len(text.splitlines()) == 2

@@ -3,6 +3,7 @@
     python -m pydl.bench.cuda_gemm             # 1024^3 and 4096^3 in all four transposes, MLP shapes
     python -m pydl.bench.cuda_gemm --quick     # fewer repeats (whole run well under 30 s on an H200)
     python -m pydl.bench.cuda_gemm --json rows.json
+    python -m pydl.bench.cuda_gemm --tile m    # force one block tile (l, m, s) instead of the automatic one
 
 cuBLAS and PyTorch are anchors only: pydl's product runs its own kernels (pydl.cuda.gemm). Both
 anchors compute in full float32: CuPy uses TF32 only when CUPY_TF32=1 (this module sets it to 0
@@ -66,7 +67,8 @@ def _median_ms(fn, repeats: int, inner: int, new_event, elapsed_ms, synchronize)
     return statistics.median(times)
 
 
-def bench_case(cp, torch, name: str, m: int, k: int, n: int, ta: bool, tb: bool, repeats: int) -> dict:
+def bench_case(cp, torch, name: str, m: int, k: int, n: int, ta: bool, tb: bool, repeats: int,
+               tile: str | None = None) -> dict:
     from pydl.cuda import gemm as cuda_gemm
     from pydl.ops import gemm
 
@@ -77,7 +79,13 @@ def bench_case(cp, torch, name: str, m: int, k: int, n: int, ta: bool, tb: bool,
     c_pydl = cp.empty((m, n), cp.float32)
     c_cublas = cp.empty((m, n), cp.float32)
 
-    gemm(a, b, trans_a=ta, trans_b=tb, out=c_pydl)
+    if tile is None:
+        def pydl_call():
+            gemm(a, b, trans_a=ta, trans_b=tb, out=c_pydl)
+    else:
+        def pydl_call():
+            cuda_gemm.gemm(a, b, c_pydl, ta, tb, 1.0, 0.0, tile=tile)
+    pydl_call()
     cp.matmul(opa, opb, out=c_cublas)
     scale = float(cp.abs(c_cublas).max().item()) or 1.0
     err = float(cp.abs(c_pydl - c_cublas).max().item()) / scale
@@ -87,7 +95,7 @@ def bench_case(cp, torch, name: str, m: int, k: int, n: int, ta: bool, tb: bool,
     flops = 2.0 * m * n * k
     inner = max(1, min(200, int(4e9 / flops)))
     cp_event = (lambda: cp.cuda.Event(), cp.cuda.get_elapsed_time, cp.cuda.Device().synchronize)
-    t_pydl = _median_ms(lambda: gemm(a, b, trans_a=ta, trans_b=tb, out=c_pydl), repeats, inner, *cp_event)
+    t_pydl = _median_ms(pydl_call, repeats, inner, *cp_event)
     t_cublas = _median_ms(lambda: cp.matmul(opa, opb, out=c_cublas), repeats, inner, *cp_event)
     t_torch = None
     if torch is not None:
@@ -99,7 +107,7 @@ def bench_case(cp, torch, name: str, m: int, k: int, n: int, ta: bool, tb: bool,
                              torch.cuda.synchronize)
     tf = lambda ms: flops / (ms * 1e-3) / 1e12  # noqa: E731
     row = {"name": f"{name} {'T' if ta else 'N'}{'T' if tb else 'N'}", "shape": f"{m}x{k}x{n}",
-           "tile": cuda_gemm.choose_tile(m, n, cp.float32, cuda_gemm.sm_count()),
+           "tile": tile or cuda_gemm.choose_tile(m, n, cp.float32, cuda_gemm.sm_count()),
            "pydl_tflops": tf(t_pydl), "cublas_tflops": tf(t_cublas),
            "torch_tflops": tf(t_torch) if t_torch is not None else None,
            "ratio_cublas": t_cublas / t_pydl, "ratio_torch": (t_torch / t_pydl) if t_torch is not None else None,
@@ -107,9 +115,9 @@ def bench_case(cp, torch, name: str, m: int, k: int, n: int, ta: bool, tb: bool,
     return row
 
 
-def run(quick: bool = False) -> list[dict]:
+def run(quick: bool = False, tile: str | None = None) -> list[dict]:
     """One row per case: name, shape (MxKxN), pydl/cublas/torch TFLOP/s, ratios (pydl faster > 1),
-    max_rel_err of pydl against cuBLAS, and the block tile pydl chose."""
+    max_rel_err of pydl against cuBLAS, and the block tile pydl ran (`tile` forces one)."""
     cp = _cupy()
     torch = _torch()
     rows = []
@@ -117,9 +125,9 @@ def run(quick: bool = False) -> list[dict]:
         for ta in (False, True):
             for tb in (False, True):
                 reps = (5 if quick else 10) if size >= 4096 else (10 if quick else 30)
-                rows.append(bench_case(cp, torch, f"square {size}", size, size, size, ta, tb, reps))
+                rows.append(bench_case(cp, torch, f"square {size}", size, size, size, ta, tb, reps, tile))
     for name, m, k, n, ta, tb in MLP:
-        rows.append(bench_case(cp, torch, name, m, k, n, ta, tb, 10 if quick else 30))
+        rows.append(bench_case(cp, torch, name, m, k, n, ta, tb, 10 if quick else 30, tile))
     return rows
 
 
@@ -139,8 +147,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pydl.bench.cuda_gemm", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    ap.add_argument("--tile", choices=["l", "m", "s"], help="run this block tile instead of the automatic choice")
     args = ap.parse_args(argv)
-    rows = run(quick=args.quick)
+    rows = run(quick=args.quick, tile=args.tile)
     import pydl.cuda
     info = pydl.cuda.device_info()
     print(f"{info.get('name')} (sm {info.get('compute_capability')}, {info.get('multiprocessors')} SMs), "
