@@ -80,7 +80,7 @@ def test_kernel_sources_ship_with_the_package():
     for f in files:
         src = open(f, encoding="utf-8").read()
         assert "#include" not in src, f"{f}: NVRTC sources must not include headers"
-        assert 'extern "C" __global__' in src, f"{f} exports no kernel"
+        assert 'extern "C"' in src and "__global__" in src, f"{f} exports no kernel"
 
 
 def test_device_helpers_on_the_cpu():
