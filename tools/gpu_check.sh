@@ -37,9 +37,9 @@ python -c "import pydl; pydl.show_config()" > "$OUT/config.log" 2>&1; cat "$OUT/
 if python -c "import cuda.bindings.nvrtc" 2>/dev/null; then
     step nvrtc 120 python tools/nvrtc_check.py
 fi
-step tests 300 python -m pytest -m cuda -q -p no:cacheprovider -rfE --tb=short tests/
-step demo 180 python -m pydl.demo --model mlp --device cuda --epochs 5 --batch-size 64 --verbose 0 --out "$OUT/demo"
-step bench 240 python -m pydl.bench --device cuda --quick --json "$OUT/bench.json"
+step tests 240 python -m pytest -m cuda -q -p no:cacheprovider -rfE --tb=short tests/
+step demo 100 python -m pydl.demo --model mlp --device cuda --epochs 5 --batch-size 64 --verbose 0 --out "$OUT/demo"
+step bench 150 python -m pydl.bench --device cuda --quick --json "$OUT/bench.json"
 echo
 echo "== bench =="; cat "$OUT/bench.log"
 echo; echo "== demo =="; grep -E "test accuracy|training:" "$OUT/demo.log"
