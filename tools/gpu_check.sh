@@ -37,12 +37,21 @@ python -c "import pydl; pydl.show_config()" > "$OUT/config.log" 2>&1; cat "$OUT/
 if python -c "import cuda.bindings.nvrtc" 2>/dev/null; then
     step nvrtc 120 python tools/nvrtc_check.py
 fi
-step tests 240 python -m pytest -m cuda -q -p no:cacheprovider -rfE --tb=short tests/
+# one pytest per file: a crash in one file cannot hide the others' results
+cuda_tests() {
+    local rc=0 f
+    for f in tests/test_cuda_*.py; do
+        echo "== $f"
+        python -m pytest -m cuda -q -p no:cacheprovider -rfE --tb=short "$f" || rc=1
+    done
+    return $rc
+}
+step tests 240 bash -c "$(declare -f cuda_tests); cuda_tests"
 step demo 100 python -m pydl.demo --model mlp --device cuda --epochs 5 --batch-size 64 --verbose 0 --out "$OUT/demo"
 step bench 150 python -m pydl.bench --device cuda --quick --json "$OUT/bench.json"
 echo
 echo "== bench =="; cat "$OUT/bench.log"
 echo; echo "== demo =="; grep -E "test accuracy|training:" "$OUT/demo.log"
-echo; echo "== tests (failures) =="; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" | tail -40
+echo; echo "== tests (failures) =="; grep -E "^== |^(FAILED|ERROR)|passed|failed|Fatal|Segmentation" "$OUT/tests.log" | tail -60
 echo; echo "== summary =="; printf '%s\n' "${summary[@]}"
 exit $status

@@ -189,6 +189,10 @@ double sparse_impl(const py::array& labels, const py::array& p, py::array& grad,
   const std::int64_t* L = static_cast<const std::int64_t*>(labels.data());
   T* G = pydl::out_ptr<T>(grad, op, "grad");
   pydl::check_shape(grad, shape_of(p), op, "grad");
+  // label range checked while the GIL is held: no exception leaves the released region
+  for (index_t r = 0; r < R; ++r)
+    PYDL_CHECK(L[r] >= 0 && L[r] < D, op, "y_true[", r, "] = ", L[r], " is not a class index in [0, ", D,
+               ") for y_pred with ", D, " classes");
   py::gil_scoped_release release;
   return pydl::sparse_categorical_crossentropy_loss<T>(G, L, P, R, D, from_logits);
 }

@@ -263,27 +263,30 @@ __device__ __forceinline__ void gemm_scale_body(T* __restrict__ C, long long tot
         C[i] = beta == T(0) ? T(0) : beta * C[i];
 }
 
-#define GEMM_ENTRY(NAME, T, BM, BN, BK, TM, TN, TA, TB, VEC)                                            \
-    extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 2)                                      \
+#define GEMM_ENTRY(NAME, T, BM, BN, BK, TM, TN, TA, TB, VEC, MINB)                                      \
+    extern "C" __global__ void __launch_bounds__(GEMM_THREADS, MINB)                                   \
     NAME(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C, long long m, long long n,  \
          long long k, long long lda, long long ldb, T alpha, T beta) {                                 \
         gemm_tile<T, BM, BN, BK, TM, TN, TA, TB, VEC>(A, B, C, m, n, k, lda, ldb, alpha, beta);         \
     }
 
-#define GEMM_TRANSPOSES(TILE, SFX, T, BM, BN, BK, TM, TN)                                              \
-    GEMM_ENTRY(gemm_##TILE##_nn_v_##SFX, T, BM, BN, BK, TM, TN, false, false, true)                      \
-    GEMM_ENTRY(gemm_##TILE##_nn_x_##SFX, T, BM, BN, BK, TM, TN, false, false, false)                     \
-    GEMM_ENTRY(gemm_##TILE##_nt_v_##SFX, T, BM, BN, BK, TM, TN, false, true, true)                       \
-    GEMM_ENTRY(gemm_##TILE##_nt_x_##SFX, T, BM, BN, BK, TM, TN, false, true, false)                      \
-    GEMM_ENTRY(gemm_##TILE##_tn_v_##SFX, T, BM, BN, BK, TM, TN, true, false, true)                       \
-    GEMM_ENTRY(gemm_##TILE##_tn_x_##SFX, T, BM, BN, BK, TM, TN, true, false, false)                      \
-    GEMM_ENTRY(gemm_##TILE##_tt_v_##SFX, T, BM, BN, BK, TM, TN, true, true, true)                        \
-    GEMM_ENTRY(gemm_##TILE##_tt_x_##SFX, T, BM, BN, BK, TM, TN, true, true, false)
+#define GEMM_TRANSPOSES(TILE, SFX, T, BM, BN, BK, TM, TN, MINB)                                              \
+    GEMM_ENTRY(gemm_##TILE##_nn_v_##SFX, T, BM, BN, BK, TM, TN, false, false, true, MINB)                      \
+    GEMM_ENTRY(gemm_##TILE##_nn_x_##SFX, T, BM, BN, BK, TM, TN, false, false, false, MINB)                     \
+    GEMM_ENTRY(gemm_##TILE##_nt_v_##SFX, T, BM, BN, BK, TM, TN, false, true, true, MINB)                       \
+    GEMM_ENTRY(gemm_##TILE##_nt_x_##SFX, T, BM, BN, BK, TM, TN, false, true, false, MINB)                      \
+    GEMM_ENTRY(gemm_##TILE##_tn_v_##SFX, T, BM, BN, BK, TM, TN, true, false, true, MINB)                       \
+    GEMM_ENTRY(gemm_##TILE##_tn_x_##SFX, T, BM, BN, BK, TM, TN, true, false, false, MINB)                      \
+    GEMM_ENTRY(gemm_##TILE##_tt_v_##SFX, T, BM, BN, BK, TM, TN, true, true, true, MINB)                        \
+    GEMM_ENTRY(gemm_##TILE##_tt_x_##SFX, T, BM, BN, BK, TM, TN, true, true, false, MINB)
 
-GEMM_TRANSPOSES(l, f32, float, 128, 128, 8, 8, 8)
-GEMM_TRANSPOSES(m, f32, float, 128, 64, 8, 8, 4)
-GEMM_TRANSPOSES(s, f32, float, 64, 64, 8, 4, 4)
-GEMM_TRANSPOSES(s, f64, double, 64, 64, 8, 4, 4)
+// The 128x128 tile needs ~130 registers per thread (64 accumulators, two 8-wide operand
+// fragments, the next slice's loads, addresses): capping it at 128 for two resident blocks made
+// some NVRTC versions spill, so it asks for one block of 256 threads per SM (the others, two).
+GEMM_TRANSPOSES(l, f32, float, 128, 128, 8, 8, 8, 1)
+GEMM_TRANSPOSES(m, f32, float, 128, 64, 8, 8, 4, 2)
+GEMM_TRANSPOSES(s, f32, float, 64, 64, 8, 4, 4, 2)
+GEMM_TRANSPOSES(s, f64, double, 64, 64, 8, 4, 4, 2)
 
 extern "C" __global__ void gemm_scale_f32(float* __restrict__ C, long long total, float beta) {
     gemm_scale_body<float>(C, total, beta);
