@@ -82,6 +82,57 @@ def test_softmax_long_rows_and_nd(dtype):
     np.testing.assert_allclose(s.sum(axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activation_vector_path_tail_and_unaligned_views(dtype):
+    # 16-byte aligned arrays take the float4/double2 kernels (n % 4 or n % 2 elements in the tail);
+    # x[1:]-style views are not 16-byte aligned and take the scalar kernels
+    base = _inputs(4097 + 1, dtype, seed=21)
+    dbase = _inputs(4097 + 1, dtype, seed=22, scale=1.0)
+    g, gd = to_gpu(base), to_gpu(dbase)
+    for n in (1, 3, 4, 5, 1023, 4097):
+        for off in (0, 1):
+            x, dy = base[off:off + n], dbase[off:off + n]
+            gx, gdy = g[off:off + n], gd[off:off + n]
+            assert gx.flags.c_contiguous and (gx.data.ptr % 16 != 0) == (off == 1)
+            for kind in ("relu", "gelu", "elu", "linear", "swish"):
+                a = _alpha(kind)
+                p = poisoned((n,), dtype)
+                del p
+                y = nn.activation(x, kind, alpha=a)
+                gy = nn.activation(gx, kind, alpha=a)
+                _close(gy, y, dtype)
+                # an unaligned y too: a copy into a view one element in
+                ybuf = to_gpu(np.zeros(n + 1, dtype))
+                ybuf[off:off + n] = gy
+                gdx = nn.activation_backward(gdy, gx, ybuf[off:off + n], kind, alpha=a)
+                _close(gdx, nn.activation_backward(dy, x, y, kind, alpha=a), dtype,
+                       atol=2e-5 if dtype == np.float32 else 1e-12)
+    # many blocks of the vector kernel, and a size past one grid-stride pass of a small grid
+    big = _inputs((1 << 20) + 3, dtype, seed=23)
+    p = poisoned(big.shape, dtype)
+    del p
+    _close(nn.activation(to_gpu(big), "sigmoid"), nn.activation(big, "sigmoid"), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_warp_and_block_rows(dtype):
+    # one warp per row (d <= 1024), one block per row in registers (d <= 4096), the general kernel past that
+    for shape in ((5, 1), (3, 7), (9, 32), (9, 33), (17, 1024), (3, 1025), (2, 2048), (2, 2049), (2, 4096),
+                  (2, 5000), (1, 3, 100)):
+        x = _inputs(shape, dtype, seed=shape[-1], scale=20.0)
+        x.reshape(-1, shape[-1])[0, 0] = np.nan
+        if x.size > 2 * shape[-1]:
+            x.reshape(-1, shape[-1])[1, :] = -np.inf
+        for kind in ("softmax", "log_softmax"):
+            p = poisoned(shape, dtype)
+            del p
+            y = nn.activation(x, kind)
+            gy = to_cpu(nn.activation(to_gpu(x), kind))
+            assert np.array_equal(np.isnan(gy), np.isnan(y)), (shape, kind)
+            ok = ~np.isnan(y)
+            np.testing.assert_allclose(gy[ok], y[ok], **dict(_tol(dtype), atol=1e-5 if dtype == np.float32 else 1e-12))
+
+
 def test_activation_empty_and_scalar():
     e = cp.empty((0, 4), dtype=cp.float32)
     assert nn.activation(e, "relu").shape == (0, 4)

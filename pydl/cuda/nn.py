@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import blocks, cupy_module, kernel, scalar
+from . import blocks, cupy_module, function, kernel, scalar
 
 _THREADS = 256
 _REDUCE_THREADS = 256  # the row and channel kernels' fixed block size (a power of two)
@@ -22,47 +22,121 @@ ACTIVATION_CODES = {k: i for i, k in enumerate(
 NEEDS_INPUT = ("gelu", "gelu_tanh", "swish", "softplus", "softsign", "hard_sigmoid")
 
 
-def _rows(a):
-    """(rows, last-axis length) of an array treated as [R, D] over its last axis."""
-    d = a.shape[-1] if a.ndim else 1
-    return (a.size // d if d else 0), d
-
-
 def _elementwise(fn, n, args):
     if n:
         fn((blocks(n, _THREADS),), (_THREADS,), args)
 
 
+# ---- the activation fast path: called once per layer per step, so the host work is kept to a few
+# attribute reads, one dict lookup for the kernel and the launch itself (no syncs, no string building).
+
+_cp = None
+_act_fns: dict = {}  # (entry base name, dtype char, device id) -> compiled kernel function
+_SCALAR_TYPE = {"f": np.float32, "d": np.float64}
+_SUFFIX = {"f": "f32", "d": "f64"}
+_VEC_WIDTH = {"f": 4, "d": 2}  # elements per 16-byte vector
+_MAX_GRID = 65535 * 32
+_WARP_ROWS = _REDUCE_THREADS // 32  # rows per block of the warp-per-row softmax
+_WARP_ROW_MAX = 1024   # rows up to this length: one warp per row (up to 32 elements per thread)
+_BLOCK_ROW_MAX = 4096  # up to this: one block per row held in registers (up to 16 per thread)
+
+
+_CODE_ARG = {k: np.int32(i) for k, i in ACTIVATION_CODES.items()}
+_LOG_FORM_ARG = {"softmax": np.int32(0), "log_softmax": np.int32(1)}
+_size_args: dict = {}   # n -> numpy.int64(n): building a NumPy scalar costs more than the lookup
+_alpha_args: dict = {}  # (dtype char, alpha) -> the float/double kernel argument
+
+
+def _i64(n: int):
+    v = _size_args.get(n)
+    if v is None:
+        if len(_size_args) > 512:
+            _size_args.clear()
+        v = _size_args[n] = np.int64(n)
+    return v
+
+
+def _alpha_arg(ch: str, alpha: float):
+    key = (ch, alpha)
+    v = _alpha_args.get(key)
+    if v is None:
+        if len(_alpha_args) > 64:
+            _alpha_args.clear()
+        v = _alpha_args[key] = _SCALAR_TYPE[ch](alpha)
+    return v
+
+
+def _act_fn(base: str, ch: str):
+    key = (base, ch, _cp.cuda.runtime.getDevice())
+    fn = _act_fns.get(key)
+    if fn is None:
+        fn = function("activations", base + "_" + _SUFFIX[ch])
+        _act_fns[key] = fn
+    return fn
+
+
+def _vec_grid(n: int, ch: str) -> int:
+    g = ((n // _VEC_WIDTH[ch]) + _THREADS - 1) // _THREADS
+    return 1 if g < 1 else (_MAX_GRID if g > _MAX_GRID else g)
+
+
+def _softmax_entry(r: int, d: int):
+    """(entry base name, grid) of the softmax forward kernel for r rows of d > 0 elements."""
+    if d <= _WARP_ROW_MAX:
+        k = 1 << ((d + 31) // 32 - 1).bit_length()  # elements per thread: 1, 2, 4, ..., 32
+        g = (r + _WARP_ROWS - 1) // _WARP_ROWS
+        return "softmax_warp" + str(k), (g if g < _MAX_GRID else _MAX_GRID)
+    g = r if r < _MAX_GRID else _MAX_GRID
+    if d <= _BLOCK_ROW_MAX:
+        return ("softmax_block8" if d <= 8 * _REDUCE_THREADS else "softmax_block16"), g
+    return "softmax_forward", g
+
+
 def activation(x, kind: str, alpha: float):
-    cp = cupy_module()
+    global _cp
+    cp = _cp
+    if cp is None:
+        cp = _cp = cupy_module()
     y = cp.empty_like(x)
-    if x.size == 0:
+    n = x.size
+    if n == 0:
         return y
-    if kind in ("softmax", "log_softmax"):
-        r, d = _rows(x)
-        fn = kernel("activations", "softmax_forward", x.dtype)
-        fn((min(r, _MAX_ROW_BLOCKS),), (_REDUCE_THREADS,),
-           (y, x, np.int64(r), np.int64(d), np.int32(kind == "log_softmax")))
+    ch = x.dtype.char
+    if kind == "softmax" or kind == "log_softmax":
+        d = x.shape[-1]
+        r = n // d
+        base, grid = _softmax_entry(r, d)
+        _act_fn(base, ch)((grid,), (_REDUCE_THREADS,), (y, x, _i64(r), _i64(d), _LOG_FORM_ARG[kind]))
         return y
-    fn = kernel("activations", "act_forward", x.dtype)
-    _elementwise(fn, x.size, (y, x, np.int64(x.size), np.int32(ACTIVATION_CODES[kind]), scalar(alpha, x.dtype)))
+    args = (y, x, _i64(n), _CODE_ARG[kind], _alpha_arg(ch, alpha))
+    if (x.data.ptr | y.data.ptr) & 15:
+        _act_fn("act_forward", ch)((blocks(n, _THREADS),), (_THREADS,), args)
+    else:
+        _act_fn("act_forward_vec", ch)((_vec_grid(n, ch),), (_THREADS,), args)
     return y
 
 
 def activation_backward(dy, x, y, kind: str, alpha: float):
-    cp = cupy_module()
+    global _cp
+    cp = _cp
+    if cp is None:
+        cp = _cp = cupy_module()
     dx = cp.empty_like(dy)
-    if dy.size == 0:
+    n = dy.size
+    if n == 0:
         return dx
-    if kind in ("softmax", "log_softmax"):
-        r, d = _rows(dy)
-        fn = kernel("activations", "softmax_backward", dy.dtype)
-        fn((min(r, _MAX_ROW_BLOCKS),), (_REDUCE_THREADS,),
-           (dx, dy, y, np.int64(r), np.int64(d), np.int32(kind == "log_softmax")))
+    ch = dy.dtype.char
+    if kind == "softmax" or kind == "log_softmax":
+        d = dy.shape[-1]
+        r = n // d
+        _act_fn("softmax_backward", ch)(((r if r < _MAX_ROW_BLOCKS else _MAX_ROW_BLOCKS),), (_REDUCE_THREADS,),
+                                        (dx, dy, y, _i64(r), _i64(d), _LOG_FORM_ARG[kind]))
         return dx
-    fn = kernel("activations", "act_backward", dy.dtype)
-    _elementwise(fn, dy.size, (dx, dy, x, y, np.int64(dy.size), np.int32(ACTIVATION_CODES[kind]),
-                               scalar(alpha, dy.dtype)))
+    args = (dx, dy, x, y, _i64(n), _CODE_ARG[kind], _alpha_arg(ch, alpha))
+    if (dx.data.ptr | dy.data.ptr | x.data.ptr | y.data.ptr) & 15:
+        _act_fn("act_backward", ch)((blocks(n, _THREADS),), (_THREADS,), args)
+    else:
+        _act_fn("act_backward_vec", ch)((_vec_grid(n, ch),), (_THREADS,), args)
     return dx
 
 

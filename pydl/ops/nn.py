@@ -75,6 +75,27 @@ def _check_rate(rate, op: str) -> float:
 
 # ---- activations ---------------------------------------------------------------------------
 
+# The CUDA fast path of activation / activation_backward: a C-contiguous float32/float64 CuPy array
+# (all arguments alike) skips dispatch and conversion and goes straight to pydl.cuda.nn. The CuPy
+# array type is recorded at the first CUDA call (CuPy is never imported here); until then, and for
+# anything else, the general path below validates and converts as usual.
+_cuda_array_type = None
+_cuda_nn = None
+_ACTIVATION_SET = frozenset(ACTIVATIONS)
+_ROW_KINDS = ("softmax", "log_softmax")
+_FAST_CHARS = ("f", "d")
+
+
+def _cuda_wrappers(validated):
+    """pydl.cuda.nn, remembering the CuPy array type of `validated` for the fast path."""
+    global _cuda_array_type, _cuda_nn
+    if _cuda_nn is None:
+        from ..cuda import nn as cuda_nn
+        _cuda_nn = cuda_nn
+    _cuda_array_type = type(validated)
+    return _cuda_nn
+
+
 def activation(x, kind: str, alpha=None) -> np.ndarray:
     """y = kind(x); softmax and log_softmax act over the last axis.
 
@@ -84,6 +105,9 @@ def activation(x, kind: str, alpha=None) -> np.ndarray:
     Stable for any input (sigmoid(+-1e4) is 1/0, softplus(1e4) is 1e4, softmax subtracts the row
     maximum); NaN propagates.
     """
+    if type(x) is _cuda_array_type and type(kind) is str and kind in _ACTIVATION_SET and x.dtype.char in _FAST_CHARS \
+            and x.flags.c_contiguous and (x.ndim or kind not in _ROW_KINDS):
+        return _cuda_nn.activation(x, kind, _alpha(kind, alpha, "activation"))
     op = "activation"
     kind = _check_kind(kind, ACTIVATIONS, op)
     a = _alpha(kind, alpha, op)
@@ -92,8 +116,7 @@ def activation(x, kind: str, alpha=None) -> np.ndarray:
     if kind in ("softmax", "log_softmax") and x.ndim == 0:
         raise ValueError(f"[{op}] {kind} needs an array with a last axis, got a 0-d array")
     if dev == "cuda":
-        from ..cuda import nn as cuda_nn
-        return cuda_nn.activation(x, kind, a)
+        return _cuda_wrappers(x).activation(x, kind, a)
     y = np.empty_like(x)
     _core.activation_forward(kind, x, y, a)
     return y
@@ -105,6 +128,14 @@ def activation_backward(dy, x, y, kind: str, alpha=None) -> np.ndarray:
     Computed from y, except for the NEEDS_INPUT kinds (gelu, gelu_tanh, swish, softplus, softsign,
     hard_sigmoid), whose derivative is computed from x.
     """
+    t = _cuda_array_type
+    if type(dy) is t and type(x) is t and type(y) is t and type(kind) is str \
+            and kind in _ACTIVATION_SET:
+        ch = dy.dtype.char
+        if ch in _FAST_CHARS and x.dtype.char == ch and y.dtype.char == ch and dy.shape == x.shape == y.shape \
+                and dy.flags.c_contiguous and x.flags.c_contiguous and y.flags.c_contiguous \
+                and (dy.ndim or kind not in _ROW_KINDS):
+            return _cuda_nn.activation_backward(dy, x, y, kind, _alpha(kind, alpha, "activation_backward"))
     op = "activation_backward"
     kind = _check_kind(kind, ACTIVATIONS, op)
     a = _alpha(kind, alpha, op)
@@ -117,8 +148,7 @@ def activation_backward(dy, x, y, kind: str, alpha=None) -> np.ndarray:
     if kind in ("softmax", "log_softmax") and dy.ndim == 0:
         raise ValueError(f"[{op}] {kind} needs an array with a last axis, got a 0-d array")
     if dev == "cuda":
-        from ..cuda import nn as cuda_nn
-        return cuda_nn.activation_backward(dy, x, y, kind, a)
+        return _cuda_wrappers(dy).activation_backward(dy, x, y, kind, a)
     dx = np.empty_like(dy)
     _core.activation_backward(kind, dy, y, dx, a, x if kind in NEEDS_INPUT else None)
     return dx

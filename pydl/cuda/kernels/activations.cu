@@ -105,6 +105,12 @@ __device__ __forceinline__ T act_backward(T dy, T x, T y, int kind, T alpha) {
   }
 }
 
+// Kinds whose backward reads the forward input x (the others read only y, linear neither).
+__device__ __forceinline__ bool act_uses_x(int kind) {
+  return kind == 8 || kind == 9 || kind == 10 || kind == 11 || kind == 13 || kind == 14;
+}
+__device__ __forceinline__ bool act_uses_y(int kind) { return kind != 0 && !act_uses_x(kind); }
+
 template <typename T>
 __device__ void act_forward_body(T* y, const T* x, long long n, int kind, T alpha) {
   const long long stride = (long long)gridDim.x * blockDim.x;
@@ -115,8 +121,71 @@ __device__ void act_forward_body(T* y, const T* x, long long n, int kind, T alph
 template <typename T>
 __device__ void act_backward_body(T* dx, const T* dy, const T* x, const T* y, long long n, int kind, T alpha) {
   const long long stride = (long long)gridDim.x * blockDim.x;
+  const bool ux = act_uses_x(kind), uy = act_uses_y(kind);
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
-    dx[i] = act_backward(dy[i], x[i], y[i], kind, alpha);
+    dx[i] = act_backward(dy[i], ux ? x[i] : T(0), uy ? y[i] : T(0), kind, alpha);
+}
+
+// 16-byte vector access: float4 / double2. The pointers must be 16-byte aligned (the host checks).
+template <typename T> struct ActVec;
+template <> struct ActVec<float> { static constexpr int N = 4; };
+template <> struct ActVec<double> { static constexpr int N = 2; };
+
+__device__ __forceinline__ void vec_load(const float* p, long long i, float (&a)[4]) {
+  const float4 v = reinterpret_cast<const float4*>(p)[i];
+  a[0] = v.x; a[1] = v.y; a[2] = v.z; a[3] = v.w;
+}
+__device__ __forceinline__ void vec_load(const double* p, long long i, double (&a)[2]) {
+  const double2 v = reinterpret_cast<const double2*>(p)[i];
+  a[0] = v.x; a[1] = v.y;
+}
+__device__ __forceinline__ void vec_store(float* p, long long i, const float (&a)[4]) {
+  reinterpret_cast<float4*>(p)[i] = make_float4(a[0], a[1], a[2], a[3]);
+}
+__device__ __forceinline__ void vec_store(double* p, long long i, const double (&a)[2]) {
+  reinterpret_cast<double2*>(p)[i] = make_double2(a[0], a[1]);
+}
+
+// Vector i covers elements [i*N, i*N + N) for i < n / N (grid-stride); the last n % N elements
+// (fewer than N) go to the global threads 0 .. n % N - 1, one each.
+template <typename T>
+__device__ void act_forward_vec_body(T* __restrict__ y, const T* __restrict__ x, long long n, int kind, T alpha) {
+  constexpr int N = ActVec<T>::N;
+  const long long nv = n / N;
+  const long long t0 = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  for (long long i = t0; i < nv; i += stride) {
+    T a[N];
+    vec_load(x, i, a);
+#pragma unroll
+    for (int k = 0; k < N; ++k) a[k] = act_forward(a[k], kind, alpha);
+    vec_store(y, i, a);
+  }
+  const long long j = nv * N + t0;
+  if (j < n) y[j] = act_forward(x[j], kind, alpha);
+}
+
+template <typename T>
+__device__ void act_backward_vec_body(T* __restrict__ dx, const T* __restrict__ dy, const T* __restrict__ x,
+                                      const T* __restrict__ y, long long n, int kind, T alpha) {
+  constexpr int N = ActVec<T>::N;
+  const long long nv = n / N;
+  const long long t0 = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  const bool ux = act_uses_x(kind), uy = act_uses_y(kind);
+  for (long long i = t0; i < nv; i += stride) {
+    T g[N], a[N], b[N];
+    vec_load(dy, i, g);
+#pragma unroll
+    for (int k = 0; k < N; ++k) { a[k] = T(0); b[k] = T(0); }
+    if (ux) vec_load(x, i, a);
+    if (uy) vec_load(y, i, b);
+#pragma unroll
+    for (int k = 0; k < N; ++k) g[k] = act_backward(g[k], a[k], b[k], kind, alpha);
+    vec_store(dx, i, g);
+  }
+  const long long j = nv * N + t0;
+  if (j < n) dx[j] = act_backward(dy[j], ux ? x[j] : T(0), uy ? y[j] : T(0), kind, alpha);
 }
 
 // Dense epilogue over acc [N, K] (acc may be y or z): v = acc + b[col]; z = v when has_z; y = act(v).
@@ -196,6 +265,91 @@ __device__ void softmax_body(T* y, const T* x, long long R, long long D, int log
   }
 }
 
+// softmax / log_softmax with the row held in registers: one read and one write per element.
+// G threads own a row (G = 32: one warp per row, 8 rows per 256-thread block; G = 256: the whole
+// block); thread t of the group holds elements t, t + G, ..., t + (K-1) G (K G >= D, coalesced).
+// The same arithmetic as softmax_body: maximum with the same NaN rule, e = exp(x - m) in T, the
+// sum of e in double, y = e * (T)(1/s) or (x - m) - (T)log(s).
+__device__ __forceinline__ double max_nan_rule(double m, double o) { return (o > m || m != m) ? o : m; }
+
+template <int G>
+__device__ __forceinline__ double group_max(double v, double* sh) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = max_nan_rule(v, __shfl_xor_sync(0xffffffffu, v, o));
+  if (G == 32) return v;
+  const int w = threadIdx.x >> 5;
+  if ((threadIdx.x & 31) == 0) sh[w] = v;
+  __syncthreads();
+  double r = sh[0];
+#pragma unroll
+  for (int k = 1; k < G / 32; ++k) r = max_nan_rule(r, sh[k]);
+  __syncthreads();
+  return r;
+}
+
+template <int G>
+__device__ __forceinline__ double group_sum(double v, double* sh) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if (G == 32) return v;
+  const int w = threadIdx.x >> 5;
+  if ((threadIdx.x & 31) == 0) sh[w] = v;
+  __syncthreads();
+  double r = sh[0];
+#pragma unroll
+  for (int k = 1; k < G / 32; ++k) r += sh[k];
+  __syncthreads();
+  return r;
+}
+
+template <typename T, int G, int K>
+__device__ void softmax_regs_body(T* __restrict__ y, const T* __restrict__ x, long long R, long long D,
+                                  int log_form) {
+  __shared__ double sh[PYDL_RED_THREADS / 32];
+  constexpr int ROWS = PYDL_RED_THREADS / G;  // rows per block
+  const int lane = G == 32 ? (threadIdx.x & 31) : threadIdx.x;
+  const long long first = (long long)blockIdx.x * ROWS + (G == 32 ? (threadIdx.x >> 5) : 0);
+  for (long long r = first; r < R; r += (long long)gridDim.x * ROWS) {
+    const T* xr = x + r * D;
+    T* yr = y + r * D;
+    T v[K];
+    double m = __longlong_as_double((long long)0xfff0000000000000ull);  // -inf
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const long long j = lane + (long long)k * G;
+      v[k] = j < D ? xr[j] : T(0);
+      if (j < D) m = max_nan_rule(m, (double)v[k]);
+    }
+    const T mt = (T)group_max<G>(m, sh);
+    double s = 0.0;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const long long j = lane + (long long)k * G;
+      if (j < D) {
+        const T e = act_exp(v[k] - mt);
+        s += (double)e;
+        if (!log_form) v[k] = e;
+      }
+    }
+    s = group_sum<G>(s, sh);
+    if (log_form) {
+      const T ls = (T)log(s);
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+        const long long j = lane + (long long)k * G;
+        if (j < D) yr[j] = (v[k] - mt) - ls;
+      }
+    } else {
+      const T inv = (T)(1.0 / s);
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+        const long long j = lane + (long long)k * G;
+        if (j < D) yr[j] = v[k] * inv;
+      }
+    }
+  }
+}
+
 // softmax: dx = y * (dy - sum(dy*y)); log_softmax: dx = dy - exp(y) * sum(dy).
 template <typename T>
 __device__ void softmax_backward_body(T* dx, const T* dy, const T* y, long long R, long long D, int log_form) {
@@ -212,6 +366,13 @@ __device__ void softmax_backward_body(T* dx, const T* dy, const T* y, long long 
       dr[j] = log_form ? gr[j] - act_exp(yr[j]) * st : yr[j] * (gr[j] - st);
   }
 }
+
+// softmax_warp<K>_f32 ...: rows of D <= 32 K, one warp each; softmax_block<K>_f32: D <= 256 K.
+#define PYDL_SOFTMAX_REGS(T, SUF, KIND, G, K)                                                               \
+  extern "C" __global__ void __launch_bounds__(PYDL_RED_THREADS)                                             \
+      softmax_##KIND##K##_##SUF(T* y, const T* x, long long R, long long D, int log_form) {                  \
+    softmax_regs_body<T, G, K>(y, x, R, D, log_form);                                                        \
+  }
 
 #define PYDL_ACT_EXPORT(T, SUF)                                                                              \
   extern "C" __global__ void act_forward_##SUF(T* y, const T* x, long long n, int kind, T alpha) {            \
@@ -232,7 +393,22 @@ __device__ void softmax_backward_body(T* dx, const T* dy, const T* y, long long 
   extern "C" __global__ void __launch_bounds__(PYDL_RED_THREADS)                                             \
       softmax_backward_##SUF(T* dx, const T* dy, const T* y, long long R, long long D, int log_form) {       \
     softmax_backward_body<T>(dx, dy, y, R, D, log_form);                                                     \
-  }
+  }                                                                                                          \
+  extern "C" __global__ void act_forward_vec_##SUF(T* y, const T* x, long long n, int kind, T alpha) {        \
+    act_forward_vec_body<T>(y, x, n, kind, alpha);                                                           \
+  }                                                                                                          \
+  extern "C" __global__ void act_backward_vec_##SUF(T* dx, const T* dy, const T* x, const T* y, long long n, \
+                                                    int kind, T alpha) {                                     \
+    act_backward_vec_body<T>(dx, dy, x, y, n, kind, alpha);                                                  \
+  }                                                                                                          \
+  PYDL_SOFTMAX_REGS(T, SUF, warp, 32, 1)                                                                     \
+  PYDL_SOFTMAX_REGS(T, SUF, warp, 32, 2)                                                                     \
+  PYDL_SOFTMAX_REGS(T, SUF, warp, 32, 4)                                                                     \
+  PYDL_SOFTMAX_REGS(T, SUF, warp, 32, 8)                                                                     \
+  PYDL_SOFTMAX_REGS(T, SUF, warp, 32, 16)                                                                    \
+  PYDL_SOFTMAX_REGS(T, SUF, warp, 32, 32)                                                                    \
+  PYDL_SOFTMAX_REGS(T, SUF, block, 256, 8)                                                                   \
+  PYDL_SOFTMAX_REGS(T, SUF, block, 256, 16)
 
 PYDL_ACT_EXPORT(float, f32)
 PYDL_ACT_EXPORT(double, f64)
