@@ -230,8 +230,9 @@ class Optimizer:
             p = self._check_var(p, i)
             if g is not None:
                 if not (type(p) is np.ndarray and type(g) is np.ndarray) and (device.is_cuda(p) or device.is_cuda(g)):
-                    device.dispatch(who, **{f"grad {i}": g, f"variable {i}": p})
-                    g = device.as_float_cuda(g, f"grad {i}", who, dtype=p.dtype)
+                    if not (type(g) is type(p) and g.dtype == p.dtype and g.flags.c_contiguous):
+                        device.dispatch(who, **{f"grad {i}": g, f"variable {i}": p})
+                        g = device.as_float_cuda(g, f"grad {i}", who, dtype=p.dtype)
                 elif not (type(g) is np.ndarray and g.dtype == p.dtype and g.flags.c_contiguous):
                     g = as_float_array(g, f"grad {i}", who, dtype=p.dtype)
                 if g.shape != p.shape:

@@ -126,6 +126,39 @@ def test_fused_mixed_dtypes_and_cached_table():
         _close(gs[i]["velocity"], slots[i]["velocity"], p.dtype.type)
 
 
+def test_fused_fast_path_keeps_every_check():
+    # A step over arrays whose address list already passed the checks goes straight to the launch;
+    # any other list (a slot listed twice, a view, a wrong dtype) still gets the full checks.
+    rng = np.random.default_rng(5)
+    params = [rng.standard_normal(n).astype(np.float32) for n in (300, 5000, 0, 7)]
+    slots = _slots(("m", "v"), params)
+    gp, gs = _gpu(params), _gpu(slots)
+    grads = [rng.standard_normal(p.shape).astype(np.float32) for p in params]
+    gg = _gpu(grads)
+    for step in (1, 2, 3):
+        O.fused_update("adam", gp, gg, gs, 0.01, step=step)
+        O.fused_update("adam", params, grads, slots, 0.01, step=step)
+        assert O._cuda_checked_groups(gp, gg, gs, ("m", "v", "vhat")) is not None
+    for i, p in enumerate(params):
+        _close(gp[i], p, np.float32)
+        _close(gs[i]["v"], slots[i]["v"], np.float32)
+    twice = [dict(d) for d in gs]
+    twice[1]["v"] = twice[1]["m"]
+    with pytest.raises(ValueError, match="overlaps"):
+        O.fused_update("adam", gp, gg, twice, 0.01, step=4)
+    with pytest.raises(ValueError, match="share memory"):
+        O.fused_update("adam", [gp[0], gp[0]], [gg[0], gg[0]], [gs[0], gs[0]], 0.01, step=4)
+    bad = [dict(d) for d in gs]
+    bad[0]["m"] = cp.zeros(300, dtype=cp.float64)
+    with pytest.raises(ValueError, match="dtype"):
+        O.fused_update("adam", gp, gg, bad, 0.01, step=4)
+    before = _host(gp[1])
+    g_alias = list(gg)
+    g_alias[1] = gp[1]  # the gradient is the parameter itself: copied first, as on the CPU
+    O.fused_update("sgd", gp, g_alias, None, 0.5)
+    np.testing.assert_array_equal(_host(gp[1]), before - np.float32(0.5) * before)
+
+
 @pytest.mark.parametrize("make", [
     lambda: opt_mod.Adam(0.01),
     lambda: opt_mod.Adam(0.01, amsgrad=True, global_clipnorm=1.0),

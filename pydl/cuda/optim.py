@@ -32,13 +32,13 @@ def _ptr(a) -> int:
 
 def table(entries):
     """(device table, total blocks) for entries [(param, grad, s0, s1, s2, n, pos)] of addresses
-    (n > 0 each), cached by the addresses."""
-    key = tuple(entries)
+    (n > 0 each), cached by the addresses and the current device."""
+    cp = cupy_module()
+    key = (cp.cuda.Device().id, tuple(entries))
     hit = _tables.get(key)
     if hit is not None:
         _tables.move_to_end(key)
         return hit
-    cp = cupy_module()
     host = np.zeros((len(entries), 8), dtype=np.uint64)
     first = 0
     for i, (p, g, s0, s1, s2, n, pos) in enumerate(entries):
@@ -103,28 +103,43 @@ def sum_abs(x) -> float:
     return float(out[0].item())
 
 
+def group(params, grads, slots) -> dict:
+    """{dtype: table entries} of the non-empty params: (param, grad, slot0, slot1, slot2, n, pos)."""
+    groups: dict = {}
+    for i, (p, g, s) in enumerate(zip(params, grads, slots)):
+        if p.size:
+            groups.setdefault(p.dtype, []).append((_ptr(p), _ptr(g), _ptr(s[0]), _ptr(s[1]), _ptr(s[2]),
+                                                   int(p.size), i))
+    return groups
+
+
 def update(kind: str, params, grads, slots, args, *, grad_scale=1.0, clip_value=None, l2=0.0, decay=0.0,
            nesterov: bool = False, clipnorm=None, global_clipnorm=None) -> None:
     """One launch per dtype: params[i] and slots[i] (a 3-tuple, None where absent) updated in place
     from grads[i]. `args` are the rule's scalars in kernel order (doubles; cast to the dtype here).
     Gradient scale: `grad_scale`, or computed on the device from the gradients' norms with
     `clipnorm` (each gradient by its own norm) or `global_clipnorm` (all together)."""
+    update_groups(kind, group(params, grads, slots), len(params), args, grad_scale=grad_scale,
+                  clip_value=clip_value, l2=l2, decay=decay, nesterov=nesterov, clipnorm=clipnorm,
+                  global_clipnorm=global_clipnorm)
+
+
+def update_groups(kind: str, groups: dict, nparams: int, args, *, grad_scale=1.0, clip_value=None, l2=0.0,
+                  decay=0.0, nesterov: bool = False, clipnorm=None, global_clipnorm=None) -> None:
+    """`update` on entries already grouped by `group` (`nparams`: the length of the caller's list).
+    Nothing is copied between host and device once the groups' tables are cached (and no norm is
+    asked for): one kernel launch per dtype."""
     if kind not in KINDS:
         raise ValueError(f"[cuda.optim.update] unknown kind {kind!r}")
-    cp = cupy_module()
-    groups: dict = {}
-    for i, (p, g, s) in enumerate(zip(params, grads, slots)):
-        if p.size:
-            groups.setdefault(p.dtype, []).append((_ptr(p), _ptr(g), _ptr(s[0]), _ptr(s[1]), _ptr(s[2]),
-                                                   int(p.size), i))
     if not groups:
         return
     mode, ss, nss, clip_norm = SCALE_FIXED, None, 0, 0.0
     if clipnorm is not None or global_clipnorm is not None:
-        ss = cp.zeros(len(params), dtype=np.float64)
+        cp = cupy_module()
+        ss = cp.zeros(nparams, dtype=np.float64)
         for dt, entries in groups.items():
             _reduce(entries, dt, ss, 0)
-        nss = len(params)
+        nss = nparams
         mode = SCALE_PER_TENSOR if clipnorm is not None else SCALE_GLOBAL
         clip_norm = float(clipnorm if clipnorm is not None else global_clipnorm)
     if ss is None:
@@ -156,4 +171,4 @@ def l1l2_gradient(w, l1: float, l2: float):
     return g
 
 
-__all__ = ["update", "sums_of_squares", "sum_squares", "sum_abs", "l1l2_gradient", "table", "clear_cache", "KINDS"]
+__all__ = ["update", "update_groups", "group", "sums_of_squares", "sum_squares", "sum_abs", "l1l2_gradient", "table", "clear_cache", "KINDS"]

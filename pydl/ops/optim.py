@@ -406,6 +406,65 @@ def _cuda_run(kind: str, params, grads, slots, rule, common: dict, clipnorm=None
                       clipnorm=clipnorm, global_clipnorm=global_clipnorm)
 
 
+def _cuda_run_groups(kind: str, groups: dict, nparams: int, rule, common: dict, clipnorm=None,
+                     global_clipnorm=None) -> None:
+    from ..cuda import optim as cuda_optim
+    cuda_optim.update_groups(kind, groups, nparams, rule[0], grad_scale=common["grad_scale"],
+                             clip_value=common["clip_value"], l2=common["l2"], decay=common["decay"],
+                             nesterov=rule[2], clipnorm=clipnorm, global_clipnorm=global_clipnorm)
+
+
+# Address lists of fused CUDA updates whose arrays passed every check of fused_update (no overlap
+# between in-place arrays, no gradient overlapping them): a later call with plain arrays at the
+# same addresses, sizes and dtypes needs only the per-array attribute checks.
+_CHECKED_SIZE = 64
+_cuda_checked: dict = {}
+
+
+def _cuda_checked_key(groups: dict):
+    return tuple((dt, tuple(entries)) for dt, entries in groups.items())
+
+
+def _cuda_checked_remember(groups: dict) -> None:
+    key = _cuda_checked_key(groups)
+    if key not in _cuda_checked:
+        if len(_cuda_checked) >= _CHECKED_SIZE:
+            del _cuda_checked[next(iter(_cuda_checked))]
+        _cuda_checked[key] = True
+
+
+def _cuda_checked_groups(params, grads, slot_dicts, names):
+    """The table entries grouped by dtype (pydl.cuda.optim.group) when every array is a plain
+    C-contiguous CuPy array of its param's float dtype and shape and the same address list already
+    passed the full checks; None otherwise (the caller runs the full checks)."""
+    from .. import cuda
+    nd = cuda.cupy_module().ndarray
+    groups: dict = {}
+    n0, n1, n2 = (names + (None, None, None))[:3]
+    for i, (p, g, d) in enumerate(zip(params, grads, slot_dicts)):
+        if type(p) is not nd or type(g) is not nd:
+            return None
+        dt, shape = p.dtype, p.shape
+        if dt not in _FLOATS or g.dtype != dt or g.shape != shape or not (p.flags.c_contiguous and
+                                                                          g.flags.c_contiguous):
+            return None
+        ptrs = []
+        for k in (n0, n1, n2):
+            a = None if k is None else d.get(k)
+            if a is None:
+                ptrs.append(0)
+                continue
+            if type(a) is not nd or a.dtype != dt or a.shape != shape or not a.flags.c_contiguous:
+                return None
+            ptrs.append(a.data.ptr)
+        n = p.size
+        if n:
+            groups.setdefault(dt, []).append((p.data.ptr, g.data.ptr, ptrs[0], ptrs[1], ptrs[2], n, i))
+    if not groups or _cuda_checked_key(groups) not in _cuda_checked:
+        return None
+    return groups
+
+
 def _fused_device(op: str, params, grads, slot_dicts) -> str:
     """device.dispatch over every array of a fused update (all-NumPy lists take a quick path)."""
     nd = np.ndarray
@@ -473,6 +532,12 @@ def fused_update(kind: str, params, grads, slots, lr, *, step=None, momentum=0.0
                  epsilon_inside_sqrt=epsilon_inside_sqrt, step=step, beta_1=beta_1, beta_2=beta_2,
                  u_product=u_product)
     common = _common(op, _num(lr, "lr", op), grad_scale, clip_value, l2, weight_decay)
+    groups = _cuda_checked_groups(params, grads, slot_dicts, names) if params and device.is_cuda(params[0]) \
+        else None
+    if groups is not None:
+        _cuda_run_groups(kind, groups, len(params), rule, common, clipnorm=clipnorm and norm_clip,
+                         global_clipnorm=global_clipnorm and norm_clip)
+        return None
     if _fused_device(op, params, grads, slot_dicts) == "cuda":
         ps, gs, ss = [], [], []
         for i, (p, g, d) in enumerate(zip(params, grads, slot_dicts)):
@@ -487,6 +552,14 @@ def fused_update(kind: str, params, grads, slots, lr, *, step=None, momentum=0.0
             if b0 < a1:
                 raise ValueError(f"[{op}] two of the arrays updated in place share memory (a parameter or slot "
                                  f"is listed twice?); each needs its own memory")
+        if all(g is g0 for g, g0 in zip(gs, grads)):
+            from ..cuda import optim as cuda_optim
+            slots3 = [tuple(s) + (None,) * (3 - len(s)) for s in ss]
+            groups = cuda_optim.group(ps, gs, slots3)
+            _cuda_checked_remember(groups)
+            _cuda_run_groups(kind, groups, len(params), rule, common, clipnorm=clipnorm and norm_clip,
+                             global_clipnorm=global_clipnorm and norm_clip)
+            return None
         _cuda_run(kind, ps, gs, ss, rule, common, clipnorm=clipnorm and norm_clip,
                   global_clipnorm=global_clipnorm and norm_clip)
         return None

@@ -24,6 +24,10 @@
 
 #define OPT_THREADS 256
 #define OPT_CHUNK 4096LL
+#define OPT_UNROLL 4
+// The float updates with three slots: at least 4 blocks of OPT_THREADS per SM (at most 64
+// registers a thread); the others fit that without being asked.
+#define OPT_BOUNDS __launch_bounds__(OPT_THREADS, 4)
 
 #define OPT_FLAG_CLIP 1
 #define OPT_FLAG_L2 2
@@ -140,15 +144,60 @@ __device__ __forceinline__ OptBlock<T> opt_block(const long long* table, int nte
       double clipnorm, int flags, T lo, T hi, T l2, T decay
 #define OPT_COMMON_ARGS table, ntensors, ss, nss, scale_mode, scale, clipnorm, flags, lo, hi, l2, decay
 
+// Streams a block's elements OPT_UNROLL per thread at a time: every load of a group is issued
+// before any store (the in-place arrays never overlap each other or the gradient), so each thread
+// keeps OPT_UNROLL independent elements in flight. NS: how many slots the rule can have (the
+// slots past it are never touched). `rule(g, p, a, b, c)` updates one element given
+// its prepared gradient and parameter and its slot values a, b, c (slot0..2; 0 where absent);
+// the results are written back to p and to the slots present. Needs blockDim.x == OPT_THREADS.
+template <int NS, typename T, typename Rule>
+__device__ __forceinline__ void opt_stream(const OptBlock<T>& ob, const Rule& rule) {
+  constexpr int kStep = OPT_UNROLL * OPT_THREADS;
+  for (long long base = ob.begin + threadIdx.x; base < ob.end; base += kStep) {
+    const long long rest = ob.end - base;
+    const int left = rest < kStep ? static_cast<int>(rest) : kStep;
+    const T* gq = ob.g + base;
+    T* pq = ob.p + base;
+    T* aq = NS > 0 && ob.s0 ? ob.s0 + base : nullptr;
+    T* bq = NS > 1 && ob.s1 ? ob.s1 + base : nullptr;
+    T* cq = NS > 2 && ob.s2 ? ob.s2 + base : nullptr;
+    T g[OPT_UNROLL], p[OPT_UNROLL], a[OPT_UNROLL], b[OPT_UNROLL], c[OPT_UNROLL];
+#pragma unroll
+    for (int u = 0; u < OPT_UNROLL; ++u) {
+      const int o = u * OPT_THREADS;
+      g[u] = T(0);
+      p[u] = T(0);
+      a[u] = T(0);
+      b[u] = T(0);
+      c[u] = T(0);
+      if (o < left) {
+        g[u] = gq[o];
+        p[u] = pq[o];
+        if (aq) a[u] = aq[o];
+        if (bq) b[u] = bq[o];
+        if (cq) c[u] = cq[o];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < OPT_UNROLL; ++u) {
+      const int o = u * OPT_THREADS;
+      if (o < left) {
+        ob.prep.apply(g[u], p[u]);
+        rule(g[u], p[u], a[u], b[u], c[u]);
+        pq[o] = p[u];
+        if (aq) aq[o] = a[u];
+        if (bq) bq[o] = b[u];
+        if (cq) cq[o] = c[u];
+      }
+    }
+  }
+}
+
 // SGD: p <- p - lr * g
 template <typename T>
 __device__ void sgd_body(OPT_COMMON_PARAMS(T), T lr) {
   const OptBlock<T> ob = opt_block<T>(OPT_COMMON_ARGS);
-  for (long long i = ob.begin + threadIdx.x; i < ob.end; i += blockDim.x) {
-    T gi = ob.g[i], pi = ob.p[i];
-    ob.prep.apply(gi, pi);
-    ob.p[i] = o_sub(pi, o_mul(lr, gi));
-  }
+  opt_stream<0>(ob, [=](T g, T& p, T&, T&, T&) { p = o_sub(p, o_mul(lr, g)); });
 }
 
 // Momentum: v <- flush(mu * v - lr * g); p <- p + v  (Nesterov: p <- p + (mu * v - lr * g))
@@ -156,91 +205,83 @@ template <typename T>
 __device__ void momentum_body(OPT_COMMON_PARAMS(T), T lr, T mu) {
   const OptBlock<T> ob = opt_block<T>(OPT_COMMON_ARGS);
   const bool nesterov = (flags & OPT_FLAG_NESTEROV) != 0;
-  for (long long i = ob.begin + threadIdx.x; i < ob.end; i += blockDim.x) {
-    T gi = ob.g[i], pi = ob.p[i];
-    ob.prep.apply(gi, pi);
-    const T step = o_mul(lr, gi);
-    const T vi = o_flush(o_sub(o_mul(mu, ob.s0[i]), step));
-    ob.s0[i] = vi;
-    ob.p[i] = nesterov ? o_add(pi, o_sub(o_mul(mu, vi), step)) : o_add(pi, vi);
-  }
+  opt_stream<1>(ob, [=](T g, T& p, T& v, T&, T&) {
+    const T step = o_mul(lr, g);
+    const T vi = o_flush(o_sub(o_mul(mu, v), step));
+    v = vi;
+    p = nesterov ? o_add(p, o_sub(o_mul(mu, vi), step)) : o_add(p, vi);
+  });
 }
 
 // Adagrad: acc <- fma(g, g, acc); p <- p - (lr * g) / (sqrt(acc + eps_in) + eps_out)
 template <typename T>
 __device__ void adagrad_body(OPT_COMMON_PARAMS(T), T lr, T ein, T eout) {
   const OptBlock<T> ob = opt_block<T>(OPT_COMMON_ARGS);
-  for (long long i = ob.begin + threadIdx.x; i < ob.end; i += blockDim.x) {
-    T gi = ob.g[i], pi = ob.p[i];
-    ob.prep.apply(gi, pi);
-    const T ai = o_fma(gi, gi, ob.s0[i]);
-    ob.s0[i] = ai;
-    ob.p[i] = o_sub(pi, o_div(o_mul(lr, gi), o_add(o_sqrt(o_add(ai, ein)), eout)));
-  }
+  opt_stream<1>(ob, [=](T g, T& p, T& acc, T&, T&) {
+    const T ai = o_fma(g, g, acc);
+    acc = ai;
+    p = o_sub(p, o_div(o_mul(lr, g), o_add(o_sqrt(o_add(ai, ein)), eout)));
+  });
 }
 
 // RMSprop: slot0 = a, slot1 = momentum (optional), slot2 = average gradient (optional).
 template <typename T>
 __device__ void rmsprop_body(OPT_COMMON_PARAMS(T), T lr, T rho, T one_m_rho, T mu, T ein, T eout) {
   const OptBlock<T> ob = opt_block<T>(OPT_COMMON_ARGS);
-  for (long long i = ob.begin + threadIdx.x; i < ob.end; i += blockDim.x) {
-    T gi = ob.g[i], pi = ob.p[i];
-    ob.prep.apply(gi, pi);
-    const T ai = o_flush(o_add(o_mul(rho, ob.s0[i]), o_mul(one_m_rho, o_mul(gi, gi))));
-    ob.s0[i] = ai;
+  const bool has_mom = ob.s1 != nullptr, centered = ob.s2 != nullptr;
+  opt_stream<3>(ob, [=](T g, T& p, T& a, T& mom, T& mg) {
+    const T ai = o_flush(o_add(o_mul(rho, a), o_mul(one_m_rho, o_mul(g, g))));
+    a = ai;
     T d = ai;
-    if (ob.s2) {
-      const T mgi = o_flush(o_add(o_mul(rho, ob.s2[i]), o_mul(one_m_rho, gi)));
-      ob.s2[i] = mgi;
+    if (centered) {
+      const T mgi = o_flush(o_add(o_mul(rho, mg), o_mul(one_m_rho, g)));
+      mg = mgi;
       d = o_sub(ai, o_mul(mgi, mgi));
     }
-    const T inc = o_div(o_mul(lr, gi), o_add(o_sqrt(o_add(d, ein)), eout));
-    if (ob.s1) {
-      const T mi = o_flush(o_add(o_mul(mu, ob.s1[i]), inc));
-      ob.s1[i] = mi;
-      ob.p[i] = o_sub(pi, mi);
+    const T inc = o_div(o_mul(lr, g), o_add(o_sqrt(o_add(d, ein)), eout));
+    if (has_mom) {
+      const T mi = o_flush(o_add(o_mul(mu, mom), inc));
+      mom = mi;
+      p = o_sub(p, mi);
     } else {
-      ob.p[i] = o_sub(pi, inc);
+      p = o_sub(p, inc);
     }
-  }
+  });
 }
 
 // Adam: slot0 = m, slot1 = v, slot2 = vhat (AMSGrad, optional); lr is the bias-corrected lr_t.
 template <typename T>
 __device__ void adam_body(OPT_COMMON_PARAMS(T), T lr, T c1, T c2, T eps) {
   const OptBlock<T> ob = opt_block<T>(OPT_COMMON_ARGS);
-  for (long long i = ob.begin + threadIdx.x; i < ob.end; i += blockDim.x) {
-    T gi = ob.g[i], pi = ob.p[i];
-    ob.prep.apply(gi, pi);
-    const T m0 = ob.s0[i], v0 = ob.s1[i];
-    const T mi = o_flush(o_fma(o_sub(gi, m0), c1, m0));
-    const T vi = o_flush(o_fma(o_sub(o_mul(gi, gi), v0), c2, v0));
-    ob.s0[i] = mi;
-    ob.s1[i] = vi;
+  const bool amsgrad = ob.s2 != nullptr;
+  opt_stream<3>(ob, [=](T g, T& p, T& m, T& v, T& vhat) {
+    const T m0 = m, v0 = v;
+    const T mi = o_flush(o_fma(o_sub(g, m0), c1, m0));
+    const T vi = o_flush(o_fma(o_sub(o_mul(g, g), v0), c2, v0));
+    m = mi;
+    v = vi;
     T den = vi;
-    if (ob.s2) {
-      const T h = ob.s2[i];
+    if (amsgrad) {
+      const T h = vhat;
       den = o_flush(h > vi ? h : vi);
-      ob.s2[i] = den;
+      vhat = den;
     }
-    ob.p[i] = o_sub(pi, o_div(o_mul(mi, lr), o_add(o_sqrt(den), eps)));
-  }
+    p = o_sub(p, o_div(o_mul(mi, lr), o_add(o_sqrt(den), eps)));
+  });
 }
 
 // Nadam: slot0 = m, slot1 = v; p <- p - fma(cm, m, cg * g) / (sqrt(v * vs) + eps)
 template <typename T>
 __device__ void nadam_body(OPT_COMMON_PARAMS(T), T cm, T cg, T vs, T c1, T c2, T eps) {
   const OptBlock<T> ob = opt_block<T>(OPT_COMMON_ARGS);
-  for (long long i = ob.begin + threadIdx.x; i < ob.end; i += blockDim.x) {
-    T gi = ob.g[i], pi = ob.p[i];
-    ob.prep.apply(gi, pi);
-    const T m0 = ob.s0[i], v0 = ob.s1[i];
-    const T mi = o_flush(o_fma(o_sub(gi, m0), c1, m0));
-    const T vi = o_flush(o_fma(o_sub(o_mul(gi, gi), v0), c2, v0));
-    ob.s0[i] = mi;
-    ob.s1[i] = vi;
-    ob.p[i] = o_sub(pi, o_div(o_fma(cm, mi, o_mul(cg, gi)), o_add(o_sqrt(o_mul(vi, vs)), eps)));
-  }
+  opt_stream<2>(ob, [=](T g, T& p, T& m, T& v, T&) {
+    const T m0 = m, v0 = v;
+    const T mi = o_flush(o_fma(o_sub(g, m0), c1, m0));
+    const T vi = o_flush(o_fma(o_sub(o_mul(g, g), v0), c2, v0));
+    m = mi;
+    v = vi;
+    p = o_sub(p, o_div(o_fma(cm, mi, o_mul(cg, g)), o_add(o_sqrt(o_mul(vi, vs)), eps)));
+  });
 }
 
 // Fixed-order tree sum of OPT_THREADS doubles in shared memory; the result is in buf[0].
@@ -317,7 +358,7 @@ __global__ void adagrad_update_f32(OPT_COMMON_PARAMS(float), float lr, float ein
 __global__ void adagrad_update_f64(OPT_COMMON_PARAMS(double), double lr, double ein, double eout) {
   adagrad_body<double>(OPT_COMMON_ARGS, lr, ein, eout);
 }
-__global__ void rmsprop_update_f32(OPT_COMMON_PARAMS(float), float lr, float rho, float one_m_rho, float mu,
+__global__ void OPT_BOUNDS rmsprop_update_f32(OPT_COMMON_PARAMS(float), float lr, float rho, float one_m_rho, float mu,
                                    float ein, float eout) {
   rmsprop_body<float>(OPT_COMMON_ARGS, lr, rho, one_m_rho, mu, ein, eout);
 }
@@ -325,13 +366,13 @@ __global__ void rmsprop_update_f64(OPT_COMMON_PARAMS(double), double lr, double 
                                    double ein, double eout) {
   rmsprop_body<double>(OPT_COMMON_ARGS, lr, rho, one_m_rho, mu, ein, eout);
 }
-__global__ void adam_update_f32(OPT_COMMON_PARAMS(float), float lr, float c1, float c2, float eps) {
+__global__ void OPT_BOUNDS adam_update_f32(OPT_COMMON_PARAMS(float), float lr, float c1, float c2, float eps) {
   adam_body<float>(OPT_COMMON_ARGS, lr, c1, c2, eps);
 }
 __global__ void adam_update_f64(OPT_COMMON_PARAMS(double), double lr, double c1, double c2, double eps) {
   adam_body<double>(OPT_COMMON_ARGS, lr, c1, c2, eps);
 }
-__global__ void nadam_update_f32(OPT_COMMON_PARAMS(float), float cm, float cg, float vs, float c1, float c2,
+__global__ void OPT_BOUNDS nadam_update_f32(OPT_COMMON_PARAMS(float), float cm, float cg, float vs, float c1, float c2,
                                  float eps) {
   nadam_body<float>(OPT_COMMON_ARGS, cm, cg, vs, c1, c2, eps);
 }
