@@ -15,22 +15,51 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <new>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <type_traits>
 
 namespace pydl {
 
 using index_t = std::int64_t;
 
+// Error messages are built by appending to a std::string: numbers through std::to_string
+// (integers) and snprintf("%g") (floating point, what an ostream prints by default), so raising
+// an error never touches iostream locale machinery. Other types fall back to an ostream.
+namespace detail {
+inline void append(std::string& s, const std::string& v) { s += v; }
+inline void append(std::string& s, const char* v) { s += v; }
+inline void append(std::string& s, char v) { s += v; }
+inline void append(std::string& s, bool v) { s += v ? '1' : '0'; }
+template <typename T>
+void append(std::string& s, const T& v) {
+  if constexpr (std::is_integral_v<T>) {
+    s += std::to_string(v);
+  } else if constexpr (std::is_floating_point_v<T>) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%g", static_cast<double>(v));
+    s += buf;
+  } else if constexpr (std::is_convertible_v<const T&, std::string_view>) {
+    s += std::string_view(v);
+  } else {
+    std::ostringstream os;
+    os << v;
+    s += os.str();
+  }
+}
+}  // namespace detail
+
 template <typename... Args>
 std::string str_cat(const Args&... args) {
-  std::ostringstream os;
-  (os << ... << args);
-  return os.str();
+  std::string s;
+  (detail::append(s, args), ...);
+  return s;
 }
 
 #define PYDL_CHECK(cond, op, ...)                                                   \

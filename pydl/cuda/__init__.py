@@ -146,17 +146,6 @@ def suffix(dtype) -> str:
     raise ValueError(f"[cuda] no kernels for dtype {dt}; float32 and float64 only")
 
 
-def ctype(dtype) -> str:
-    """The C type name of a float dtype, for template names: float32 -> "float"."""
-    import numpy as np
-    dt = np.dtype(dtype)
-    if dt == np.float32:
-        return "float"
-    if dt == np.float64:
-        return "double"
-    raise ValueError(f"[cuda] no kernels for dtype {dt}; float32 and float64 only")
-
-
 def scalar(value, dtype):
     """A kernel scalar argument of the array dtype (CuPy passes numpy scalars by their type)."""
     import numpy as np
@@ -169,4 +158,4 @@ def blocks(n: int, threads: int, max_blocks: int = 65535 * 32) -> int:
 
 
 __all__ = ["is_available", "require", "device_info", "CudaUnavailableError", "kernel_files", "module",
-           "function", "kernel", "suffix", "ctype", "scalar", "blocks", "cupy_module"]
+           "function", "kernel", "suffix", "scalar", "blocks", "cupy_module"]
