@@ -153,3 +153,34 @@ def test_regularizer_classes_use_ops():
     r = R.L1L2(l1=0.1, l2=0.2)
     assert r(w) == pytest.approx(0.1 * 6.5 + 0.2 * 15.25)
     np.testing.assert_allclose(r.gradient(w), 0.1 * np.sign(w) + 0.4 * w, rtol=1e-6)
+
+
+def test_regularizer_ops_bad_input():
+    w = np.ones((3, 2), np.float32)
+    for op in (O.l1l2_penalty, O.l1l2_gradient):
+        for bad in (-0.1, float("nan"), float("inf"), "0.1", None, True):
+            with pytest.raises(ValueError, match=r"l1 must be a finite number >= 0"):
+                op(w, bad, 0.0)
+            with pytest.raises(ValueError, match=r"l2 must be a finite number >= 0"):
+                op(w, 0.0, bad)
+        with pytest.raises(TypeError, match=r"w must be a numeric array"):
+            op(np.array(["a", "b"]), 0.1, 0.1)
+        with pytest.raises(TypeError, match=r"w must be real"):
+            op(np.ones(2, np.complex64), 0.1, 0.1)
+
+
+def test_regularizer_ops_edge_arrays():
+    e = np.zeros((0, 3), np.float32)
+    assert O.l1l2_penalty(e, 0.1, 0.2) == 0.0
+    assert O.l1l2_gradient(e, 0.1, 0.2).shape == (0, 3)
+    w = np.arange(12, dtype=np.float64).reshape(3, 4) - 5.0
+    view = w[:, ::-2]  # strided, negative step
+    assert O.l1l2_penalty(view, 0.1, 0.2) == pytest.approx(
+        0.1 * np.abs(view).sum() + 0.2 * (view ** 2).sum(), rel=1e-12)
+    np.testing.assert_allclose(O.l1l2_gradient(view, 0.1, 0.2), 0.1 * np.sign(view) + 0.4 * view, rtol=1e-12)
+    n = np.array([1.0, np.nan], np.float32)
+    assert np.isnan(O.l1l2_penalty(n, 0.1, 0.0))
+    assert np.isnan(O.l1l2_gradient(n, 0.0, 0.1)[1])
+    ints = O.l1l2_gradient(np.array([-2, 0, 3]), 0.5, 0.0)
+    assert ints.dtype == np.float32
+    np.testing.assert_array_equal(ints, [-0.5, 0.0, 0.5])

@@ -23,6 +23,7 @@ over the per-array kernels.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -605,18 +606,27 @@ def fused_update(kind: str, params, grads, slots, lr, *, step=None, momentum=0.0
     return None
 
 
+def _l1l2_args(w, l1, l2, op: str):
+    """(w as a float array on its device, l1, l2), or ValueError / TypeError naming the argument."""
+    for name, v in (("l1", l1), ("l2", l2)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"[{op}] {name} must be a finite number >= 0, got {v!r}")
+    if device.dispatch(op, w=w) == "cuda":
+        return device.as_float_cuda(w, "w", op), float(l1), float(l2)
+    return as_float_array(w, "w", op), float(l1), float(l2)
+
+
 def l1l2_penalty(w, l1: float = 0.0, l2: float = 0.0) -> float:
     """Keras's weight penalty l1 * sum|w| + l2 * sum(w^2), the sums in float64."""
-    if device.dispatch("l1l2_penalty", w=w) == "cuda":
+    w, l1, l2 = _l1l2_args(w, l1, l2, "l1l2_penalty")
+    if device.is_cuda(w):
         from ..cuda import optim as cuda_optim
-        w = device.as_float_cuda(w, "w", "l1l2_penalty")
         total = 0.0
         if l1:
             total += l1 * cuda_optim.sum_abs(w)
         if l2:
             total += l2 * cuda_optim.sum_squares(w)
         return total
-    w = np.asarray(w)
     total = 0.0
     if l1:
         total += l1 * float(np.sum(np.abs(w), dtype=np.float64))
@@ -627,10 +637,10 @@ def l1l2_penalty(w, l1: float = 0.0, l2: float = 0.0) -> float:
 
 def l1l2_gradient(w, l1: float = 0.0, l2: float = 0.0):
     """The penalty's gradient l1 * sign(w) + 2 * l2 * w (sign(0) = 0), a new array of w's dtype."""
-    if device.dispatch("l1l2_gradient", w=w) == "cuda":
+    w, l1, l2 = _l1l2_args(w, l1, l2, "l1l2_gradient")
+    if device.is_cuda(w):
         from ..cuda import optim as cuda_optim
-        return cuda_optim.l1l2_gradient(device.as_float_cuda(w, "w", "l1l2_gradient"), l1, l2)
-    w = np.asarray(w)
+        return cuda_optim.l1l2_gradient(w, l1, l2)
     g = np.zeros_like(w)
     if l1:
         g += l1 * np.sign(w)
