@@ -168,11 +168,25 @@ void pack_b_panels(T* dst, const Problem<T>& pr, index_t p0, index_t kc, index_t
   }
   index_t q_full = q_end;  // panels with NR valid columns
   if (q_end > q_begin && j0 + q_end * NR > pr.N) q_full = q_end - 1;
-  for (index_t p = 0; p < kc; ++p) {
-    const T* src = pr.b_at(p0 + p, j0);
-    for (index_t q = q_begin; q < q_full; ++q) {
+  // kUnroll panels per row step with a compile-time count: each unrolled load then steps by
+  // exactly ldb from row to row, a stride the hardware prefetchers follow, and the copies are
+  // plain vector moves. With a run-time count the same copy ran 2.4x slower (4 MB of B with rows
+  // 8 KiB apart, Zen 3: 0.65 -> 0.27 ms); 64x512x2048 on 1 thread, paired runs: 1.07-1.12x.
+  constexpr index_t kUnroll = 8;
+  index_t q = q_begin;
+  for (; q + kUnroll <= q_full; q += kUnroll)
+    for (index_t p = 0; p < kc; ++p) {
+      const T* src = pr.b_at(p0 + p, j0 + q * NR);
       T* d = dst + q * kc * NR + p * NR;
-      const T* s = src + q * NR;
+#pragma GCC unroll 8
+      for (index_t u = 0; u < kUnroll; ++u)
+        for (int j = 0; j < NR; ++j) d[u * kc * NR + j] = src[u * NR + j];
+    }
+  for (index_t p = 0; p < kc && q < q_full; ++p) {  // the last q_full - q < kUnroll panels
+    const T* src = pr.b_at(p0 + p, j0);
+    for (index_t r = q; r < q_full; ++r) {
+      T* d = dst + r * kc * NR + p * NR;
+      const T* s = src + r * NR;
       for (int j = 0; j < NR; ++j) d[j] = s[j];
     }
   }
