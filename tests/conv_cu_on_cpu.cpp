@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <functional>
 #include <random>
+#include <string>
 #include <vector>
 #include <ucontext.h>
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
