@@ -148,6 +148,14 @@ def test_launched_kernels_exist_in_source():
     assert cuda_conv.THREADS == (cuda_conv.TILE_M // 4) * (cuda_conv.TILE_N // 4)  # a 4 x 4 tile per thread
 
 
+def test_benchmark_module_imports_without_a_gpu():
+    from pydl.bench import cuda_conv as bench
+    assert [c[1:6] for c in bench.CASES] == [(64, 64, 56, 56, 64), (128, 128, 28, 28, 128), (64, 64, 56, 56, 64)]
+    assert [c[6] for c in bench.CASES] == [False, False, True]
+    text = bench.format_rows([dict(name="conv3x3 forward", shape="N1 C1 3x3 K1", pydl_ms=1.0, pydl_tflops=0.1)])
+    assert "conv3x3 forward" in text and "1.000" in text
+
+
 def test_kernels_run_on_cpu_emulator(tmp_path):
     """Every conv_* kernel of kernels/conv.cu, compiled by the host C++ compiler with CUDA threads as
     fibers (tests/conv_cu_on_cpu.cpp), against float64 loops: strides 1-3, dilation 2, asymmetric
