@@ -14,7 +14,9 @@ pydl.layers.layout for where channels-last tensors are transposed.
 
 Conv2D keeps W of shape (K, C, R, S) and b of shape (K,). The algorithm (direct, im2col,
 Winograd) is chosen per shape at build time (`layer.algo_used`); relu runs fused into the
-convolution's epilogue, other activations through pydl.ops.nn.
+convolution's epilogue, other activations through pydl.ops.nn. On the GPU (Model.to("cuda"),
+channels_first) Conv2D and Conv2DTranspose run the implicit-GEMM CUDA kernels and `algo_used`
+says "implicit_gemm".
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import numpy as np
 
 from .. import initializers, regularizers
 from ..ops import conv as conv_ops
-from ..ops import nn
+from ..ops import device, nn
 from ..ops import pool as pool_ops
 from .base import Layer, _fmt_shape, register_layer
 from .core import _activation_kind
@@ -59,6 +61,8 @@ def _as_dtype(x, dtype, who: str) -> np.ndarray:
 class Conv2D(ImageLayer):
     """y = activation(conv2d(x, W) + b) with W (filters, C, kh, kw) in either data format."""
 
+    supports_cuda = True
+
     def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1, activation=None,
                  use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, algo="auto", data_format=None, input_shape=None,
@@ -78,7 +82,7 @@ class Conv2D(ImageLayer):
         if not isinstance(algo, str) or algo not in conv_ops.ALGOS:
             raise ValueError(f"[Conv2D] unknown algo {algo!r}; expected one of {', '.join(conv_ops.ALGOS)}")
         self.algo = algo
-        self._algo_choice = None  # ((isa, threads), algorithm, reason), see algo_used
+        self._algo_choice = None  # ((device, isa, threads), algorithm, reason), see algo_used
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
@@ -114,17 +118,19 @@ class Conv2D(ImageLayer):
     def _choice(self):
         if not self.built:
             return None
-        key = conv_ops.auto_context()
+        where = device.device_of(self.params["W"])
+        key = (where,) + tuple(conv_ops.auto_context())
         if self._algo_choice is None or self._algo_choice[0] != key:
             w_shape = self._w_shape(self._in_shape_for_algo[1])
             name, why = conv_ops.conv2d_explain(self._in_shape_for_algo, w_shape, self.strides, self._pad(),
-                                                self.dilation_rate, self.algo)
+                                                self.dilation_rate, self.algo, device=where)
             self._algo_choice = (key, name, why)
         return self._algo_choice
 
     @property
     def algo_used(self):
-        """The algorithm this layer runs (None before build); "auto" follows the ISA and thread count."""
+        """The algorithm this layer runs (None before build); "auto" follows the ISA and thread count.
+        "implicit_gemm" while the layer's weights are on the GPU, whatever `algo` says."""
         c = self._choice()
         return None if c is None else c[1]
 
@@ -136,7 +142,7 @@ class Conv2D(ImageLayer):
 
     def _forward(self, x, training, ctx):
         W, b = self.params["W"], self.params.get("b")
-        x = _as_dtype(x, W.dtype, "Conv2D")
+        x = device.as_input(x, W.dtype, "Conv2D")
         fused = self.activation in ("linear", "relu")
         z = conv_ops.conv2d(x, W, b, self.strides, self._pad(), self.dilation_rate, algo=self.algo_used,
                             activation=self.activation if fused else None)
@@ -150,7 +156,7 @@ class Conv2D(ImageLayer):
     def _backward(self, dout, ctx):
         x, z, y = ctx.x, ctx.z, ctx.y
         W = self.params["W"]
-        dout = _as_dtype(dout, W.dtype, "Conv2D")
+        dout = device.as_input(dout, W.dtype, "Conv2D")
         if y is None:
             dz = dout if self.activation == "linear" else nn.activation_backward(dout, z, z, "relu")
         else:
@@ -397,10 +403,15 @@ class Conv2DTranspose(ImageLayer):
     Backward: dx = conv2d(dy, W) (the forward convolution), dW = conv2d's weight gradient with
     dy as its input and x as its output gradient, db = sums of dy.
 
+    Runs on the GPU too (Model.to("cuda")): every step goes through pydl.ops.conv2d /
+    conv2d_backward, which dispatch on the arrays' device.
+
     Cost: with strides 1 the forward is one pydl.ops.conv2d (x padded by k - 1 - pad, the kernel
     flipped, bias and relu fused). With larger strides it runs pydl.ops.conv2d_backward, which
     also forms a (discarded) weight gradient: about twice the multiply-adds.
     """
+
+    supports_cuda = True
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", output_padding=None, activation=None,
                  use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
@@ -471,7 +482,7 @@ class Conv2DTranspose(ImageLayer):
 
     def _forward(self, x, training, ctx):
         W, b = self.params["W"], self.params.get("b")
-        x = _as_dtype(x, W.dtype, "Conv2DTranspose")
+        x = device.as_input(x, W.dtype, "Conv2DTranspose")
         n = x.shape[0]
         out_shape = (n,) + self._out_nchw[1:]
         if self.strides == (1, 1):
@@ -479,15 +490,16 @@ class Conv2DTranspose(ImageLayer):
             # kernel flipped and its channel axes swapped (bias and relu fused, no wasted weight gradient)
             kh, kw = self.kernel_size
             t, bt, l, r = conv_ops.resolve_padding(self.padding, out_shape[2:], (kh, kw), (1, 1), "Conv2DTranspose")
-            Wf = np.ascontiguousarray(W.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+            Wf = device.ascontiguous(W.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
             fused = self.activation in ("linear", "relu")
             z = conv_ops.conv2d(x, Wf, b, 1, (kh - 1 - t, kh - 1 - bt, kw - 1 - l, kw - 1 - r),
                                 activation=self.activation if fused else None)
         else:
             fused = self.activation == "linear"
             zeros = getattr(self, "_zeros", None)  # conv2d_backward needs an input of the output's shape
-            if zeros is None or zeros.shape != out_shape or zeros.dtype != W.dtype:
-                zeros = self._zeros = np.zeros(out_shape, W.dtype)
+            where = device.device_of(W)
+            if zeros is None or zeros.shape != out_shape or zeros.dtype != W.dtype or device.device_of(zeros) != where:
+                zeros = self._zeros = device.zeros(out_shape, W.dtype, where)
             z, _, _ = conv_ops.conv2d_backward(x, zeros, W, self.strides, self.padding, need_dx=True,
                                                has_bias=False)
             if b is not None:
@@ -498,7 +510,7 @@ class Conv2DTranspose(ImageLayer):
 
     def _backward(self, dout, ctx):
         W = self.params["W"]
-        dout = _as_dtype(dout, W.dtype, "Conv2DTranspose")
+        dout = device.as_input(dout, W.dtype, "Conv2DTranspose")
         if self.activation == "linear":
             dz = dout
         elif ctx.y is None:  # relu fused into the convolution: z is the output

@@ -16,6 +16,12 @@ algo:
   "auto"         a rule per ISA and thread count (AUTO_RULES); `conv2d_explain` says what it
                  picks for a shape and why
 
+CuPy arrays run the CUDA kernels (pydl.cuda.conv) with the same checks and messages: every shape
+runs as an implicit GEMM ("implicit_gemm", also accepted by name on CUDA arrays only). The CPU
+names are validated as on the CPU (an unknown name, or Winograd on a filter it does not fit, is
+the same ValueError) and then also run as the implicit GEMM, so a model built for the CPU moves
+to the GPU unchanged; `conv2d_explain(..., device="cuda")` says so.
+
 float32 is the fast path; float64 runs the same algorithms in double precision.
 """
 from __future__ import annotations
@@ -26,8 +32,10 @@ import numpy as np
 
 from .. import _core
 from .._validate import as_float_array, check_out, check_same_dtype
+from . import device
 
 ALGOS = ("auto", "naive", "direct", "im2col", "winograd", "winograd_f2", "winograd_f4")
+CUDA_ALGO = "implicit_gemm"  # what every algo runs as on CUDA arrays
 _FUSED_ACTIVATIONS = ("linear", "relu")
 
 
@@ -233,6 +241,9 @@ def _auto(x_shape, w_shape, st, dl, out_shape) -> tuple[str, str]:
 
 
 def _resolve(algo, x_shape, w_shape, st, dl, out_shape, op: str) -> tuple[str, str]:
+    if algo == CUDA_ALGO:
+        raise ValueError(f"[{op}] algo {CUDA_ALGO!r} runs on CUDA (CuPy) arrays only; on the CPU use one of "
+                         f"{', '.join(ALGOS)}")
     if not isinstance(algo, str) or algo not in ALGOS:
         raise ValueError(f"[{op}] unknown algo {algo!r}; expected one of {', '.join(ALGOS)}")
     if algo == "auto":
@@ -254,28 +265,58 @@ def _resolve_algo(algo, x_shape, w_shape, st, dl, out_shape, op: str) -> str:
     return _resolve(algo, x_shape, w_shape, st, dl, out_shape, op)[0]
 
 
-def conv2d_algo(x_shape, w_shape, stride=1, padding=0, dilation=1, algo: str = "auto") -> str:
-    """The algorithm conv2d runs for these shapes ('direct', 'im2col', 'winograd_f2', 'winograd_f4', 'naive').
+def _resolve_cuda(algo, w_shape, st, dl, op: str) -> tuple[str, str]:
+    """("implicit_gemm", reason) for CuPy arrays: `algo` is checked as on the CPU, then mapped."""
+    if algo == CUDA_ALGO:
+        return CUDA_ALGO, "cuda: implicit_gemm requested"
+    if not isinstance(algo, str) or algo not in ALGOS:
+        raise ValueError(f"[{op}] unknown algo {algo!r}; expected one of {', '.join(ALGOS)} (or {CUDA_ALGO!r} "
+                         f"on CUDA arrays)")
+    if algo.startswith("winograd") and not _winograd_ok(w_shape, st, dl):
+        raise ValueError(f"[{op}] algo {algo!r} needs a 3x3 filter with stride 1 and dilation 1, got filter "
+                         f"{tuple(w_shape[2:])}, stride {st}, dilation {dl}")
+    if algo == "auto":
+        return CUDA_ALGO, "cuda: implicit GEMM (input patches gathered on the fly, 64x64 output tiles) for every shape"
+    return CUDA_ALGO, f"cuda: {algo!r} is a CPU algorithm; the GPU runs the implicit GEMM"
+
+
+def _check_device_name(device_name, op: str) -> str:
+    if device_name not in device.DEVICES:
+        raise ValueError(f"[{op}] device must be 'cpu' or 'cuda', got {device_name!r}")
+    return device_name
+
+
+def conv2d_algo(x_shape, w_shape, stride=1, padding=0, dilation=1, algo: str = "auto", device: str = "cpu") -> str:
+    """The algorithm conv2d runs for these shapes ('direct', 'im2col', 'winograd_f2', 'winograd_f4', 'naive';
+    'implicit_gemm' for device="cuda").
 
     Raises ValueError for bad shapes or for a forced algorithm that does not apply.
     """
-    st, _, dl, out = _geometry(x_shape, w_shape, stride, padding, dilation, "conv2d")
-    return _resolve_algo(algo, x_shape, w_shape, st, dl, out, "conv2d")
+    return conv2d_explain(x_shape, w_shape, stride, padding, dilation, algo, device)[0]
 
 
-def conv2d_explain(x_shape, w_shape, stride=1, padding=0, dilation=1, algo: str = "auto") -> tuple[str, str]:
+def conv2d_explain(x_shape, w_shape, stride=1, padding=0, dilation=1, algo: str = "auto",
+                   device: str = "cpu") -> tuple[str, str]:
     """(algorithm, reason): what conv2d runs for these shapes on this ISA and thread count, and why.
+    device="cuda": what it runs on CuPy arrays (always "implicit_gemm").
 
     >>> conv2d_explain((32, 64, 56, 56), (64, 64, 3, 3), padding=1)   # doctest: +SKIP
     ('winograd_f4', 'auto on avx2, 2 threads: 3x3, stride 1, C = 64 and K = 64 >= 8 -> Winograd, ...')
     """
+    dev = _check_device_name(device, "conv2d")
     st, _, dl, out = _geometry(x_shape, w_shape, stride, padding, dilation, "conv2d")
+    if dev == "cuda":
+        return _resolve_cuda(algo, w_shape, st, dl, "conv2d")
     return _resolve(algo, x_shape, w_shape, st, dl, out, "conv2d")
 
 
 def _as_input(x, name: str, op: str, dtype=None) -> np.ndarray:
     arr = as_float_array(x, name, op, dtype=dtype)
     return arr
+
+
+def _as_cuda_input(x, name: str, op: str):
+    return device.as_float_cuda(x, name, op)
 
 
 def _check_4d(x: np.ndarray, name: str, op: str, what: str) -> None:
@@ -296,12 +337,14 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, algo: str = "auto", ac
     of the exact shape and dtype.
     """
     op = "conv2d"
-    x = _as_input(x, "x", op)
-    w = _as_input(w, "w", op)
+    dev = device.dispatch(op, x=x, w=w, b=b, out=out)
+    as_input = _as_input if dev == "cpu" else _as_cuda_input
+    x = as_input(x, "x", op)
+    w = as_input(w, "w", op)
     _check_4d(x, "x", op, "(N, C, H, W) in NCHW layout")
     _check_4d(w, "w", op, "(K, C, R, S)")
     if b is not None:
-        b = _as_input(b, "b", op)
+        b = as_input(b, "b", op)
         if b.shape != (w.shape[0],):
             raise ValueError(f"[{op}] b has shape {tuple(b.shape)}, expected ({w.shape[0]},) for w {tuple(w.shape)}")
     check_same_dtype(op, x=x, w=w, b=b)
@@ -309,6 +352,13 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, algo: str = "auto", ac
     if act not in _FUSED_ACTIVATIONS:
         raise ValueError(f"[{op}] activation must be None, 'linear' or 'relu', got {activation!r}")
     st, pads, dl, yshape = _geometry(x.shape, w.shape, stride, padding, dilation, op)
+    if dev == "cuda":
+        _resolve_cuda(algo, w.shape, st, dl, op)
+        from ..cuda import conv as cuda_conv
+        cuda_conv.check_limits(op, x.shape, w.shape, yshape[2:], st, pads, dl)
+        if out is not None:
+            device.check_out_cuda(out, yshape, x.dtype, op, inputs={"x": x, "w": w, "b": b})
+        return cuda_conv.forward(x, w, b, out, yshape, st, pads, dl, act)
     name = _resolve_algo(algo, x.shape, w.shape, st, dl, yshape, op)
     if out is not None:
         check_out(out, yshape, x.dtype, op, inputs={"x": x, "w": w, "b": b})
@@ -324,9 +374,11 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, need_dx: bool = T
     im2col GEMMs (the naive loops with algo="naive").
     """
     op = "conv2d_backward"
-    dy = _as_input(dy, "dy", op)
-    x = _as_input(x, "x", op)
-    w = _as_input(w, "w", op)
+    dev = device.dispatch(op, dy=dy, x=x, w=w)
+    as_input = _as_input if dev == "cpu" else _as_cuda_input
+    dy = as_input(dy, "dy", op)
+    x = as_input(x, "x", op)
+    w = as_input(w, "w", op)
     _check_4d(x, "x", op, "(N, C, H, W) in NCHW layout")
     _check_4d(w, "w", op, "(K, C, R, S)")
     _check_4d(dy, "dy", op, "(N, K, P, Q)")
@@ -335,5 +387,10 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, need_dx: bool = T
     if tuple(dy.shape) != yshape:
         raise ValueError(f"[{op}] dy has shape {tuple(dy.shape)}, expected {yshape} for x {tuple(x.shape)} and "
                          f"w {tuple(w.shape)}")
+    if dev == "cuda":
+        _resolve_cuda(algo, w.shape, st, dl, op)
+        from ..cuda import conv as cuda_conv
+        cuda_conv.check_limits(op, x.shape, w.shape, yshape[2:], st, pads, dl)
+        return cuda_conv.backward(dy, x, w, st, pads, dl, bool(need_dx), bool(has_bias))
     name = _resolve_algo(algo, x.shape, w.shape, st, dl, yshape, op)
     return _core.conv2d_backward(dy, x, w, st, pads, dl, name, bool(need_dx), bool(has_bias))

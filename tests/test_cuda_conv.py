@@ -1,0 +1,205 @@
+"""conv2d / conv2d_backward on CuPy arrays (implicit-GEMM kernels of pydl/cuda/kernels/conv.cu)
+against pydl's CPU op on the same inputs, PyTorch-free finite differences, bad inputs, and Conv2D /
+Conv2DTranspose models trained on CPU and GPU from the same weights. Shapes are small on purpose."""
+import numpy as np
+import pytest
+
+import pydl
+from cuda_support import cp, needs_cuda, poisoned
+from pydl.ops import conv as conv_ops
+
+pytestmark = needs_cuda
+
+# (x shape, w shape, stride, padding, dilation): odd sizes, C = 1, K = 1, strides 1..3, dilation 2,
+# non-square filters, asymmetric padding, 'same' / 'valid', N = 1, K and C*R*S past one 64 tile
+CASES = [
+    ((2, 3, 7, 6), (5, 3, 3, 3), 1, "same", 1),
+    ((1, 1, 9, 11), (1, 1, 2, 3), (2, 3), (0, 1, 2, 0), 1),
+    ((2, 4, 8, 9), (3, 4, 3, 2), (3, 2), ((1, 2), (0, 1)), 2),
+    ((1, 5, 10, 7), (70, 5, 1, 1), 1, "valid", 1),
+    ((3, 9, 6, 5), (4, 9, 3, 3), (1, 2), "same", (2, 1)),
+    ((1, 2, 13, 12), (66, 2, 3, 3), 2, 1, 1),
+    ((2, 8, 5, 5), (1, 8, 5, 3), 1, (2, 1), 1),
+]
+
+
+def _rand(shape, dtype, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def _tol(dtype):
+    return dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_forward_matches_cpu(case, dtype):
+    xs, ws, st, pad, dl = CASES[case]
+    x, w, b = _rand(xs, dtype, 1), _rand(ws, dtype, 2), _rand(ws[:1], dtype, 3)
+    for bias, act in ((None, None), (b, "relu"), (b, "linear")):
+        want = conv_ops.conv2d(x, w, bias, st, pad, dl, activation=act)
+        got = conv_ops.conv2d(cp.asarray(x), cp.asarray(w), None if bias is None else cp.asarray(bias), st, pad,
+                              dl, activation=act)
+        assert isinstance(got, cp.ndarray) and got.dtype == dtype and got.shape == want.shape
+        np.testing.assert_allclose(cp.asnumpy(got), want, **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_backward_matches_cpu(case, dtype):
+    xs, ws, st, pad, dl = CASES[case]
+    x, w = _rand(xs, dtype, 4), _rand(ws, dtype, 5)
+    yshape = conv_ops.conv2d_output_shape(xs, ws, st, pad, dl)
+    dy = _rand(yshape, dtype, 6)
+    want = conv_ops.conv2d_backward(dy, x, w, st, pad, dl)
+    got = conv_ops.conv2d_backward(cp.asarray(dy), cp.asarray(x), cp.asarray(w), st, pad, dl)
+    assert len(got) == 3
+    for g, r in zip(got, want):
+        assert isinstance(g, cp.ndarray) and g.dtype == dtype and g.shape == r.shape
+        np.testing.assert_allclose(cp.asnumpy(g), r, **_tol(dtype))
+    dx, dw, db = conv_ops.conv2d_backward(cp.asarray(dy), cp.asarray(x), cp.asarray(w), st, pad, dl, need_dx=False,
+                                          has_bias=False)
+    assert dx is None and db is None
+    np.testing.assert_allclose(cp.asnumpy(dw), want[1], **_tol(dtype))
+
+
+def test_weight_gradient_split_reduction():
+    """Enough positions for the reduction over N*P*Q to be split: same result as the CPU, and the
+    same bits on a second run (no atomics)."""
+    x, w = _rand((4, 3, 20, 20), np.float32, 7), _rand((2, 3, 3, 3), np.float32, 8)
+    dy = _rand((4, 2, 20, 20), np.float32, 9)
+    from pydl.cuda import conv as cuda_conv
+    splits, _ = cuda_conv.split_plan(4 * 400, 2, 27, cuda_conv.sm_count())
+    assert splits > 1
+    want = conv_ops.conv2d_backward(dy, x, w, 1, "same")
+    a = conv_ops.conv2d_backward(cp.asarray(dy), cp.asarray(x), cp.asarray(w), 1, "same")
+    b = conv_ops.conv2d_backward(cp.asarray(dy), cp.asarray(x), cp.asarray(w), 1, "same")
+    for g, r in zip(a, want):
+        np.testing.assert_allclose(cp.asnumpy(g), r, rtol=1e-4, atol=1e-4)
+    for g1, g2 in zip(a, b):
+        assert bool((g1 == g2).all())
+
+
+def test_float64_gradient_by_finite_differences():
+    rng = np.random.default_rng(10)
+    x = cp.asarray(rng.standard_normal((1, 2, 5, 4)))
+    w = cp.asarray(rng.standard_normal((3, 2, 2, 3)))
+    b = cp.asarray(rng.standard_normal(3))
+    st, pad, dl = (2, 1), (1, 0, 2, 1), (1, 2)
+    g = cp.asarray(rng.standard_normal(conv_ops.conv2d_output_shape(x.shape, w.shape, st, pad, dl)))
+
+    def loss(xv, wv, bv):
+        return float((conv_ops.conv2d(xv, wv, bv, st, pad, dl) * g).sum())
+
+    dx, dw, db = conv_ops.conv2d_backward(g, x, w, st, pad, dl)
+    eps = 1e-6
+    for arr, grad in ((x, dx), (w, dw), (b, db)):
+        flat = arr.reshape(-1)
+        for i in range(0, flat.size, max(1, flat.size // 7)):
+            old = float(flat[i])
+            flat[i] = old + eps
+            up = loss(x, w, b)
+            flat[i] = old - eps
+            down = loss(x, w, b)
+            flat[i] = old
+            assert (up - down) / (2 * eps) == pytest.approx(float(grad.reshape(-1)[i]), rel=1e-6, abs=1e-8)
+
+
+def test_batch_zero_and_out():
+    x = cp.zeros((0, 3, 5, 5), cp.float32)
+    w = cp.asarray(_rand((4, 3, 3, 3), np.float32, 11))
+    y = conv_ops.conv2d(x, w, padding=1)
+    assert y.shape == (0, 4, 5, 5)
+    dx, dw, db = conv_ops.conv2d_backward(cp.zeros((0, 4, 5, 5), cp.float32), x, w, padding=1)
+    assert dx.shape == (0, 3, 5, 5) and float(cp.abs(dw).max()) == 0.0 and float(cp.abs(db).max()) == 0.0
+    xs = _rand((2, 3, 6, 5), np.float32, 12)
+    out = poisoned((2, 4, 6, 5), cp.float32)
+    got = conv_ops.conv2d(cp.asarray(xs), w, padding="same", activation="relu", out=out)
+    assert got is out
+    np.testing.assert_allclose(cp.asnumpy(out), conv_ops.conv2d(xs, cp.asnumpy(w), padding="same", activation="relu"),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_views_and_int_inputs_are_converted():
+    x = _rand((2, 3, 8, 8), np.float32, 13)
+    w = _rand((4, 3, 3, 3), np.float32, 14)
+    xv = cp.asarray(x)[:, :, ::2, ::2]  # a strided view: copied, not read through raw pointers
+    got = conv_ops.conv2d(xv, cp.asarray(w), padding=1)
+    np.testing.assert_allclose(cp.asnumpy(got), conv_ops.conv2d(x[:, :, ::2, ::2], w, padding=1), rtol=1e-4,
+                               atol=1e-4)
+    xi = np.arange(2 * 3 * 4 * 4).reshape(2, 3, 4, 4) % 5
+    got = conv_ops.conv2d(cp.asarray(xi), cp.asarray(w))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(cp.asnumpy(got), conv_ops.conv2d(xi, w), rtol=1e-5, atol=1e-4)
+
+
+def test_bad_inputs_raise_like_cpu():
+    x = cp.ones((2, 3, 5, 5), cp.float32)
+    w = cp.ones((4, 3, 3, 3), cp.float32)
+    with pytest.raises(ValueError, match=r"\[conv2d\].*x on cuda, w on cpu"):
+        conv_ops.conv2d(x, np.ones((4, 3, 3, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\[conv2d_backward\].*dy on cpu, x on cuda"):
+        conv_ops.conv2d_backward(np.ones((2, 4, 3, 3), np.float32), x, w)
+    with pytest.raises(ValueError, match=r"share one dtype"):
+        conv_ops.conv2d(x, w.astype(cp.float64))
+    with pytest.raises(ValueError, match=r"channel mismatch"):
+        conv_ops.conv2d(x, cp.ones((4, 2, 3, 3), cp.float32))
+    with pytest.raises(ValueError, match=r"b has shape"):
+        conv_ops.conv2d(x, w, cp.ones(3, cp.float32))
+    with pytest.raises(ValueError, match=r"activation must be"):
+        conv_ops.conv2d(x, w, activation="tanh")
+    with pytest.raises(ValueError, match=r"expected \(2, 4, 3, 3\)"):
+        conv_ops.conv2d_backward(cp.ones((2, 4, 4, 3), cp.float32), x, w)
+    with pytest.raises(ValueError, match=r"out has dtype"):
+        conv_ops.conv2d(x, w, out=cp.empty((2, 4, 3, 3), cp.float64))
+    with pytest.raises(ValueError, match=r"C-contiguous"):
+        conv_ops.conv2d(x, w, out=cp.empty((2, 4, 3, 6), cp.float32)[:, :, :, ::2])
+    with pytest.raises(TypeError, match=r"real"):
+        conv_ops.conv2d(x.astype(cp.complex64), w)
+    with pytest.raises(ValueError, match=r"winograd.*3x3 filter"):
+        conv_ops.conv2d(x, cp.ones((4, 3, 2, 2), cp.float32), algo="winograd")
+    with pytest.raises(ValueError, match=r"unknown algo"):
+        conv_ops.conv2d(x, w, algo="fft")
+
+
+def test_algo_on_cuda():
+    x = cp.asarray(_rand((1, 2, 6, 6), np.float32, 15))
+    w = cp.asarray(_rand((3, 2, 3, 3), np.float32, 16))
+    ref = conv_ops.conv2d(x, w, padding=1)
+    for algo in ("auto", "implicit_gemm", "im2col", "direct", "naive", "winograd", "winograd_f4"):
+        assert bool((conv_ops.conv2d(x, w, padding=1, algo=algo) == ref).all()), algo
+    assert conv_ops.conv2d_explain(x.shape, w.shape, padding=1, device="cuda")[0] == "implicit_gemm"
+
+
+def _conv_model(transpose=False):
+    layers = [pydl.layers.Conv2D(4, 3, padding="same", activation="relu", input_shape=(2, 7, 7)),
+              pydl.layers.Conv2D(3, (2, 3), strides=2, activation="tanh")]
+    if transpose:
+        layers += [pydl.layers.Conv2DTranspose(2, 3, strides=2, padding="same", activation="relu"),
+                   pydl.layers.Conv2DTranspose(2, 3, activation="linear")]
+    layers += [pydl.layers.Flatten(), pydl.layers.Dense(3, activation="softmax")]
+    return pydl.Sequential(layers)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_conv_model_fit_on_gpu_matches_cpu(transpose):
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((24, 2, 7, 7)).astype(np.float32)
+    y = rng.integers(0, 3, 24)
+    pydl.seed(3)
+    cpu = _conv_model(transpose)
+    cpu.compile(loss="sparse_categorical_crossentropy", optimizer=pydl.optimizers.SGD(0.05, momentum=0.9))
+    cpu.build((None, 2, 7, 7))
+    gpu = _conv_model(transpose)
+    gpu.compile(loss="sparse_categorical_crossentropy", optimizer=pydl.optimizers.SGD(0.05, momentum=0.9))
+    gpu.build((None, 2, 7, 7))
+    gpu.set_weights(cpu.get_weights())
+    gpu.to("cuda")
+    assert gpu.layers[0].algo_used == "implicit_gemm" and "cuda" in gpu.layers[0].algo_reason
+    h_cpu = cpu.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    h_gpu = gpu.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    np.testing.assert_allclose(h_gpu.history["loss"], h_cpu.history["loss"], rtol=1e-4)
+    for a, b in zip(cpu.get_weights(), gpu.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=3e-5)
+    gpu.to("cpu")
+    assert gpu.layers[0].algo_used == cpu.layers[0].algo_used
