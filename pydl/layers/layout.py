@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
+from ..ops import device
 from .base import Layer, _fmt_shape
 
 TO_NCHW = (0, 3, 1, 2)
@@ -35,11 +36,13 @@ def nhwc_shape(shape) -> tuple:
 
 
 def to_nchw(x) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(x).transpose(TO_NCHW))
+    """x (N, H, W, C) as a C-contiguous (N, C, H, W) array on its own device."""
+    return device.ascontiguous(device.asarray(x).transpose(TO_NCHW))
 
 
 def to_nhwc(x) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(x).transpose(TO_NHWC))
+    """x (N, C, H, W) as a C-contiguous (N, H, W, C) array on its own device."""
+    return device.ascontiguous(device.asarray(x).transpose(TO_NHWC))
 
 
 def physical_shape(shape, ctx) -> tuple:
@@ -195,13 +198,13 @@ class LayoutTranspose(Layer):
 
     def forward(self, x, training=False, ctx=None):
         self.forward_context(ctx)
-        return np.ascontiguousarray(np.asarray(x).transpose(self.perm))
+        return device.ascontiguous(device.asarray(x).transpose(self.perm))
 
     def backward(self, dout, ctx=None):
         ctx = self.backward_context(ctx)
         if not ctx.need_input_grad:
             return None
-        return np.ascontiguousarray(np.asarray(dout).transpose(self.inverse))
+        return device.ascontiguous(device.asarray(dout).transpose(self.inverse))
 
 
 __all__ = ["ImageLayer", "LayoutTranspose", "nchw_shape", "nhwc_shape", "to_nchw", "to_nhwc", "physical_shape",
