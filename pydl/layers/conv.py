@@ -188,6 +188,7 @@ class Conv2D(ImageLayer):
 
 class _Pool2D(ImageLayer):
     kind = "pool"
+    supports_cuda = True
 
     def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, input_shape=None, name=None,
                  trainable=True):
@@ -216,13 +217,13 @@ class MaxPool2D(_Pool2D):
     """Maximum over each pool_size window (argmax kept for backward while training)."""
 
     def _forward(self, x, training, ctx):
-        x = np.asarray(x)
+        x = device.asarray(x)
         y, ctx.argmax = pool_ops.max_pool2d(x, self.pool_size, self.strides, self._pad(), return_argmax=True)
         ctx.x_shape = x.shape
         return y
 
     def _backward(self, dout, ctx):
-        return pool_ops.max_pool2d_backward(dout, ctx.argmax, ctx.x_shape)
+        return pool_ops.max_pool2d_backward(dout, ctx.argmax, ctx.x_shape, self.pool_size, self.strides, self._pad())
 
 
 @register_layer
@@ -240,7 +241,7 @@ class AvgPool2D(_Pool2D):
         self.count_include_pad = bool(count_include_pad)
 
     def _forward(self, x, training, ctx):
-        x = np.asarray(x)
+        x = device.asarray(x)
         ctx.x_shape = x.shape
         return pool_ops.avg_pool2d(x, self.pool_size, self.strides, self._pad(), self.count_include_pad)
 
@@ -256,6 +257,8 @@ class AvgPool2D(_Pool2D):
 class GlobalAveragePooling2D(ImageLayer):
     """(N, C, H, W) or (N, H, W, C) -> (N, C): the mean of each channel's plane."""
 
+    supports_cuda = True
+
     def __init__(self, data_format=None, input_shape=None, name=None, trainable=True):
         super().__init__(input_shape=input_shape, name=name, trainable=trainable)
         self._init_format(data_format)
@@ -264,7 +267,7 @@ class GlobalAveragePooling2D(ImageLayer):
         return (shape[0], shape[1])
 
     def _forward(self, x, training, ctx):
-        x = np.asarray(x)
+        x = device.asarray(x)
         ctx.x_shape = x.shape
         return pool_ops.global_avg_pool2d(x)
 
@@ -277,6 +280,8 @@ class GlobalMaxPooling2D(ImageLayer):
     """(N, C, H, W) or (N, H, W, C) -> (N, C): the maximum of each channel's plane (the gradient
     goes to the first maximum, as MaxPool2D)."""
 
+    supports_cuda = True
+
     def __init__(self, data_format=None, input_shape=None, name=None, trainable=True):
         super().__init__(input_shape=input_shape, name=name, trainable=trainable)
         self._init_format(data_format)
@@ -285,15 +290,16 @@ class GlobalMaxPooling2D(ImageLayer):
         return (shape[0], shape[1])
 
     def _forward(self, x, training, ctx):
-        x = np.asarray(x)
+        x = device.asarray(x)
         hw = tuple(x.shape[2:])
         y, ctx.argmax = pool_ops.max_pool2d(x, hw, hw, "valid", return_argmax=True)
         ctx.x_shape = x.shape
         return y.reshape(x.shape[:2])
 
     def _backward(self, dout, ctx):
-        n, c = ctx.x_shape[:2]
-        return pool_ops.max_pool2d_backward(np.asarray(dout).reshape(n, c, 1, 1), ctx.argmax, ctx.x_shape)
+        n, c, h, w = ctx.x_shape
+        return pool_ops.max_pool2d_backward(device.asarray(dout).reshape(n, c, 1, 1), ctx.argmax, ctx.x_shape,
+                                            (h, w), (h, w), "valid")
 
 
 @register_layer

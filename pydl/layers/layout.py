@@ -45,6 +45,12 @@ def to_nhwc(x):
     return device.ascontiguous(device.asarray(x).transpose(TO_NHWC))
 
 
+def shape_of(x) -> tuple:
+    """The shape of an array on either device (or of anything NumPy can read as one)."""
+    shape = getattr(x, "shape", None)
+    return tuple(shape) if shape is not None else np.shape(x)
+
+
 def physical_shape(shape, ctx) -> tuple:
     """The shape an array has in a call with context `ctx` (transposed for layout "nchw")."""
     if ctx is not None and getattr(ctx, "layout", None) == "nchw" and len(shape) == 4:
@@ -151,15 +157,15 @@ class ImageLayer(Layer):
         from .. import graph
 
         if not self.built and not graph.is_symbolic(x) and not self.channels_last and \
-                not self.data_format_explicit and np.ndim(x) == 4 and looks_channels_last(np.shape(x)):
-            raise ValueError(channels_last_input_error(self, (None,) + tuple(np.shape(x))[1:]))
+                not self.data_format_explicit and len(shape_of(x)) == 4 and looks_channels_last(shape_of(x)):
+            raise ValueError(channels_last_input_error(self, (None,) + shape_of(x)[1:]))
         return super().__call__(x, training)
 
     def check_input(self, x, ctx=None) -> None:
         if self.built and (ctx is None or getattr(ctx, "layout", None) != "nchw"):
-            hint = layout_hint(np.shape(x), self.input_shape)
+            hint = layout_hint(shape_of(x), self.input_shape)
             if hint:
-                raise ValueError(f"[{type(self).__name__} '{self.name}'] input {tuple(np.shape(x))} {hint}")
+                raise ValueError(f"[{type(self).__name__} '{self.name}'] input {shape_of(x)} {hint}")
         super().check_input(x, ctx)
 
     def forward(self, x, training=False, ctx=None):
@@ -172,7 +178,7 @@ class ImageLayer(Layer):
     def backward(self, dout, ctx=None):
         ctx = self.backward_context(ctx)
         swap = self.channels_last and ctx.layout != "nchw"
-        if swap and np.ndim(dout) == 4:
+        if swap and len(shape_of(dout)) == 4:
             dout = to_nchw(dout)
         dx = self._backward(dout, ctx)
         return to_nhwc(dx) if swap and dx is not None else dx

@@ -1,0 +1,367 @@
+// 2-D pooling over NCHW planes: max (with argmax), average, global average, and their gradients.
+//
+// Geometry (as the CPU kernels, csrc/pool2d.h): x (planes, H, W), y (planes, P, Q); the window of
+// output (p, q) starts at row p*sh - pt and column q*sw - pl and covers R x S inputs, clipped to
+// the input (padding never takes part in a maximum). argmax holds h*W + w inside the plane.
+//
+// - max forward: one thread per output element (consecutive threads along q read consecutive
+//   columns); the running maximum starts at the clipped window's first element and is replaced
+//   by a larger value or by the first NaN (a NaN stays), visiting the window row by row, so ties
+//   keep the first element and the result and argmax are those of the CPU.
+// - avg forward: one thread per output; the valid elements are added in row-major order starting
+//   from 0 in the array type, then divided by R*S (count_include_pad) or the valid count.
+// - max backward (gather, no atomics): one thread per input element walks the outputs whose
+//   window covers it (at most one per axis when the windows do not overlap) in row-major order and
+//   adds dy where argmax names this element: the same sum, in the same order, as the CPU's
+//   scatter into a zeroed dx. The thread at the top-left element of each clipped window also
+//   checks that the window's argmax lies inside it and raises *bad otherwise (the caller then
+//   redoes the plane with maxpool2d_scatter, which adds dy at any in-plane argmax).
+// - avg backward (gather): as max backward, adding dy / divisor of every covering output.
+// - global average: one warp per plane (gap_forward_warp, small planes) or one block of 256
+//   threads per plane (gap_forward_block), sums accumulated in double, combined with warp
+//   shuffles (and shared memory across the block's warps) in a fixed order; backward broadcasts
+//   dy / (H*W).
+// Indices: 64-bit element offsets; the per-element div/mod runs in 32-bit when the element count
+// fits (`I` = unsigned), else in 64-bit. All loops are grid-stride. Launch with blockDim.x == 256.
+
+#define PYDL_POOL_THREADS 256
+
+template <typename T>
+__device__ __forceinline__ bool pool_takes(T v, T m) {
+  return (v > m) || ((v != v) && (m == m));
+}
+
+// ---- max forward ----------------------------------------------------------------------------------
+
+template <typename T, int KR, int KS, bool IDX, typename I>
+__device__ __forceinline__ void maxpool_fwd_body(T* __restrict__ y, int* __restrict__ am, const T* __restrict__ x,
+                                                 long long total, int H, int W, int P, int Q, int R, int S, int sh,
+                                                 int sw, int pt, int pl) {
+  const long long hw = (long long)H * W;
+  const long long step = (long long)gridDim.x * blockDim.x;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+    const I ii = (I)i;
+    const I t = ii / (I)Q;
+    const int q = (int)(ii - t * (I)Q);
+    const I plane = t / (I)P;
+    const int p = (int)(t - plane * (I)P);
+    const int hs = p * sh - pt, ws = q * sw - pl;
+    const int h0 = hs > 0 ? hs : 0, w0 = ws > 0 ? ws : 0;
+    const T* xp = x + (long long)plane * hw;
+    int mi = h0 * W + w0;
+    T m = xp[mi];
+    if constexpr (KR > 0 && KS > 0) {
+#pragma unroll
+      for (int r = 0; r < KR; ++r) {
+        const int h = hs + r;
+        if (h < 0 || h >= H) continue;
+#pragma unroll
+        for (int s = 0; s < KS; ++s) {
+          const int w = ws + s;
+          if (w < 0 || w >= W) continue;
+          const int k = h * W + w;
+          const T v = xp[k];
+          if (pool_takes(v, m)) {
+            m = v;
+            mi = k;
+          }
+        }
+      }
+    } else {
+      const int h1 = hs + R < H ? hs + R : H, w1 = ws + S < W ? ws + S : W;
+#pragma unroll 1
+      for (int h = h0; h < h1; ++h) {
+        const T* row = xp + h * W;
+        for (int w = w0; w < w1; ++w) {
+          const T v = row[w];
+          if (pool_takes(v, m)) {
+            m = v;
+            mi = h * W + w;
+          }
+        }
+      }
+    }
+    y[i] = m;
+    if (IDX) am[i] = mi;
+  }
+}
+
+template <typename T, int KR, int KS, bool IDX>
+__device__ __forceinline__ void maxpool_fwd(T* y, int* am, const T* x, long long total, int H, int W, int P, int Q,
+                                            int R, int S, int sh, int sw, int pt, int pl) {
+  if (total <= 0xffffffffLL)
+    maxpool_fwd_body<T, KR, KS, IDX, unsigned>(y, am, x, total, H, W, P, Q, R, S, sh, sw, pt, pl);
+  else
+    maxpool_fwd_body<T, KR, KS, IDX, unsigned long long>(y, am, x, total, H, W, P, Q, R, S, sh, sw, pt, pl);
+}
+
+#define PYDL_POOL_GEOM_PARAMS long long total, int H, int W, int P, int Q, int R, int S, int sh, int sw, int pt, int pl
+#define PYDL_POOL_GEOM_ARGS total, H, W, P, Q, R, S, sh, sw, pt, pl
+
+#define PYDL_MAXPOOL_FWD(NAME, KR, KS, T, SUF)                                                               \
+  extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)                                              \
+      NAME##_argmax_##SUF(T* __restrict__ y, int* __restrict__ am, const T* __restrict__ x,                   \
+                          PYDL_POOL_GEOM_PARAMS) {                                                             \
+    maxpool_fwd<T, KR, KS, true>(y, am, x, PYDL_POOL_GEOM_ARGS);                                               \
+  }                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)                                              \
+      NAME##_##SUF(T* __restrict__ y, const T* __restrict__ x, PYDL_POOL_GEOM_PARAMS) {                        \
+    maxpool_fwd<T, KR, KS, false>(y, nullptr, x, PYDL_POOL_GEOM_ARGS);                                         \
+  }
+
+PYDL_MAXPOOL_FWD(maxpool2d_fwd, 0, 0, float, f32)
+PYDL_MAXPOOL_FWD(maxpool2d_fwd, 0, 0, double, f64)
+PYDL_MAXPOOL_FWD(maxpool2d_fwd_k2, 2, 2, float, f32)
+PYDL_MAXPOOL_FWD(maxpool2d_fwd_k2, 2, 2, double, f64)
+PYDL_MAXPOOL_FWD(maxpool2d_fwd_k3, 3, 3, float, f32)
+PYDL_MAXPOOL_FWD(maxpool2d_fwd_k3, 3, 3, double, f64)
+
+// ---- avg forward ----------------------------------------------------------------------------------
+
+template <typename T, typename I>
+__device__ __forceinline__ void avgpool_fwd_body(T* __restrict__ y, const T* __restrict__ x, PYDL_POOL_GEOM_PARAMS,
+                                                 int count_include_pad) {
+  const long long hw = (long long)H * W;
+  const long long step = (long long)gridDim.x * blockDim.x;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+    const I ii = (I)i;
+    const I t = ii / (I)Q;
+    const int q = (int)(ii - t * (I)Q);
+    const I plane = t / (I)P;
+    const int p = (int)(t - plane * (I)P);
+    const int hs = p * sh - pt, ws = q * sw - pl;
+    const int h0 = hs > 0 ? hs : 0, w0 = ws > 0 ? ws : 0;
+    const int h1 = hs + R < H ? hs + R : H, w1 = ws + S < W ? ws + S : W;
+    const T* xp = x + (long long)plane * hw;
+    T acc = T(0);
+    for (int h = h0; h < h1; ++h)
+      for (int w = w0; w < w1; ++w) acc += xp[h * W + w];
+    const T div = count_include_pad ? (T)((long long)R * S) : (T)((h1 - h0) * (w1 - w0));
+    y[i] = acc / div;
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void avgpool_fwd(T* y, const T* x, PYDL_POOL_GEOM_PARAMS, int cip) {
+  if (total <= 0xffffffffLL) avgpool_fwd_body<T, unsigned>(y, x, PYDL_POOL_GEOM_ARGS, cip);
+  else avgpool_fwd_body<T, unsigned long long>(y, x, PYDL_POOL_GEOM_ARGS, cip);
+}
+
+extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)
+    avgpool2d_fwd_f32(float* __restrict__ y, const float* __restrict__ x, PYDL_POOL_GEOM_PARAMS, int cip) {
+  avgpool_fwd<float>(y, x, PYDL_POOL_GEOM_ARGS, cip);
+}
+extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)
+    avgpool2d_fwd_f64(double* __restrict__ y, const double* __restrict__ x, PYDL_POOL_GEOM_PARAMS, int cip) {
+  avgpool_fwd<double>(y, x, PYDL_POOL_GEOM_ARGS, cip);
+}
+
+// ---- backward gathers -----------------------------------------------------------------------------
+
+// The outputs whose window covers input row h: [lo, hi] (empty when lo > hi).
+__device__ __forceinline__ void pool_cover(int h, int pad, int K, int st, int P, int& lo, int& hi) {
+  const int a = h + pad - K + 1;
+  lo = a <= 0 ? 0 : (a + st - 1) / st;
+  const int b = (h + pad) / st;
+  hi = b < P - 1 ? b : P - 1;
+}
+
+// Input element i (here: total = planes*H*W elements). The input grid is walked with one thread
+// per element; for avg (MAX == false) `am` and `bad` are unused.
+template <typename T, bool MAX, typename I>
+__device__ __forceinline__ void pool_bwd_body(T* __restrict__ dx, const T* __restrict__ dy,
+                                              const int* __restrict__ am, int* __restrict__ bad,
+                                              PYDL_POOL_GEOM_PARAMS, int cip) {
+  const long long pq = (long long)P * Q;
+  const long long step = (long long)gridDim.x * blockDim.x;
+  const T area = (T)((long long)R * S);
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+    const I ii = (I)i;
+    const I t = ii / (I)W;
+    const int w = (int)(ii - t * (I)W);
+    const I plane = t / (I)H;
+    const int h = (int)(t - plane * (I)H);
+    int plo, phi, qlo, qhi;
+    pool_cover(h, pt, R, sh, P, plo, phi);
+    pool_cover(w, pl, S, sw, Q, qlo, qhi);
+    const T* g = dy + (long long)plane * pq;
+    const int* a = MAX ? am + (long long)plane * pq : nullptr;
+    const int self = h * W + w;
+    T acc = T(0);
+    bool wrong = false;
+    for (int p = plo; p <= phi; ++p) {
+      const int hs = p * sh - pt;
+      const int h0 = hs > 0 ? hs : 0;
+      for (int q = qlo; q <= qhi; ++q) {
+        const long long j = (long long)p * Q + q;
+        const int ws = q * sw - pl;
+        const int w0 = ws > 0 ? ws : 0;
+        if (MAX) {
+          const int v = a[j];
+          if (v == self) acc += g[j];
+          if (h == h0 && w == w0) {  // this thread checks output (p, q)'s argmax
+            const int h1 = hs + R < H ? hs + R : H, w1 = ws + S < W ? ws + S : W;
+            if (v < h0 * W || v >= h1 * W) {
+              wrong = true;
+            } else {
+              const int vh = v / W, vw = v - vh * W;
+              if (vh < h0 || vh >= h1 || vw < w0 || vw >= w1) wrong = true;
+            }
+          }
+        } else {
+          T div = area;
+          if (!cip) {
+            const int h1 = hs + R < H ? hs + R : H, w1 = ws + S < W ? ws + S : W;
+            div = (T)((h1 - h0) * (w1 - w0));
+          }
+          acc += g[j] / div;
+        }
+      }
+    }
+    dx[i] = acc;
+    if (MAX && wrong) *bad = 1;
+  }
+}
+
+template <typename T, bool MAX>
+__device__ __forceinline__ void pool_bwd(T* dx, const T* dy, const int* am, int* bad, PYDL_POOL_GEOM_PARAMS, int cip) {
+  if (total <= 0xffffffffLL) pool_bwd_body<T, MAX, unsigned>(dx, dy, am, bad, PYDL_POOL_GEOM_ARGS, cip);
+  else pool_bwd_body<T, MAX, unsigned long long>(dx, dy, am, bad, PYDL_POOL_GEOM_ARGS, cip);
+}
+
+extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)
+    maxpool2d_bwd_f32(float* __restrict__ dx, const float* __restrict__ dy, const int* __restrict__ am,
+                      int* __restrict__ bad, PYDL_POOL_GEOM_PARAMS) {
+  pool_bwd<float, true>(dx, dy, am, bad, PYDL_POOL_GEOM_ARGS, 0);
+}
+extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)
+    maxpool2d_bwd_f64(double* __restrict__ dx, const double* __restrict__ dy, const int* __restrict__ am,
+                      int* __restrict__ bad, PYDL_POOL_GEOM_PARAMS) {
+  pool_bwd<double, true>(dx, dy, am, bad, PYDL_POOL_GEOM_ARGS, 0);
+}
+extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)
+    avgpool2d_bwd_f32(float* __restrict__ dx, const float* __restrict__ dy, PYDL_POOL_GEOM_PARAMS, int cip) {
+  pool_bwd<float, false>(dx, dy, nullptr, nullptr, PYDL_POOL_GEOM_ARGS, cip);
+}
+extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)
+    avgpool2d_bwd_f64(double* __restrict__ dx, const double* __restrict__ dy, PYDL_POOL_GEOM_PARAMS, int cip) {
+  pool_bwd<double, false>(dx, dy, nullptr, nullptr, PYDL_POOL_GEOM_ARGS, cip);
+}
+
+// ---- max backward by scatter (argmax not known to lie in its window) ------------------------------
+// dx must be zeroed. One thread per output j (total = planes*out): dx[plane, am[j]] += dy[j] with
+// atomicAdd; an index outside [0, hw) is not written and sets *bad. The sums are those of the
+// CPU wherever at most two outputs name one input (addition is commutative); with three or more
+// the order, hence the last bits, may vary between runs.
+template <typename T>
+__device__ __forceinline__ void maxpool_scatter_body(T* dx, const T* __restrict__ dy, const int* __restrict__ am,
+                                                     int* __restrict__ bad, long long total, long long out,
+                                                     long long hw) {
+  const long long step = (long long)gridDim.x * blockDim.x;
+  for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < total; j += step) {
+    const long long plane = j / out;
+    const int v = am[j];
+    if (v < 0 || (long long)v >= hw) {
+      *bad = 1;
+    } else {
+      atomicAdd(dx + plane * hw + v, dy[j]);
+    }
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)
+    maxpool2d_scatter_f32(float* dx, const float* __restrict__ dy, const int* __restrict__ am, int* __restrict__ bad,
+                          long long total, long long out, long long hw) {
+  maxpool_scatter_body<float>(dx, dy, am, bad, total, out, hw);
+}
+extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)
+    maxpool2d_scatter_f64(double* dx, const double* __restrict__ dy, const int* __restrict__ am,
+                          int* __restrict__ bad, long long total, long long out, long long hw) {
+  maxpool_scatter_body<double>(dx, dy, am, bad, total, out, hw);
+}
+
+// ---- global average -------------------------------------------------------------------------------
+
+__device__ __forceinline__ double pool_warp_sum(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;  // lane 0 holds the sum
+}
+
+// One warp per plane; grid-stride over planes by warps (every lane of a warp runs the same trips).
+template <typename T>
+__device__ __forceinline__ void gap_warp_body(T* __restrict__ y, const T* __restrict__ x, long long planes,
+                                              long long hw) {
+  const int lane = threadIdx.x & 31;
+  const long long warps = (long long)gridDim.x * (blockDim.x >> 5);
+  for (long long c = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); c < planes; c += warps) {
+    const T* xp = x + c * hw;
+    double s = 0.0;
+    for (long long j = lane; j < hw; j += 32) s += (double)xp[j];
+    s = pool_warp_sum(s);
+    if (lane == 0) y[c] = (T)(s / (double)hw);
+  }
+}
+
+// One block of PYDL_POOL_THREADS threads per plane; grid-stride over planes by blocks.
+template <typename T>
+__device__ __forceinline__ void gap_block_body(T* __restrict__ y, const T* __restrict__ x, long long planes,
+                                               long long hw) {
+  __shared__ double part[PYDL_POOL_THREADS / 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (long long c = blockIdx.x; c < planes; c += gridDim.x) {
+    const T* xp = x + c * hw;
+    double s = 0.0;
+    for (long long j = threadIdx.x; j < hw; j += PYDL_POOL_THREADS) s += (double)xp[j];
+    s = pool_warp_sum(s);
+    if (lane == 0) part[warp] = s;
+    __syncthreads();
+    if (warp == 0) {
+      double v = lane < PYDL_POOL_THREADS / 32 ? part[lane] : 0.0;
+      v = pool_warp_sum(v);
+      if (lane == 0) y[c] = (T)(v / (double)hw);
+    }
+    __syncthreads();  // part is reused by the next plane
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)
+    gap_forward_warp_f32(float* __restrict__ y, const float* __restrict__ x, long long planes, long long hw) {
+  gap_warp_body<float>(y, x, planes, hw);
+}
+extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)
+    gap_forward_warp_f64(double* __restrict__ y, const double* __restrict__ x, long long planes, long long hw) {
+  gap_warp_body<double>(y, x, planes, hw);
+}
+extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)
+    gap_forward_block_f32(float* __restrict__ y, const float* __restrict__ x, long long planes, long long hw) {
+  gap_block_body<float>(y, x, planes, hw);
+}
+extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)
+    gap_forward_block_f64(double* __restrict__ y, const double* __restrict__ x, long long planes, long long hw) {
+  gap_block_body<double>(y, x, planes, hw);
+}
+
+// dx[c, j] = dy[c] / hw over total = planes*hw elements.
+template <typename T>
+__device__ __forceinline__ void gap_backward_body(T* __restrict__ dx, const T* __restrict__ dy, long long total,
+                                                  long long hw) {
+  const T n = (T)hw;
+  const long long step = (long long)gridDim.x * blockDim.x;
+  if (total <= 0xffffffffLL) {
+    const unsigned uhw = (unsigned)hw;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step)
+      dx[i] = dy[(unsigned)i / uhw] / n;
+  } else {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) dx[i] = dy[i / hw] / n;
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)
+    gap_backward_f32(float* __restrict__ dx, const float* __restrict__ dy, long long total, long long hw) {
+  gap_backward_body<float>(dx, dy, total, hw);
+}
+extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)
+    gap_backward_f64(double* __restrict__ dx, const double* __restrict__ dy, long long total, long long hw) {
+  gap_backward_body<double>(dx, dy, total, hw);
+}

@@ -1,0 +1,151 @@
+"""CUDA wrappers of the pooling ops (kernels/pool.cu).
+
+The arrays come from `pydl.ops.pool`, already validated: C-contiguous CuPy float32/float64 arrays
+(argmax int32) of the shapes the geometry gives. `geom` is (H, W, P, Q, R, S, sh, sw, pt, pl),
+every entry a non-negative int below 2**31. Nothing is launched for empty arrays.
+
+- max_pool2d / avg_pool2d: one thread per output element.
+- max_pool2d_backward with the geometry: gather (one thread per input element, no atomics,
+  deterministic, the CPU's sums). When some argmax does not lie in its own window (an argmax not
+  made by max_pool2d with this geometry), dx is recomputed by the scatter, which accepts any
+  in-plane index as the CPU does. That check reads one flag back (a device sync).
+- max_pool2d_backward without the geometry: the scatter (atomicAdd into a zeroed dx) plus the
+  in-plane index check.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import cupy_module, function, suffix
+
+THREADS = 256
+MAX_BLOCKS = 65535 * 32
+WARP_PLANE_MAX = 1024  # global average: planes up to this size get one warp, larger ones a block
+INT32_MAX = 2**31 - 1
+
+
+def grid(n: int, threads: int = THREADS, max_blocks: int = MAX_BLOCKS) -> int:
+    """Blocks for n threads' worth of work (the kernels loop grid-stride past max_blocks)."""
+    return max(1, min((int(n) + threads - 1) // threads, max_blocks))
+
+
+def gap_launch(planes: int, hw: int) -> tuple[str, int]:
+    """(kernel base name, blocks) of the global average over `planes` planes of hw elements."""
+    if hw <= WARP_PLANE_MAX:
+        warps = THREADS // 32
+        return "gap_forward_warp", max(1, min((planes + warps - 1) // warps, MAX_BLOCKS))
+    return "gap_forward_block", max(1, min(planes, MAX_BLOCKS))
+
+
+def max_kernel_name(R: int, S: int, want_argmax: bool) -> str:
+    """The forward max kernel for an R x S window: unrolled 2x2 and 3x3, else the general loop."""
+    base = "maxpool2d_fwd_k2" if (R, S) == (2, 2) else "maxpool2d_fwd_k3" if (R, S) == (3, 3) else "maxpool2d_fwd"
+    return base + ("_argmax" if want_argmax else "")
+
+
+def _fn(base: str, dtype):
+    return function("pool", f"{base}_{suffix(dtype)}")
+
+
+def _geom_args(total: int, geom) -> tuple:
+    return (np.int64(total),) + tuple(np.int32(v) for v in geom)
+
+
+def _argmax_error(op: str, hw: int) -> ValueError:
+    return ValueError(f"[{op}] argmax holds indices outside [0, H*W) = [0, {hw})")
+
+
+def max_pool2d(x, geom, want_argmax: bool, out=None):
+    """(y, argmax or None) for x (N, C, H, W); y written into `out` when given."""
+    cp = cupy_module()
+    N, C = x.shape[:2]
+    H, W, P, Q, R, S = geom[:6]
+    y = out if out is not None else cp.empty((N, C, P, Q), dtype=x.dtype)
+    am = cp.empty((N, C, P, Q), dtype=np.int32) if want_argmax else None
+    total = N * C * P * Q
+    if total:
+        fn = _fn(max_kernel_name(R, S, want_argmax), x.dtype)
+        args = ((y, am, x) if want_argmax else (y, x)) + _geom_args(total, geom)
+        fn((grid(total),), (THREADS,), args)
+    return y, am
+
+
+def avg_pool2d(x, geom, count_include_pad: bool, out=None):
+    cp = cupy_module()
+    N, C = x.shape[:2]
+    P, Q = geom[2], geom[3]
+    y = out if out is not None else cp.empty((N, C, P, Q), dtype=x.dtype)
+    total = N * C * P * Q
+    if total:
+        _fn("avgpool2d_fwd", x.dtype)((grid(total),), (THREADS,),
+                                      (y, x) + _geom_args(total, geom) + (np.int32(bool(count_include_pad)),))
+    return y
+
+
+def _scatter(dy, argmax, x_shape, op: str):
+    cp = cupy_module()
+    N, C, H, W = x_shape
+    dx = cp.zeros((N, C, H, W), dtype=dy.dtype)
+    total = dy.size
+    if total and H * W:
+        bad = cp.zeros(1, dtype=np.int32)
+        out = dy.shape[2] * dy.shape[3]
+        _fn("maxpool2d_scatter", dy.dtype)((grid(total),), (THREADS,),
+                                           (dx, dy, argmax, bad, np.int64(total), np.int64(out), np.int64(H * W)))
+        if int(bad.item()):
+            raise _argmax_error(op, H * W)
+    return dx
+
+
+def max_pool2d_backward(dy, argmax, x_shape, geom=None, op: str = "max_pool2d_backward"):
+    """dx of max pooling: the gather when `geom` is known, else (or when an argmax lies outside its
+    window) the scatter."""
+    cp = cupy_module()
+    N, C, H, W = x_shape
+    if geom is None:
+        return _scatter(dy, argmax, x_shape, op)
+    total = N * C * H * W
+    dx = cp.empty((N, C, H, W), dtype=dy.dtype)
+    if total == 0:
+        return dx
+    bad = cp.zeros(1, dtype=np.int32)
+    _fn("maxpool2d_bwd", dy.dtype)((grid(total),), (THREADS,), (dx, dy, argmax, bad) + _geom_args(total, geom))
+    if int(bad.item()):
+        return _scatter(dy, argmax, x_shape, op)
+    return dx
+
+
+def avg_pool2d_backward(dy, x_shape, geom, count_include_pad: bool):
+    cp = cupy_module()
+    N, C, H, W = x_shape
+    total = N * C * H * W
+    dx = cp.empty((N, C, H, W), dtype=dy.dtype)
+    if total:
+        _fn("avgpool2d_bwd", dy.dtype)((grid(total),), (THREADS,),
+                                       (dx, dy) + _geom_args(total, geom) + (np.int32(bool(count_include_pad)),))
+    return dx
+
+
+def global_avg_pool2d(x):
+    cp = cupy_module()
+    N, C, H, W = x.shape
+    y = cp.empty((N, C), dtype=x.dtype)
+    planes, hw = N * C, H * W
+    if planes and hw:
+        base, blocks = gap_launch(planes, hw)
+        _fn(base, x.dtype)((blocks,), (THREADS,), (y, x, np.int64(planes), np.int64(hw)))
+    return y
+
+
+def global_avg_pool2d_backward(dy, x_shape):
+    cp = cupy_module()
+    N, C, H, W = x_shape
+    dx = cp.empty((N, C, H, W), dtype=dy.dtype)
+    total = N * C * H * W
+    if total:
+        _fn("gap_backward", dy.dtype)((grid(total),), (THREADS,), (dx, dy, np.int64(total), np.int64(H * W)))
+    return dx
+
+
+__all__ = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "global_avg_pool2d",
+           "global_avg_pool2d_backward", "grid", "gap_launch", "max_kernel_name"]
