@@ -156,12 +156,19 @@ def mlp_step(quick: bool, batch: int = 128) -> list[dict]:
     return [row]
 
 
+# Families with their own module (pydl/bench/cuda_<family>.py): run(quick) -> rows, format_rows(rows).
+FAMILIES = ("conv", "pool")
+
+
 def run(quick: bool = False) -> dict:
+    import importlib
     from . import cuda_gemm
     import pydl
     info = pydl.cuda.device_info()
     out = {"device": info, "gemm": cuda_gemm.run(quick=quick), "memory": memory_bound(quick),
            "mlp": mlp_step(quick)}
+    for fam in FAMILIES:
+        out[fam] = importlib.import_module(f"{__package__}.cuda_{fam}").run(quick=quick)
     torch = _torch_cuda()
     out["torch"] = None if torch is None else torch.__version__
     return out
@@ -188,6 +195,11 @@ def format_results(res: dict) -> str:
         extra = f", PyTorch {r['torch_ms']:.3f} ms, pydl/PyTorch speed {r['ratio_torch']:.2f}x" \
             if "torch_ms" in r else ""
         lines.append(f"{r['name']} ({r['shape']}): pydl {r['pydl_ms']:.3f} ms{extra}")
+    import importlib
+    for fam in FAMILIES:
+        if res.get(fam):
+            lines.append("")
+            lines.append(importlib.import_module(f"{__package__}.cuda_{fam}").format_rows(res[fam]))
     return "\n".join(lines)
 
 
