@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 KERNEL_DIR = os.path.join(ROOT, "pydl", "cuda", "kernels")
 # Kernels that must not spill (the SGEMM tiles; conv and recurrent kernels join in part 2).
-NO_SPILL_PREFIXES = ("gemm",)
+NO_SPILL_PREFIXES = ("gemm", "rnn")
 
 
 def _nvrtc():
