@@ -19,8 +19,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 KERNEL_DIR = os.path.join(ROOT, "pydl", "cuda", "kernels")
-# Kernels that must not spill (the SGEMM tiles; conv and recurrent kernels join in part 2).
-NO_SPILL_PREFIXES = ("gemm", "conv")
+# Kernel files whose kernels must not spill (SGEMM, convolution, recurrent cells, pooling).
+NO_SPILL_PREFIXES = ("gemm", "conv", "rnn", "pool")
 
 
 def _nvrtc():

@@ -5,6 +5,8 @@ state (N, T, H) with `return_sequences=True`. Each layer runs one fused C++ kern
 whole sequence (pydl.ops.rnn_forward / rnn_backward): the input projection of all steps is one
 GEMM, each step one GEMM into all gates plus a fused point-wise cell, and the backward pass is
 one reverse sweep with the weight gradients formed as GEMMs over all time steps at the end.
+SimpleRNN, LSTM, GRU and Bidirectional run on the GPU too (CuPy inputs and weights: the CUDA
+kernels of pydl.cuda.rnn); Embedding runs on the CPU only.
 
 Parameters (G gates: SimpleRNN 1, LSTM 4 in the order i f g o, GRU 3 in the order r z n):
     W (C, G*H) input kernel, U (H, G*H) recurrent kernel, b (G*H,) bias; the GRU also has
@@ -118,6 +120,7 @@ class _Recurrent(Layer):
     cell = ""
     gates = 1
     supports_masking = True
+    supports_cuda = True
 
     def __init__(self, units, activation="tanh", return_sequences=False, return_state=False, go_backwards=False,
                  dropout=0.0, recurrent_dropout=0.0, zero_output_for_mask=False,
@@ -179,7 +182,7 @@ class _Recurrent(Layer):
         return out
 
     def _check_mask(self, mask, N, T):
-        m = np.asarray(mask)
+        m = device.asarray(mask)
         if m.dtype == object or not (m.dtype == np.bool_ or np.issubdtype(m.dtype, np.number)):
             raise TypeError(f"[{self._op}] mask must be a bool array (N, T), got dtype {m.dtype}")
         if m.shape != (N, T):
@@ -221,15 +224,17 @@ class _Recurrent(Layer):
         if mask is not None:
             mask = self._check_mask(mask, N, T)
         if self.go_backwards:
-            x = np.asarray(x)[:, ::-1]
+            x = device.asarray(x)[:, ::-1]
             if mask is not None:
                 mask = mask[:, ::-1]
         in_keep = rec_keep = None
+        where = device.device_of(p["W"])
         if training and self.dropout > 0.0:
-            in_keep = _keep_mask((N, 1, np.shape(x)[2]), self.dropout, dtype)
-            x = np.asarray(x, dtype=np.result_type(np.asarray(x).dtype, dtype)) * in_keep
+            in_keep = device.to_device(_keep_mask((N, 1, np.shape(x)[2]), self.dropout, dtype), where)
+            x = device.asarray(x)
+            x = x.astype(np.result_type(x.dtype, dtype), copy=False) * in_keep
         if training and self.recurrent_dropout > 0.0:
-            rec_keep = _keep_mask((N, self.units), self.recurrent_dropout, dtype)
+            rec_keep = device.to_device(_keep_mask((N, self.units), self.recurrent_dropout, dtype), where)
         out, hT, cT, cache = rnn_forward(self.cell, x, p["W"], p["U"], p["b"], h0=h0, c0=c0, b_h=p.get("b_h"),
                                          activation=self.activation if self.cell == "rnn" else "tanh",
                                          mask=mask, recurrent_scale=rec_keep)
@@ -240,7 +245,12 @@ class _Recurrent(Layer):
         # step's output (zero before the first unmasked step; the kernel gives the kept state).
         ctx.out_keep = None
         if mask is not None and self.return_sequences:
-            keep = mask if self.zero_output_for_mask else np.logical_or.accumulate(mask, axis=1)
+            if self.zero_output_for_mask:
+                keep = mask
+            elif device.is_cuda(mask):  # a step is kept from the first unmasked one on
+                keep = device.namespace(mask).cumsum(mask, axis=1) > 0
+            else:
+                keep = np.logical_or.accumulate(mask, axis=1)
             if not keep.all():
                 ctx.out_keep = keep[:, :, None].astype(out.dtype)
                 out = out * ctx.out_keep
@@ -265,7 +275,7 @@ class _Recurrent(Layer):
         if self.return_sequences:
             dseq, dhT = dy, d_hT_extra
             if dseq is not None and ctx.out_keep is not None:
-                dseq = np.asarray(dseq) * ctx.out_keep
+                dseq = device.asarray(dseq) * ctx.out_keep
         else:
             dseq = None
             if dy is None:
@@ -273,7 +283,7 @@ class _Recurrent(Layer):
             elif d_hT_extra is None:
                 dhT = dy
             else:
-                dhT = np.asarray(dy) + np.asarray(d_hT_extra)
+                dhT = device.asarray(dy) + device.asarray(d_hT_extra)
         g = rnn_backward(self.cell, dseq, dhT, d_cT, ctx.cache, need_dx=ctx.need_input_grad)
         pdt = self.params["W"].dtype
         for k in ("W", "U", "b") + (("b_h",) if self.cell == "gru" else ()):
@@ -284,7 +294,7 @@ class _Recurrent(Layer):
             if ctx.in_keep is not None:
                 dx *= ctx.in_keep
             if self.go_backwards:
-                dx = np.ascontiguousarray(dx[:, ::-1])
+                dx = device.ascontiguous(dx[:, ::-1])
         return dx
 
     def flops(self) -> int:
@@ -457,6 +467,7 @@ class Bidirectional(Layer):
     """
 
     supports_masking = True
+    supports_cuda = True
 
     def __init__(self, layer, merge_mode="concat", backward_layer=None, input_shape=None, name=None, trainable=True):
         if isinstance(layer, dict):
@@ -563,16 +574,16 @@ class Bidirectional(Layer):
         if self.return_sequences:
             yb = yb[:, ::-1]
         if self.merge_mode == "concat":
-            out = [np.concatenate([yf, yb], axis=-1)]
+            out = [device.namespace(yf).concatenate([yf, yb], axis=-1)]
         elif self.merge_mode == "sum":
             out = [yf + yb]
         elif self.merge_mode == "ave":
-            out = [(yf + yb) * np.asarray(0.5, yf.dtype)]
+            out = [(yf + yb) * yf.dtype.type(0.5)]
         elif self.merge_mode == "mul":
             out = [yf * yb]
             ctx.yf, ctx.yb = yf, yb
         else:
-            out = [yf, np.ascontiguousarray(yb)]
+            out = [yf, device.ascontiguous(yb)]
         out = out + sf + sb
         return out if len(out) > 1 else out[0]
 
@@ -594,17 +605,17 @@ class Bidirectional(Layer):
         elif dy[0] is None:
             dyf = dyb = None
         else:
-            d = np.asarray(dy[0])
+            d = device.asarray(dy[0])
             if self.merge_mode == "concat":
                 dyf, dyb = d[..., :H], d[..., H:]
             elif self.merge_mode == "sum":
                 dyf = dyb = d
             elif self.merge_mode == "ave":
-                dyf = dyb = d * np.asarray(0.5, d.dtype)
+                dyf = dyb = d * d.dtype.type(0.5)
             else:  # mul
                 dyf, dyb = d * ctx.yb, d * ctx.yf
         if dyb is not None and self.return_sequences:
-            dyb = np.asarray(dyb)[:, ::-1]
+            dyb = device.asarray(dyb)[:, ::-1]
         dx = None
         for sub, c, dys, st in ((self.forward_layer, ctx.sub[0], dyf, dstates[:n_states]),
                                 (self.backward_layer, ctx.sub[1], dyb, dstates[n_states:])):
@@ -612,7 +623,7 @@ class Bidirectional(Layer):
             if (all(v is None for v in g) if self.return_state else g is None):
                 continue
             if not self.return_state:
-                g = np.ascontiguousarray(g)
+                g = device.ascontiguous(device.asarray(g))
             d = sub.backward(g, ctx=c)
             pre = "forward_" if sub is self.forward_layer else "backward_"
             for k, v in sub.grads.items():

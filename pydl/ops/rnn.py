@@ -24,6 +24,10 @@ state gradients pass straight to step t-1. A row with every step masked returns 
 Recurrent dropout: `recurrent_scale` (N, H) multiplies h_{t-1} where it enters the product
 h_{t-1} U (Keras' `h_tm1 * rec_dp_mask`; the same scale at every step); the GRU's z h_{t-1}
 term and the kept state use the unscaled h_{t-1}. Both default to None: the unmasked kernels.
+
+CuPy arguments (all of them: mixing NumPy and CuPy is a ValueError naming each argument's
+device) run the CUDA kernels of pydl.cuda.rnn with the same checks and messages; the outputs,
+the gradients and the arrays the cache holds are then CuPy arrays.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ import numpy as np
 
 from .. import _core
 from .._validate import as_float_array, check_ndim
+from . import device
 
 __all__ = ["rnn_forward", "rnn_backward", "RNNCache", "rnn_gates"]
 
@@ -85,6 +90,27 @@ def _dtype_of(*arrays):
     return np.float32
 
 
+def _dtype_of_cuda(*arrays):
+    for a in arrays:
+        if a is not None and a.dtype == np.float64:
+            return np.float64
+    return np.float32
+
+
+def _as_float_cuda(a, name, op, dtype):
+    """as_float_array's checks and result for a CuPy array: C-contiguous of `dtype`."""
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise TypeError(f"[{op}] {name} must be a numeric array, got dtype {a.dtype}")
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise TypeError(f"[{op}] {name} must be real, got dtype {a.dtype}")
+    return device.as_float_cuda(a, name, op, dtype)
+
+
+def _own_cuda(a, original):
+    """_own for CuPy arrays: validation returns the argument itself or a fresh copy."""
+    return a.copy() if a is not None and a is original else a
+
+
 class RNNCache:
     """What `rnn_backward` needs from a forward pass (arrays are owned by the cache).
 
@@ -102,27 +128,29 @@ class RNNCache:
 
 
 def _mask_arg(mask, N, T, op):
-    """`mask` (N, T) as a C-contiguous uint8 array (1 = the step runs), or None."""
+    """`mask` (N, T) as a C-contiguous uint8 array (1 = the step runs) on its own device, or None."""
     if mask is None:
         return None
-    m = np.asarray(mask)
+    xp = device.namespace(mask)
+    m = mask if xp is not np else np.asarray(mask)
     if m.dtype == object or not (m.dtype == np.bool_ or np.issubdtype(m.dtype, np.integer)
                                  or np.issubdtype(m.dtype, np.floating)):
         raise TypeError(f"[{op}] mask must be a bool, integer or float array (N, T), got dtype {m.dtype}")
     if m.shape != (N, T):
         raise ValueError(f"[{op}] mask has shape {m.shape}, expected (N, T) = ({N}, {T}) from x")
-    if np.issubdtype(m.dtype, np.floating) and not np.all(np.isfinite(m)):
+    if np.issubdtype(m.dtype, np.floating) and not bool(xp.all(xp.isfinite(m))):
         raise ValueError(f"[{op}] mask contains NaN or Inf")
-    return np.ascontiguousarray(m != 0, dtype=np.uint8)
+    return xp.ascontiguousarray(m != 0, dtype=np.uint8)
 
 
-def _scale_arg(rscale, N, H, dtype, op):
+def _scale_arg(rscale, N, H, dtype, op, conv=as_float_array):
     if rscale is None:
         return None
-    r = as_float_array(rscale, "recurrent_scale", op, dtype)
+    r = conv(rscale, "recurrent_scale", op, dtype)
     if r.shape != (N, H):
         raise ValueError(f"[{op}] recurrent_scale has shape {r.shape}, expected (N, H) = ({N}, {H})")
-    if not np.all(np.isfinite(r)):
+    xp = device.namespace(r)
+    if not bool(xp.all(xp.isfinite(r))):
         raise ValueError(f"[{op}] recurrent_scale contains NaN or Inf")
     return r
 
@@ -141,12 +169,15 @@ def rnn_forward(cell: str, x, W, U, b, h0=None, c0=None, b_h=None, activation: s
     op = f"rnn_forward[{cell}]" if isinstance(cell, str) else "rnn_forward"
     cid = _cell_id(cell, activation, op)
     G = _GATES[cell]
-    dtype = _dtype_of(x, W, U, b, h0, c0, b_h)
+    cuda = device.dispatch(op, x=x, W=W, U=U, b=b, h0=h0, c0=c0, b_h=b_h, mask=mask,
+                           recurrent_scale=recurrent_scale) == "cuda"
+    conv = _as_float_cuda if cuda else as_float_array
+    dtype = (_dtype_of_cuda if cuda else _dtype_of)(x, W, U, b, h0, c0, b_h)
     x_in, W_in, U_in, c0_in = x, W, U, c0
-    x = as_float_array(x, "x", op, dtype)
-    W = as_float_array(W, "W", op, dtype)
-    U = as_float_array(U, "U", op, dtype)
-    b = as_float_array(b, "b", op, dtype)
+    x = conv(x, "x", op, dtype)
+    W = conv(W, "W", op, dtype)
+    U = conv(U, "U", op, dtype)
+    b = conv(b, "b", op, dtype)
     check_ndim(x, 3, "x", op, "(N, T, C): batch, time steps, features")
     check_ndim(W, 2, "W", op, "(C, G*H)")
     check_ndim(U, 2, "U", op, "(H, G*H)")
@@ -167,23 +198,32 @@ def rnn_forward(cell: str, x, W, U, b, h0=None, c0=None, b_h=None, activation: s
     if b_h is not None:
         if cell != "gru":
             raise ValueError(f"[{op}] b_h is the GRU's recurrent bias; the {cell} cell takes none")
-        b_h = as_float_array(b_h, "b_h", op, dtype)
+        b_h = conv(b_h, "b_h", op, dtype)
         if b_h.shape != (G * H,):
             raise ValueError(f"[{op}] b_h has shape {b_h.shape}, expected ({G * H},)")
     if c0 is not None and cell != "lstm":
         raise ValueError(f"[{op}] c0 is the LSTM's cell state; the {cell} cell takes none")
     if h0 is not None:
-        h0 = as_float_array(h0, "h0", op, dtype)
+        h0 = conv(h0, "h0", op, dtype)
         if h0.shape != (N, H):
             raise ValueError(f"[{op}] initial state h0 has shape {h0.shape}, expected (N, H) = ({N}, {H})")
     if c0 is not None:
-        c0 = as_float_array(c0, "c0", op, dtype)
+        c0 = conv(c0, "c0", op, dtype)
         if c0.shape != (N, H):
             raise ValueError(f"[{op}] initial state c0 has shape {c0.shape}, expected (N, H) = ({N}, {H})")
     mask_in, rscale_in = mask, recurrent_scale
     mask = _mask_arg(mask, N, T, op)
-    rscale = _scale_arg(recurrent_scale, N, H, dtype, op)
+    rscale = _scale_arg(recurrent_scale, N, H, dtype, op, conv)
     lstm, gru = cell == "lstm", cell == "gru"
+    if cuda:
+        from ..cuda import rnn as cuda_rnn
+        out, hT, cT, gates, hprev, cs, q = cuda_rnn.forward(cid, x, W, U, b, b_h, h0, c0, mask, rscale)
+        x, W, U, c0, rscale = (_own_cuda(a, orig) for a, orig in ((x, x_in), (W, W_in), (U, U_in), (c0, c0_in),
+                                                                   (rscale, rscale_in)))
+        cache = RNNCache(cell=cell, activation=activation, cell_id=cid, x=x, W=W, U=U, c0=c0, gates=gates,
+                         hprev=hprev, cs=cs, q=q, dtype=np.dtype(dtype), N=N, T=T, C=C, H=H, has_b_h=gru,
+                         mask=mask, rscale=rscale)
+        return out, hT, cT, cache
     out = _empty((N, T, H), dtype)
     hT = _empty((N, H), dtype)
     cT = _empty((N, H), dtype) if lstm else None
@@ -218,11 +258,13 @@ def rnn_backward(cell: str, dout, dh_T, dc_T, cache: RNNCache, need_dx: bool = T
         raise ValueError(f"[{op}] cache comes from a {cache.cell} forward pass, not {cell}")
     N, T, C, H, dtype = cache.N, cache.T, cache.C, cache.H, cache.dtype
     G = _GATES[cell]
+    cuda = device.dispatch(op, dout=dout, dh_T=dh_T, dc_T=dc_T, cache=cache.x) == "cuda"
+    conv = _as_float_cuda if cuda else as_float_array
 
     def grad(a, name, shape):
         if a is None:
             return None
-        a = as_float_array(a, name, op, dtype)
+        a = conv(a, name, op, dtype)
         if a.shape != shape:
             raise ValueError(f"[{op}] {name} has shape {a.shape}, expected {shape}")
         return a
@@ -232,6 +274,9 @@ def rnn_backward(cell: str, dout, dh_T, dc_T, cache: RNNCache, need_dx: bool = T
     if dc_T is not None and cell != "lstm":
         raise ValueError(f"[{op}] dc_T is the LSTM's cell-state gradient; the {cell} cell has none")
     dc_T = grad(dc_T, "dc_T", (N, H))
+    if cuda:
+        from ..cuda import rnn as cuda_rnn
+        return cuda_rnn.backward(cache.cell_id, cache, dout, dh_T, dc_T, bool(need_dx))
     lstm, gru = cell == "lstm", cell == "gru"
     dx = _empty((N, T, C), dtype) if need_dx else None
     dh0 = _empty((N, H), dtype)
