@@ -157,7 +157,7 @@ def mlp_step(quick: bool, batch: int = 128) -> list[dict]:
 
 
 # Families with their own module (pydl/bench/cuda_<family>.py): run(quick) -> rows, format_rows(rows).
-FAMILIES = ("conv", "pool")
+FAMILIES = ("conv", "pool", "rnn")
 
 
 def run(quick: bool = False) -> dict:
