@@ -5,8 +5,8 @@
 #
 # Builds the extension in place when it is missing (pip install --no-build-isolation's toolchain:
 # CMake, ninja, pybind11, scikit-build-core), compiles every kernel source with NVRTC when
-# cuda-bindings is importable, runs `pytest -m cuda`, `python -m pydl.demo --model mlp --device
-# cuda`, and `python -m pydl.bench --device cuda --quick`. Logs go to OUTDIR (default
+# cuda-bindings is importable, runs `pytest -m cuda`, the digits demo on the GPU with the MLP and
+# with the CNN (`python -m pydl.demo --device cuda`), and `python -m pydl.bench --device cuda --quick`. Logs go to OUTDIR (default
 # gpu_check_out/); the summary table is printed last. Exit status: non-zero if any step failed.
 set -u
 cd "$(dirname "$0")/.."
@@ -46,12 +46,13 @@ cuda_tests() {
     done
     return $rc
 }
-step tests 240 bash -c "$(declare -f cuda_tests); cuda_tests"
+step tests 300 bash -c "$(declare -f cuda_tests); cuda_tests"
 step demo 100 python -m pydl.demo --model mlp --device cuda --epochs 5 --batch-size 64 --verbose 0 --out "$OUT/demo"
-step bench 150 python -m pydl.bench --device cuda --quick --json "$OUT/bench.json"
+step demo_cnn 150 python -m pydl.demo --model cnn --device cuda --verbose 0 --out "$OUT/demo_cnn"
+step bench 200 python -m pydl.bench --device cuda --quick --json "$OUT/bench.json"
 echo
 echo "== bench =="; cat "$OUT/bench.log"
-echo; echo "== demo =="; grep -E "test accuracy|training:" "$OUT/demo.log"
+echo; echo "== demo (mlp, cnn) =="; grep -E "test accuracy|training:" "$OUT/demo.log" "$OUT/demo_cnn.log"
 echo; echo "== tests (failures) =="; grep -E "^== |^(FAILED|ERROR)|passed|failed|Fatal|Segmentation" "$OUT/tests.log" | tail -60
 echo; echo "== summary =="; printf '%s\n' "${summary[@]}"
 exit $status
