@@ -160,6 +160,20 @@ def may_share_memory(a, b, max_work=None):
     return bool(numpy.may_share_memory(a._a, b._a))
 
 
+def ndim(a):
+    return a.ndim if isinstance(a, ndarray) else numpy.ndim(a)
+
+
+def shape(a):
+    return a.shape if isinstance(a, ndarray) else numpy.shape(a)
+
+
+def size(a, axis=None):
+    if isinstance(a, ndarray):
+        return a.size if axis is None else a.shape[axis]
+    return numpy.size(a, axis)
+
+
 # ---- views ---------------------------------------------------------------------------------------
 def reshape(a, newshape, order="C"):
     return a.reshape(newshape, order=order)

@@ -63,25 +63,41 @@ def cache_dir() -> str:
     return d
 
 
-_KERNEL_RE = re.compile(r'extern\s*"C"\s*((?:__global__|void|__launch_bounds__\s*\([^()]*\)|\s)+?)\s*(\w+)\s*\(([^)]*)\)\s*\{')
+_KERNEL_RE = re.compile(r'(extern\s*"C"\s*)?__global__\s+((?:void|__launch_bounds__\s*\([^()]*\)|\s)+?)(\w+)\s*\(([^)]*)\)\s*\{')
+_EXTERN_C_BLOCK_RE = re.compile(r'extern\s*"C"\s*\{')
+
+
+def _extern_c_ranges(text: str):
+    """(start, end) of each `extern "C" { ... }` block."""
+    ranges = []
+    for m in _EXTERN_C_BLOCK_RE.finditer(text):
+        depth, i = 1, m.end()
+        while depth and i < len(text):
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        ranges.append((m.start(), i))
+    return ranges
 
 
 def find_kernels(code: str, defines=()) -> dict:
-    """{name: [parameter names]} of the `extern "C" __global__` kernels, after preprocessing."""
+    """{name: [parameter names]} of the `extern "C"` `__global__` kernels, after preprocessing (the
+    kernel files build names and parameter lists with macros)."""
     proc = subprocess.run([CXX, "-E", "-P", "-x", "c++", "-D__CUDACC__", "-D__CUDA_ARCH__=900", *defines, "-"],
                           input=code, capture_output=True, text=True)
     if proc.returncode:
         raise CompileException(f"preprocessing failed:\n{proc.stderr}")
+    text = proc.stdout
+    blocks = _extern_c_ranges(text)
     kernels = {}
-    for m in _KERNEL_RE.finditer(proc.stdout):
-        if "__global__" not in m.group(1):
-            continue
-        params = [p.strip() for p in m.group(3).split(",") if p.strip() and p.strip() != "void"]
+    for m in _KERNEL_RE.finditer(text):
+        if not (m.group(1) or any(a <= m.start() < b for a, b in blocks)):
+            continue  # a C++ (mangled) kernel: CuPy would need name_expressions for it
+        params = [p.strip() for p in m.group(4).split(",") if p.strip() and p.strip() != "void"]
         names = []
         for i, p in enumerate(params):
             ids = re.findall(r"[A-Za-z_]\w*", p)
             names.append(ids[-1] if ids else f"#{i}")
-        kernels[m.group(2)] = names
+        kernels[m.group(3)] = names
     return kernels
 
 
