@@ -136,7 +136,8 @@ def asnumpy(a, stream=None, order="C", out=None, blocking=True):
 
 
 def get_array_module(*args):
-    return __import__(__name__) if any(isinstance(a, ndarray) for a in args) else numpy
+    import sys
+    return sys.modules[__name__] if any(isinstance(a, ndarray) for a in args) else numpy
 
 
 def copyto(dst, src, casting="same_kind", where=None):

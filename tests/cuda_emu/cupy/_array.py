@@ -361,8 +361,8 @@ class ndarray:
         return out if out is not None else _result(r, None)
 
     def __array_function__(self, func, types, args, kwargs):
-        import cupy
-        impl = getattr(cupy, func.__name__, None)
+        import sys
+        impl = getattr(sys.modules[__package__], func.__name__, None)
         if impl is None:
             return NotImplemented
         return impl(*args, **kwargs)

@@ -16,9 +16,9 @@ class CUDADriverError(RuntimeError):
     pass
 
 
-driver = types.ModuleType("cupy.cuda.driver")
+driver = types.ModuleType(__name__ + ".driver")
 driver.CUDADriverError = CUDADriverError
-compiler = types.ModuleType("cupy.cuda.compiler")
+compiler = types.ModuleType(__name__ + ".compiler")
 compiler.CompileException = CompileException
 
 _PROPS = {"name": b"cupy emulator (CPU)", "major": 9, "minor": 0, "multiProcessorCount": 132,
@@ -41,7 +41,7 @@ def _get_device_properties(device):
     return dict(_PROPS)
 
 
-runtime = types.ModuleType("cupy.cuda.runtime")
+runtime = types.ModuleType(__name__ + ".runtime")
 runtime.CUDARuntimeError = CUDARuntimeError
 runtime.getDeviceCount = _get_device_count
 runtime.getDeviceProperties = _get_device_properties
