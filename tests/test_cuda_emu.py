@@ -133,6 +133,23 @@ extern "C" __global__ void warp_vs_block_deadlock(float* y) {
   else __syncthreads();
 }
 
+// Dynamic shared memory: reverse each block's slice of x through it.
+extern "C" __global__ void reverse_dyn(const double* x, double* y, int past_end) {
+  extern __shared__ __align__(16) double buf[];
+  const int t = threadIdx.x, n = blockDim.x;
+  buf[t] = x[blockIdx.x * n + t];
+  __syncthreads();
+  y[blockIdx.x * n + t] = buf[n - 1 - t];
+  if (past_end && t == 0) buf[n] = 0.0;
+}
+
+// Missing __syncthreads between the shared write and the neighbour's read: a race on a GPU.
+extern "C" __global__ void racy_neighbour(const float* x, float* y) {
+  __shared__ float s[64];
+  s[threadIdx.x] = x[threadIdx.x];
+  y[threadIdx.x] = s[(threadIdx.x + 1) % 64];
+}
+
 extern "C" __global__ void scalars(double* out, long long a, int b, unsigned long long c, float d, double e) {
   out[0] = (double)a; out[1] = b; out[2] = (double)c; out[3] = d; out[4] = e;
 }
@@ -322,3 +339,30 @@ def test_ndarray_is_not_numpy():
     assert cp.asnumpy(a.astype(cp.float64)).dtype == np.float64
     assert bool(cp.array_equal(a, a.copy())) and bool(cp.isnan(cp.full((2,), cp.nan)).all())
     np.testing.assert_array_equal(np.exp(cp.zeros(3)).get(), np.ones(3))  # numpy ufunc dispatches to cupy
+
+
+def test_dynamic_shared_memory(mod):
+    fn = mod.get_function("reverse_dyn")
+    x = np.arange(96, dtype=np.float64)
+    y = cp.empty(96, dtype=cp.float64)
+    fn((3,), (32,), (cp.asarray(x), y, np.int32(0)), shared_mem=32 * 8)
+    np.testing.assert_array_equal(y.get(), x.reshape(3, 32)[:, ::-1].reshape(-1))
+    with pytest.raises(LaunchError, match="wrote past the end of its dynamic shared memory"):
+        fn((1,), (32,), (cp.asarray(x), y, np.int32(1)), shared_mem=32 * 8)
+    with pytest.raises(LaunchError, match="max_dynamic_shared_size_bytes"):
+        fn((1,), (32,), (cp.asarray(x), y, np.int32(0)), shared_mem=64 * 1024)
+    fn.max_dynamic_shared_size_bytes = 64 * 1024
+    fn((1,), (32,), (cp.asarray(x), y, np.int32(0)), shared_mem=64 * 1024)
+
+
+def test_missing_barrier_shows_under_the_schedule(mod):
+    """Threads resume in varying orders (PYDL_CUDA_EMU_SCHEDULE=alternate by default), so a kernel
+    that reads another thread's shared write without __syncthreads gives wrong results."""
+    fn = mod.get_function("racy_neighbour")
+    wrong = 0
+    for i in range(2):
+        x = np.arange(64, dtype=np.float32) + 100 * i
+        y = cp.empty(64, dtype=cp.float32)
+        fn((1,), (64,), (cp.asarray(x), y))
+        wrong += not np.array_equal(y.get(), np.roll(x, -1))
+    assert wrong >= 1

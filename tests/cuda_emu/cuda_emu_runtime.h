@@ -243,6 +243,23 @@ struct Block {
 
 static Block g_block;
 
+// Dynamic shared memory (`extern __shared__ T name[];`, rewritten by the cupy emulator into a
+// pointer to this buffer). Each block starts with its `shared_mem` bytes filled with 0xFF (NaN /
+// -1: shared memory is uninitialised) and kGuardBytes of a pattern after them, checked after the
+// launch so a write past the requested size is reported.
+static const size_t kMaxDynShared = 227 * 1024, kGuardBytes = 256;
+alignas(256) static char g_dyn_shared[kMaxDynShared + kGuardBytes];
+static size_t g_dyn_bytes = 0;
+static inline unsigned char guard_byte(size_t i) { return (unsigned char)(0xA5 ^ (i * 37)); }
+
+// Schedule: the order in which runnable fibers resume and blocks run. Any order is a legal CUDA
+// execution, so varying it exposes missing barriers (a thread reading shared memory another thread
+// writes in the same phase) and blocks that depend on each other. 0 forward; 1 reverse; 2 alternate:
+// passes over a block's threads alternate forward/reverse (starting forward on even launches,
+// reverse on odd ones), and every odd launch runs its blocks in reverse order. Set from Python (PYDL_CUDA_EMU_SCHEDULE) through emu_set_schedule.
+static int g_schedule = 2;
+static unsigned long long g_launches = 0;
+
 static void fail(const std::string& msg) {
   if (g_block.error.empty()) g_block.error = msg;
 }
@@ -356,11 +373,14 @@ static bool run_block() {
   Block& B = g_block;
   const int n = B.nthreads;
   for (int t = 0; t < n; ++t) B.fibers[t].state = kNew;
+  if (g_dyn_bytes) std::memset(g_dyn_shared, 0xFF, g_dyn_bytes);
   for (Warp& w : B.warps) w.arrived = 0;
   B.exited = B.bar_arrived = B.bar_pred = 0;
-  while (B.exited < n) {
+  for (int pass = 0; B.exited < n; ++pass) {
     bool progress = false;
-    for (int t = 0; t < n; ++t) {
+    const bool reverse = g_schedule == 1 || (g_schedule == 2 && ((pass + g_launches) & 1));
+    for (int k = 0; k < n; ++k) {
+      const int t = reverse ? n - 1 - k : k;
       Fiber& f = B.fibers[t];
       if (f.state == kNew && !start_fiber(f)) {
         fail("out of memory for fiber stacks");
@@ -495,7 +515,8 @@ static inline T shuffle(int kind, unsigned int mask, T v, int arg, int width) {
 
 // ---- launching ---------------------------------------------------------------------------------
 
-// Runs body(arg) as every thread of a grid. dims = grid x, y, z, block x, y, z (checked by Python).
+// Runs body(arg) as every thread of a grid. dims = grid x, y, z, block x, y, z, dynamic shared
+// memory bytes (all checked by Python).
 static int run_grid(const char* kernel, const long long* dims, void (*body)(void*), void* arg, char* err,
                     int errlen) {
   Block& B = g_block;
@@ -506,17 +527,28 @@ static int run_grid(const char* kernel, const long long* dims, void (*body)(void
   gridDim.x = (unsigned)dims[0]; gridDim.y = (unsigned)dims[1]; gridDim.z = (unsigned)dims[2];
   blockDim.x = (unsigned)dims[3]; blockDim.y = (unsigned)dims[4]; blockDim.z = (unsigned)dims[5];
   B.nthreads = (int)(dims[3] * dims[4] * dims[5]);
+  g_dyn_bytes = (size_t)dims[6];
+  for (size_t i = 0; i < kGuardBytes; ++i) g_dyn_shared[g_dyn_bytes + i] = (char)guard_byte(i);
   B.fibers.assign(B.nthreads, Fiber());
   B.warps.assign((B.nthreads + 31) / 32, Warp());
   // Fibers left suspended by an earlier failed launch are abandoned: their stacks are all reusable.
   B.free_stacks = B.all_stacks;
   bool ok = true;
-  for (unsigned z = 0; ok && z < gridDim.z; ++z)
-    for (unsigned y = 0; ok && y < gridDim.y; ++y)
-      for (unsigned x = 0; ok && x < gridDim.x; ++x) {
-        blockIdx.x = x; blockIdx.y = y; blockIdx.z = z;
-        ok = run_block();
-      }
+  const bool reverse = g_schedule == 1 || (g_schedule == 2 && (++g_launches & 1));
+  const unsigned long long nblocks = (unsigned long long)gridDim.x * gridDim.y * gridDim.z;
+  for (unsigned long long k = 0; ok && k < nblocks; ++k) {
+    const unsigned long long b = reverse ? nblocks - 1 - k : k;
+    blockIdx.x = (unsigned)(b % gridDim.x);
+    blockIdx.y = (unsigned)((b / gridDim.x) % gridDim.y);
+    blockIdx.z = (unsigned)(b / ((unsigned long long)gridDim.x * gridDim.y));
+    ok = run_block();
+  }
+  for (size_t i = 0; ok && i < kGuardBytes; ++i)
+    if ((unsigned char)g_dyn_shared[g_dyn_bytes + i] != guard_byte(i)) {
+      fail("kernel " + std::string(kernel) + " wrote past the end of its dynamic shared memory (shared_mem=" +
+           std::to_string(g_dyn_bytes) + " bytes)");
+      ok = false;
+    }
   if (ok) return 0;
   snprintf(err, (size_t)errlen, "%s", B.error.c_str());
   return 1;
@@ -566,6 +598,8 @@ static int launch(void (*fn)(A...), const char* name, const long long* dims, voi
 }
 
 }  // namespace emu
+
+extern "C" __attribute__((visibility("default"))) void emu_set_schedule(int mode) { emu::g_schedule = mode; }
 
 // ---- the CUDA device API on top of the scheduler -----------------------------------------------
 static inline void __syncthreads() { emu::block_barrier(0); }
