@@ -118,6 +118,11 @@ extern "C" __global__ void write_past_end(float* y, long long n) {
   if (i <= n) y[i] = 1.0f;
 }
 
+extern "C" __global__ void shift_read(const double* x, double* y, long long n) {
+  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = x[i + 1];
+}
+
 extern "C" __global__ void divergent_barrier(float* y) {
   if (threadIdx.x < 5) return;
   __syncthreads();
@@ -265,6 +270,16 @@ def test_out_of_bounds_write_is_caught(mod):
         mod.get_function("write_past_end")((1,), (32,), (y, np.int64(15)))
     # the guard was restored: the next good launch passes
     mod.get_function("write_past_end")((1,), (32,), (cp.zeros(16, dtype=cp.float32), np.int64(15)))
+
+
+def test_read_past_the_end_gives_nan(mod):
+    """Guard bytes read as NaN, so a kernel reading one element too far produces NaN."""
+    x = cp.asarray(np.arange(10, dtype=np.float64))
+    y = cp.empty(10, dtype=cp.float64)
+    mod.get_function("shift_read")((1,), (32,), (x, y, np.int64(10)))
+    got = y.get()
+    np.testing.assert_array_equal(got[:9], np.arange(1, 10))
+    assert np.isnan(got[9])
 
 
 def test_divergent_barrier_is_caught(mod):

@@ -19,7 +19,9 @@ import numpy
 
 GUARD = 256
 ALIGN = 256
-_PATTERN = numpy.frombuffer(bytes([0xA5, 0x5A, 0xC3, 0x3C, 0x96, 0x69, 0xF0, 0x0F]) * (GUARD // 8), numpy.uint8)
+# Guard bytes: every aligned 4-byte word is a float32 NaN and every 8-byte word a float64 NaN (not
+# the canonical NaN a kernel would write), so a kernel reading just past an array computes NaN.
+_PATTERN = numpy.frombuffer(bytes([0xA5, 0xA5, 0xF4, 0xFF]) * (GUARD // 4), numpy.uint8)
 _live: "weakref.WeakSet[Memory]" = weakref.WeakSet()
 IMPLICIT_MSG = ("Implicit conversion to a NumPy array is not allowed. "
                 "Please use `.get()` to construct a NumPy array explicitly.")
