@@ -123,6 +123,14 @@ extern "C" __global__ void shift_read(const double* x, double* y, long long n) {
   if (i < n) y[i] = x[i + 1];
 }
 
+// Block 0 fills the shared array, the others read it unwritten (uninitialised on a GPU).
+extern "C" __global__ void uninit_shared(float* y) {
+  __shared__ float s[32];  // one declaration, read by all blocks
+  if (blockIdx.x == 0) s[threadIdx.x] = 1.0f;
+  __syncthreads();
+  y[blockIdx.x * 32 + threadIdx.x] = s[threadIdx.x];
+}
+
 extern "C" __global__ void divergent_barrier(float* y) {
   if (threadIdx.x < 5) return;
   __syncthreads();
@@ -280,6 +288,14 @@ def test_read_past_the_end_gives_nan(mod):
     got = y.get()
     np.testing.assert_array_equal(got[:9], np.arange(1, 10))
     assert np.isnan(got[9])
+
+
+def test_shared_memory_starts_each_block_poisoned(mod):
+    y = cp.empty(64, dtype=cp.float32)
+    for _ in range(2):  # the first launch records the variable, every block after starts with NaN
+        mod.get_function("uninit_shared")((2,), (32,), (y,))
+    got = y.get()
+    assert np.all(got[:32] == 1.0) and np.all(np.isnan(got[32:]))
 
 
 def test_divergent_barrier_is_caught(mod):

@@ -252,6 +252,23 @@ alignas(256) static char g_dyn_shared[kMaxDynShared + kGuardBytes];
 static size_t g_dyn_bytes = 0;
 static inline unsigned char guard_byte(size_t i) { return (unsigned char)(0xA5 ^ (i * 37)); }
 
+// Static __shared__ variables: the cupy emulator appends EMU_SHARED_REG(name) to each declaration,
+// which records the variable's address the first time the declaration is reached. Each block then
+// starts with every recorded variable filled with 0xFF (NaN / -1): shared memory is uninitialised
+// on a GPU, and a kernel reading it before writing it computes NaN here.
+struct SharedRange {
+  void* p;
+  size_t n;
+};
+static std::vector<SharedRange> g_shared_ranges;
+struct SharedReg {
+  SharedReg(void* p, size_t n) { g_shared_ranges.push_back(SharedRange{p, n}); }
+};
+#define EMU_CAT2(a, b) a##b
+#define EMU_CAT(a, b) EMU_CAT2(a, b)
+#define EMU_SHARED_REG(name) \
+  static emu::SharedReg EMU_CAT(emu_shared_reg_, __COUNTER__)((void*)&(name), sizeof(name))
+
 // Schedule: the order in which runnable fibers resume and blocks run. Any order is a legal CUDA
 // execution, so varying it exposes missing barriers (a thread reading shared memory another thread
 // writes in the same phase) and blocks that depend on each other. 0 forward; 1 reverse; 2 alternate:
@@ -374,6 +391,7 @@ static bool run_block() {
   const int n = B.nthreads;
   for (int t = 0; t < n; ++t) B.fibers[t].state = kNew;
   if (g_dyn_bytes) std::memset(g_dyn_shared, 0xFF, g_dyn_bytes);
+  for (const SharedRange& r : g_shared_ranges) std::memset(r.p, 0xFF, r.n);
   for (Warp& w : B.warps) w.arrived = 0;
   B.exited = B.bar_arrived = B.bar_pred = 0;
   for (int pass = 0; B.exited < n; ++pass) {
