@@ -131,6 +131,10 @@ extern "C" __global__ void uninit_shared(float* y) {
   y[blockIdx.x * 32 + threadIdx.x] = s[threadIdx.x];
 }
 
+extern "C" __global__ void wild_write(float* y, long long offset, int divisor) {
+  y[offset] = 1.0f / (float)((threadIdx.x + 1) / divisor);
+}
+
 extern "C" __global__ void divergent_barrier(float* y) {
   if (threadIdx.x < 5) return;
   __syncthreads();
@@ -296,6 +300,19 @@ def test_shared_memory_starts_each_block_poisoned(mod):
         mod.get_function("uninit_shared")((2,), (32,), (y,))
     got = y.get()
     assert np.all(got[:32] == 1.0) and np.all(np.isnan(got[32:]))
+
+
+def test_faults_end_the_launch_with_an_error(mod):
+    """A wild pointer or an integer division by zero fails the launch; the process lives on."""
+    fn = mod.get_function("wild_write")
+    y = cp.zeros(4, dtype=cp.float32)
+    with pytest.raises(LaunchError, match=r"illegal memory access in wild_write .*bytes past the end of an array "
+                                          r"float32 \(4,\)"):
+        fn((1,), (1,), (y, np.int64(1 << 34), np.int32(1)))
+    with pytest.raises(LaunchError, match="arithmetic fault"):
+        fn((1,), (1,), (y, np.int64(0), np.int32(0)))
+    fn((1,), (2,), (y, np.int64(0), np.int32(1)))
+    assert y.get()[0] == 1.0
 
 
 def test_divergent_barrier_is_caught(mod):

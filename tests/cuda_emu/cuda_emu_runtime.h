@@ -31,6 +31,8 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+#include <csetjmp>
+#include <csignal>
 #include <sys/mman.h>
 #if !defined(__x86_64__)
 #include <ucontext.h>
@@ -533,6 +535,30 @@ static inline T shuffle(int kind, unsigned int mask, T v, int arg, int width) {
 
 // ---- launching ---------------------------------------------------------------------------------
 
+// Faults inside a kernel (a wild pointer, an overflowed fiber stack, an integer division by zero)
+// end the launch with an error instead of killing the process: while a grid runs, SIGSEGV, SIGBUS
+// and SIGFPE go to on_fault (on its own signal stack), which jumps back into run_grid.
+static sigjmp_buf g_fault_jmp;
+static volatile sig_atomic_t g_fault_sig = 0;
+static void* volatile g_fault_addr = nullptr;
+static void on_fault(int sig, siginfo_t* info, void*) {
+  g_fault_sig = sig;
+  g_fault_addr = info ? info->si_addr : nullptr;
+  siglongjmp(g_fault_jmp, 1);
+}
+
+static std::string fault_message(const char* kernel) {
+  char buf[256];
+  const char* what = g_fault_sig == SIGFPE ? "arithmetic fault (integer division by zero?)" : "illegal memory access";
+  snprintf(buf, sizeof buf, "%s in %s at address 0x%llx: ", what, kernel, (unsigned long long)(uintptr_t)g_fault_addr);
+  std::string msg = buf;
+  const uintptr_t a = (uintptr_t)g_fault_addr;
+  for (char* st : g_block.all_stacks)
+    if (a >= (uintptr_t)st - 4096 && a < (uintptr_t)st)
+      msg += "fiber stack overflow (more than 256 KiB of locals), ";
+  return msg + thread_name(g_block.current);
+}
+
 // Runs body(arg) as every thread of a grid. dims = grid x, y, z, block x, y, z, dynamic shared
 // memory bytes (all checked by Python).
 static int run_grid(const char* kernel, const long long* dims, void (*body)(void*), void* arg, char* err,
@@ -551,16 +577,37 @@ static int run_grid(const char* kernel, const long long* dims, void (*body)(void
   B.warps.assign((B.nthreads + 31) / 32, Warp());
   // Fibers left suspended by an earlier failed launch are abandoned: their stacks are all reusable.
   B.free_stacks = B.all_stacks;
-  bool ok = true;
-  const bool reverse = g_schedule == 1 || (g_schedule == 2 && (++g_launches & 1));
-  const unsigned long long nblocks = (unsigned long long)gridDim.x * gridDim.y * gridDim.z;
-  for (unsigned long long k = 0; ok && k < nblocks; ++k) {
-    const unsigned long long b = reverse ? nblocks - 1 - k : k;
-    blockIdx.x = (unsigned)(b % gridDim.x);
-    blockIdx.y = (unsigned)((b / gridDim.x) % gridDim.y);
-    blockIdx.z = (unsigned)(b / ((unsigned long long)gridDim.x * gridDim.y));
-    ok = run_block();
+  static char* alt_stack = (char*)std::malloc(1 << 16);
+  stack_t ss{}, old_ss{};
+  ss.ss_sp = alt_stack;
+  ss.ss_size = 1 << 16;
+  sigaltstack(&ss, &old_ss);
+  struct sigaction sa{}, old_segv{}, old_bus{}, old_fpe{};
+  sa.sa_sigaction = on_fault;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGSEGV, &sa, &old_segv);
+  sigaction(SIGBUS, &sa, &old_bus);
+  sigaction(SIGFPE, &sa, &old_fpe);
+  volatile bool ok = true;
+  if (sigsetjmp(g_fault_jmp, 1) == 0) {
+    const bool reverse = g_schedule == 1 || (g_schedule == 2 && (++g_launches & 1));
+    const unsigned long long nblocks = (unsigned long long)gridDim.x * gridDim.y * gridDim.z;
+    for (unsigned long long k = 0; ok && k < nblocks; ++k) {
+      const unsigned long long b = reverse ? nblocks - 1 - k : k;
+      blockIdx.x = (unsigned)(b % gridDim.x);
+      blockIdx.y = (unsigned)((b / gridDim.x) % gridDim.y);
+      blockIdx.z = (unsigned)(b / ((unsigned long long)gridDim.x * gridDim.y));
+      ok = run_block();
+    }
+  } else {
+    fail(fault_message(kernel));
+    ok = false;
   }
+  sigaction(SIGSEGV, &old_segv, nullptr);
+  sigaction(SIGBUS, &old_bus, nullptr);
+  sigaction(SIGFPE, &old_fpe, nullptr);
+  sigaltstack(&old_ss, nullptr);
   for (size_t i = 0; ok && i < kGuardBytes; ++i)
     if ((unsigned char)g_dyn_shared[g_dyn_bytes + i] != guard_byte(i)) {
       fail("kernel " + std::string(kernel) + " wrote past the end of its dynamic shared memory (shared_mem=" +

@@ -71,6 +71,22 @@ def check_guards(kernel: str) -> None:
                              f"{'before' if before else 'after'} it was overwritten")
 
 
+def describe_address(addr: int) -> str:
+    """Where `addr` lies relative to the nearest live allocation (for fault messages)."""
+    best = None
+    for m in list(_live):
+        d = addr - (m.ptr + m.nbytes) if addr >= m.ptr else m.ptr - addr
+        if addr >= m.ptr and addr < m.ptr + m.nbytes:
+            d = 0
+        if best is None or d < best[0]:
+            best = (d, m)
+    if best is None:
+        return ""
+    d, m = best
+    where = "inside" if d == 0 else (f"{d} bytes past the end of" if addr >= m.ptr else f"{d} bytes before")
+    return f"; the address is {where} an array {m.desc} at 0x{m.ptr:x}"
+
+
 class MemoryPointer:
     """What `a.data` is in CuPy: the device address of the array's first element."""
 

@@ -270,7 +270,11 @@ class Function:
             rc = self._launch(dims, argv, err, len(err))
         _array.check_guards(self.name)
         if rc:
-            raise driver.CUDADriverError(f"CUDA_ERROR_LAUNCH_FAILED: {err.value.decode(errors='replace')}")
+            msg = err.value.decode(errors="replace")
+            m = re.search(r"illegal memory access in \w+ at address 0x([0-9a-f]+)", msg)
+            if m:
+                msg += _array.describe_address(int(m.group(1), 16))
+            raise driver.CUDADriverError(f"CUDA_ERROR_LAUNCH_FAILED: {msg}")
 
 
 def _dims(d, what: str, kernel: str) -> tuple:
