@@ -158,7 +158,11 @@ EMU_ATOMIC_CAS_EXCH(int)
 EMU_ATOMIC_CAS_EXCH(unsigned int)
 EMU_ATOMIC_CAS_EXCH(unsigned long long)
 static inline float atomicExch(float* p, float v) { float old = *p; *p = v; return old; }
-static inline unsigned int atomicInc(unsigned int* p, unsigned int lim) { unsigned int old = *p; *p = old >= lim ? 0 : old + 1; return old; }
+static inline unsigned int atomicInc(unsigned int* p, unsigned int lim) {
+  unsigned int old = *p;
+  *p = old >= lim ? 0 : old + 1;
+  return old;
+}
 
 // ---- fibers ------------------------------------------------------------------------------------
 namespace emu {
@@ -275,7 +279,8 @@ struct SharedReg {
 // execution, so varying it exposes missing barriers (a thread reading shared memory another thread
 // writes in the same phase) and blocks that depend on each other. 0 forward; 1 reverse; 2 alternate:
 // passes over a block's threads alternate forward/reverse (starting forward on even launches,
-// reverse on odd ones), and every odd launch runs its blocks in reverse order. Set from Python (PYDL_CUDA_EMU_SCHEDULE) through emu_set_schedule.
+// reverse on odd ones), and every odd launch runs its blocks in reverse order. Python sets it
+// (PYDL_CUDA_EMU_SCHEDULE) through emu_set_schedule.
 static int g_schedule = 2;
 static unsigned long long g_launches = 0;
 
@@ -684,7 +689,9 @@ template <class T> static inline T __shfl_down_sync(unsigned int m, T v, unsigne
 template <class T> static inline T __shfl_xor_sync(unsigned int m, T v, int lane_mask, int width = 32) {
   return emu::shuffle(emu::kShflXor, m, v, lane_mask, width);
 }
-static inline unsigned int __ballot_sync(unsigned int m, int p) { return (unsigned)emu::warp_op(emu::kBallot, m, p != 0, 0, 32); }
+static inline unsigned int __ballot_sync(unsigned int m, int p) {
+  return (unsigned)emu::warp_op(emu::kBallot, m, p != 0, 0, 32);
+}
 static inline int __any_sync(unsigned int m, int p) { return (int)emu::warp_op(emu::kAny, m, p != 0, 0, 32); }
 static inline int __all_sync(unsigned int m, int p) { return (int)emu::warp_op(emu::kAll, m, p != 0, 0, 32); }
 static inline unsigned int __activemask() {

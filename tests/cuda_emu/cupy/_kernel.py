@@ -65,7 +65,9 @@ def cache_dir() -> str:
     return d
 
 
-_KERNEL_RE = re.compile(r'(extern\s*"C"\s*)?__global__\s+((?:void|__launch_bounds__\s*\([^()]*\)|\s)+?)(\w+)\s*\(([^)]*)\)\s*\{')
+# [extern "C"] __global__ [void | __launch_bounds__(...)]* name(params) {
+_KERNEL_RE = re.compile(r'(extern\s*"C"\s*)?__global__\s+((?:void|__launch_bounds__\s*\([^()]*\)|\s)+?)'
+                        r'(\w+)\s*\(([^)]*)\)\s*\{')
 _EXTERN_C_BLOCK_RE = re.compile(r'extern\s*"C"\s*\{')
 
 
