@@ -382,6 +382,7 @@ def test_ndarray_is_not_numpy():
     v = a[1:, ::2]
     v[...] = -1
     assert a.get()[1, 0] == -1 and cp.shares_memory(a, v) and not cp.shares_memory(a, a.copy())
+    assert cp.empty((0, 3), dtype=cp.float32).data.ptr == 0  # no allocation, as in CuPy
     assert a.data.ptr % 256 == 0 and a.data.ptr == a.data.ptr and a[1].data.ptr == a.data.ptr + 16
     assert a.T.flags.f_contiguous and not a.T.flags.c_contiguous
     assert cp.asnumpy(a.astype(cp.float64)).dtype == np.float64

@@ -166,6 +166,9 @@ class ndarray:
 
     @property
     def data(self) -> MemoryPointer:
+        # CuPy allocates nothing for an empty array: its pointer is 0, so a kernel touching it faults.
+        if self._mem.nbytes == 0:
+            return MemoryPointer(self._mem, 0)
         return MemoryPointer(self._mem, self._a.__array_interface__["data"][0])
 
     @property
