@@ -14,6 +14,9 @@ import pydl.cuda
 
 _ok = pydl.cuda.is_available()
 cp = pydl.cuda.cupy_module() if _ok else None
+# True when `cp` is the CPU emulator of tests/cuda_emu (PYDL_CUDA_EMU=1): tests skip shapes too large
+# to emulate with `pytest.mark.skipif(EMULATED, reason=...)`.
+EMULATED = bool(getattr(cp, "EMULATED", False))
 _why = "" if _ok else pydl.cuda.device_info().get("reason", "CUDA unavailable")
 needs_cuda = [pytest.mark.cuda, pytest.mark.skipif(not _ok, reason=f"needs a GPU: {_why}")]
 
