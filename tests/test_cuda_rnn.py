@@ -305,3 +305,36 @@ def test_bidirectional_lstm_layer_with_mask_and_states(merge_mode):
     _close(dx_g, dx_c, np.float32, "dx")
     for k, v in grads_c.items():
         _close(layer.grads[k], v, np.float32, k)
+
+
+def test_text_model_with_embedding_fits_on_gpu_as_on_cpu():
+    # Embedding(mask_zero) -> LSTM -> Dense: ids move to the GPU as integers, the mask follows them
+    T, V = 5, 9
+    rng = np.random.default_rng(21)
+    ids = rng.integers(1, V, (10, T))
+    ids[1, 3:] = 0
+    ids[4, 1:] = 0  # padded tails: masked steps
+    y = rng.integers(0, 3, 10)
+
+    def build():
+        m = pydl.Sequential([pydl.layers.Embedding(V, 4, mask_zero=True, input_shape=(T,)),
+                             pydl.layers.LSTM(6), pydl.layers.Dense(3, activation="softmax")])
+        m.compile(loss="sparse_categorical_crossentropy", optimizer=pydl.optimizers.Adam(1e-2),
+                  metrics=["accuracy"])
+        m.build((None, T))
+        return m
+
+    pydl.seed(5)
+    cpu = build()
+    gpu = build()
+    gpu.set_weights(cpu.get_weights())
+    gpu.to("cuda")
+    assert isinstance(gpu.layers[0].params["W"], cp.ndarray)
+    h_cpu = cpu.fit(ids, y, batch_size=5, epochs=2, shuffle=False, verbose=0)
+    h_gpu = gpu.fit(ids, y, batch_size=5, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(cpu.get_weights(), gpu.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=2e-5)
+    np.testing.assert_allclose(h_gpu.history["loss"], h_cpu.history["loss"], rtol=1e-4)
+    p = gpu.predict(cp.asarray(ids), verbose=0)
+    assert isinstance(p, cp.ndarray)
+    np.testing.assert_allclose(cp.asnumpy(p), cpu.predict(ids, verbose=0), rtol=1e-4, atol=1e-6)

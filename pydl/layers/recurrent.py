@@ -391,6 +391,7 @@ class Embedding(Layer):
 
     # a model hands integer input arrays to this layer without a float cast
     integer_input = True
+    supports_cuda = True
 
     def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", mask_zero=False, input_shape=None,
                  name=None, trainable=True):
