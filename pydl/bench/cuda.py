@@ -156,6 +156,48 @@ def mlp_step(quick: bool, batch: int = 128) -> list[dict]:
     return [row]
 
 
+def cnn_step(quick: bool) -> list[dict]:
+    """Milliseconds per train step of the documents' CNN (B128 of 1x28x28, Adam), pydl on the GPU vs
+    PyTorch CUDA (cuDNN, TF32 off), from the same weights; first one step is checked against pydl's
+    CPU step."""
+    from . import bench_cnn as bc
+    cp = _cupy()
+    x, y, weights = bc.make_data(0)
+    model = bc.pydl_model(weights)
+    model.to("cuda")
+    xg, yg = cp.asarray(x), cp.asarray(y)
+    step = lambda: model._train_step([xg], [yg])  # noqa: E731
+    step()
+    ref = bc.pydl_model(weights)
+    ref._train_step([x], [y])
+    err = max(float(np.max(np.abs(g - c)) / (np.max(np.abs(c)) + 1e-30))
+              for g, c in zip(model.get_weights(), ref.get_weights()))
+    if not err < 1e-3:
+        raise AssertionError(f"CNN step on the GPU differs from the CPU step by {err:.2e}")
+    reps = 20 if quick else 60
+    t_pydl = gpu_time(step, warmup=3, repeats=reps, inner=3)
+    row = dict(name="documents' CNN train step", shape=f"B{bc.BATCH} 1x28x28 Adam", pydl_ms=t_pydl * 1e3,
+               max_rel_err=err)
+    torch = _torch_cuda()
+    if torch is not None:
+        dev = torch.device("cuda")
+        net, _ = bc.torch_net(weights)
+        net = net.to(dev)
+        topt = torch.optim.Adam(net.parameters(), lr=bc.LR, betas=(bc.B1, bc.B2), eps=bc.EPS)
+        lossf = torch.nn.CrossEntropyLoss()
+        tx, ty = torch.as_tensor(x, device=dev), torch.as_tensor(y, device=dev)
+
+        def tstep():
+            topt.zero_grad(set_to_none=True)
+            loss = lossf(net(tx), ty)
+            loss.backward()
+            topt.step()
+            return loss.item()
+        t_torch = gpu_time(tstep, warmup=3, repeats=reps, inner=3)
+        row.update(torch_ms=t_torch * 1e3, ratio_torch=t_torch / t_pydl)
+    return [row]
+
+
 # Families with their own module (pydl/bench/cuda_<family>.py): run(quick) -> rows, format_rows(rows).
 FAMILIES = ("conv", "pool", "rnn")
 
@@ -166,7 +208,7 @@ def run(quick: bool = False) -> dict:
     import pydl
     info = pydl.cuda.device_info()
     out = {"device": info, "gemm": cuda_gemm.run(quick=quick), "memory": memory_bound(quick),
-           "mlp": mlp_step(quick)}
+           "mlp": mlp_step(quick) + cnn_step(quick)}
     for fam in FAMILIES:
         out[fam] = importlib.import_module(f"{__package__}.cuda_{fam}").run(quick=quick)
     torch = _torch_cuda()
