@@ -117,6 +117,22 @@ def memory_bound(quick: bool) -> list[dict]:
     return rows
 
 
+def _torch_train_step(torch, net, opt, x, y):
+    """A PyTorch CUDA train step (zero_grad, forward, cross-entropy on logits, backward, update,
+    the loss read back as pydl's step reads its loss)."""
+    dev = torch.device("cuda")
+    lossf = torch.nn.CrossEntropyLoss()
+    tx, ty = torch.as_tensor(x, device=dev), torch.as_tensor(y, device=dev)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = lossf(net(tx), ty)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
 def mlp_step(quick: bool, batch: int = 128) -> list[dict]:
     """Seconds per train step of the 784-256-128-10 MLP, pydl on the GPU vs PyTorch CUDA."""
     import pydl
@@ -141,16 +157,7 @@ def mlp_step(quick: bool, batch: int = 128) -> list[dict]:
         dev = torch.device("cuda")
         net = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128),
                                   torch.nn.ReLU(), torch.nn.Linear(128, 10)).to(dev)
-        topt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        lossf = torch.nn.CrossEntropyLoss()
-        tx, ty = torch.as_tensor(x[:batch], device=dev), torch.as_tensor(y[:batch], device=dev)
-
-        def tstep():
-            topt.zero_grad(set_to_none=True)
-            loss = lossf(net(tx), ty)
-            loss.backward()
-            topt.step()
-            return loss.item()
+        tstep = _torch_train_step(torch, net, torch.optim.Adam(net.parameters(), lr=1e-3), x[:batch], y[:batch])
         t_torch = gpu_time(tstep, warmup=5, repeats=reps, inner=5)
         row.update(torch_ms=t_torch * 1e3, ratio_torch=t_torch / t_pydl)
     return [row]
@@ -184,16 +191,7 @@ def cnn_step(quick: bool) -> list[dict]:
         net, _ = bc.torch_net(weights)
         net = net.to(dev)
         topt = torch.optim.Adam(net.parameters(), lr=bc.LR, betas=(bc.B1, bc.B2), eps=bc.EPS)
-        lossf = torch.nn.CrossEntropyLoss()
-        tx, ty = torch.as_tensor(x, device=dev), torch.as_tensor(y, device=dev)
-
-        def tstep():
-            topt.zero_grad(set_to_none=True)
-            loss = lossf(net(tx), ty)
-            loss.backward()
-            topt.step()
-            return loss.item()
-        t_torch = gpu_time(tstep, warmup=3, repeats=reps, inner=3)
+        t_torch = gpu_time(_torch_train_step(torch, net, topt, x, y), warmup=3, repeats=reps, inner=3)
         row.update(torch_ms=t_torch * 1e3, ratio_torch=t_torch / t_pydl)
     return [row]
 
