@@ -5,7 +5,7 @@ import pytest
 
 import pydl
 from pydl.ops import pool as P
-from cuda_support import cp, needs_cuda, poisoned
+from cuda_support import EMULATED, cp, needs_cuda, poisoned
 
 pytestmark = needs_cuda
 
@@ -220,6 +220,22 @@ def test_argmax_in_plane_but_outside_its_window_falls_back_to_scatter():
     dx = P.max_pool2d_backward(dy, am, x.shape)
     got = P.max_pool2d_backward(cp.asarray(dy), cp.asarray(am), x.shape, 2)
     np.testing.assert_array_equal(cp.asnumpy(got), dx)
+
+
+@pytest.mark.parametrize("pool, stride, pad", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_trusted_argmax_skips_the_check_and_gives_the_same_gradient(pool, stride, pad, monkeypatch):
+    x = _x((2, 3, 7, 9), np.float32)
+    y, am = P.max_pool2d(cp.asarray(x), pool, stride, pad)
+    dy = cp.asarray(_x(y.shape, np.float32, seed=7))
+    want = P.max_pool2d_backward(dy, am, x.shape, pool, stride, pad)
+    reads = []
+    if EMULATED:  # the emulator's ndarray is a Python class: count the reads back (CuPy's can't be patched)
+        monkeypatch.setattr(cp.ndarray, "item", lambda self: reads.append(1) or 0)
+    got = P.max_pool2d_backward(dy, am, x.shape, pool, stride, pad, check_argmax=False)
+    assert not reads  # no flag read back, so no device sync
+    monkeypatch.undo()
+    np.testing.assert_array_equal(cp.asnumpy(got), cp.asnumpy(want))
+    np.testing.assert_array_equal(cp.asnumpy(got), P.max_pool2d_backward(cp.asnumpy(dy), cp.asnumpy(am), x.shape))
 
 
 def test_zero_size_batch():

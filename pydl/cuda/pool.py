@@ -97,9 +97,9 @@ def _scatter(dy, argmax, x_shape, op: str):
     return dx
 
 
-def max_pool2d_backward(dy, argmax, x_shape, geom=None, op: str = "max_pool2d_backward"):
+def max_pool2d_backward(dy, argmax, x_shape, geom=None, op: str = "max_pool2d_backward", check: bool = True):
     """dx of max pooling: the gather when `geom` is known, else (or when an argmax lies outside its
-    window) the scatter."""
+    window) the scatter. check=False trusts the argmax to lie in its window (no flag read back)."""
     cp = cupy_module()
     N, C, H, W = x_shape
     if geom is None:
@@ -110,7 +110,7 @@ def max_pool2d_backward(dy, argmax, x_shape, geom=None, op: str = "max_pool2d_ba
         return dx
     bad = cp.zeros(1, dtype=np.int32)
     _fn("maxpool2d_bwd", dy.dtype)((grid(total),), (THREADS,), (dx, dy, argmax, bad) + _geom_args(total, geom))
-    if int(bad.item()):
+    if check and int(bad.item()):
         return _scatter(dy, argmax, x_shape, op)
     return dx
 

@@ -223,7 +223,8 @@ class MaxPool2D(_Pool2D):
         return y
 
     def _backward(self, dout, ctx):
-        return pool_ops.max_pool2d_backward(dout, ctx.argmax, ctx.x_shape, self.pool_size, self.strides, self._pad())
+        return pool_ops.max_pool2d_backward(dout, ctx.argmax, ctx.x_shape, self.pool_size, self.strides, self._pad(),
+                                            check_argmax=False)
 
 
 @register_layer
@@ -299,7 +300,7 @@ class GlobalMaxPooling2D(ImageLayer):
     def _backward(self, dout, ctx):
         n, c, h, w = ctx.x_shape
         return pool_ops.max_pool2d_backward(device.asarray(dout).reshape(n, c, 1, 1), ctx.argmax, ctx.x_shape,
-                                            (h, w), (h, w), "valid")
+                                            (h, w), (h, w), "valid", check_argmax=False)
 
 
 @register_layer

@@ -110,11 +110,15 @@ def max_pool2d(x, pool_size, stride=None, padding=0, return_argmax: bool = True,
     return _core.max_pool2d_forward(x, pool, st, pads, bool(return_argmax), False, out, None)
 
 
-def max_pool2d_backward(dy, argmax, x_shape, pool_size=None, stride=None, padding=0) -> np.ndarray:
+def max_pool2d_backward(dy, argmax, x_shape, pool_size=None, stride=None, padding=0, *,
+                        check_argmax: bool = True) -> np.ndarray:
     """dx (shape x_shape): each dy[n,c,p,q] added at argmax[n,c,p,q] of its plane.
 
     pool_size, stride, padding (optional): the geometry max_pool2d ran with; when given, dy must
-    have the pooled shape of x_shape (and the GPU gathers instead of scattering)."""
+    have the pooled shape of x_shape (and the GPU gathers instead of scattering).
+    check_argmax=False (with the geometry, on the GPU): skip the check that every argmax lies in
+    its window, which reads a flag back from the device (a sync); for an argmax that max_pool2d
+    returned for this geometry, as the pooling layers pass. The CPU always checks (it costs nothing)."""
     op = "max_pool2d_backward"
     dev = device.dispatch(op, dy=dy, argmax=argmax)
     dy = _grad(dy, op, dev=dev)
@@ -144,7 +148,7 @@ def max_pool2d_backward(dy, argmax, x_shape, pool_size=None, stride=None, paddin
         from ..cuda import pool as cuda_pool
         _check_backward_shape(dy, shape, op)
         argmax = device.namespace(dev).ascontiguousarray(argmax)
-        return cuda_pool.max_pool2d_backward(dy, argmax, tuple(shape), geom, op)
+        return cuda_pool.max_pool2d_backward(dy, argmax, tuple(shape), geom, op, check=bool(check_argmax))
     return _core.max_pool2d_backward(dy, contiguous_aligned(argmax), shape)
 
 
