@@ -42,7 +42,8 @@ cuda_tests() {
     local rc=0 f
     for f in tests/test_cuda_*.py; do
         echo "== $f"
-        python -m pytest -m cuda -q -p no:cacheprovider -rfE --tb=short "$f" || rc=1
+        python -m pytest -m cuda -q -p no:cacheprovider -rfE --tb=short "$f"
+        case $? in 0|5) ;; *) rc=1 ;; esac  # 5: the file holds only CPU-side tests (none marked cuda)
     done
     return $rc
 }
