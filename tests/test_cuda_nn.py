@@ -114,6 +114,28 @@ def test_activation_vector_path_tail_and_unaligned_views(dtype):
     _close(nn.activation(to_gpu(big), "sigmoid"), nn.activation(big, "sigmoid"), dtype)
 
 
+def test_softmax_float4_rows_every_width_nan_inf_and_unaligned_rows():
+    # float32 rows of d % 4 == 0, d <= 1024 on 16-byte aligned rows take the float4 warp-per-row kernel
+    # (K4 = 1, 2, 4, 8 float4s per lane, full and partial); a view one element in does not
+    for d in (4, 8, 100, 128, 132, 256, 260, 512, 516, 1020, 1024):
+        x = _inputs((11, d), np.float32, seed=d, scale=20.0)
+        x[0, d // 2] = np.nan
+        x[1, :] = -np.inf
+        x[2, 1] = np.inf
+        x[3, :] = 1e4
+        for kind in ("softmax", "log_softmax"):
+            y = nn.activation(x, kind)
+            gy = to_cpu(nn.activation(to_gpu(x), kind))
+            assert np.array_equal(np.isnan(gy), np.isnan(y)), (d, kind)
+            ok = ~np.isnan(y)
+            np.testing.assert_allclose(gy[ok], y[ok], rtol=1e-5, atol=1e-5)
+    buf = to_gpu(_inputs(3 * 64 + 1, np.float32, seed=5, scale=5.0))
+    view = buf[1:].reshape(3, 64)  # rows 4 bytes past a 16-byte boundary
+    assert view.data.ptr % 16 == 4
+    np.testing.assert_allclose(to_cpu(nn.activation(view, "softmax")), nn.activation(to_cpu(view), "softmax"),
+                               rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_softmax_warp_and_block_rows(dtype):
     # one warp per row (d <= 1024), one block per row in registers (d <= 4096), the general kernel past that

@@ -92,6 +92,14 @@ def _softmax_entry(r: int, d: int):
     return "softmax_forward", g
 
 
+def _softmax_vec_entry(r: int, d: int):
+    """(entry, grid) of the float4 warp-per-row softmax (float32, d a multiple of 4, d <= 1024,
+    16-byte aligned rows): K4 = 1, 2, 4 or 8 float4s per lane."""
+    k4 = 1 << ((d + 127) // 128 - 1).bit_length()
+    g = (r + _WARP_ROWS - 1) // _WARP_ROWS
+    return "softmax_warpv" + str(k4), (g if g < _MAX_GRID else _MAX_GRID)
+
+
 def activation(x, kind: str, alpha: float):
     global _cp
     cp = _cp
@@ -105,7 +113,10 @@ def activation(x, kind: str, alpha: float):
     if kind == "softmax" or kind == "log_softmax":
         d = x.shape[-1]
         r = n // d
-        base, grid = _softmax_entry(r, d)
+        if ch == "f" and not d & 3 and d <= _WARP_ROW_MAX and not (x.data.ptr | y.data.ptr) & 15:
+            base, grid = _softmax_vec_entry(r, d)
+        else:
+            base, grid = _softmax_entry(r, d)
         _act_fn(base, ch)((grid,), (_REDUCE_THREADS,), (y, x, _i64(r), _i64(d), _LOG_FORM_ARG[kind]))
         return y
     args = (y, x, _i64(n), _CODE_ARG[kind], _alpha_arg(ch, alpha))
