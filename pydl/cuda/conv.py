@@ -141,15 +141,16 @@ def max_splits(npq: int) -> int:
 
 
 def split_plan(npq: int, k: int, crs: int, sms: int, tile: str = "s") -> tuple[int, int]:
-    """(splits, chunk) of the weight gradient's reduction over npq = N*P*Q positions: enough splits
-    for about SPLIT_BLOCKS_PER_SM blocks per multiprocessor, each at least MIN_SPLIT_CHUNK long,
-    the chunk a multiple of 8 (one slice); every split is non-empty. The plan depends only on the
-    shapes and the SM count, so a GPU gives the same bits on every run."""
+    """(splits, chunk) of the weight gradient's reduction over npq = N*P*Q positions: as many splits
+    as keep the grid within SPLIT_BLOCKS_PER_SM blocks per multiprocessor (rounded down, so the last
+    wave is not a nearly empty one), each at least MIN_SPLIT_CHUNK long, the chunk a multiple of 8
+    (one slice); every split is non-empty. The plan depends only on the shapes, the tile and the SM
+    count, so a GPU gives the same bits on every run."""
     npq, k, crs, sms = int(npq), int(k), int(crs), int(sms)
     if npq <= 0:
         return 1, 8
     tiles = max(1, tile_blocks(k, crs, tile))
-    want = _tiles(SPLIT_BLOCKS_PER_SM * max(1, sms), tiles)
+    want = SPLIT_BLOCKS_PER_SM * max(1, sms) // tiles
     most = max_splits(npq)
     splits = max(1, min(want, most, _MAX_GRID_YZ))
     chunk = _tiles(_tiles(npq, splits), 8) * 8
