@@ -3,8 +3,8 @@
 // to the same barrier (and fails when some finish while others wait: a divergent barrier),
 // __shared__ arrays are statics (one block runs at a time). Every conv_* entry is checked against
 // float64 loops on small geometries (strides, dilation, asymmetric padding, C = 1, K = 1, more
-// than one tile per dimension, split weight-gradient reductions), with NaN-poisoned outputs and
-// guard zones. tests/test_cuda_conv_cpu.py builds and runs it:
+// than one tile per dimension, split weight-gradient reductions), in each block tile (64x64 for
+// float and double, 128x128 and 64x256 for float), with NaN-poisoned outputs and guard zones. tests/test_cuda_conv_cpu.py builds and runs it:
 //   g++ -std=c++17 -O1 -DCONV_CU='"pydl/cuda/kernels/conv.cu"' tests/conv_cu_on_cpu.cpp && ./a.out
 #include <cmath>
 #include <cstdio>
@@ -120,7 +120,7 @@ int compare(const char* what, const G& g, const T* got, const std::vector<double
 }
 
 template <typename T, class Fwd, class BwdD, class BwdD1, class BwdF, class Sum, class Bias>
-int run_case(G g, int splits, int act, Fwd fwd, BwdD bwd_d, BwdD1 bwd_d1, BwdF bwd_f, Sum ssum, Bias bias,
+int run_case(G g, int splits, int act, long long bm, long long bn, Fwd fwd, BwdD bwd_d, BwdD1 bwd_d1, BwdF bwd_f, Sum ssum, Bias bias,
              std::mt19937& rng) {
     g.P = (g.H + g.pt + g.pb - ((g.R - 1) * g.dh + 1)) / g.sh + 1;
     g.Q = (g.W + g.pl + g.pr - ((g.S - 1) * g.dw + 1)) / g.sw + 1;
@@ -163,7 +163,7 @@ int run_case(G g, int splits, int act, Fwd fwd, BwdD bwd_d, BwdD1 bwd_d1, BwdF b
     for (int has_bias = 0; has_bias < 2; ++has_bias) {
         Buf<T> y(ny);
         Pool pool;
-        dim3 grid; grid.x = (unsigned)tiles(g.N * g.P * g.Q, CONV_BN); grid.y = (unsigned)tiles(g.K, CONV_BM);
+        dim3 grid; grid.x = (unsigned)tiles(g.N * g.P * g.Q, bn); grid.y = (unsigned)tiles(g.K, bm);
         pool.run(grid, CONV_THREADS, [&] {
             fwd(x.data(), w.data(), b.data(), y.p(), g.N, g.C, g.H, g.W, g.K, g.R, g.S, g.P, g.Q, g.sh, g.sw, g.pt, g.pl,
                 g.dh, g.dw, has_bias, act);
@@ -193,7 +193,7 @@ int run_case(G g, int splits, int act, Fwd fwd, BwdD bwd_d, BwdD1 bwd_d1, BwdF b
         if (unit && (g.sh != 1 || g.sw != 1)) continue;
         Buf<T> dx(nx);
         Pool pool;
-        dim3 grid; grid.x = (unsigned)tiles(g.N * g.H * g.W, CONV_BN); grid.y = (unsigned)tiles(g.C, CONV_BM);
+        dim3 grid; grid.x = (unsigned)tiles(g.N * g.H * g.W, bn); grid.y = (unsigned)tiles(g.C, bm);
         pool.run(grid, CONV_THREADS, [&] {
             if (unit)
                 bwd_d1(dy.data(), w.data(), dx.p(), g.N, g.C, g.H, g.W, g.K, g.R, g.S, g.P, g.Q, g.sh, g.sw, g.pt,
@@ -212,7 +212,7 @@ int run_case(G g, int splits, int act, Fwd fwd, BwdD bwd_d, BwdD1 bwd_d1, BwdF b
         const long long nsplit = npq > 0 ? tiles(npq, chunk) : 1;
         Buf<T> part(nsplit * nw), dw(nw);
         Pool pool;
-        dim3 grid; grid.x = (unsigned)tiles(crs, CONV_BN); grid.y = (unsigned)tiles(g.K, CONV_BM);
+        dim3 grid; grid.x = (unsigned)tiles(crs, bn); grid.y = (unsigned)tiles(g.K, bm);
         grid.z = (unsigned)nsplit;
         T* target = nsplit == 1 ? dw.p() : part.p();
         pool.run(grid, CONV_THREADS, [&] {
@@ -255,10 +255,27 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < cases.size(); ++i) {
         const int splits = 1 + (int)(i % 3);
         const int act = (int)(i % 2);
-        bad += run_case<float>(cases[i], splits, act, conv_fwd_f32, conv_bwd_data_f32, conv_bwd_data_s1_f32,
-                               conv_bwd_filter_f32, conv_split_sum_f32, conv_bias_grad_f32, rng);
-        bad += run_case<double>(cases[i], splits, act, conv_fwd_f64, conv_bwd_data_f64, conv_bwd_data_s1_f64,
-                                conv_bwd_filter_f64, conv_split_sum_f64, conv_bias_grad_f64, rng);
+        bad += run_case<float>(cases[i], splits, act, CONV_BM, CONV_BN, conv_fwd_f32, conv_bwd_data_f32,
+                               conv_bwd_data_s1_f32, conv_bwd_filter_f32, conv_split_sum_f32, conv_bias_grad_f32, rng);
+        bad += run_case<double>(cases[i], splits, act, CONV_BM, CONV_BN, conv_fwd_f64, conv_bwd_data_f64,
+                                conv_bwd_data_s1_f64, conv_bwd_filter_f64, conv_split_sum_f64, conv_bias_grad_f64, rng);
+        runs += 2;
+    }
+    // the float32 128x128 (l) and 64x256 (w) tiles: partial tiles along both dimensions, K and C
+    // past one tile, odd C*R*S, strides, dilation, split weight gradients, relu
+    std::vector<G> big = {
+        {2, 29, 9, 8, 131, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+        {1, 130, 7, 6, 70, 3, 3, 2, 1, 1, 1, 0, 2, 1, 2},
+        {3, 9, 11, 10, 67, 3, 2, 1, 2, 2, 1, 1, 0, 2, 1},
+        {0, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+    };
+    for (size_t i = 0; i < big.size(); ++i) {
+        const int splits = 1 + (int)(i % 3);
+        const int act = (int)((i + 1) % 2);
+        bad += run_case<float>(big[i], splits, act, 128, 128, conv_fwd_l_f32, conv_bwd_data_l_f32,
+                               conv_bwd_data_s1_l_f32, conv_bwd_filter_l_f32, conv_split_sum_f32, conv_bias_grad_f32, rng);
+        bad += run_case<float>(big[i], splits, act, 64, 256, conv_fwd_w_f32, conv_bwd_data_w_f32,
+                               conv_bwd_data_s1_w_f32, conv_bwd_filter_w_f32, conv_split_sum_f32, conv_bias_grad_f32, rng);
         runs += 2;
     }
     printf("%d cases, %d bad elements\n", runs, bad);

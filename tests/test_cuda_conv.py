@@ -80,6 +80,56 @@ def test_weight_gradient_split_reduction():
         assert bool((g1 == g2).all())
 
 
+# K and C just past 128 with N*P*Q, N*H*W and C*R*S (odd) past one tile: partial tiles along both
+# dimensions of every product in the 128x128, 64x256 and 64x64 tiles; the second is strided
+TILE_CASES = [
+    ((2, 29, 9, 8), (131, 29, 3, 3), 1, "same", 1),
+    ((1, 130, 7, 6), (70, 130, 3, 3), (2, 1), (1, 1, 0, 2), (1, 2)),
+]
+
+
+@pytest.mark.parametrize("tile", ["l", "w", "s"])
+@pytest.mark.parametrize("case", range(len(TILE_CASES)))
+def test_each_tile_matches_cpu(case, tile, monkeypatch):
+    from pydl.cuda import conv as cuda_conv
+    monkeypatch.setattr(cuda_conv, "FORCE_TILE", tile)
+    xs, ws, st, pad, dl = TILE_CASES[case]
+    x, w, b = _rand(xs, np.float32, 21), _rand(ws, np.float32, 22), _rand(ws[:1], np.float32, 23)
+    want = conv_ops.conv2d(x, w, b, st, pad, dl, activation="relu")
+    got = conv_ops.conv2d(cp.asarray(x), cp.asarray(w), cp.asarray(b), st, pad, dl, activation="relu")
+    np.testing.assert_allclose(cp.asnumpy(got), want, rtol=1e-4, atol=1e-4)
+    assert 0 < float((want == 0).mean()) < 1  # relu clipped some, not all
+    dy = _rand(want.shape, np.float32, 24)
+    want = conv_ops.conv2d_backward(dy, x, w, st, pad, dl)
+    got = conv_ops.conv2d_backward(cp.asarray(dy), cp.asarray(x), cp.asarray(w), st, pad, dl)
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(cp.asnumpy(g), r, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("tile", ["l", "w"])
+def test_large_tile_weight_gradient_split(tile, monkeypatch):
+    """The split reduction of the weight gradient in a large tile: same as the CPU, same bits twice;
+    float64 keeps the 64x64 tile whatever is forced."""
+    from pydl.cuda import conv as cuda_conv
+    monkeypatch.setattr(cuda_conv, "FORCE_TILE", tile)
+    x, w = _rand((2, 15, 20, 20), np.float32, 25), _rand((130, 15, 3, 3), np.float32, 26)
+    dy = _rand((2, 130, 20, 20), np.float32, 27)
+    assert cuda_conv.choose_tile(130, 135, np.float32, cuda_conv.sm_count()) == tile
+    assert cuda_conv.choose_tile(130, 135, np.float64, cuda_conv.sm_count()) == "s"
+    splits, _ = cuda_conv.split_plan(2 * 400, 130, 135, cuda_conv.sm_count(), tile)
+    assert splits == 3
+    want = conv_ops.conv2d_backward(dy, x, w, 1, "same")
+    a = conv_ops.conv2d_backward(cp.asarray(dy), cp.asarray(x), cp.asarray(w), 1, "same", need_dx=False)
+    c = conv_ops.conv2d_backward(cp.asarray(dy), cp.asarray(x), cp.asarray(w), 1, "same", need_dx=False)
+    assert a[0] is None
+    np.testing.assert_allclose(cp.asnumpy(a[1]), want[1], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(cp.asnumpy(a[2]), want[2], rtol=1e-4, atol=1e-4)
+    assert bool((a[1] == c[1]).all())
+    d64 = conv_ops.conv2d_backward(cp.asarray(dy.astype(np.float64)), cp.asarray(x.astype(np.float64)),
+                                   cp.asarray(w.astype(np.float64)), 1, "same", need_dx=False)
+    np.testing.assert_allclose(cp.asnumpy(d64[1]), want[1], rtol=1e-4, atol=1e-4)
+
+
 def test_float64_gradient_by_finite_differences():
     rng = np.random.default_rng(10)
     x = cp.asarray(rng.standard_normal((1, 2, 5, 4)))

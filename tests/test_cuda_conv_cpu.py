@@ -101,8 +101,9 @@ def test_split_plan():
         if splits > 1:
             assert chunk >= cuda_conv.MIN_SPLIT_CHUNK
         tiles = -(-k // 64) * -(-crs // 64)
-        if tiles >= 2 * sms:
+        if tiles > sms:
             assert splits == 1
+        assert splits == 1 or splits * tiles <= 2 * sms  # never a nearly empty extra wave
     assert cuda_conv.split_plan(0, 4, 27, 132) == (1, 8)
     # the benchmark's first layer: 9 output tiles need splitting to fill 132 SMs
     assert cuda_conv.split_plan(64 * 56 * 56, 64, 576, 132)[0] >= 20
@@ -133,19 +134,81 @@ def test_size_limits():
 
 def test_launched_kernels_exist_in_source():
     src = pydl.cuda.source("conv")
-    entries = set(re.findall(r"\b(conv_\w+)_##SFX\(", src))
-    assert entries == {"conv_fwd", "conv_bwd_data_s1", "conv_bwd_data", "conv_bwd_filter", "conv_split_sum",
-                       "conv_bias_grad"}
+    gemm_kernels = set(re.findall(r"\b(conv_\w+)##TAG\(", src))
+    assert gemm_kernels == {"conv_fwd", "conv_bwd_data_s1", "conv_bwd_data", "conv_bwd_filter"}
+    tags = re.findall(r"^CONV_GEMM_ENTRIES\((_\w+), (\w+), (\w+), \d\)$", src, re.M)
+    assert sorted(t[0] for t in tags) == ["_f32", "_f64", "_l_f32", "_w_f32"]
+    entries = {b + t for b in gemm_kernels for t, _, _ in tags}
+    others = set(re.findall(r"\b(conv_\w+)_##SFX\(", src))
+    assert others == {"conv_split_sum", "conv_bias_grad"}
+    entries |= {b + "_" + sfx for b in others for sfx in ("f32", "f64")}
+    # every (kernel, tile, dtype) the wrapper can ask for is compiled
+    for base in gemm_kernels:
+        for tile in cuda_conv.TILES:
+            for dtype in ("f32", "f64"):
+                if dtype == "f64" and tile not in cuda_conv.FLOAT64_TILES:
+                    continue
+                assert f"{cuda_conv.kernel_name(base, tile)}_{dtype}" in entries, (base, tile, dtype)
+    tile_types = {t: ty for t, _, ty in tags}
+    assert tile_types["_f32"] == tile_types["_f64"] == "ConvTileS"
+    for tile, tag in (("l", "_l_f32"), ("w", "_w_f32")):
+        bm, bn = cuda_conv.TILES[tile]
+        assert re.search(rf"typedef ConvTile<{bm}, {bn}, 8, 8> {tile_types[tag]};", src), tile
+    assert re.search(r"typedef ConvTile<CONV_BM, CONV_BN, 4, 4> ConvTileS;", src)
     with open(cuda_conv.__file__, encoding="utf-8") as f:
         wrapper = f.read()
     launched = set(re.findall(r'kernel\("conv", "(\w+)"', wrapper)) | \
-        set(re.findall(r'"(conv_bwd_data(?:_s1)?)"', wrapper))
-    assert launched <= entries and {"conv_fwd", "conv_bwd_filter", "conv_split_sum", "conv_bias_grad"} <= launched
-    assert re.search(r"CONV_ENTRIES\(f32, float\)", src) and re.search(r"CONV_ENTRIES\(f64, double\)", src)
+        set(re.findall(r'kernel_name\("(\w+)"', wrapper)) | set(re.findall(r'"(conv_bwd_data(?:_s1)?)"', wrapper))
+    assert launched == gemm_kernels | others
     assert f"#define CONV_THREADS {cuda_conv.THREADS}" in src
     assert f"#define CONV_BM {cuda_conv.TILE_M}" in src and f"#define CONV_BN {cuda_conv.TILE_N}" in src
     assert f"#define CONV_BIAS_THREADS {cuda_conv.BIAS_THREADS}" in src
-    assert cuda_conv.THREADS == (cuda_conv.TILE_M // 4) * (cuda_conv.TILE_N // 4)  # a 4 x 4 tile per thread
+    assert cuda_conv.TILES["s"] == (cuda_conv.TILE_M, cuda_conv.TILE_N)
+    for tile, (bm, bn) in cuda_conv.TILES.items():  # 256 threads, 4 x 4 (s) or 8 x 8 results each
+        per = 4 if tile == "s" else 8
+        assert (bm // per) * (bn // per) == cuda_conv.THREADS
+
+
+def test_choose_tile(monkeypatch):
+    f32, f64 = np.float32, np.float64
+    # the benchmark layers on a 132-SM GPU: K = 64 runs 64x256, K = 128 runs 128x128
+    assert cuda_conv.choose_tile(64, 64 * 56 * 56, f32, 132) == "w"
+    assert cuda_conv.choose_tile(128, 128 * 28 * 28, f32, 132) == "l"
+    # weight gradients (K x C*R*S) count the split blocks
+    assert cuda_conv.choose_tile(64, 576, f32, 132) == "s"
+    assert cuda_conv.choose_tile(64, 576, f32, 132, cuda_conv.max_splits(64 * 56 * 56)) == "w"
+    assert cuda_conv.choose_tile(128, 1152, f32, 132, cuda_conv.max_splits(128 * 28 * 28)) == "l"
+    # too few blocks for the large tiles, or too much padding: 64x64
+    assert cuda_conv.choose_tile(128, 128 * 64, f32, 132) == "s"
+    assert cuda_conv.choose_tile(130, 10**6, f32, 132) == "w"
+    assert cuda_conv.choose_tile(200, 10**6, f32, 132) == "l"
+    assert cuda_conv.choose_tile(512, 49, f32, 132) == "s"
+    assert cuda_conv.choose_tile(0, 0, f32, 132) == "s"
+    for m, n in [(64, 200704), (128, 100352), (4096, 4096)]:
+        assert cuda_conv.choose_tile(m, n, f64, 132) == "s"
+    for m, n, sms in [(64, 200704, 132), (128, 100352, 132), (300, 5000, 16), (70, 9000, 108), (1, 1, 1)]:
+        tile = cuda_conv.choose_tile(m, n, f32, sms)
+        if tile != "s":
+            assert cuda_conv.tile_blocks(m, n, tile) >= sms
+    monkeypatch.setattr(cuda_conv, "FORCE_TILE", "l")
+    assert cuda_conv.choose_tile(1, 1, f32, 132) == "l" and cuda_conv.choose_tile(1, 1, f64, 132) == "s"
+    monkeypatch.setattr(cuda_conv, "FORCE_TILE", "x")
+    with pytest.raises(ValueError, match=r"FORCE_TILE"):
+        cuda_conv.choose_tile(1, 1, f32, 132)
+
+
+def test_tile_grids_and_names():
+    assert cuda_conv.forward_grid(64, 64, 56, 56, "w") == (784, 1, 1)
+    assert cuda_conv.forward_grid(2, 131, 9, 8, "l") == (2, 2, 1)
+    assert cuda_conv.backward_data_grid(2, 29, 9, 8, "w") == (1, 1, 1)
+    assert cuda_conv.backward_filter_grid(131, 261, 3, "l") == (3, 2, 3)
+    assert cuda_conv.tile_blocks(131, 261, "w") == 3 * 2
+    assert cuda_conv.kernel_name("conv_fwd", "s") == "conv_fwd"
+    assert cuda_conv.kernel_name("conv_bwd_data_s1", "l") == "conv_bwd_data_s1_l"
+    # a split plan for a large tile fills the GPU with its (fewer) tiles
+    splits, chunk = cuda_conv.split_plan(64 * 56 * 56, 64, 576, 132, "w")
+    assert splits == 88 and (splits - 1) * chunk < 64 * 56 * 56 <= splits * chunk
+    assert cuda_conv.split_plan(128 * 28 * 28, 128, 1152, 132, "l")[0] == 29  # 261 blocks: two waves
 
 
 def test_benchmark_module_imports_without_a_gpu():
@@ -159,7 +222,7 @@ def test_benchmark_module_imports_without_a_gpu():
 def test_kernels_run_on_cpu_emulator(tmp_path):
     """Every conv_* kernel of kernels/conv.cu, compiled by the host C++ compiler with CUDA threads as
     fibers (tests/conv_cu_on_cpu.cpp), against float64 loops: strides 1-3, dilation 2, asymmetric
-    padding, C = 1, K = 1, several tiles, split weight gradients, relu, bias, N = 0."""
+    padding, C = 1, K = 1, several tiles, split weight gradients, relu, bias, N = 0; every block tile."""
     cxx = shutil.which("g++") or shutil.which("clang++")
     if cxx is None or not os.path.exists("/usr/include/ucontext.h"):
         pytest.skip("needs a C++17 compiler and ucontext.h")
@@ -172,4 +235,4 @@ def test_kernels_run_on_cpu_emulator(tmp_path):
     assert build.returncode == 0, build.stderr[-4000:]
     res = subprocess.run([exe, "quick"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
-    assert "14 cases, 0 bad elements" in res.stdout
+    assert "22 cases, 0 bad elements" in res.stdout

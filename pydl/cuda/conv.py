@@ -5,14 +5,19 @@ one dtype, NCHW x (N, C, H, W), w (K, C, R, S), matching shapes) together with t
 stride, padding (top, bottom, left, right) and dilation; these functions allocate the outputs,
 launch the kernels and return CuPy arrays.
 
-    forward:        y (N, K, P, Q)   one launch, grid (ceil(N*P*Q / 64), ceil(K / 64))
-    backward data:  dx (N, C, H, W)  one launch, grid (ceil(N*H*W / 64), ceil(C / 64)); the
+    forward:        y (N, K, P, Q)   one launch, grid (ceil(N*P*Q / BN), ceil(K / BM))
+    backward data:  dx (N, C, H, W)  one launch, grid (ceil(N*H*W / BN), ceil(C / BM)); the
                     stride-1 kernel skips the divisibility test of the strided one
-    backward filt:  dw (K, C, R, S)  grid (ceil(C*R*S / 64), ceil(K / 64), splits): the reduction
+    backward filt:  dw (K, C, R, S)  grid (ceil(C*R*S / BN), ceil(K / BM), splits): the reduction
                     over N*P*Q is cut into `splits` fixed chunks when the output has too few tiles to
                     occupy the GPU (split_plan), each written to a scratch slice, then summed in
                     order by conv_split_sum; deterministic, no atomics
     bias gradient:  db (K,)          one block per channel, summed in double
+
+Each of the three products picks its block tile BM x BN (choose_tile): float32 takes the 128x128
+tile "l" or the 64x256 tile "w" (8 x 8 results per thread) when the product is large enough to give
+every multiprocessor a block and the tile does not waste much more padding than the 64x64 tile "s"
+(4 x 4 per thread), which float64 always runs.
 
 The kernels keep coordinates inside one image in 32-bit ints: `check_limits` refuses (ValueError)
 the shapes where a dimension, a padded extent or a dilated filter extent reaches 2^31.
@@ -23,9 +28,19 @@ import numpy as np
 
 from . import blocks, cupy_module, kernel
 
-THREADS = 256          # threads per block of every implicit-GEMM kernel (4 x 4 outputs each)
-TILE_M = 64            # output-matrix rows per block (filters K, or input channels C for dx)
-TILE_N = 64            # output-matrix columns per block (N*P*Q, N*H*W, or C*R*S for dw)
+THREADS = 256          # threads per block of every implicit-GEMM kernel
+TILE_M = 64            # output-matrix rows per block of tile "s" (filters K, or input channels C for dx)
+TILE_N = 64            # output-matrix columns per block of tile "s" (N*P*Q, N*H*W, or C*R*S for dw)
+# tile name -> (rows BM, columns BN) of the output matrix per block; kernels conv_<op>[_<tile>]_<dtype>,
+# the suffix left out for "s"
+TILES = {"l": (128, 128), "w": (64, 256), "s": (TILE_M, TILE_N)}
+FLOAT64_TILES = ("s",)
+# Throughput of a tile relative to "s" assumed by choose_tile: an 8 x 8 register tile does 64 FMAs
+# per four 16-byte shared-memory reads, the 4 x 4 tile 16 per two; "w" gathers 25% more operand
+# elements per FMA than "l".
+TILE_SPEED = {"l": 1.6, "w": 1.5, "s": 1.0}
+# Tests set this to a tile name to force it on every float32 launch (float64 keeps "s").
+FORCE_TILE = None
 BIAS_THREADS = 256     # conv_bias_grad's block size
 MIN_SPLIT_CHUNK = 256  # a weight-gradient split reduces at least this many (n, p, q) positions
 SPLIT_BLOCKS_PER_SM = 2
@@ -76,32 +91,75 @@ def check_limits(op: str, x_shape, w_shape, out_hw, stride, pads, dilation) -> N
                          f"grid holds")
 
 
-def forward_grid(n: int, k: int, p: int, q: int) -> tuple:
-    return (max(1, _tiles(n * p * q, TILE_N)), max(1, _tiles(k, TILE_M)), 1)
+def tile_blocks(m: int, n: int, tile: str) -> int:
+    """Blocks of an (m, n) output matrix in `tile`."""
+    bm, bn = TILES[tile]
+    return _tiles(m, bm) * _tiles(n, bn)
 
 
-def backward_data_grid(n: int, c: int, h: int, w: int) -> tuple:
-    return (max(1, _tiles(n * h * w, TILE_N)), max(1, _tiles(c, TILE_M)), 1)
+def choose_tile(m: int, n: int, dtype, sms: int, max_splits: int = 1) -> str:
+    """The block tile of an (m, n) output product (grid z may add up to `max_splits` blocks per
+    tile): the one with the least padded area / TILE_SPEED among "s" and the large tiles whose grid
+    still gives every one of the `sms` multiprocessors a block. FORCE_TILE overrides for float32."""
+    if np.dtype(dtype) == np.float64:
+        return "s"
+    if FORCE_TILE is not None:
+        if FORCE_TILE not in TILES:
+            raise ValueError(f"[cuda.conv] FORCE_TILE must be one of {sorted(TILES)}, got {FORCE_TILE!r}")
+        return FORCE_TILE
+    m, n = int(m), int(n)
+    best, best_cost = "s", None
+    for tile in ("s", "l", "w"):
+        blocks = tile_blocks(m, n, tile)
+        if tile != "s" and blocks * max(1, int(max_splits)) < sms:
+            continue
+        bm, bn = TILES[tile]
+        cost = blocks * bm * bn / TILE_SPEED[tile]
+        if best_cost is None or cost < best_cost:
+            best, best_cost = tile, cost
+    return best
 
 
-def split_plan(npq: int, k: int, crs: int, sms: int) -> tuple[int, int]:
-    """(splits, chunk) of the weight gradient's reduction over npq = N*P*Q positions: enough splits
-    for about SPLIT_BLOCKS_PER_SM blocks per multiprocessor, each at least MIN_SPLIT_CHUNK long,
-    the chunk a multiple of 8 (one slice); every split is non-empty. The plan depends only on the
-    shapes and the SM count, so a GPU gives the same bits on every run."""
+def kernel_name(base: str, tile: str) -> str:
+    """conv.cu's name of kernel `base` in `tile` (without the dtype suffix)."""
+    return base if tile == "s" else f"{base}_{tile}"
+
+
+def forward_grid(n: int, k: int, p: int, q: int, tile: str = "s") -> tuple:
+    bm, bn = TILES[tile]
+    return (max(1, _tiles(n * p * q, bn)), max(1, _tiles(k, bm)), 1)
+
+
+def backward_data_grid(n: int, c: int, h: int, w: int, tile: str = "s") -> tuple:
+    bm, bn = TILES[tile]
+    return (max(1, _tiles(n * h * w, bn)), max(1, _tiles(c, bm)), 1)
+
+
+def max_splits(npq: int) -> int:
+    """The most chunks split_plan cuts a reduction over npq positions into."""
+    return max(1, int(npq) // MIN_SPLIT_CHUNK)
+
+
+def split_plan(npq: int, k: int, crs: int, sms: int, tile: str = "s") -> tuple[int, int]:
+    """(splits, chunk) of the weight gradient's reduction over npq = N*P*Q positions: as many splits
+    as keep the grid within SPLIT_BLOCKS_PER_SM blocks per multiprocessor (rounded down, so the last
+    wave is not a nearly empty one), each at least MIN_SPLIT_CHUNK long, the chunk a multiple of 8
+    (one slice); every split is non-empty. The plan depends only on the shapes, the tile and the SM
+    count, so a GPU gives the same bits on every run."""
     npq, k, crs, sms = int(npq), int(k), int(crs), int(sms)
     if npq <= 0:
         return 1, 8
-    tiles = max(1, _tiles(k, TILE_M) * _tiles(crs, TILE_N))
-    want = _tiles(SPLIT_BLOCKS_PER_SM * max(1, sms), tiles)
-    most = max(1, npq // MIN_SPLIT_CHUNK)
+    tiles = max(1, tile_blocks(k, crs, tile))
+    want = SPLIT_BLOCKS_PER_SM * max(1, sms) // tiles
+    most = max_splits(npq)
     splits = max(1, min(want, most, _MAX_GRID_YZ))
     chunk = _tiles(_tiles(npq, splits), 8) * 8
     return _tiles(npq, chunk), chunk
 
 
-def backward_filter_grid(k: int, crs: int, splits: int) -> tuple:
-    return (max(1, _tiles(crs, TILE_N)), max(1, _tiles(k, TILE_M)), int(splits))
+def backward_filter_grid(k: int, crs: int, splits: int, tile: str = "s") -> tuple:
+    bm, bn = TILES[tile]
+    return (max(1, _tiles(crs, bn)), max(1, _tiles(k, bm)), int(splits))
 
 
 def _i64(values) -> tuple:
@@ -116,8 +174,9 @@ def forward(x, w, b, out, y_shape, stride, pads, dilation, act: str):
     if y.size == 0:
         return y
     g = geometry(x.shape, w.shape, (p, q), stride, pads, dilation)
-    fn = kernel("conv", "conv_fwd", x.dtype)
-    fn(forward_grid(n, k, p, q), (THREADS,),
+    tile = choose_tile(k, n * p * q, x.dtype, sm_count())
+    fn = kernel("conv", kernel_name("conv_fwd", tile), x.dtype)
+    fn(forward_grid(n, k, p, q, tile), (THREADS,),
        (x, w, w if b is None else b, y) + _i64(g) + (np.int32(b is not None), np.int32(ACT_CODES[act])))
     return y
 
@@ -130,19 +189,22 @@ def backward(dy, x, w, stride, pads, dilation, need_dx: bool, has_bias: bool):
     p, q = dy.shape[2], dy.shape[3]
     g = _i64(geometry(x.shape, w.shape, (p, q), stride, pads, dilation))
     dtype = x.dtype
+    sms = sm_count()
     dx = None
     if need_dx:
         dx = cp.empty(x.shape, dtype=dtype)
         if dx.size:
             unit = stride[0] == 1 and stride[1] == 1
-            fn = kernel("conv", "conv_bwd_data_s1" if unit else "conv_bwd_data", dtype)
-            fn(backward_data_grid(n, c, h, wd), (THREADS,), (dy, w, dx) + g)
+            tile = choose_tile(c, n * h * wd, dtype, sms)
+            fn = kernel("conv", kernel_name("conv_bwd_data_s1" if unit else "conv_bwd_data", tile), dtype)
+            fn(backward_data_grid(n, c, h, wd, tile), (THREADS,), (dy, w, dx) + g)
     dw = cp.empty(w.shape, dtype=dtype)
     crs = c * r * s
-    splits, chunk = split_plan(n * p * q, k, crs, sm_count())
+    tile = choose_tile(k, crs, dtype, sms, max_splits(n * p * q))
+    splits, chunk = split_plan(n * p * q, k, crs, sms, tile)
     part = dw if splits == 1 else cp.empty((splits,) + tuple(w.shape), dtype=dtype)
-    fn = kernel("conv", "conv_bwd_filter", dtype)
-    fn(backward_filter_grid(k, crs, splits), (THREADS,), (dy, x, part) + g + (np.int64(chunk),))
+    fn = kernel("conv", kernel_name("conv_bwd_filter", tile), dtype)
+    fn(backward_filter_grid(k, crs, splits, tile), (THREADS,), (dy, x, part) + g + (np.int64(chunk),))
     if splits > 1:
         count = dw.size
         fn = kernel("conv", "conv_split_sum", dtype)
@@ -155,5 +217,6 @@ def backward(dy, x, w, stride, pads, dilation, need_dx: bool, has_bias: bool):
     return dx, dw, db
 
 
-__all__ = ["forward", "backward", "check_limits", "geometry", "split_plan", "forward_grid", "backward_data_grid",
-           "backward_filter_grid", "sm_count", "THREADS", "TILE_M", "TILE_N"]
+__all__ = ["forward", "backward", "check_limits", "geometry", "split_plan", "max_splits", "choose_tile", "tile_blocks",
+           "kernel_name", "forward_grid", "backward_data_grid", "backward_filter_grid", "sm_count", "THREADS", "TILE_M",
+           "TILE_N", "TILES", "FLOAT64_TILES", "TILE_SPEED"]
