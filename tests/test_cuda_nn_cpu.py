@@ -120,16 +120,21 @@ def _emulate(name, grid, block, args):
         return
     if base.startswith("softmax_warp") or base.startswith("softmax_block"):
         g = 32 if base.startswith("softmax_warp") else 256
-        kk = int(base[len("softmax_warp"):] if g == 32 else base[len("softmax_block"):])
+        vec = base.startswith("softmax_warpv")  # float4 per lane step: lane holds float4s lane + 32 k
+        kk = int(base[len("softmax_warpv" if vec else "softmax_warp"):] if g == 32 else base[len("softmax_block"):])
         y, x, r, d, log_form = args[0], args[1], int(args[2]), int(args[3]), int(args[4])
-        assert block == 256 and kk * g >= d, (name, d)
+        assert block == 256 and kk * g * (4 if vec else 1) >= d, (name, d)
+        assert not vec or (d % 4 == 0 and x.dtype == np.float32), (name, d, x.dtype)
         rows_per_block = 256 // g
         xs, ys = x.a.reshape(r, d), y.a.reshape(r, d)
         for b, t in _threads(grid, block):
             lane = t % 32 if g == 32 else t
             first = b * rows_per_block + (t // 32 if g == 32 else 0)
             for row in range(first, r, grid * rows_per_block):
-                cols = [lane + k * g for k in range(kk) if lane + k * g < d]
+                if vec:
+                    cols = [4 * (lane + 32 * k) + c for k in range(kk) if lane + 32 * k < d // 4 for c in range(4)]
+                else:
+                    cols = [lane + k * g for k in range(kk) if lane + k * g < d]
                 np.add.at(y.writes, [row * d + c for c in cols], 1)
         # the arithmetic, in the kernel's order of types: max, e = exp(x - m) in T, sum in double
         m = np.max(np.where(np.isnan(xs), -np.inf, xs), axis=1, keepdims=True).astype(x.dtype)
@@ -232,7 +237,13 @@ def test_softmax_entry_choice():
         k = int(base.lstrip("softmax_warpblock"))
         g = 32 if "warp" in base else 256
         assert k * g >= d and (k == 1 or (k // 2) * g < d or "block8" in base)
+    for d in range(4, 1025, 4):  # float4 rows: the fewest float4s per lane (1, 2, 4, 8) that cover d
+        base, g = cuda_nn._softmax_vec_entry(17, d)
+        k4 = int(base[len("softmax_warpv"):])
+        assert k4 in (1, 2, 4, 8) and 128 * k4 >= d and (k4 == 1 or 64 * k4 < d) and g == 3
     src = pydl.cuda.source("activations")
+    for k in (1, 2, 4, 8):
+        assert f"PYDL_SOFTMAX_VEC({k})" in src
     for k in (1, 2, 4, 8, 16, 32):
         assert f"PYDL_SOFTMAX_REGS(T, SUF, warp, 32, {k})" in src
     for k in (8, 16):
