@@ -116,4 +116,4 @@ def test_launched_kernels_exist_in_source():
 def test_recurrent_layers_support_cuda():
     for cls in (pydl.layers.SimpleRNN, pydl.layers.LSTM, pydl.layers.GRU, pydl.layers.Bidirectional):
         assert cls.supports_cuda
-    assert not pydl.layers.Embedding.supports_cuda
+    assert pydl.layers.Embedding.supports_cuda  # ids move to the GPU as integers (tests/test_cuda_rnn.py)
