@@ -2,8 +2,8 @@
 tests/cuda_emu, so every change to a kernel source, a CUDA wrapper or the device seam is exercised
 on machines without a GPU too (see tools/cuda_emu_check.sh and tests/cuda_emu/READY).
 
-One nested pytest run: its summary line must show passes and no failure, error or skip (a test that
-cannot run under the emulator has to say why with a skip, which this check then reports)."""
+One nested pytest run: its summary line must show passes and no failure or error; a skip is accepted
+only where an optional package (PyTorch, the NVRTC extras) is missing."""
 import glob
 import os
 import re
@@ -28,6 +28,7 @@ def test_gpu_suite_passes_under_the_emulator():
     assert proc.returncode == 0, out[-6000:]
     passed = re.search(r"(\d+) passed", summary)
     assert passed and int(passed.group(1)) >= 400, summary
-    # the dispatch file's "CUDA unavailable" case is the one test that cannot run with a (fake) GPU
-    skipped = re.search(r"(\d+) skipped", summary)
-    assert not skipped or int(skipped.group(1)) <= 1, out[-6000:]
+    # skips are allowed only for a missing optional package (PyTorch as a reference, the NVRTC extras)
+    for line in out.splitlines():
+        if line.startswith("SKIPPED"):
+            assert "could not import" in line or "pip install" in line, line
