@@ -198,49 +198,78 @@ def cnn_step(quick: bool) -> list[dict]:
 
 # Families with their own module (pydl/bench/cuda_<family>.py): run(quick) -> rows, format_rows(rows).
 FAMILIES = ("conv", "pool", "rnn")
+SECTIONS = ("gemm", "memory", "mlp") + FAMILIES
 
 
-def run(quick: bool = False) -> dict:
+def _run_section(name: str, quick: bool) -> list[dict]:
     import importlib
-    from . import cuda_gemm
+    if name == "gemm":
+        from . import cuda_gemm
+        return cuda_gemm.run(quick=quick)
+    if name == "memory":
+        return memory_bound(quick)
+    if name == "mlp":
+        return mlp_step(quick) + cnn_step(quick)
+    return importlib.import_module(f"{__package__}.cuda_{name}").run(quick=quick)
+
+
+def run(quick: bool = False, on_section=None) -> dict:
+    """Every section in turn. A section that raises is recorded as {"error": message} and the
+    others still run; on_section(name, rows_or_error, res) is called as each one finishes."""
     import pydl
-    info = pydl.cuda.device_info()
-    out = {"device": info, "gemm": cuda_gemm.run(quick=quick), "memory": memory_bound(quick),
-           "mlp": mlp_step(quick) + cnn_step(quick)}
-    for fam in FAMILIES:
-        out[fam] = importlib.import_module(f"{__package__}.cuda_{fam}").run(quick=quick)
+    out = {"device": pydl.cuda.device_info()}
     torch = _torch_cuda()
     out["torch"] = None if torch is None else torch.__version__
+    for name in SECTIONS:
+        try:
+            out[name] = _run_section(name, quick)
+        except Exception as e:  # noqa: BLE001 - one broken section must not hide the others
+            out[name] = {"error": f"{type(e).__name__}: {e}"}
+        if on_section is not None:
+            on_section(name, out[name], out)
     return out
 
 
-def format_results(res: dict) -> str:
-    lines = [f"GPU: {res['device'].get('name')} (cc {res['device'].get('compute_capability')}), "
-             f"CuPy {res['device'].get('cupy')}, PyTorch {res.get('torch')}; fp32, TF32 off", ""]
-    lines.append("SGEMM: TFLOP/s = 2mnk/t")
-    lines.append(f"{'case':<28} {'shape':<18} {'pydl':>7} {'cuBLAS':>7} {'torch':>7} {'/cuBLAS':>8} {'/torch':>7} {'err':>8}")
-    for r in res["gemm"]:
-        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-        lines.append(f"{r['name']:<28} {r['shape']:<18} {fmt(r.get('pydl_tflops'), '7.2f')} "
-                     f"{fmt(r.get('cublas_tflops'), '7.2f')} {fmt(r.get('torch_tflops'), '7.2f')} "
-                     f"{fmt(r.get('ratio_cublas'), '8.3f')} {fmt(r.get('ratio_torch'), '7.3f')} "
-                     f"{fmt(r.get('max_rel_err'), '8.1e')}")
-    lines.append("")
-    lines.append("Memory-bound kernels: GB/s = bytes read + written / t; fraction of the device copy")
-    for r in res["memory"]:
-        lines.append(f"{r['name']:<34} {r['shape']:<8} {r['gbs']:8.0f} GB/s {r['frac_copy']:6.2f} of copy "
-                     f"({r['ms']:.3f} ms)")
-    lines.append("")
-    for r in res["mlp"]:
-        extra = f", PyTorch {r['torch_ms']:.3f} ms, pydl/PyTorch speed {r['ratio_torch']:.2f}x" \
-            if "torch_ms" in r else ""
-        lines.append(f"{r['name']} ({r['shape']}): pydl {r['pydl_ms']:.3f} ms{extra}")
+def format_header(res: dict) -> str:
+    return (f"GPU: {res['device'].get('name')} (cc {res['device'].get('compute_capability')}), "
+            f"CuPy {res['device'].get('cupy')}, PyTorch {res.get('torch')}; fp32, TF32 off")
+
+
+def format_section(name: str, rows) -> str:
     import importlib
-    for fam in FAMILIES:
-        if res.get(fam):
-            lines.append("")
-            lines.append(importlib.import_module(f"{__package__}.cuda_{fam}").format_rows(res[fam]))
-    return "\n".join(lines)
+    if isinstance(rows, dict) and "error" in rows:
+        return f"{name}: FAILED: {rows['error']}"
+    if name == "gemm":
+        lines = ["SGEMM: TFLOP/s = 2mnk/t",
+                 f"{'case':<28} {'shape':<18} {'pydl':>7} {'cuBLAS':>7} {'torch':>7} {'/cuBLAS':>8} "
+                 f"{'/torch':>7} {'err':>8}"]
+        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+        for r in rows:
+            lines.append(f"{r['name']:<28} {r['shape']:<18} {fmt(r.get('pydl_tflops'), '7.2f')} "
+                         f"{fmt(r.get('cublas_tflops'), '7.2f')} {fmt(r.get('torch_tflops'), '7.2f')} "
+                         f"{fmt(r.get('ratio_cublas'), '8.3f')} {fmt(r.get('ratio_torch'), '7.3f')} "
+                         f"{fmt(r.get('max_rel_err'), '8.1e')}")
+        return "\n".join(lines)
+    if name == "memory":
+        lines = ["Memory-bound kernels: GB/s = bytes read + written / t; fraction of the device copy"]
+        for r in rows:
+            lines.append(f"{r['name']:<34} {r['shape']:<8} {r['gbs']:8.0f} GB/s {r['frac_copy']:6.2f} of copy "
+                         f"({r['ms']:.3f} ms)")
+        return "\n".join(lines)
+    if name == "mlp":
+        lines = []
+        for r in rows:
+            extra = f", PyTorch {r['torch_ms']:.3f} ms, pydl/PyTorch speed {r['ratio_torch']:.2f}x" \
+                if "torch_ms" in r else ""
+            lines.append(f"{r['name']} ({r['shape']}): pydl {r['pydl_ms']:.3f} ms{extra}")
+        return "\n".join(lines)
+    return importlib.import_module(f"{__package__}.cuda_{name}").format_rows(rows)
+
+
+def format_results(res: dict) -> str:
+    parts = [format_header(res)]
+    parts += [format_section(name, res[name]) for name in SECTIONS if res.get(name)]
+    return "\n\n".join(parts)
 
 
 def main(argv=None) -> int:
@@ -252,12 +281,20 @@ def main(argv=None) -> int:
     if not pydl.cuda.is_available():
         print(f"pydl.bench --device cuda: {pydl.cuda.device_info()['reason']}", file=sys.stderr)
         return 2
-    res = run(quick=args.quick)
-    print(format_results(res))
+    torch = _torch_cuda()
+    print(format_header({"device": pydl.cuda.device_info(), "torch": torch and torch.__version__}), flush=True)
+
+    def show(name, rows, _res):
+        print("\n" + format_section(name, rows), flush=True)
+
+    res = run(quick=args.quick, on_section=show)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(res, f, indent=1, default=str)
-    return 0
+    failed = [name for name in SECTIONS if isinstance(res.get(name), dict)]
+    if failed:
+        print(f"\nfailed sections: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
