@@ -215,10 +215,79 @@ def test_bad_inputs_raise_like_cpu():
 def test_algo_on_cuda():
     x = cp.asarray(_rand((1, 2, 6, 6), np.float32, 15))
     w = cp.asarray(_rand((3, 2, 3, 3), np.float32, 16))
-    ref = conv_ops.conv2d(x, w, padding=1)
-    for algo in ("auto", "implicit_gemm", "im2col", "direct", "naive", "winograd", "winograd_f4"):
+    ref = conv_ops.conv2d(x, w, padding=1, algo="implicit_gemm")
+    for algo in ("auto", "im2col", "direct", "naive"):  # the CPU's names run the implicit GEMM
         assert bool((conv_ops.conv2d(x, w, padding=1, algo=algo) == ref).all()), algo
+    for algo in ("winograd", "winograd_f2", "winograd_f4"):
+        np.testing.assert_allclose(cp.asnumpy(conv_ops.conv2d(x, w, padding=1, algo=algo)), cp.asnumpy(ref),
+                                   rtol=1e-4, atol=1e-4)
     assert conv_ops.conv2d_explain(x.shape, w.shape, padding=1, device="cuda")[0] == "implicit_gemm"
+
+
+# (x shape, K, padding): output sizes that are and are not multiples of the tile (2, 4), C a multiple
+# of 4 or not (the batched GEMM's vector and scalar loads), Q a multiple of 4 or not (vector or
+# scalar row stores), asymmetric padding, 'valid', a 1x1 output, N = 1 and K past one 64-row tile
+WINO_CASES = [
+    ((2, 3, 7, 9), 5, "same"),
+    ((1, 8, 8, 8), 4, "same"),
+    ((2, 4, 9, 6), 3, "valid"),
+    ((3, 5, 6, 11), 2, (0, 2, 1, 0)),
+    ((1, 2, 3, 3), 70, "valid"),
+    ((2, 12, 10, 12), 8, ((2, 1), (1, 2))),
+]
+
+
+def _wino_tol(dtype, mo, c):
+    if dtype == np.float64:
+        return dict(rtol=1e-10, atol=1e-10)
+    scale = np.sqrt(9 * c)  # the sums' typical size for standard-normal inputs
+    return dict(rtol=1e-4, atol=(2e-5 if mo == 2 else 2e-4) * scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("algo", ["winograd_f2", "winograd_f4"])
+@pytest.mark.parametrize("case", range(len(WINO_CASES)))
+def test_winograd_matches_float64_reference(case, algo, dtype):
+    xs, k, pad = WINO_CASES[case]
+    x, w, b = _rand(xs, dtype, 21), _rand((k, xs[1], 3, 3), dtype, 22), _rand((k,), dtype, 23)
+    for bias, act in ((None, None), (b, "relu"), (b, "linear")):
+        want = conv_ops.conv2d(x.astype(np.float64), w.astype(np.float64),
+                               None if bias is None else bias.astype(np.float64), 1, pad, algo="naive",
+                               activation=act)
+        got = conv_ops.conv2d(cp.asarray(x), cp.asarray(w), None if bias is None else cp.asarray(bias), 1, pad,
+                              algo=algo, activation=act)
+        assert isinstance(got, cp.ndarray) and got.dtype == dtype and got.shape == want.shape
+        np.testing.assert_allclose(cp.asnumpy(got), want, **_wino_tol(dtype, int(algo[-1]), xs[1]))
+
+
+def test_winograd_writes_every_output_and_honours_out():
+    x, w, b = (cp.asarray(_rand(s, np.float32, 24 + i)) for i, s in enumerate([(2, 4, 7, 10), (3, 4, 3, 3), (3,)]))
+    for algo in ("winograd_f2", "winograd_f4"):
+        out = poisoned((2, 3, 7, 10), np.float32)
+        y = conv_ops.conv2d(x, w, b, padding="same", algo=algo, out=out)
+        assert y is out and not bool(cp.isnan(out).any())
+        ref = conv_ops.conv2d(x, w, b, padding="same", algo="implicit_gemm")
+        np.testing.assert_allclose(cp.asnumpy(out), cp.asnumpy(ref), rtol=1e-4, atol=1e-3)
+        empty = conv_ops.conv2d(cp.zeros((0, 4, 7, 10), cp.float32), w, b, padding="same", algo=algo)
+        assert empty.shape == (0, 3, 7, 10)
+    # NaN and inf in the input reach only the outputs whose windows hold them
+    xn = cp.asarray(np.zeros((1, 1, 8, 8), np.float32))
+    xn[0, 0, 0, 0] = cp.nan
+    y = conv_ops.conv2d(xn, cp.ones((1, 1, 3, 3), cp.float32), padding="valid", algo="winograd_f4")
+    bad = cp.asnumpy(cp.isnan(y))[0, 0]
+    assert bad[0, 0] and bad.sum() == 1
+
+
+def test_auto_runs_winograd_for_wide_layers():
+    m = conv_ops.CUDA_AUTO_RULE["wino_min_ck"]
+    x, w = cp.asarray(_rand((1, m, 8, 8), np.float32, 27)), cp.asarray(_rand((m, m, 3, 3), np.float32, 28))
+    assert conv_ops.conv2d_algo(x.shape, w.shape, padding=1, device="cuda") == "winograd_f4"
+    got = conv_ops.conv2d(x, w, padding=1)
+    np.testing.assert_allclose(cp.asnumpy(got), cp.asnumpy(conv_ops.conv2d(x, w, padding=1, algo="winograd_f4")),
+                               rtol=0, atol=0)
+    want = conv_ops.conv2d(cp.asnumpy(x).astype(np.float64), cp.asnumpy(w).astype(np.float64), padding=1,
+                           algo="naive")
+    np.testing.assert_allclose(cp.asnumpy(got), want, **_wino_tol(np.float32, 4, m))
 
 
 def _conv_model(transpose=False):
@@ -253,3 +322,30 @@ def test_conv_model_fit_on_gpu_matches_cpu(transpose):
         np.testing.assert_allclose(b, a, rtol=1e-3, atol=3e-5)
     gpu.to("cpu")
     assert gpu.layers[0].algo_used == cpu.layers[0].algo_used
+
+
+def test_wide_conv_model_fit_on_gpu_matches_cpu():
+    """A Conv2D layer wide enough for the CUDA rule's Winograd: the same fit on both devices."""
+    m = conv_ops.CUDA_AUTO_RULE["wino_min_ck"]
+    rng = np.random.default_rng(29)
+    x = rng.standard_normal((16, m, 6, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 16)
+
+    def build():
+        model = pydl.Sequential([pydl.layers.Conv2D(m, 3, padding="same", activation="relu", input_shape=(m, 6, 6)),
+                                 pydl.layers.Flatten(), pydl.layers.Dense(3, activation="softmax")])
+        model.compile(loss="sparse_categorical_crossentropy", optimizer=pydl.optimizers.SGD(0.01))
+        model.build((None, m, 6, 6))
+        return model
+
+    pydl.seed(5)
+    cpu = build()
+    gpu = build()
+    gpu.set_weights(cpu.get_weights())
+    gpu.to("cuda")
+    assert gpu.layers[0].algo_used == "winograd_f2" and "Winograd" in gpu.layers[0].algo_reason
+    h_cpu = cpu.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    h_gpu = gpu.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    np.testing.assert_allclose(h_gpu.history["loss"], h_cpu.history["loss"], rtol=1e-3)
+    for a, b in zip(cpu.get_weights(), gpu.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4)

@@ -53,14 +53,59 @@ def test_cpu_path_unchanged():
     assert type(dx) is np.ndarray and dw.shape == w.shape and db.shape == (4,)
 
 
+# what each algo runs on CUDA arrays for a 3x3 / stride 1 layer with 16 channels (below the rule's 32)
+_CUDA_NAMES = {"auto": "implicit_gemm", "implicit_gemm": "implicit_gemm", "naive": "implicit_gemm",
+               "direct": "implicit_gemm", "im2col": "implicit_gemm", "winograd": "winograd_f4",
+               "winograd_f2": "winograd_f2", "winograd_f4": "winograd_f4"}
+
+
 @pytest.mark.parametrize("algo", conv_ops.ALGOS + ("implicit_gemm",))
-def test_explain_on_cuda_maps_every_algo_to_implicit_gemm(algo):
+def test_explain_on_cuda_every_algo(algo):
     name, why = conv_ops.conv2d_explain((8, 16, 14, 14), (32, 16, 3, 3), padding=1, algo=algo, device="cuda")
-    assert name == "implicit_gemm" and why.startswith("cuda:")
-    if algo not in ("auto", "implicit_gemm"):
+    assert name == _CUDA_NAMES[algo] and why.startswith("cuda")
+    if algo in ("naive", "direct", "im2col"):
         assert repr(algo) in why and "CPU algorithm" in why
-    assert conv_ops.conv2d_algo((8, 16, 14, 14), (32, 16, 3, 3), padding=1, algo=algo, device="cuda") == \
-        "implicit_gemm"
+    assert conv_ops.conv2d_algo((8, 16, 14, 14), (32, 16, 3, 3), padding=1, algo=algo, device="cuda") == name
+
+
+def test_cuda_auto_rule():
+    m, f4 = conv_ops.CUDA_AUTO_RULE["wino_min_ck"], conv_ops.CUDA_AUTO_RULE["f4_min_out"]
+
+    def pick(x_shape, w_shape, **kw):
+        return conv_ops.conv2d_explain(x_shape, w_shape, device="cuda", **kw)
+
+    name, why = pick((4, m, f4, f4), (m, m, 3, 3), padding=1)
+    assert name == "winograd_f4" and f"C = {m} and K = {m} >= {m}" in why
+    assert pick((4, m, f4 - 1, f4 + 5), (m, m, 3, 3), padding=1)[0] == "winograd_f2"
+    assert pick((4, m, f4 + 2, f4 + 2), (m, m, 3, 3))[0] == "winograd_f4"   # valid: output f4 x f4
+    assert pick((4, m, f4 + 1, f4 + 2), (m, m, 3, 3))[0] == "winograd_f2"   # valid: output f4-1 rows
+    name, why = pick((4, m - 1, 16, 16), (m, m - 1, 3, 3), padding=1)
+    assert name == "implicit_gemm" and f"C = {m - 1}" in why
+    assert pick((4, m, 16, 16), (m - 1, m, 3, 3), padding=1)[0] == "implicit_gemm"
+    for kw in (dict(stride=2), dict(dilation=2)):
+        assert pick((4, m, 16, 16), (m, m, 3, 3), padding=1, **kw)[0] == "implicit_gemm"
+    assert pick((4, m, 16, 16), (m, m, 5, 5), padding=2)[0] == "implicit_gemm"
+    assert pick((4, m, 16, 16), (m, m, 1, 1))[0] == "implicit_gemm"
+    # "winograd" on CUDA picks the variant by output size only, whatever the channels
+    assert pick((1, 2, 6, 6), (3, 2, 3, 3), padding=1, algo="winograd")[0] == "winograd_f2"
+    assert pick((1, 2, 9, 9), (3, 2, 3, 3), padding=1, algo="winograd")[0] == "winograd_f4"
+
+
+def test_winograd_tiles():
+    from pydl.cuda import winograd
+    assert winograd.tiles(2, 7, 9, 4) == (2, 3, 12, 12)
+    assert winograd.tiles(3, 5, 5, 2) == (3, 3, 27, 28)
+    assert winograd.tiles(1, 1, 1, 4) == (1, 1, 1, 4)
+    # U + V + M for F(4x4): 36 * (K*C + C*TP + K*TP) elements
+    assert winograd.scratch_bytes((2, 3, 7, 9), 5, (2, 5, 7, 9), 4, 4) == 36 * (15 + 3 * 12 + 5 * 12) * 4
+
+
+def test_batched_tile_choice():
+    from pydl.cuda import gemm
+    assert gemm.batched_tile(64, 12544, 36, np.float32, 132) == "h"      # 64 rows: no 128-row tile
+    assert gemm.batched_tile(128, 6272, 36, np.float32, 132) == "l"
+    assert gemm.batched_tile(128, 64, 1, np.float32, 132) == "s"         # too few blocks for a big tile
+    assert gemm.batched_tile(128, 6272, 36, np.float64, 132) == "s"
 
 
 def test_algo_checks_on_cuda_match_cpu():
@@ -86,8 +131,15 @@ def test_layer_algo_used_follows_the_weights_device():
     try:
         assert layer.algo_used == "implicit_gemm"
         assert layer.algo_reason == "cuda: 'im2col' is a CPU algorithm; the GPU runs the implicit GEMM"
+        layer.algo = "auto"
+        layer._algo_choice = None
+        assert layer.algo_used == "implicit_gemm" and "C = 4" in layer.algo_reason  # 4 channels: below the rule
+        layer.algo = "winograd"
+        layer._algo_choice = None
+        assert layer.algo_used == "winograd_f4"  # output 10x10
     finally:
         layer.params["W"] = real_w
+        layer.algo, layer._algo_choice = "im2col", None
     assert layer.algo_used == "im2col"
     assert pydl.layers.Conv2D.supports_cuda and pydl.layers.Conv2DTranspose.supports_cuda
 
@@ -213,10 +265,13 @@ def test_tile_grids_and_names():
 
 def test_benchmark_module_imports_without_a_gpu():
     from pydl.bench import cuda_conv as bench
-    assert [c[1:6] for c in bench.CASES] == [(64, 64, 56, 56, 64), (128, 128, 28, 28, 128), (64, 64, 56, 56, 64)]
-    assert [c[6] for c in bench.CASES] == [False, False, True]
-    text = bench.format_rows([dict(name="conv3x3 forward", shape="N1 C1 3x3 K1", pydl_ms=1.0, pydl_tflops=0.1)])
-    assert "conv3x3 forward" in text and "1.000" in text
+    assert [c[1:6] for c in bench.CASES] == [(64, 64, 56, 56, 64), (128, 128, 28, 28, 128), (128, 32, 14, 14, 64),
+                                             (64, 64, 56, 56, 64)]
+    assert [c[6] for c in bench.CASES] == [False, False, False, True]
+    assert set(bench.FORCED) == {"implicit_gemm", "winograd_f2", "winograd_f4"}
+    text = bench.format_rows([dict(name="conv3x3 forward", shape="N1 C1 3x3 K1", algo="winograd_f4", pydl_ms=1.0,
+                                   pydl_tflops=0.1)])
+    assert "conv3x3 forward" in text and "1.000" in text and "winograd_f4" in text
 
 
 def test_kernels_run_on_cpu_emulator(tmp_path):

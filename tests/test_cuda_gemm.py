@@ -194,3 +194,35 @@ def test_bad_input():
     buf = cp.zeros((4, 5), cp.float32)
     with pytest.raises(ValueError, match=r"out must not overlap a or b"):
         gemm(buf[:, :3], cp.ones((3, 5), cp.float32), out=buf)
+
+
+def test_batched_every_tile_and_load_variant():
+    """gemm_batched: each tile, vector loads (k, n multiples of 4) and scalar loads (odd sizes), each
+    product of the batch against float64 NumPy; nothing outside the outputs is written."""
+    from pydl.cuda import gemm as cg
+    rng = np.random.default_rng(11)
+    for dtype in DTYPES:
+        for tile in (cg.BATCH_TILES if dtype == np.float32 else ("s",)):
+            for nb, m, n, k in [(3, 64, 132, 16), (2, 131, 70, 9), (5, 7, 3, 1), (1, 200, 260, 36)]:
+                a = rng.standard_normal((nb, m, k)).astype(dtype)
+                b = rng.standard_normal((nb, k, n)).astype(dtype)
+                out = poisoned((nb, m, n), dtype)
+                cg.gemm_batched(cp.asarray(a), cp.asarray(b), out, tile=tile)
+                host = cp.asnumpy(out)
+                for z in range(nb):
+                    want, mag = _reference(a[z], b[z], False, False, 1.0, 0.0, None)
+                    _assert_close(host[z], want, mag, TOL[dtype], f"batched {tile} z={z} {nb}x{m}x{n}x{k}")
+
+
+def test_batched_empty_and_bad_input():
+    from pydl.cuda import gemm as cg
+    out = poisoned((2, 3, 4), np.float32)
+    cg.gemm_batched(cp.ones((2, 3, 0), cp.float32), cp.ones((2, 0, 4), cp.float32), out)
+    assert not cp.asnumpy(out).any()
+    cg.gemm_batched(cp.ones((0, 3, 2), cp.float32), cp.ones((0, 2, 4), cp.float32), cp.empty((0, 3, 4), cp.float32))
+    with pytest.raises(ValueError, match=r"shapes do not chain"):
+        cg.gemm_batched(cp.ones((2, 3, 5), cp.float32), cp.ones((2, 4, 4), cp.float32), out)
+    with pytest.raises(ValueError, match=r"C-contiguous 3-D float32"):
+        cg.gemm_batched(cp.ones((2, 3, 2), cp.float64), cp.ones((2, 2, 4), cp.float32), out)
+    with pytest.raises(ValueError, match=r"no tile 'l'"):
+        cg.gemm_batched(cp.ones((2, 3, 2)), cp.ones((2, 2, 4)), cp.empty((2, 3, 4)), tile="l")

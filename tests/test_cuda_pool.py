@@ -19,6 +19,7 @@ CASES = [
     ((1, 2, 10, 13), (3, 2), 3, "same"),
     ((2, 1, 6, 5), (1, 4), (2, 1), (0, 2)),
     ((1, 2, 4, 4), 4, 1, 0),
+    ((2, 2, 6, 12), 2, 2, "valid"),  # the 2x2 / stride-2 two-outputs-per-thread kernels (fast_22)
 ]
 
 
@@ -126,6 +127,71 @@ def test_global_avg_pool_float32_accumulates_in_double():
     x[0, 0, 0, 0] = 1e4
     gy = cp.asnumpy(P.global_avg_pool2d(cp.asarray(x)))
     np.testing.assert_array_equal(gy, P.global_avg_pool2d(x))
+
+
+def test_fast_2x2_path_nan_ties_views_and_fallbacks(monkeypatch):
+    """The fast_22 kernels (2x2, stride 2, W = 2Q a multiple of 4): NaN / inf / ties as on the CPU, both
+    dtypes; an input or dy view off a 16-byte boundary and the shapes outside fast_22 take the general
+    kernels with the same results."""
+    from pydl.cuda import pool as cuda_pool
+    names = []
+    real = cuda_pool._fn
+    monkeypatch.setattr(cuda_pool, "_fn", lambda base, dtype: names.append(base) or real(base, dtype))
+    for dtype in (np.float32, np.float64):
+        x = _x((2, 3, 6, 8), dtype, ties=True)
+        x[0, 0, 1, 1] = np.nan
+        x[0, 1, 4, 6] = np.inf
+        x[0, 2, 1, 2] = np.nan  # every position of a window holds a NaN in some plane
+        x[0, 2, 2, 4] = np.nan
+        x[0, 2, 0, 1] = np.nan
+        x[1, 2, 5, 7] = -np.inf
+        x[1, 2, 4, 4] = np.nan
+        x[1, 2, 5, 5] = np.nan
+        y, am = P.max_pool2d(x, 2)
+        names.clear()
+        gy, gam = P.max_pool2d(cp.asarray(x), 2)
+        assert names == ["maxpool2d_fwd_22v_argmax"]
+        np.testing.assert_array_equal(cp.asnumpy(gy), y)
+        np.testing.assert_array_equal(cp.asnumpy(gam), am)
+        dy = _x(y.shape, dtype, seed=3)
+        dy[0, 0, 0, 0] = -0.0
+        names.clear()
+        got = P.max_pool2d_backward(cp.asarray(dy), gam, x.shape, 2)
+        assert names == ["maxpool2d_bwd_22v"]
+        want = P.max_pool2d_backward(dy, am, x.shape)
+        np.testing.assert_array_equal(cp.asnumpy(got), want)
+        names.clear()
+        gy2, none = P.max_pool2d(cp.asarray(x), 2, return_argmax=False)
+        assert none is None
+        assert names == ["maxpool2d_fwd_22v"]
+        np.testing.assert_array_equal(cp.asnumpy(gy2), y)
+        # a view one element past an aligned address: the general kernel, same values
+        buf = cp.empty(x.size + 1, dtype)
+        xv = buf[1:].reshape(x.shape)
+        xv[...] = cp.asarray(x)
+        names.clear()
+        vy, vam = P.max_pool2d(xv, 2)
+        assert names == ["maxpool2d_fwd_k2_argmax"]
+        np.testing.assert_array_equal(cp.asnumpy(vy), y)
+        np.testing.assert_array_equal(cp.asnumpy(vam), am)
+        dbuf = cp.empty(dy.size + 1, dtype)
+        dyv = dbuf[1:].reshape(dy.shape)
+        dyv[...] = cp.asarray(dy)
+        names.clear()
+        np.testing.assert_array_equal(cp.asnumpy(P.max_pool2d_backward(dyv, gam, x.shape, 2)), want)
+        assert names == ["maxpool2d_bwd"]
+    # W not a multiple of 4, odd H, padding: the general kernels
+    for shape, pad in [((1, 2, 6, 6), 0), ((1, 2, 7, 8), 0), ((1, 2, 6, 8), 1)]:
+        names.clear()
+        P.max_pool2d(cp.asarray(_x(shape, np.float32)), 2, 2, pad)
+        assert names == ["maxpool2d_fwd_k2_argmax"], (shape, pad)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 6), (2, 3, 5, 5)])  # hw a multiple of 4 (4-wide kernel) or not
+def test_global_avg_pool_backward_kernels(shape):
+    dy = _x(shape[:2], np.float32, seed=8)
+    got = P.global_avg_pool2d_backward(cp.asarray(dy), shape)
+    np.testing.assert_array_equal(cp.asnumpy(got), P.global_avg_pool2d_backward(dy, shape))
 
 
 @pytest.mark.parametrize("op", ["max", "avg"])

@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 KERNEL_DIR = os.path.join(ROOT, "pydl", "cuda", "kernels")
 # Kernel files whose kernels must not spill (SGEMM, convolution, recurrent cells, pooling).
-NO_SPILL_PREFIXES = ("gemm", "conv", "rnn", "pool")
+NO_SPILL_PREFIXES = ("gemm", "conv", "rnn", "pool", "winograd")
 
 
 def _nvrtc():

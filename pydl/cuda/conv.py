@@ -166,8 +166,14 @@ def _i64(values) -> tuple:
     return tuple(np.int64(v) for v in values)
 
 
-def forward(x, w, b, out, y_shape, stride, pads, dilation, act: str):
-    """y (N, K, P, Q) = act(conv2d(x, w) + b) into `out` (allocated when None); act "linear" or "relu"."""
+def forward(x, w, b, out, y_shape, stride, pads, dilation, act: str, algo: str = "implicit_gemm"):
+    """y (N, K, P, Q) = act(conv2d(x, w) + b) into `out` (allocated when None); act "linear" or "relu".
+    algo: "implicit_gemm", or "winograd_f2" / "winograd_f4" (3x3, stride 1, dilation 1: pydl.cuda.winograd)."""
+    if algo in ("winograd_f2", "winograd_f4"):
+        from . import winograd
+        return winograd.forward(x, w, b, out, y_shape, pads, act, 2 if algo == "winograd_f2" else 4)
+    if algo != "implicit_gemm":
+        raise ValueError(f"[cuda.conv] algo must be 'implicit_gemm', 'winograd_f2' or 'winograd_f4', got {algo!r}")
     cp = cupy_module()
     n, k, p, q = (int(d) for d in y_shape)
     y = cp.empty((n, k, p, q), dtype=x.dtype) if out is None else out

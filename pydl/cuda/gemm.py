@@ -13,6 +13,11 @@ kernel spills. The 16-byte vector loads are used when every pointer is 16-byte a
 leading dimension a multiple of the vector width; otherwise the scalar-load variant runs.
 beta == 0 never reads `out`; alpha == 0 or k == 0 only scales `out` by beta (a and b unread);
 m == 0 or n == 0 launches nothing.
+
+    gemm_batched(a, b, out)     # out[z] = a[z] @ b[z] for 3-D a (B, m, k), b (B, k, n), out (B, m, n)
+
+runs every product of the batch in one launch (grid y = B), choosing its tile among BATCH_TILES by
+the padded area it computes (batched_tile), so products of 64 rows or fewer take 64-row tiles.
 """
 from __future__ import annotations
 
@@ -25,6 +30,12 @@ THREADS = 256
 TILES = {"l": (128, 128), "m": (128, 64), "s": (64, 64)}
 FLOAT64_TILES = ("s",)
 _MAX_GRID = 2**31 - 1
+_MAX_BATCH = 65535   # grid y
+# Tiles of the batched kernels (gemmb_<tile>_<v|x>): the plain ones plus "h" = 64x128 (4x8 per thread).
+BATCH_TILES = {"l": (128, 128), "m": (128, 64), "h": (64, 128), "s": (64, 64)}
+# Throughput relative to "s" assumed by batched_tile (FMAs per shared-memory read of the register
+# tile: 8x8 -> 4, 8x4 and 4x8 -> 2.7, 4x4 -> 2).
+BATCH_TILE_SPEED = {"l": 1.6, "m": 1.3, "h": 1.3, "s": 1.0}
 _sm_counts: dict = {}
 
 
@@ -120,4 +131,56 @@ def gemm(a, b, out, trans_a: bool, trans_b: bool, alpha: float, beta: float, til
                              np.int64(b.shape[1]), scalar(alpha, dtype), scalar(beta, dtype)))
 
 
-__all__ = ["gemm", "scale", "choose_tile", "vector_ok", "sm_count", "TILES", "THREADS"]
+def batched_tile(m: int, n: int, batch: int, dtype, sms: int) -> str:
+    """The tile of a batched (m, n) product: the least padded area / BATCH_TILE_SPEED among "s" and
+    the larger tiles whose grid (over the whole batch) gives every multiprocessor a block."""
+    if np.dtype(dtype) == np.float64:
+        return "s"
+    best, best_cost = "s", None
+    for tile, (bm, bn) in BATCH_TILES.items():
+        count = ((m + bm - 1) // bm) * ((n + bn - 1) // bn)
+        if tile != "s" and count * batch < sms:
+            continue
+        cost = count * bm * bn / BATCH_TILE_SPEED[tile]
+        if best_cost is None or cost < best_cost:
+            best, best_cost = tile, cost
+    return best
+
+
+def gemm_batched(a, b, out, tile: str | None = None) -> None:
+    """out[z] = a[z] @ b[z] for C-contiguous 3-D CuPy arrays a (B, m, k), b (B, k, n), out (B, m, n)
+    of one dtype, in one launch. `tile` overrides batched_tile (float64 takes "s" only)."""
+    dtype = out.dtype
+    for name, x in (("a", a), ("b", b), ("out", out)):
+        if x.ndim != 3 or x.dtype != dtype or not x.flags.c_contiguous:
+            raise ValueError(f"[cuda.gemm_batched] {name} must be a C-contiguous 3-D {dtype} array, got "
+                             f"{x.dtype} {tuple(x.shape)}")
+    nb, m, k = a.shape
+    if b.shape[:2] != (nb, k) or out.shape != (nb, m, b.shape[2]):
+        raise ValueError(f"[cuda.gemm_batched] shapes do not chain: a {tuple(a.shape)}, b {tuple(b.shape)}, "
+                         f"out {tuple(out.shape)}")
+    n = b.shape[2]
+    if nb == 0 or m == 0 or n == 0:
+        return
+    if k == 0:
+        scale(out, 0.0)
+        return
+    if nb > _MAX_BATCH:
+        raise ValueError(f"[cuda.gemm_batched] a batch of {nb} is more than one launch holds ({_MAX_BATCH})")
+    if tile is None:
+        tile = batched_tile(m, n, nb, dtype, sm_count())
+    elif tile not in BATCH_TILES or (dtype == np.float64 and tile != "s"):
+        raise ValueError(f"[cuda.gemm_batched] no tile {tile!r} for {dtype}")
+    bm, bn = BATCH_TILES[tile]
+    grid = ((m + bm - 1) // bm) * ((n + bn - 1) // bn)
+    if grid > _MAX_GRID:
+        raise ValueError(f"[cuda.gemm_batched] output {m}x{n} needs {grid} blocks, more than a grid holds")
+    # vector loads: every operand 16-byte aligned and every row (so every batch stride) a multiple of 16 bytes
+    width = 16 // out.dtype.itemsize
+    vec = all(x.data.ptr % 16 == 0 for x in (a, b, out)) and k % width == 0 and n % width == 0
+    fn = kernel("gemm", f"gemmb_{tile}_{'v' if vec else 'x'}", dtype)
+    fn((grid, nb), (THREADS,), (a, b, out, np.int64(m), np.int64(n), np.int64(k), np.int64(m * k),
+                                np.int64(k * n), np.int64(m * n)))
+
+
+__all__ = ["gemm", "gemm_batched", "batched_tile", "BATCH_TILES", "scale", "choose_tile", "vector_ok", "sm_count", "TILES", "THREADS"]

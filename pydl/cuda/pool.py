@@ -4,7 +4,9 @@ The arrays come from `pydl.ops.pool`, already validated: C-contiguous CuPy float
 (argmax int32) of the shapes the geometry gives. `geom` is (H, W, P, Q, R, S, sh, sw, pt, pl),
 every entry a non-negative int below 2**31. Nothing is launched for empty arrays.
 
-- max_pool2d / avg_pool2d: one thread per output element.
+- max_pool2d / avg_pool2d: one thread per output element; max pooling with 2x2 windows, stride 2,
+  no padding and H = 2P, W = 2Q with W a multiple of 4 (fast_22) two outputs per thread with
+  16-byte row loads, and its backward the matching two-window gather with 16-byte row stores.
 - max_pool2d_backward with the geometry: gather (one thread per input element, no atomics,
   deterministic, the CPU's sums). When some argmax does not lie in its own window (an argmax not
   made by max_pool2d with this geometry), dx is recomputed by the scatter, which accepts any
@@ -43,6 +45,18 @@ def max_kernel_name(R: int, S: int, want_argmax: bool) -> str:
     return base + ("_argmax" if want_argmax else "")
 
 
+def fast_22(geom) -> bool:
+    """Whether the two-outputs-per-thread 2x2 / stride-2 kernels apply: windows 2x2, stride 2, no
+    padding, H = 2P and W = 2Q (the windows tile the plane), W a multiple of 4."""
+    H, W, P, Q, R, S, sh, sw, pt, pl = geom
+    return (R, S, sh, sw, pt, pl) == (2, 2, 2, 2, 0, 0) and H == 2 * P and W == 2 * Q and W % 4 == 0
+
+
+def _aligned(*pairs) -> bool:
+    """Whether each (array, bytes) pair's data pointer is a multiple of bytes (user arrays may be views)."""
+    return all(a.data.ptr % n == 0 for a, n in pairs)
+
+
 def _fn(base: str, dtype):
     return function("pool", f"{base}_{suffix(dtype)}")
 
@@ -63,7 +77,12 @@ def max_pool2d(x, geom, want_argmax: bool, out=None):
     y = out if out is not None else cp.empty((N, C, P, Q), dtype=x.dtype)
     am = cp.empty((N, C, P, Q), dtype=np.int32) if want_argmax else None
     total = N * C * P * Q
-    if total:
+    if total and fast_22(geom) and _aligned((x, 16), (y, 2 * x.dtype.itemsize)):
+        pairs = total // 2
+        fn = _fn("maxpool2d_fwd_22v" + ("_argmax" if want_argmax else ""), x.dtype)
+        args = ((y, am, x) if want_argmax else (y, x)) + (np.int64(pairs), np.int32(P), np.int32(Q))
+        fn((grid(pairs),), (THREADS,), args)
+    elif total:
         fn = _fn(max_kernel_name(R, S, want_argmax), x.dtype)
         args = ((y, am, x) if want_argmax else (y, x)) + _geom_args(total, geom)
         fn((grid(total),), (THREADS,), args)
@@ -109,7 +128,12 @@ def max_pool2d_backward(dy, argmax, x_shape, geom=None, op: str = "max_pool2d_ba
     if total == 0:
         return dx
     bad = cp.zeros(1, dtype=np.int32)
-    _fn("maxpool2d_bwd", dy.dtype)((grid(total),), (THREADS,), (dx, dy, argmax, bad) + _geom_args(total, geom))
+    if fast_22(geom) and _aligned((dy, 2 * dy.dtype.itemsize), (argmax, 8)):
+        pairs = total // 8  # two windows of four inputs each
+        _fn("maxpool2d_bwd_22v", dy.dtype)((grid(pairs),), (THREADS,),
+                                           (dx, dy, argmax, bad, np.int64(pairs), np.int32(geom[2]), np.int32(geom[3])))
+    else:
+        _fn("maxpool2d_bwd", dy.dtype)((grid(total),), (THREADS,), (dx, dy, argmax, bad) + _geom_args(total, geom))
     if check and int(bad.item()):
         return _scatter(dy, argmax, x_shape, op)
     return dx
@@ -142,10 +166,13 @@ def global_avg_pool2d_backward(dy, x_shape):
     N, C, H, W = x_shape
     dx = cp.empty((N, C, H, W), dtype=dy.dtype)
     total = N * C * H * W
-    if total:
+    if total and (H * W) % 4 == 0:  # dx is fresh, hence aligned
+        quads = total // 4
+        _fn("gap_backward4", dy.dtype)((grid(quads),), (THREADS,), (dx, dy, np.int64(quads), np.int64(H * W)))
+    elif total:
         _fn("gap_backward", dy.dtype)((grid(total),), (THREADS,), (dx, dy, np.int64(total), np.int64(H * W)))
     return dx
 
 
 __all__ = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "global_avg_pool2d",
-           "global_avg_pool2d_backward", "grid", "gap_launch", "max_kernel_name"]
+           "global_avg_pool2d_backward", "grid", "gap_launch", "max_kernel_name", "fast_22"]

@@ -15,8 +15,9 @@ pydl.layers.layout for where channels-last tensors are transposed.
 Conv2D keeps W of shape (K, C, R, S) and b of shape (K,). The algorithm (direct, im2col,
 Winograd) is chosen per shape at build time (`layer.algo_used`); relu runs fused into the
 convolution's epilogue, other activations through pydl.ops.nn. On the GPU (Model.to("cuda"),
-channels_first) Conv2D and Conv2DTranspose run the implicit-GEMM CUDA kernels and `algo_used`
-says "implicit_gemm".
+channels_first) Conv2D and Conv2DTranspose run the CUDA kernels: the implicit GEMM, or Winograd
+for 3x3 / stride 1 layers with enough channels (pydl.ops.conv.CUDA_AUTO_RULE); `algo_used` says
+which ("implicit_gemm", "winograd_f2", "winograd_f4").
 """
 from __future__ import annotations
 
@@ -129,8 +130,8 @@ class Conv2D(ImageLayer):
 
     @property
     def algo_used(self):
-        """The algorithm this layer runs (None before build); "auto" follows the ISA and thread count.
-        "implicit_gemm" while the layer's weights are on the GPU, whatever `algo` says."""
+        """The algorithm this layer runs (None before build); "auto" follows the ISA and thread count,
+        or, while the layer's weights are on the GPU, the CUDA rule ("implicit_gemm" or Winograd)."""
         c = self._choice()
         return None if c is None else c[1]
 

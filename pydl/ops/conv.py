@@ -16,11 +16,13 @@ algo:
   "auto"         a rule per ISA and thread count (AUTO_RULES); `conv2d_explain` says what it
                  picks for a shape and why
 
-CuPy arrays run the CUDA kernels (pydl.cuda.conv) with the same checks and messages: every shape
-runs as an implicit GEMM ("implicit_gemm", also accepted by name on CUDA arrays only). The CPU
-names are validated as on the CPU (an unknown name, or Winograd on a filter it does not fit, is
-the same ValueError) and then also run as the implicit GEMM, so a model built for the CPU moves
-to the GPU unchanged; `conv2d_explain(..., device="cuda")` says so.
+CuPy arrays run the CUDA kernels with the same checks and messages: the implicit GEMM
+("implicit_gemm", pydl.cuda.conv; the name is accepted on CUDA arrays only) for every shape, and
+Winograd F(2x2,3x3) / F(4x4,3x3) (pydl.cuda.winograd) for 3x3 / stride 1 / dilation 1.
+"auto" and "winograd" on CUDA follow CUDA_AUTO_RULE; "direct", "im2col" and "naive" are CPU
+algorithms and run as the implicit GEMM there, so a model built for the CPU moves to the GPU
+unchanged; `conv2d_explain(..., device="cuda")` says what runs. The backward pass on CUDA is the
+implicit GEMM whatever `algo` says.
 
 float32 is the fast path; float64 runs the same algorithms in double precision.
 """
@@ -265,18 +267,46 @@ def _resolve_algo(algo, x_shape, w_shape, st, dl, out_shape, op: str) -> str:
     return _resolve(algo, x_shape, w_shape, st, dl, out_shape, op)[0]
 
 
-def _resolve_cuda(algo, w_shape, st, dl, op: str) -> tuple[str, str]:
-    """("implicit_gemm", reason) for CuPy arrays: `algo` is checked as on the CPU, then mapped."""
+# algo="auto" (and "winograd") on CUDA arrays:
+#   wino_min_ck   Winograd only with at least this many input and output channels (below, the
+#                 batched GEMM's reduction over C is too short to pay for the transforms)
+#   f4_min_out    F(4x4,3x3) instead of F(2x2,3x3) from this output size (min(P, Q)) on
+# Timed on an H200 (docs/architecture.md, "CUDA convolution").
+CUDA_AUTO_RULE = dict(wino_min_ck=32, f4_min_out=8)
+
+
+def _cuda_winograd_variant(out_shape) -> tuple[str, str]:
+    m = CUDA_AUTO_RULE["f4_min_out"]
+    if min(out_shape[2], out_shape[3]) >= m:
+        return "winograd_f4", f"output {out_shape[2]}x{out_shape[3]} >= {m}: F(4x4,3x3)"
+    return "winograd_f2", f"output {out_shape[2]}x{out_shape[3]} < {m}: F(2x2,3x3)"
+
+
+def _resolve_cuda(algo, x_shape, w_shape, st, dl, out_shape, op: str) -> tuple[str, str]:
+    """(algorithm, reason) for CuPy arrays: "implicit_gemm", "winograd_f2" or "winograd_f4"."""
     if algo == CUDA_ALGO:
         return CUDA_ALGO, "cuda: implicit_gemm requested"
     if not isinstance(algo, str) or algo not in ALGOS:
         raise ValueError(f"[{op}] unknown algo {algo!r}; expected one of {', '.join(ALGOS)} (or {CUDA_ALGO!r} "
                          f"on CUDA arrays)")
-    if algo.startswith("winograd") and not _winograd_ok(w_shape, st, dl):
+    wino = _winograd_ok(w_shape, st, dl)
+    if algo.startswith("winograd") and not wino:
         raise ValueError(f"[{op}] algo {algo!r} needs a 3x3 filter with stride 1 and dilation 1, got filter "
                          f"{tuple(w_shape[2:])}, stride {st}, dilation {dl}")
+    if algo in ("winograd_f2", "winograd_f4"):
+        return algo, f"cuda: {algo} requested"
+    if algo == "winograd":
+        name, why = _cuda_winograd_variant(out_shape)
+        return name, f"cuda: winograd requested: {why}"
     if algo == "auto":
-        return CUDA_ALGO, "cuda: implicit GEMM (input patches gathered on the fly, 64x64 output tiles) for every shape"
+        C, K, m = x_shape[1], w_shape[0], CUDA_AUTO_RULE["wino_min_ck"]
+        if wino and C >= m and K >= m:
+            name, why = _cuda_winograd_variant(out_shape)
+            return name, f"cuda auto: 3x3, stride 1, C = {C} and K = {K} >= {m} -> Winograd, {why}"
+        if wino:
+            return CUDA_ALGO, (f"cuda auto: 3x3 but C = {C} or K = {K} < {m} -> implicit GEMM (input patches "
+                               f"gathered on the fly)")
+        return CUDA_ALGO, "cuda auto: implicit GEMM (input patches gathered on the fly) for this shape"
     return CUDA_ALGO, f"cuda: {algo!r} is a CPU algorithm; the GPU runs the implicit GEMM"
 
 
@@ -288,7 +318,7 @@ def _check_device_name(device_name, op: str) -> str:
 
 def conv2d_algo(x_shape, w_shape, stride=1, padding=0, dilation=1, algo: str = "auto", device: str = "cpu") -> str:
     """The algorithm conv2d runs for these shapes ('direct', 'im2col', 'winograd_f2', 'winograd_f4', 'naive';
-    'implicit_gemm' for device="cuda").
+    on device="cuda" 'implicit_gemm', 'winograd_f2' or 'winograd_f4').
 
     Raises ValueError for bad shapes or for a forced algorithm that does not apply.
     """
@@ -298,7 +328,7 @@ def conv2d_algo(x_shape, w_shape, stride=1, padding=0, dilation=1, algo: str = "
 def conv2d_explain(x_shape, w_shape, stride=1, padding=0, dilation=1, algo: str = "auto",
                    device: str = "cpu") -> tuple[str, str]:
     """(algorithm, reason): what conv2d runs for these shapes on this ISA and thread count, and why.
-    device="cuda": what it runs on CuPy arrays (always "implicit_gemm").
+    device="cuda": what it runs on CuPy arrays (the implicit GEMM or Winograd, CUDA_AUTO_RULE).
 
     >>> conv2d_explain((32, 64, 56, 56), (64, 64, 3, 3), padding=1)   # doctest: +SKIP
     ('winograd_f4', 'auto on avx2, 2 threads: 3x3, stride 1, C = 64 and K = 64 >= 8 -> Winograd, ...')
@@ -306,7 +336,7 @@ def conv2d_explain(x_shape, w_shape, stride=1, padding=0, dilation=1, algo: str 
     dev = _check_device_name(device, "conv2d")
     st, _, dl, out = _geometry(x_shape, w_shape, stride, padding, dilation, "conv2d")
     if dev == "cuda":
-        return _resolve_cuda(algo, w_shape, st, dl, "conv2d")
+        return _resolve_cuda(algo, x_shape, w_shape, st, dl, out, "conv2d")
     return _resolve(algo, x_shape, w_shape, st, dl, out, "conv2d")
 
 
@@ -353,12 +383,12 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, algo: str = "auto", ac
         raise ValueError(f"[{op}] activation must be None, 'linear' or 'relu', got {activation!r}")
     st, pads, dl, yshape = _geometry(x.shape, w.shape, stride, padding, dilation, op)
     if dev == "cuda":
-        _resolve_cuda(algo, w.shape, st, dl, op)
+        name, _ = _resolve_cuda(algo, x.shape, w.shape, st, dl, yshape, op)
         from ..cuda import conv as cuda_conv
         cuda_conv.check_limits(op, x.shape, w.shape, yshape[2:], st, pads, dl)
         if out is not None:
             device.check_out_cuda(out, yshape, x.dtype, op, inputs={"x": x, "w": w, "b": b})
-        return cuda_conv.forward(x, w, b, out, yshape, st, pads, dl, act)
+        return cuda_conv.forward(x, w, b, out, yshape, st, pads, dl, act, name)
     name = _resolve_algo(algo, x.shape, w.shape, st, dl, yshape, op)
     if out is not None:
         check_out(out, yshape, x.dtype, op, inputs={"x": x, "w": w, "b": b})
@@ -388,7 +418,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, need_dx: bool = T
         raise ValueError(f"[{op}] dy has shape {tuple(dy.shape)}, expected {yshape} for x {tuple(x.shape)} and "
                          f"w {tuple(w.shape)}")
     if dev == "cuda":
-        _resolve_cuda(algo, w.shape, st, dl, op)
+        _resolve_cuda(algo, x.shape, w.shape, st, dl, yshape, op)
         from ..cuda import conv as cuda_conv
         cuda_conv.check_limits(op, x.shape, w.shape, yshape[2:], st, pads, dl)
         return cuda_conv.backward(dy, x, w, st, pads, dl, bool(need_dx), bool(has_bias))

@@ -14,6 +14,9 @@
 //     running together share slices of A and B in L2.
 // Entry points: gemm_<tile>_<ta><tb>_<v|x>_<f32|f64>, tile l = 128x128 (float), m = 128x64 (float),
 // s = 64x64 (float and double); v = vector loads, x = scalar loads. gemm_scale: C = beta * C.
+// Batched (C[z] = A[z] @ B[z] for z < gridDim.y, no transposes, alpha 1, beta 0; operand z at
+// A + z * sa, B + z * sb, C + z * sc, leading dimensions k and n): gemmb_<tile>_<v|x>_<f32|f64>,
+// tiles l, m, s and h = 64x128 (4x8 per thread, float) for products with 64 rows or fewer.
 
 #define GEMM_THREADS 256
 #define GEMM_GROUP_M 8
@@ -287,6 +290,25 @@ GEMM_TRANSPOSES(l, f32, float, 128, 128, 8, 8, 8, 1)
 GEMM_TRANSPOSES(m, f32, float, 128, 64, 8, 8, 4, 2)
 GEMM_TRANSPOSES(s, f32, float, 64, 64, 8, 4, 4, 2)
 GEMM_TRANSPOSES(s, f64, double, 64, 64, 8, 4, 4, 2)
+
+#define GEMM_BATCHED_ENTRY(NAME, T, BM, BN, BK, TM, TN, VEC, MINB)                                      \
+    extern "C" __global__ void __launch_bounds__(GEMM_THREADS, MINB)                                   \
+    NAME(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C, long long m, long long n,  \
+         long long k, long long sa, long long sb, long long sc) {                                     \
+        const long long z = blockIdx.y;                                                                \
+        gemm_tile<T, BM, BN, BK, TM, TN, false, false, VEC>(A + z * sa, B + z * sb, C + z * sc, m, n, k,  \
+                                                            k, n, T(1), T(0));                         \
+    }
+
+#define GEMM_BATCHED(TILE, SFX, T, BM, BN, BK, TM, TN, MINB)                                           \
+    GEMM_BATCHED_ENTRY(gemmb_##TILE##_v_##SFX, T, BM, BN, BK, TM, TN, true, MINB)                       \
+    GEMM_BATCHED_ENTRY(gemmb_##TILE##_x_##SFX, T, BM, BN, BK, TM, TN, false, MINB)
+
+GEMM_BATCHED(l, f32, float, 128, 128, 8, 8, 8, 1)
+GEMM_BATCHED(m, f32, float, 128, 64, 8, 8, 4, 2)
+GEMM_BATCHED(h, f32, float, 64, 128, 8, 4, 8, 2)
+GEMM_BATCHED(s, f32, float, 64, 64, 8, 4, 4, 2)
+GEMM_BATCHED(s, f64, double, 64, 64, 8, 4, 4, 2)
 
 extern "C" __global__ void gemm_scale_f32(float* __restrict__ C, long long total, float beta) {
     gemm_scale_body<float>(C, total, beta);

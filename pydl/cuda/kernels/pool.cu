@@ -21,6 +21,12 @@
 //   threads per plane (gap_forward_block), sums accumulated in double, combined with warp
 //   shuffles (and shared memory across the block's warps) in a fixed order; backward broadcasts
 //   dy / (H*W).
+// - 2x2 windows with stride 2 and no padding tiling the plane exactly (H = 2P, W = 2Q, W a multiple
+//   of 4): maxpool2d_fwd_22v / maxpool2d_bwd_22v give each thread two horizontally adjacent
+//   outputs, so it reads (forward) or writes (backward) two rows of four inputs as 16-byte vectors
+//   (two for double) and the outputs and argmaxes as pairs; same order, same ties, same sums.
+// - global average backward with hw a multiple of 4: gap_backward4 writes four elements of one
+//   plane per thread as a vector (one division per four elements).
 // Indices: 64-bit element offsets; the per-element div/mod runs in 32-bit when the element count
 // fits (`I` = unsigned), else in 64-bit. All loops are grid-stride. Launch with blockDim.x == 256.
 
@@ -115,6 +121,132 @@ PYDL_MAXPOOL_FWD(maxpool2d_fwd_k2, 2, 2, float, f32)
 PYDL_MAXPOOL_FWD(maxpool2d_fwd_k2, 2, 2, double, f64)
 PYDL_MAXPOOL_FWD(maxpool2d_fwd_k3, 3, 3, float, f32)
 PYDL_MAXPOOL_FWD(maxpool2d_fwd_k3, 3, 3, double, f64)
+
+// ---- 2x2 / stride 2 / no padding, W = 2Q a multiple of 4: two outputs per thread -------------------
+
+template <typename T> struct PoolVec4;
+template <> struct PoolVec4<float> {
+  static __device__ __forceinline__ void load(const float* p, float (&r)[4]) {
+    const float4 v = *reinterpret_cast<const float4*>(p);
+    r[0] = v.x; r[1] = v.y; r[2] = v.z; r[3] = v.w;
+  }
+  static __device__ __forceinline__ void store(float* p, const float (&r)[4]) {
+    *reinterpret_cast<float4*>(p) = make_float4(r[0], r[1], r[2], r[3]);
+  }
+  static __device__ __forceinline__ void load2(const float* p, float (&r)[2]) {
+    const float2 v = *reinterpret_cast<const float2*>(p);
+    r[0] = v.x; r[1] = v.y;
+  }
+  static __device__ __forceinline__ void store2(float* p, const float (&r)[2]) {
+    *reinterpret_cast<float2*>(p) = make_float2(r[0], r[1]);
+  }
+};
+template <> struct PoolVec4<double> {
+  static __device__ __forceinline__ void load(const double* p, double (&r)[4]) {
+    const double2 a = *reinterpret_cast<const double2*>(p), b = *reinterpret_cast<const double2*>(p + 2);
+    r[0] = a.x; r[1] = a.y; r[2] = b.x; r[3] = b.y;
+  }
+  static __device__ __forceinline__ void store(double* p, const double (&r)[4]) {
+    *reinterpret_cast<double2*>(p) = make_double2(r[0], r[1]);
+    *reinterpret_cast<double2*>(p + 2) = make_double2(r[2], r[3]);
+  }
+  static __device__ __forceinline__ void load2(const double* p, double (&r)[2]) {
+    const double2 v = *reinterpret_cast<const double2*>(p);
+    r[0] = v.x; r[1] = v.y;
+  }
+  static __device__ __forceinline__ void store2(double* p, const double (&r)[2]) {
+    *reinterpret_cast<double2*>(p) = make_double2(r[0], r[1]);
+  }
+};
+
+// pairs = planes * P * Q / 2; output pair j holds outputs 2j, 2j + 1 (same row: Q is even).
+template <typename T, bool IDX>
+__device__ __forceinline__ void maxpool_fwd_22v_body(T* __restrict__ y, int* __restrict__ am,
+                                                     const T* __restrict__ x, long long pairs, int P, int Q) {
+  const int W = 2 * Q, half = Q / 2;
+  const long long step = (long long)gridDim.x * blockDim.x;
+  for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < pairs; j += step) {
+    const long long t = j / half;                  // plane * P + p
+    const int q = 2 * (int)(j - t * half);
+    const int p = (int)(t % P);
+    const long long o = 2 * j;
+    const T* row0 = x + (2 * t) * (long long)W + 2 * q;  // (plane * 2P + 2p) * W
+    T a[4], b[4];
+    PoolVec4<T>::load(row0, a);
+    PoolVec4<T>::load(row0 + W, b);
+    T out[2];
+    int idx[2];
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int k0 = (2 * p) * W + 2 * q + 2 * u;
+      T m = a[2 * u];
+      int mi = k0;
+      if (pool_takes(a[2 * u + 1], m)) { m = a[2 * u + 1]; mi = k0 + 1; }
+      if (pool_takes(b[2 * u], m)) { m = b[2 * u]; mi = k0 + W; }
+      if (pool_takes(b[2 * u + 1], m)) { m = b[2 * u + 1]; mi = k0 + W + 1; }
+      out[u] = m;
+      idx[u] = mi;
+    }
+    PoolVec4<T>::store2(y + o, out);
+    if (IDX) *reinterpret_cast<int2*>(am + o) = make_int2(idx[0], idx[1]);
+  }
+}
+
+// dx of the same geometry: each input lies in exactly one window, so dx = 0 + dy of its window where
+// the argmax names it, else 0 (the CPU's scatter into zeros). An argmax outside its window sets *bad.
+template <typename T>
+__device__ __forceinline__ void maxpool_bwd_22v_body(T* __restrict__ dx, const T* __restrict__ dy,
+                                                     const int* __restrict__ am, int* __restrict__ bad,
+                                                     long long pairs, int P, int Q) {
+  const int W = 2 * Q, half = Q / 2;
+  const long long step = (long long)gridDim.x * blockDim.x;
+  for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < pairs; j += step) {
+    const long long t = j / half;
+    const int q = 2 * (int)(j - t * half);
+    const int p = (int)(t % P);
+    const long long o = 2 * j;
+    T g[2];
+    PoolVec4<T>::load2(dy + o, g);
+    const int2 ai = *reinterpret_cast<const int2*>(am + o);
+    const int idx[2] = {ai.x, ai.y};
+    T r0[4], r1[4];
+    bool wrong = false;
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int k0 = (2 * p) * W + 2 * q + 2 * u;
+      const int v = idx[u];
+      const T z = T(0), d = T(0) + g[u];
+      r0[2 * u] = v == k0 ? d : z;
+      r0[2 * u + 1] = v == k0 + 1 ? d : z;
+      r1[2 * u] = v == k0 + W ? d : z;
+      r1[2 * u + 1] = v == k0 + W + 1 ? d : z;
+      if (v != k0 && v != k0 + 1 && v != k0 + W && v != k0 + W + 1) wrong = true;
+    }
+    T* row0 = dx + (2 * t) * (long long)W + 2 * q;
+    PoolVec4<T>::store(row0, r0);
+    PoolVec4<T>::store(row0 + W, r1);
+    if (wrong) *bad = 1;
+  }
+}
+
+#define PYDL_MAXPOOL_22V(T, SUF)                                                                              \
+  extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)                                              \
+      maxpool2d_fwd_22v_argmax_##SUF(T* __restrict__ y, int* __restrict__ am, const T* __restrict__ x,         \
+                                     long long pairs, int P, int Q) {                                          \
+    maxpool_fwd_22v_body<T, true>(y, am, x, pairs, P, Q);                                                      \
+  }                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)                                              \
+      maxpool2d_fwd_22v_##SUF(T* __restrict__ y, const T* __restrict__ x, long long pairs, int P, int Q) {     \
+    maxpool_fwd_22v_body<T, false>(y, nullptr, x, pairs, P, Q);                                                \
+  }                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)                                              \
+      maxpool2d_bwd_22v_##SUF(T* __restrict__ dx, const T* __restrict__ dy, const int* __restrict__ am,        \
+                              int* __restrict__ bad, long long pairs, int P, int Q) {                          \
+    maxpool_bwd_22v_body<T>(dx, dy, am, bad, pairs, P, Q);                                                     \
+  }
+
+PYDL_MAXPOOL_22V(float, f32)
+PYDL_MAXPOOL_22V(double, f64)
 
 // ---- avg forward ----------------------------------------------------------------------------------
 
@@ -355,6 +487,30 @@ __device__ __forceinline__ void gap_backward_body(T* __restrict__ dx, const T* _
   } else {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) dx[i] = dy[i / hw] / n;
   }
+}
+
+// hw a multiple of 4: quad i covers elements 4i..4i+3 of one plane.
+template <typename T>
+__device__ __forceinline__ void gap_backward4_body(T* __restrict__ dx, const T* __restrict__ dy, long long quads,
+                                                   long long hw) {
+  const T n = (T)hw;
+  const long long qpp = hw / 4;  // quads per plane
+  const long long step = (long long)gridDim.x * blockDim.x;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < quads; i += step) {
+    const long long plane = quads <= 0xffffffffLL ? (long long)((unsigned)i / (unsigned)qpp) : i / qpp;
+    const T v = dy[plane] / n;
+    const T r[4] = {v, v, v, v};
+    PoolVec4<T>::store(dx + 4 * i, r);
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)
+    gap_backward4_f32(float* __restrict__ dx, const float* __restrict__ dy, long long quads, long long hw) {
+  gap_backward4_body<float>(dx, dy, quads, hw);
+}
+extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)
+    gap_backward4_f64(double* __restrict__ dx, const double* __restrict__ dy, long long quads, long long hw) {
+  gap_backward4_body<double>(dx, dy, quads, hw);
 }
 
 extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)
