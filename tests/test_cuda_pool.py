@@ -20,6 +20,7 @@ CASES = [
     ((2, 1, 6, 5), (1, 4), (2, 1), (0, 2)),
     ((1, 2, 4, 4), 4, 1, 0),
     ((2, 2, 6, 12), 2, 2, "valid"),  # the 2x2 / stride-2 two-outputs-per-thread kernels (fast_22)
+    ((2, 3, 8, 12), 3, 2, 1),        # the 3x3 / stride-2 / padding-1 forward (fast_32)
 ]
 
 
@@ -185,6 +186,27 @@ def test_fast_2x2_path_nan_ties_views_and_fallbacks(monkeypatch):
         names.clear()
         P.max_pool2d(cp.asarray(_x(shape, np.float32)), 2, 2, pad)
         assert names == ["maxpool2d_fwd_k2_argmax"], (shape, pad)
+    # 3x3 / stride 2 / padding 1 (fast_32): NaN, inf and ties in every window position, both dtypes
+    for dtype in (np.float32, np.float64):
+        x = _x((2, 9, 6, 8), dtype, seed=5, ties=True)
+        for plane in range(9):  # plane i holds a NaN at window position i of output (1, 1)
+            x[0, plane, 1 + plane // 3, 1 + plane % 3] = np.nan
+        x[1, 0, 0, 0] = np.nan
+        x[1, 1, 5, 7] = np.nan
+        x[1, 2, 2, 3] = np.inf
+        x[1, 3, 0, 4] = -np.inf
+        for want_argmax in (True, False):
+            y, am = P.max_pool2d(x, 3, 2, 1)
+            names.clear()
+            gy, gam = P.max_pool2d(cp.asarray(x), 3, 2, 1, return_argmax=want_argmax)
+            assert names == ["maxpool2d_fwd_32v" + ("_argmax" if want_argmax else "")]
+            np.testing.assert_array_equal(cp.asnumpy(gy), y)
+            if want_argmax:
+                np.testing.assert_array_equal(cp.asnumpy(gam), am)
+    for shape, pad in [((1, 2, 6, 6), 1), ((1, 2, 7, 8), 1), ((1, 2, 6, 8), 0)]:
+        names.clear()
+        P.max_pool2d(cp.asarray(_x(shape, np.float32)), 3, 2, pad)
+        assert names == ["maxpool2d_fwd_k3_argmax"], (shape, pad)
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 4, 6), (2, 3, 5, 5)])  # hw a multiple of 4 (4-wide kernel) or not

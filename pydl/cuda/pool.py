@@ -6,7 +6,8 @@ every entry a non-negative int below 2**31. Nothing is launched for empty arrays
 
 - max_pool2d / avg_pool2d: one thread per output element; max pooling with 2x2 windows, stride 2,
   no padding and H = 2P, W = 2Q with W a multiple of 4 (fast_22) two outputs per thread with
-  16-byte row loads, and its backward the matching two-window gather with 16-byte row stores.
+  16-byte row loads, and its backward the matching two-window gather with 16-byte row stores;
+  3x3 windows with stride 2 and padding 1 on such planes (fast_32) two outputs per thread too.
 - max_pool2d_backward with the geometry: gather (one thread per input element, no atomics,
   deterministic, the CPU's sums). When some argmax does not lie in its own window (an argmax not
   made by max_pool2d with this geometry), dx is recomputed by the scatter, which accepts any
@@ -52,6 +53,13 @@ def fast_22(geom) -> bool:
     return (R, S, sh, sw, pt, pl) == (2, 2, 2, 2, 0, 0) and H == 2 * P and W == 2 * Q and W % 4 == 0
 
 
+def fast_32(geom) -> bool:
+    """Whether the two-outputs-per-thread 3x3 / stride-2 / padding-1 forward applies: H = 2P and
+    W = 2Q with W a multiple of 4 (the padding then is 1 on every side)."""
+    H, W, P, Q, R, S, sh, sw, pt, pl = geom
+    return (R, S, sh, sw, pt, pl) == (3, 3, 2, 2, 1, 1) and H == 2 * P and W == 2 * Q and W % 4 == 0
+
+
 def _aligned(*pairs) -> bool:
     """Whether each (array, bytes) pair's data pointer is a multiple of bytes (user arrays may be views)."""
     return all(a.data.ptr % n == 0 for a, n in pairs)
@@ -77,9 +85,10 @@ def max_pool2d(x, geom, want_argmax: bool, out=None):
     y = out if out is not None else cp.empty((N, C, P, Q), dtype=x.dtype)
     am = cp.empty((N, C, P, Q), dtype=np.int32) if want_argmax else None
     total = N * C * P * Q
-    if total and fast_22(geom) and _aligned((x, 16), (y, 2 * x.dtype.itemsize)):
+    fast = "22v" if fast_22(geom) else "32v" if fast_32(geom) else None
+    if total and fast and _aligned((x, 16), (y, 2 * x.dtype.itemsize)):
         pairs = total // 2
-        fn = _fn("maxpool2d_fwd_22v" + ("_argmax" if want_argmax else ""), x.dtype)
+        fn = _fn(f"maxpool2d_fwd_{fast}" + ("_argmax" if want_argmax else ""), x.dtype)
         args = ((y, am, x) if want_argmax else (y, x)) + (np.int64(pairs), np.int32(P), np.int32(Q))
         fn((grid(pairs),), (THREADS,), args)
     elif total:
@@ -175,4 +184,4 @@ def global_avg_pool2d_backward(dy, x_shape):
 
 
 __all__ = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "global_avg_pool2d",
-           "global_avg_pool2d_backward", "grid", "gap_launch", "max_kernel_name", "fast_22"]
+           "global_avg_pool2d_backward", "grid", "gap_launch", "max_kernel_name", "fast_22", "fast_32"]

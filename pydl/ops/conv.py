@@ -271,8 +271,12 @@ def _resolve_algo(algo, x_shape, w_shape, st, dl, out_shape, op: str) -> str:
 #   wino_min_ck   Winograd only with at least this many input and output channels (below, the
 #                 batched GEMM's reduction over C is too short to pay for the transforms)
 #   f4_min_out    F(4x4,3x3) instead of F(2x2,3x3) from this output size (min(P, Q)) on
-# Timed on an H200 (docs/architecture.md, "CUDA convolution").
-CUDA_AUTO_RULE = dict(wino_min_ck=32, f4_min_out=8)
+# Timed on an H200 (`python -m pydl.bench --device cuda`, each algorithm forced; the figures are in
+# docs/architecture.md, "CUDA convolution"): F(4x4) 0.267 ms against the implicit GEMM's 0.822 on
+# N64 C64 56x56 K64 and 0.353 against 1.192 on N128 C128 28x28 K128 (F(2x2) 0.41 and 0.56), but
+# 0.124 against 0.091 on N128 C32 14x14 K64, where four launches and short reductions cost more
+# than the multiplies they save.
+CUDA_AUTO_RULE = dict(wino_min_ck=64, f4_min_out=8)
 
 
 def _cuda_winograd_variant(out_shape) -> tuple[str, str]:

@@ -25,6 +25,9 @@
 //   of 4): maxpool2d_fwd_22v / maxpool2d_bwd_22v give each thread two horizontally adjacent
 //   outputs, so it reads (forward) or writes (backward) two rows of four inputs as 16-byte vectors
 //   (two for double) and the outputs and argmaxes as pairs; same order, same ties, same sums.
+// - 3x3 windows, stride 2, padding 1 with H = 2P, W = 2Q a multiple of 4: maxpool2d_fwd_32v gives
+//   each thread two adjacent outputs, reading each of its three rows as one 16-byte vector plus
+//   the column before it (6 loads for 18 window elements).
 // - global average backward with hw a multiple of 4: gap_backward4 writes four elements of one
 //   plane per thread as a vector (one division per four elements).
 // Indices: 64-bit element offsets; the per-element div/mod runs in 32-bit when the element count
@@ -247,6 +250,82 @@ __device__ __forceinline__ void maxpool_bwd_22v_body(T* __restrict__ dx, const T
 
 PYDL_MAXPOOL_22V(float, f32)
 PYDL_MAXPOOL_22V(double, f64)
+
+// ---- 3x3 / stride 2 / padding 1, H = 2P, W = 2Q a multiple of 4: two outputs per thread ------------
+// Output pair (p, q), (p, q + 1) covers rows 2p-1 .. 2p+1 and columns 2q-1 .. 2q+3 (2q a multiple of
+// 4): per row one vector load of columns 2q .. 2q+3 and a scalar of column 2q-1 (none at q = 0, none
+// for row -1 at p = 0). Each window is visited row by row from its first element inside the plane,
+// as maxpool_fwd_body does, so the maximum, ties and NaN give the same result and argmax.
+template <typename T, bool IDX>
+__device__ __forceinline__ void maxpool_fwd_32v_body(T* __restrict__ y, int* __restrict__ am,
+                                                     const T* __restrict__ x, long long pairs, int P, int Q) {
+  const int W = 2 * Q, half = Q / 2;
+  const long long step = (long long)gridDim.x * blockDim.x;
+  for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < pairs; j += step) {
+    const long long t = j / half;  // plane * P + p
+    const int q = 2 * (int)(j - t * half);
+    const long long plane = t / P;
+    const int p = (int)(t - plane * P);
+    const T* xp = x + plane * (2LL * P) * W;
+    const int c0 = 2 * q;          // columns c0 - 1 .. c0 + 3
+    T v[3][5];                     // v[r][s]: row 2p - 1 + r, column c0 - 1 + s
+    bool row_ok[3];
+#pragma unroll
+    for (int r = 0; r < 3; ++r) {
+      const int h = 2 * p - 1 + r;
+      row_ok[r] = h >= 0;
+      const int hh = h >= 0 ? h : 0;  // row -1 is never read: its loads go to row 0, then ignored
+      T a[4];
+      PoolVec4<T>::load(xp + (long long)hh * W + c0, a);
+      v[r][0] = c0 > 0 ? xp[(long long)hh * W + c0 - 1] : a[0];
+#pragma unroll
+      for (int s = 0; s < 4; ++s) v[r][s + 1] = a[s];
+    }
+    T out[2];
+    int idx[2];
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      // window u: columns c0 - 1 + 2u .. c0 + 1 + 2u, i.e. v[.][2u .. 2u + 2]
+      const bool first_col_ok = (c0 + 2 * u - 1) >= 0;
+      T m = T(0);
+      int mi = -1;
+#pragma unroll
+      for (int r = 0; r < 3; ++r) {
+        if (!row_ok[r]) continue;
+        const int h = 2 * p - 1 + r;
+#pragma unroll
+        for (int s = 0; s < 3; ++s) {
+          if (s == 0 && !first_col_ok) continue;
+          const T val = v[r][2 * u + s];
+          const int k = h * W + c0 - 1 + 2 * u + s;
+          if (mi < 0 || pool_takes(val, m)) {
+            m = val;
+            mi = k;
+          }
+        }
+      }
+      out[u] = m;
+      idx[u] = mi;
+    }
+    const long long o = 2 * j;
+    PoolVec4<T>::store2(y + o, out);
+    if (IDX) *reinterpret_cast<int2*>(am + o) = make_int2(idx[0], idx[1]);
+  }
+}
+
+#define PYDL_MAXPOOL_32V(T, SUF)                                                                              \
+  extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)                                              \
+      maxpool2d_fwd_32v_argmax_##SUF(T* __restrict__ y, int* __restrict__ am, const T* __restrict__ x,         \
+                                     long long pairs, int P, int Q) {                                          \
+    maxpool_fwd_32v_body<T, true>(y, am, x, pairs, P, Q);                                                      \
+  }                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)                                              \
+      maxpool2d_fwd_32v_##SUF(T* __restrict__ y, const T* __restrict__ x, long long pairs, int P, int Q) {     \
+    maxpool_fwd_32v_body<T, false>(y, nullptr, x, pairs, P, Q);                                                \
+  }
+
+PYDL_MAXPOOL_32V(float, f32)
+PYDL_MAXPOOL_32V(double, f64)
 
 // ---- avg forward ----------------------------------------------------------------------------------
 
