@@ -203,6 +203,22 @@ def test_fast_2x2_path_nan_ties_views_and_fallbacks(monkeypatch):
             np.testing.assert_array_equal(cp.asnumpy(gy), y)
             if want_argmax:
                 np.testing.assert_array_equal(cp.asnumpy(gam), am)
+                dy = _x(y.shape, dtype, seed=6)
+                want = P.max_pool2d_backward(dy, am, x.shape)
+                names.clear()
+                got = P.max_pool2d_backward(cp.asarray(dy), gam, x.shape, 3, 2, 1)
+                assert names == ["maxpool2d_bwd_32v"]
+                np.testing.assert_array_equal(cp.asnumpy(got), want)
+                # an argmax inside the plane but outside its window: the scatter, as the CPU
+                for where in (0, 2 * 8 + 4):  # output (1, 1)'s window: rows 1..3, columns 1..3
+                    bad = am.copy()
+                    bad[0, 0, 1, 1] = where
+                    names.clear()
+                    got = P.max_pool2d_backward(cp.asarray(dy), cp.asarray(bad), x.shape, 3, 2, 1)
+                    assert names[0] == "maxpool2d_bwd_32v" and len(names) > 1
+                    # (atomics: three outputs naming one input may add in any order)
+                    np.testing.assert_allclose(cp.asnumpy(got), P.max_pool2d_backward(dy, bad, x.shape),
+                                               **_tol(dtype))
     for shape, pad in [((1, 2, 6, 6), 1), ((1, 2, 7, 8), 1), ((1, 2, 6, 8), 0)]:
         names.clear()
         P.max_pool2d(cp.asarray(_x(shape, np.float32)), 3, 2, pad)

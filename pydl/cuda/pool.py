@@ -7,7 +7,8 @@ every entry a non-negative int below 2**31. Nothing is launched for empty arrays
 - max_pool2d / avg_pool2d: one thread per output element; max pooling with 2x2 windows, stride 2,
   no padding and H = 2P, W = 2Q with W a multiple of 4 (fast_22) two outputs per thread with
   16-byte row loads, and its backward the matching two-window gather with 16-byte row stores;
-  3x3 windows with stride 2 and padding 1 on such planes (fast_32) two outputs per thread too.
+  3x3 windows with stride 2 and padding 1 on such planes (fast_32) two outputs per thread too,
+  and its backward two adjacent inputs per thread.
 - max_pool2d_backward with the geometry: gather (one thread per input element, no atomics,
   deterministic, the CPU's sums). When some argmax does not lie in its own window (an argmax not
   made by max_pool2d with this geometry), dx is recomputed by the scatter, which accepts any
@@ -140,6 +141,10 @@ def max_pool2d_backward(dy, argmax, x_shape, geom=None, op: str = "max_pool2d_ba
     if fast_22(geom) and _aligned((dy, 2 * dy.dtype.itemsize), (argmax, 8)):
         pairs = total // 8  # two windows of four inputs each
         _fn("maxpool2d_bwd_22v", dy.dtype)((grid(pairs),), (THREADS,),
+                                           (dx, dy, argmax, bad, np.int64(pairs), np.int32(geom[2]), np.int32(geom[3])))
+    elif fast_32(geom):
+        pairs = total // 2  # two adjacent inputs of one row per thread
+        _fn("maxpool2d_bwd_32v", dy.dtype)((grid(pairs),), (THREADS,),
                                            (dx, dy, argmax, bad, np.int64(pairs), np.int32(geom[2]), np.int32(geom[3])))
     else:
         _fn("maxpool2d_bwd", dy.dtype)((grid(total),), (THREADS,), (dx, dy, argmax, bad) + _geom_args(total, geom))

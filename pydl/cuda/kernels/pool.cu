@@ -27,7 +27,10 @@
 //   (two for double) and the outputs and argmaxes as pairs; same order, same ties, same sums.
 // - 3x3 windows, stride 2, padding 1 with H = 2P, W = 2Q a multiple of 4: maxpool2d_fwd_32v gives
 //   each thread two adjacent outputs, reading each of its three rows as one 16-byte vector plus
-//   the column before it (6 loads for 18 window elements).
+//   the column before it (6 loads for 18 window elements). Its backward, maxpool2d_bwd_32v, gives
+//   each thread two adjacent inputs (2c, 2c + 1) of one row: an even row lies in one output row's
+//   windows, an odd row in two; column 2c in window c only, 2c + 1 in windows c and c + 1, so a
+//   thread reads at most four outputs and stores its pair as one vector.
 // - global average backward with hw a multiple of 4: gap_backward4 writes four elements of one
 //   plane per thread as a vector (one division per four elements).
 // Indices: 64-bit element offsets; the per-element div/mod runs in 32-bit when the element count
@@ -313,6 +316,47 @@ __device__ __forceinline__ void maxpool_fwd_32v_body(T* __restrict__ y, int* __r
   }
 }
 
+// dx of the 3x3 / stride-2 / padding-1 geometry above: thread (h, c) writes dx[h][2c], dx[h][2c + 1]
+// as sums over the outputs covering them, in the outputs' row-major order (the CPU scatter's order).
+// The thread at row 2p, pair q checks output (p, q)'s argmax lies in its clipped window.
+template <typename T>
+__device__ __forceinline__ void maxpool_bwd_32v_body(T* __restrict__ dx, const T* __restrict__ dy,
+                                                     const int* __restrict__ am, int* __restrict__ bad,
+                                                     long long pairs, int P, int Q) {
+  const int W = 2 * Q, H = 2 * P;
+  const long long step = (long long)gridDim.x * blockDim.x;
+  for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < pairs; j += step) {
+    const long long t = j / Q;     // plane * H + h
+    const int c = (int)(j - t * Q);
+    const long long plane = t / H;
+    const int h = (int)(t - plane * H);
+    const int p_lo = h >> 1;       // even h: output row h / 2; odd h: rows (h - 1) / 2 and (h + 1) / 2
+    const int p_hi = (h & 1) && p_lo + 1 < P ? p_lo + 1 : p_lo;
+    const long long base = plane * (long long)P * Q;
+    const int e0 = h * W + 2 * c, e1 = e0 + 1;
+    T acc0 = T(0), acc1 = T(0);
+    bool wrong = false;
+    for (int p = p_lo; p <= p_hi; ++p) {
+      const long long o = base + (long long)p * Q + c;
+      const int a0 = am[o];
+      const T g0 = dy[o];
+      if (a0 == e0) acc0 += g0;
+      if (a0 == e1) acc1 += g0;
+      if (c + 1 < Q) {
+        const int a1 = am[o + 1];
+        if (a1 == e1) acc1 += dy[o + 1];
+      }
+      if (p == p_lo && !(h & 1)) {  // owner of output (p, c): its window rows 2p-1..2p+1, cols 2c-1..2c+1
+        const int vh = a0 / W, vw = a0 - vh * W;
+        if (a0 < 0 || vh < h - 1 || vh > h + 1 || vh >= H || vw < 2 * c - 1 || vw > 2 * c + 1) wrong = true;
+      }
+    }
+    const T r[2] = {acc0, acc1};
+    PoolVec4<T>::store2(dx + 2 * j, r);
+    if (wrong) *bad = 1;
+  }
+}
+
 #define PYDL_MAXPOOL_32V(T, SUF)                                                                              \
   extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)                                              \
       maxpool2d_fwd_32v_argmax_##SUF(T* __restrict__ y, int* __restrict__ am, const T* __restrict__ x,         \
@@ -322,6 +366,11 @@ __device__ __forceinline__ void maxpool_fwd_32v_body(T* __restrict__ y, int* __r
   extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)                                              \
       maxpool2d_fwd_32v_##SUF(T* __restrict__ y, const T* __restrict__ x, long long pairs, int P, int Q) {     \
     maxpool_fwd_32v_body<T, false>(y, nullptr, x, pairs, P, Q);                                                \
+  }                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)                                              \
+      maxpool2d_bwd_32v_##SUF(T* __restrict__ dx, const T* __restrict__ dy, const int* __restrict__ am,        \
+                              int* __restrict__ bad, long long pairs, int P, int Q) {                          \
+    maxpool_bwd_32v_body<T>(dx, dy, am, bad, pairs, P, Q);                                                     \
   }
 
 PYDL_MAXPOOL_32V(float, f32)
