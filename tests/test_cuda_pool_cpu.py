@@ -53,6 +53,11 @@ def test_backward_geometry_checked_on_cpu():
         P.max_pool2d_backward(dy, am, x.shape, 2, 2, 2)
     with pytest.raises(ValueError, match="larger than the padded input"):
         P.max_pool2d_backward(dy, am, x.shape, 9)
+    for flag in (1, "no", None):
+        with pytest.raises(TypeError, match=r"check_argmax must be True or False"):
+            P.max_pool2d_backward(dy, am, x.shape, 3, 2, 1, check_argmax=flag)
+    np.testing.assert_array_equal(P.max_pool2d_backward(dy, am, x.shape, 3, 2, 1, check_argmax=np.bool_(False)),
+                                  P.max_pool2d_backward(dy, am, x.shape))
 
 
 def test_grid_sizes():
@@ -74,8 +79,12 @@ def test_every_wrapper_kernel_exists_in_both_dtypes():
     for base, suf in re.findall(r"PYDL_MAXPOOL_FWD\((\w+), \d, \d, \w+, (\w+)\)", src):
         names |= {f"{base}_argmax_{suf}", f"{base}_{suf}"}
     wanted = {cuda_pool.max_kernel_name(r, s, a) for r, s in [(2, 2), (3, 3), (2, 3)] for a in (True, False)}
+    for suf in re.findall(r"PYDL_MAXPOOL_(?:22|32)V\(\w+, (\w+)\)", src):  # the two-outputs-per-thread macros
+        for name in re.findall(r"(maxpool2d_\w+?)_(?:##SUF)", src):
+            names.add(f"{name}_{suf}")
     wanted |= {"avgpool2d_fwd", "maxpool2d_bwd", "avgpool2d_bwd", "maxpool2d_scatter", "gap_forward_warp",
-               "gap_forward_block", "gap_backward"}
+               "gap_forward_block", "gap_backward", "gap_backward4", "maxpool2d_fwd_22v", "maxpool2d_fwd_22v_argmax",
+               "maxpool2d_bwd_22v", "maxpool2d_fwd_32v", "maxpool2d_fwd_32v_argmax", "maxpool2d_bwd_32v"}
     for base in wanted:
         for suf in ("f32", "f64"):
             assert f"{base}_{suf}" in names, base

@@ -120,6 +120,8 @@ def max_pool2d_backward(dy, argmax, x_shape, pool_size=None, stride=None, paddin
     its window, which reads a flag back from the device (a sync); for an argmax that max_pool2d
     returned for this geometry, as the pooling layers pass. The CPU always checks (it costs nothing)."""
     op = "max_pool2d_backward"
+    if not isinstance(check_argmax, (bool, np.bool_)):
+        raise TypeError(f"[{op}] check_argmax must be True or False, got {check_argmax!r}")
     dev = device.dispatch(op, dy=dy, argmax=argmax)
     dy = _grad(dy, op, dev=dev)
     shape = _x_shape(x_shape, op)
