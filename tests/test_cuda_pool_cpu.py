@@ -79,9 +79,8 @@ def test_every_wrapper_kernel_exists_in_both_dtypes():
     for base, suf in re.findall(r"PYDL_MAXPOOL_FWD\((\w+), \d, \d, \w+, (\w+)\)", src):
         names |= {f"{base}_argmax_{suf}", f"{base}_{suf}"}
     wanted = {cuda_pool.max_kernel_name(r, s, a) for r, s in [(2, 2), (3, 3), (2, 3)] for a in (True, False)}
-    for suf in re.findall(r"PYDL_MAXPOOL_(?:22|32)V\(\w+, (\w+)\)", src):  # the two-outputs-per-thread macros
-        for name in re.findall(r"(maxpool2d_\w+?)_(?:##SUF)", src):
-            names.add(f"{name}_{suf}")
+    for geo, suf in re.findall(r"PYDL_MAXPOOL_PAIRS\((\w+), \w+, (\w+)\)", src):  # two outputs per thread
+        names |= {f"maxpool2d_fwd_{geo}_argmax_{suf}", f"maxpool2d_fwd_{geo}_{suf}", f"maxpool2d_bwd_{geo}_{suf}"}
     wanted |= {"avgpool2d_fwd", "maxpool2d_bwd", "avgpool2d_bwd", "maxpool2d_scatter", "gap_forward_warp",
                "gap_forward_block", "gap_backward", "gap_backward4", "maxpool2d_fwd_22v", "maxpool2d_fwd_22v_argmax",
                "maxpool2d_bwd_22v", "maxpool2d_fwd_32v", "maxpool2d_fwd_32v_argmax", "maxpool2d_bwd_32v"}

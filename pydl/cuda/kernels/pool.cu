@@ -235,24 +235,26 @@ __device__ __forceinline__ void maxpool_bwd_22v_body(T* __restrict__ dx, const T
   }
 }
 
-#define PYDL_MAXPOOL_22V(T, SUF)                                                                              \
+// Entries of the two-outputs-per-thread geometries (GEO = 22v, 32v): forward with and without the
+// argmax, and the backward gather.
+#define PYDL_MAXPOOL_PAIRS(GEO, T, SUF)                                                                       \
   extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)                                              \
-      maxpool2d_fwd_22v_argmax_##SUF(T* __restrict__ y, int* __restrict__ am, const T* __restrict__ x,         \
-                                     long long pairs, int P, int Q) {                                          \
-    maxpool_fwd_22v_body<T, true>(y, am, x, pairs, P, Q);                                                      \
+      maxpool2d_fwd_##GEO##_argmax_##SUF(T* __restrict__ y, int* __restrict__ am, const T* __restrict__ x,     \
+                                         long long pairs, int P, int Q) {                                      \
+    maxpool_fwd_##GEO##_body<T, true>(y, am, x, pairs, P, Q);                                                  \
   }                                                                                                            \
   extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)                                              \
-      maxpool2d_fwd_22v_##SUF(T* __restrict__ y, const T* __restrict__ x, long long pairs, int P, int Q) {     \
-    maxpool_fwd_22v_body<T, false>(y, nullptr, x, pairs, P, Q);                                                \
+      maxpool2d_fwd_##GEO##_##SUF(T* __restrict__ y, const T* __restrict__ x, long long pairs, int P, int Q) { \
+    maxpool_fwd_##GEO##_body<T, false>(y, nullptr, x, pairs, P, Q);                                            \
   }                                                                                                            \
   extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)                                              \
-      maxpool2d_bwd_22v_##SUF(T* __restrict__ dx, const T* __restrict__ dy, const int* __restrict__ am,        \
-                              int* __restrict__ bad, long long pairs, int P, int Q) {                          \
-    maxpool_bwd_22v_body<T>(dx, dy, am, bad, pairs, P, Q);                                                     \
+      maxpool2d_bwd_##GEO##_##SUF(T* __restrict__ dx, const T* __restrict__ dy, const int* __restrict__ am,    \
+                                  int* __restrict__ bad, long long pairs, int P, int Q) {                      \
+    maxpool_bwd_##GEO##_body<T>(dx, dy, am, bad, pairs, P, Q);                                                 \
   }
 
-PYDL_MAXPOOL_22V(float, f32)
-PYDL_MAXPOOL_22V(double, f64)
+PYDL_MAXPOOL_PAIRS(22v, float, f32)
+PYDL_MAXPOOL_PAIRS(22v, double, f64)
 
 // ---- 3x3 / stride 2 / padding 1, H = 2P, W = 2Q a multiple of 4: two outputs per thread ------------
 // Output pair (p, q), (p, q + 1) covers rows 2p-1 .. 2p+1 and columns 2q-1 .. 2q+3 (2q a multiple of
@@ -357,24 +359,8 @@ __device__ __forceinline__ void maxpool_bwd_32v_body(T* __restrict__ dx, const T
   }
 }
 
-#define PYDL_MAXPOOL_32V(T, SUF)                                                                              \
-  extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)                                              \
-      maxpool2d_fwd_32v_argmax_##SUF(T* __restrict__ y, int* __restrict__ am, const T* __restrict__ x,         \
-                                     long long pairs, int P, int Q) {                                          \
-    maxpool_fwd_32v_body<T, true>(y, am, x, pairs, P, Q);                                                      \
-  }                                                                                                            \
-  extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)                                              \
-      maxpool2d_fwd_32v_##SUF(T* __restrict__ y, const T* __restrict__ x, long long pairs, int P, int Q) {     \
-    maxpool_fwd_32v_body<T, false>(y, nullptr, x, pairs, P, Q);                                                \
-  }                                                                                                            \
-  extern "C" __global__ void __launch_bounds__(PYDL_POOL_THREADS)                                              \
-      maxpool2d_bwd_32v_##SUF(T* __restrict__ dx, const T* __restrict__ dy, const int* __restrict__ am,        \
-                              int* __restrict__ bad, long long pairs, int P, int Q) {                          \
-    maxpool_bwd_32v_body<T>(dx, dy, am, bad, pairs, P, Q);                                                     \
-  }
-
-PYDL_MAXPOOL_32V(float, f32)
-PYDL_MAXPOOL_32V(double, f64)
+PYDL_MAXPOOL_PAIRS(32v, float, f32)
+PYDL_MAXPOOL_PAIRS(32v, double, f64)
 
 // ---- avg forward ----------------------------------------------------------------------------------
 
