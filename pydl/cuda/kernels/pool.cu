@@ -165,6 +165,14 @@ template <> struct PoolVec4<double> {
   }
 };
 
+// Outputs o, o + 1 (o even) and, with IDX, their argmaxes, each pair as one vector store.
+template <typename T, bool IDX>
+__device__ __forceinline__ void pool_store_pair(T* __restrict__ y, int* __restrict__ am, long long o,
+                                                const T (&out)[2], const int (&idx)[2]) {
+  PoolVec4<T>::store2(y + o, out);
+  if (IDX) *reinterpret_cast<int2*>(am + o) = make_int2(idx[0], idx[1]);
+}
+
 // pairs = planes * P * Q / 2; output pair j holds outputs 2j, 2j + 1 (same row: Q is even).
 template <typename T, bool IDX>
 __device__ __forceinline__ void maxpool_fwd_22v_body(T* __restrict__ y, int* __restrict__ am,
@@ -193,8 +201,7 @@ __device__ __forceinline__ void maxpool_fwd_22v_body(T* __restrict__ y, int* __r
       out[u] = m;
       idx[u] = mi;
     }
-    PoolVec4<T>::store2(y + o, out);
-    if (IDX) *reinterpret_cast<int2*>(am + o) = make_int2(idx[0], idx[1]);
+    pool_store_pair<T, IDX>(y, am, o, out, idx);
   }
 }
 
@@ -313,8 +320,7 @@ __device__ __forceinline__ void maxpool_fwd_32v_body(T* __restrict__ y, int* __r
       idx[u] = mi;
     }
     const long long o = 2 * j;
-    PoolVec4<T>::store2(y + o, out);
-    if (IDX) *reinterpret_cast<int2*>(am + o) = make_int2(idx[0], idx[1]);
+    pool_store_pair<T, IDX>(y, am, o, out, idx);
   }
 }
 
