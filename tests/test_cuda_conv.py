@@ -278,6 +278,23 @@ def test_winograd_writes_every_output_and_honours_out():
     assert bad[0, 0] and bad.sum() == 1
 
 
+@pytest.mark.parametrize("algo", ["winograd_f2", "winograd_f4"])
+def test_winograd_in_chunks_of_images_matches_one_launch(algo, monkeypatch):
+    """A scratch cap smaller than the batch needs: the batch runs in chunks of whole images (and a
+    last, shorter chunk) with the same result as one pass."""
+    from pydl.cuda import winograd
+    x, w, b = (cp.asarray(_rand(s, np.float32, 30 + i)) for i, s in enumerate([(5, 6, 7, 8), (4, 6, 3, 3), (4,)]))
+    whole = conv_ops.conv2d(x, w, b, padding="same", algo=algo, activation="relu")
+    mo = int(algo[-1])
+    per_image = (mo + 2) ** 2 * (6 + 4) * (-(-7 // mo)) * (-(-8 // mo)) * 4
+    monkeypatch.setattr(winograd, "SCRATCH_LIMIT", 2 * per_image)  # 2 images per chunk: 2 + 2 + 1
+    assert winograd.chunk_images(5, 6, 4, 7, 8, mo, 4) == 2
+    out = poisoned((5, 4, 7, 8), np.float32)
+    got = conv_ops.conv2d(x, w, b, padding="same", algo=algo, activation="relu", out=out)
+    assert got is out
+    np.testing.assert_allclose(cp.asnumpy(got), cp.asnumpy(whole), rtol=1e-6, atol=1e-6)
+
+
 def test_auto_runs_winograd_for_wide_layers():
     m = conv_ops.CUDA_AUTO_RULE["wino_min_ck"]
     x, w = cp.asarray(_rand((1, m, 8, 8), np.float32, 27)), cp.asarray(_rand((m, m, 3, 3), np.float32, 28))

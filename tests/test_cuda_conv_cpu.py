@@ -100,6 +100,15 @@ def test_winograd_tiles():
     assert winograd.scratch_bytes((2, 3, 7, 9), 5, (2, 5, 7, 9), 4, 4) == 36 * (15 + 3 * 12 + 5 * 12) * 4
 
 
+def test_winograd_chunks_bound_the_scratch():
+    from pydl.cuda import winograd
+    # N128 C128 28x28 K128, F(4x4): 36 * 256 * 49 tiles * 4 bytes = 1.8 MB per image
+    assert winograd.chunk_images(128, 128, 128, 28, 28, 4, 4) == 128
+    per_image = 36 * (512 + 512) * 14 * 14 * 4
+    assert winograd.chunk_images(256, 512, 512, 56, 56, 4, 4) == winograd.SCRATCH_LIMIT // per_image < 256
+    assert winograd.chunk_images(1, 4096, 4096, 512, 512, 4, 8) == 1  # one image at least
+
+
 def test_batched_tile_choice():
     from pydl.cuda import gemm
     assert gemm.batched_tile(64, 12544, 36, np.float32, 132) == "h"      # 64 rows: no 128-row tile
