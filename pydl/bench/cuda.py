@@ -197,20 +197,21 @@ def cnn_step(quick: bool) -> list[dict]:
 
 
 # Families with their own module (pydl/bench/cuda_<family>.py): run(quick) -> rows, format_rows(rows).
-FAMILIES = ("conv", "pool", "rnn")
-SECTIONS = ("gemm", "memory", "mlp") + FAMILIES
+FAMILIES = ("gemm", "conv", "pool", "rnn")
+SECTIONS = ("gemm", "memory", "mlp", "conv", "pool", "rnn")
+
+
+def _family(name: str):
+    import importlib
+    return importlib.import_module(f"{__package__}.cuda_{name}")
 
 
 def _run_section(name: str, quick: bool) -> list[dict]:
-    import importlib
-    if name == "gemm":
-        from . import cuda_gemm
-        return cuda_gemm.run(quick=quick)
     if name == "memory":
         return memory_bound(quick)
     if name == "mlp":
         return mlp_step(quick) + cnn_step(quick)
-    return importlib.import_module(f"{__package__}.cuda_{name}").run(quick=quick)
+    return _family(name).run(quick=quick)
 
 
 def run(quick: bool = False, on_section=None) -> dict:
@@ -236,20 +237,8 @@ def format_header(res: dict) -> str:
 
 
 def format_section(name: str, rows) -> str:
-    import importlib
     if isinstance(rows, dict) and "error" in rows:
         return f"{name}: FAILED: {rows['error']}"
-    if name == "gemm":
-        lines = ["SGEMM: TFLOP/s = 2mnk/t",
-                 f"{'case':<28} {'shape':<18} {'pydl':>7} {'cuBLAS':>7} {'torch':>7} {'/cuBLAS':>8} "
-                 f"{'/torch':>7} {'err':>8}"]
-        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-        for r in rows:
-            lines.append(f"{r['name']:<28} {r['shape']:<18} {fmt(r.get('pydl_tflops'), '7.2f')} "
-                         f"{fmt(r.get('cublas_tflops'), '7.2f')} {fmt(r.get('torch_tflops'), '7.2f')} "
-                         f"{fmt(r.get('ratio_cublas'), '8.3f')} {fmt(r.get('ratio_torch'), '7.3f')} "
-                         f"{fmt(r.get('max_rel_err'), '8.1e')}")
-        return "\n".join(lines)
     if name == "memory":
         lines = ["Memory-bound kernels: GB/s = bytes read + written / t; fraction of the device copy"]
         for r in rows:
@@ -263,7 +252,7 @@ def format_section(name: str, rows) -> str:
                 if "torch_ms" in r else ""
             lines.append(f"{r['name']} ({r['shape']}): pydl {r['pydl_ms']:.3f} ms{extra}")
         return "\n".join(lines)
-    return importlib.import_module(f"{__package__}.cuda_{name}").format_rows(rows)
+    return _family(name).format_rows(rows)
 
 
 def format_results(res: dict) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import blocks, cupy_module, kernel
+from . import blocks, cupy_module, kernel, winograd
 
 THREADS = 256          # threads per block of every implicit-GEMM kernel
 TILE_M = 64            # output-matrix rows per block of tile "s" (filters K, or input channels C for dx)
@@ -170,7 +170,6 @@ def forward(x, w, b, out, y_shape, stride, pads, dilation, act: str, algo: str =
     """y (N, K, P, Q) = act(conv2d(x, w) + b) into `out` (allocated when None); act "linear" or "relu".
     algo: "implicit_gemm", or "winograd_f2" / "winograd_f4" (3x3, stride 1, dilation 1: pydl.cuda.winograd)."""
     if algo in ("winograd_f2", "winograd_f4"):
-        from . import winograd
         return winograd.forward(x, w, b, out, y_shape, pads, act, 2 if algo == "winograd_f2" else 4)
     if algo != "implicit_gemm":
         raise ValueError(f"[cuda.conv] algo must be 'implicit_gemm', 'winograd_f2' or 'winograd_f4', got {algo!r}")

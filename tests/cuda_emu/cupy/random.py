@@ -10,22 +10,25 @@ def _wrap(r):
     return _from_numpy(numpy.asarray(r))
 
 
-class Generator:
-    def __init__(self, seed=None):
-        self._g = numpy.random.default_rng(seed)
+class _OnDevice:
+    """A NumPy generator whose draws come back as device arrays."""
+
+    def __init__(self, gen):
+        self._g = gen
 
     def __getattr__(self, name):
         fn = getattr(self._g, name)
         return lambda *a, **k: _wrap(fn(*a, **k))
 
 
-class RandomState:
+class Generator(_OnDevice):
     def __init__(self, seed=None):
-        self._r = numpy.random.RandomState(seed)
+        super().__init__(numpy.random.default_rng(seed))
 
-    def __getattr__(self, name):
-        fn = getattr(self._r, name)
-        return lambda *a, **k: _wrap(fn(*a, **k))
+
+class RandomState(_OnDevice):
+    def __init__(self, seed=None):
+        super().__init__(numpy.random.RandomState(seed))
 
 
 def default_rng(seed=None):
@@ -36,7 +39,7 @@ _global = RandomState()
 
 
 def seed(s=None):
-    _global._r.seed(s)
+    _global._g.seed(s)
 
 
 def rand(*shape):
@@ -52,16 +55,16 @@ def random(size=None):
 
 
 def uniform(low=0.0, high=1.0, size=None, dtype=float):
-    return _from_numpy(numpy.asarray(_global._r.uniform(low, high, size), dtype=dtype))
+    return _from_numpy(numpy.asarray(_global._g.uniform(low, high, size), dtype=dtype))
 
 
 def normal(loc=0.0, scale=1.0, size=None, dtype=float):
-    return _from_numpy(numpy.asarray(_global._r.normal(loc, scale, size), dtype=dtype))
+    return _from_numpy(numpy.asarray(_global._g.normal(loc, scale, size), dtype=dtype))
 
 
 def standard_normal(size=None, dtype=float):
-    return _from_numpy(numpy.asarray(_global._r.standard_normal(size), dtype=dtype))
+    return _from_numpy(numpy.asarray(_global._g.standard_normal(size), dtype=dtype))
 
 
 def randint(low, high=None, size=None, dtype=int):
-    return _wrap(_global._r.randint(low, high, size, dtype=dtype))
+    return _wrap(_global._g.randint(low, high, size, dtype=dtype))
