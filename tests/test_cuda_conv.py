@@ -170,17 +170,43 @@ def test_batch_zero_and_out():
                                rtol=1e-4, atol=1e-4)
 
 
-def test_views_and_int_inputs_are_converted():
+@pytest.mark.parametrize("algo", ["implicit_gemm", "winograd_f2", "winograd_f4"])
+def test_views_and_int_inputs_are_converted(algo):
     x = _rand((2, 3, 8, 8), np.float32, 13)
     w = _rand((4, 3, 3, 3), np.float32, 14)
     xv = cp.asarray(x)[:, :, ::2, ::2]  # a strided view: copied, not read through raw pointers
-    got = conv_ops.conv2d(xv, cp.asarray(w), padding=1)
+    got = conv_ops.conv2d(xv, cp.asarray(w), padding=1, algo=algo)
     np.testing.assert_allclose(cp.asnumpy(got), conv_ops.conv2d(x[:, :, ::2, ::2], w, padding=1), rtol=1e-4,
                                atol=1e-4)
-    xi = np.arange(2 * 3 * 4 * 4).reshape(2, 3, 4, 4) % 5
-    got = conv_ops.conv2d(cp.asarray(xi), cp.asarray(w))
+    wv = cp.asarray(np.repeat(w, 2, axis=0))[::2]  # a strided view of the filters (each one twice)
+    got = conv_ops.conv2d(cp.asarray(x), wv, padding=1, algo=algo)
+    np.testing.assert_allclose(cp.asnumpy(got), conv_ops.conv2d(x, w, padding=1), rtol=1e-4, atol=1e-4)
+    xi = np.arange(2 * 3 * 6 * 6).reshape(2, 3, 6, 6) % 5
+    got = conv_ops.conv2d(cp.asarray(xi), cp.asarray(w), algo=algo)
     assert got.dtype == np.float32
     np.testing.assert_allclose(cp.asnumpy(got), conv_ops.conv2d(xi, w), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("algo", ["winograd_f2", "winograd_f4"])
+def test_bad_inputs_raise_on_winograd(algo):
+    x = cp.ones((2, 3, 6, 6), cp.float32)
+    w = cp.ones((4, 3, 3, 3), cp.float32)
+    with pytest.raises(ValueError, match=r"out has shape"):
+        conv_ops.conv2d(x, w, padding=1, algo=algo, out=cp.empty((2, 4, 4, 4), cp.float32))
+    with pytest.raises(ValueError, match=r"out has dtype"):
+        conv_ops.conv2d(x, w, padding=1, algo=algo, out=cp.empty((2, 4, 6, 6), cp.float64))
+    with pytest.raises(ValueError, match=r"C-contiguous"):
+        conv_ops.conv2d(x, w, padding=1, algo=algo, out=cp.empty((2, 4, 6, 12), cp.float32)[:, :, :, ::2])
+    with pytest.raises(ValueError, match=r"channel mismatch"):
+        conv_ops.conv2d(x, cp.ones((4, 2, 3, 3), cp.float32), algo=algo)
+    with pytest.raises(ValueError, match=r"winograd.*(stride|3x3)"):
+        conv_ops.conv2d(x, w, stride=2, algo=algo)
+    with pytest.raises(ValueError, match=r"winograd.*3x3 filter"):
+        conv_ops.conv2d(x, cp.ones((4, 3, 5, 5), cp.float32), algo=algo)
+    # a failed call leaves nothing behind: the next one is right
+    ref = conv_ops.conv2d(x, w, padding=1)
+    np.testing.assert_allclose(cp.asnumpy(conv_ops.conv2d(x, w, padding=1, algo=algo)), cp.asnumpy(ref),
+                               rtol=1e-5, atol=1e-4)
 
 
 def test_bad_inputs_raise_like_cpu():
