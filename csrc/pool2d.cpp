@@ -27,6 +27,9 @@ PYDL_POOL_DEFINE_ENTRY_POINTS
                              index_t pl, index_t P, index_t Q);                                              \
   bool maxunpool2x2_plane_f32(float* dx, const float* dy, const std::int32_t* am, index_t H, index_t W,     \
                               index_t P, index_t Q);                                                         \
+  bool maxunpool3x3s2_plane_f32(float* dx, const float* dy, const std::int32_t* am, float* gbuf,            \
+                                std::int32_t* abuf, index_t Wb, index_t H, index_t W, index_t P, index_t Q, \
+                                index_t pt, index_t pl);                                                     \
   double sum_f32(const float* x, index_t n);
 namespace avx2 {
 PYDL_POOL_DECLARE_ENTRY_POINTS
@@ -42,6 +45,7 @@ struct PoolKernels {
   decltype(&generic::maxpool2x2_plane_f32) max2x2;
   decltype(&generic::maxpool_plane_any_f32) max_any;
   decltype(&generic::maxunpool2x2_plane_f32) unpool2x2;
+  decltype(&generic::maxunpool3x3s2_plane_f32) unpool3x3s2;
   decltype(&generic::sum_f32) sum;
 };
 
@@ -49,12 +53,13 @@ PoolKernels pool_kernels() {
 #if defined(PYDL_X86)
   if (selected_isa() == Isa::avx512)
     return {avx512::maxpool2x2_plane_f32, avx512::maxpool_plane_any_f32, avx512::maxunpool2x2_plane_f32,
-            avx512::sum_f32};
+            avx512::maxunpool3x3s2_plane_f32, avx512::sum_f32};
   if (selected_isa() == Isa::avx2)
-    return {avx2::maxpool2x2_plane_f32, avx2::maxpool_plane_any_f32, avx2::maxunpool2x2_plane_f32, avx2::sum_f32};
+    return {avx2::maxpool2x2_plane_f32, avx2::maxpool_plane_any_f32, avx2::maxunpool2x2_plane_f32,
+            avx2::maxunpool3x3s2_plane_f32, avx2::sum_f32};
 #endif
   return {generic::maxpool2x2_plane_f32, generic::maxpool_plane_any_f32, generic::maxunpool2x2_plane_f32,
-          generic::sum_f32};
+          generic::maxunpool3x3s2_plane_f32, generic::sum_f32};
 }
 
 }  // namespace
@@ -234,19 +239,31 @@ void maxpool2d_forward_naive(T* y, std::int32_t* argmax, const T* x, const Pool2
 // plane is then redone by the scatter, which gives the same bits (0 + g either way). The
 // scatter checks its plane's indices first and reports a bad one (the binding raises); the
 // binding's separate serial pass over argmax is gone (~1/10 of the backward's time).
+// With the pooling geometry known (`windows`), 3x3 / stride 2 windows with top / left padding 0
+// or 1 gather instead (pool2d_impl.h: each element sums the dy of the at most 2 x 2 windows that
+// cover it), again densely and with the scatter's bits; a plane whose argmaxes do not all lie in
+// their windows is scattered.
 template <typename T>
-bool maxpool2d_backward(T* dx, const T* dy, const std::int32_t* argmax, const Pool2dGeom& g) {
+bool maxpool2d_backward(T* dx, const T* dy, const std::int32_t* argmax, const Pool2dGeom& g, bool windows) {
   const index_t planes = g.N * g.C, in = g.H * g.W, out = g.P * g.Q;
   const int nt = threads_for(static_cast<double>(planes) * (in + out), 3e4);
-  const bool dense = sizeof(T) == 4 && g.P == g.H / 2 && g.Q == g.W / 2 && g.P > 0 && g.Q > 0;
+  const bool gather3 = sizeof(T) == 4 && windows && g.R == 3 && g.S == 3 && g.sh == 2 && g.sw == 2 &&
+                       g.pt <= 1 && g.pl <= 1 && g.P > 0 && g.Q > 0 && g.W >= 3;  // (W < 3: see pool2d_impl.h)
+  const bool dense = sizeof(T) == 4 && !gather3 && g.P == g.H / 2 && g.Q == g.W / 2 && g.P > 0 && g.Q > 0;
   const PoolKernels k = pool_kernels();
+  const index_t Wb = gather3 ? generic::maxunpool3x3s2_slot_width(g.W, g.Q) : 0;
+  std::vector<float> gbufs(static_cast<std::size_t>(gather3 ? 3 * nt * Wb : 0));
+  std::vector<std::int32_t> abufs(gbufs.size());
   std::atomic<bool> bad{false};
-  parallel_for(nt, planes, [&](std::int64_t i, int) {
+  parallel_for(nt, planes, [&](std::int64_t i, int tid) {
     T* d = dx + i * in;
     const T* s = dy + i * out;
     const std::int32_t* a = argmax + i * out;
     if constexpr (sizeof(T) == 4) {
       if (dense && k.unpool2x2(d, s, a, g.H, g.W, g.P, g.Q)) return;
+      if (gather3 && k.unpool3x3s2(d, s, a, gbufs.data() + 3 * tid * Wb, abufs.data() + 3 * tid * Wb, Wb, g.H, g.W,
+                                   g.P, g.Q, g.pt, g.pl))
+        return;
     }
     std::uint32_t outside = 0;  // (unsigned) a >= in: negative or past the plane
     for (index_t j = 0; j < out; ++j) outside |= static_cast<std::uint32_t>(a[j]) >= static_cast<std::uint32_t>(in);
@@ -405,7 +422,7 @@ void global_avgpool2d_backward(T* dx, const T* dy, index_t planes, index_t hw) {
 #define PYDL_POOL_INSTANTIATE(T)                                                                     \
   template void maxpool2d_forward<T>(T*, std::int32_t*, const T*, const Pool2dGeom&);               \
   template void maxpool2d_forward_naive<T>(T*, std::int32_t*, const T*, const Pool2dGeom&);         \
-  template bool maxpool2d_backward<T>(T*, const T*, const std::int32_t*, const Pool2dGeom&);        \
+  template bool maxpool2d_backward<T>(T*, const T*, const std::int32_t*, const Pool2dGeom&, bool);        \
   template void avgpool2d_forward<T>(T*, const T*, const Pool2dGeom&, bool);                        \
   template void avgpool2d_forward_naive<T>(T*, const T*, const Pool2dGeom&, bool);                  \
   template void avgpool2d_backward<T>(T*, const T*, const Pool2dGeom&, bool);                       \

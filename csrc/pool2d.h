@@ -33,11 +33,14 @@ void maxpool2d_forward(T* y, std::int32_t* argmax, const T* x, const Pool2dGeom&
 template <typename T>
 void maxpool2d_forward_naive(T* y, std::int32_t* argmax, const T* x, const Pool2dGeom& g);
 // dx[n,c,argmax[n,c,p,q]] += dy[n,c,p,q] over a zeroed dx   (dx =); written densely when every
-// argmax lies in its own 2x2 block (P = H/2, Q = W/2), else scattered
+// argmax lies in its own 2x2 block (P = H/2, Q = W/2), gathered when `windows` (g holds the
+// pooling's window, stride and padding, not just its sizes) says 3x3 / stride 2 windows with
+// top / left padding <= 1 and every argmax lies in its window, else scattered.
 // Returns false, with dx unspecified, when an argmax index lies outside [0, H*W) (nothing is
 // written out of bounds: every scattered plane's indices are checked first).
 template <typename T>
-bool maxpool2d_backward(T* dx, const T* dy, const std::int32_t* argmax, const Pool2dGeom& g);
+bool maxpool2d_backward(T* dx, const T* dy, const std::int32_t* argmax, const Pool2dGeom& g,
+                        bool windows = false);
 
 template <typename T>
 void avgpool2d_forward(T* y, const T* x, const Pool2dGeom& g, bool count_include_pad);

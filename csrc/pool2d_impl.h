@@ -18,7 +18,7 @@
 #include <limits>
 #include <utility>
 
-#if defined(__AVX512F__)
+#if defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -318,6 +318,217 @@ inline bool maxunpool2x2_row_f32(float* d0, const float* g, const std::int32_t* 
   return true;
 }
 
+// ---- max 3x3 / stride 2 backward, gathered ------------------------------------------------------
+// 3x3 windows with stride 2 and top / left padding pt, pl in {0, 1} (PyTorch's and ResNet's
+// 3x3 / s2 / p1; Keras's "same" on even sizes pads bottom / right only). Window (p, q) covers
+// input rows 2p - pt + {0, 1, 2} and columns 2q - pl + {0, 1, 2}, so an input element lies in at
+// most two windows along each axis and dx is written densely: each element sums the dy of the
+// windows whose argmax is that element, in the scatter's order (window rows ascending, then
+// columns) starting from +0, so the bits are the scatter's (adding the +0 of a window that does
+// not match changes nothing: the running sum is never -0).
+// The work runs in window space: for L windows q = k0 + j of one window row and one input row h,
+// rel = argmax - (h*W + 2q - pl) says which of the window's three columns in row h holds its
+// maximum (0, 1, 2; anything else: none). With pl = 1, input column 2k gets window k's rel == 1,
+// and column 2k + 1 window k's rel == 2, then window k + 1's rel == 0; with pl = 0, column 2k gets
+// window k - 1's rel == 2, then window k's rel == 0, and 2k + 1 window k's rel == 1. So one vector
+// of windows and the one beside it (q + 1 or q - 1) give 2L inputs, interleaved once. The kernel
+// walks window rows p and writes input rows s = 2p - pt + 1 (window row p only) and t = s + 1
+// (p, then p + 1) from the same loads.
+// Window rows are copied into three row slots padded with dy 0 / argmax -1 one column before and
+// >= L + 1 after, so every load is a plain vector load; a slot is filled one step before it is
+// read (a load straddling a just-written row would wait for the stores to retire).
+// Every match is counted; the kernel returns false when the count is not the number of outputs
+// (some argmax lies outside its window): the caller then scatters that plane, which checks the
+// indices. (With W < 3 a window's columns reach into the next row, so elements there match too and
+// the count comes out high: such planes always scatter, and the caller does not gather them.)
+namespace poolk {
+// The first n lanes of v (0 < n <= L) without a round trip through the stack: vmaskmovps on
+// AVX2, vstore_n's masked store on AVX-512; SSE2 keeps vstore_n's scalar loop.
+PYDL_VINLINE void store_first(float* p, VF v, int n) {
+#if defined(__AVX2__) && !defined(__AVX512F__)
+  const VI m = affine(1, 0) < n;
+  _mm256_maskstore_ps(p, reinterpret_cast<__m256i>(m), reinterpret_cast<__m256>(v));
+#else
+  vstore_n<float>(p, v, n);
+#endif
+}
+
+template <int PL>
+struct Unpool3 {
+  static constexpr int D = PL ? 1 : -1;  // the neighbouring window that shares the double column
+  // Lanes of the first and second half of the 2L inputs: input 2j (even) and 2j + 1 (odd).
+  template <int... I>
+  PYDL_VINLINE VI lo_(std::integer_sequence<int, I...>) {
+    return VI{((I & 1) ? L + I / 2 : I / 2)...};
+  }
+  template <int... I>
+  PYDL_VINLINE VI hi_(std::integer_sequence<int, I...>) {
+    return VI{((I & 1) ? L + L / 2 + I / 2 : L / 2 + I / 2)...};
+  }
+  // even / odd inputs of L windows -> 2L inputs in order
+  PYDL_VINLINE void interleave(VF e, VF o, VF& a, VF& b) {
+    a = __builtin_shuffle(e, o, lo_(std::make_integer_sequence<int, L>{}));
+    b = __builtin_shuffle(e, o, hi_(std::make_integer_sequence<int, L>{}));
+  }
+  // ev / od (even / odd inputs of row h) += what windows g, a (and their neighbours gd, ad) give to
+  // row h, with bq = h*W + 2q - pl per lane; cnt counts every match added (each window's argmax is
+  // one element, so it is counted once, whichever lane adds it).
+  PYDL_VINLINE void visit(VF& ev, VF& od, VI& cnt, VF g, VI a, VF gd, VI ad, VI bq) {
+    const VF z = {};
+    const VI rel = a - bq;
+    const VI reld = ad - (bq + 2 * D);
+    if constexpr (PL == 1) {
+      const VI m1 = rel == 1, m2 = rel == 2, m0 = reld == 0;
+      ev += m1 ? g : z;
+      cnt -= m1;
+      od += m2 ? g : z;
+      cnt -= m2;
+      od += m0 ? gd : z;
+      cnt -= m0;
+    } else {
+      const VI m2 = reld == 2, m0 = rel == 0, m1 = rel == 1;
+      ev += m2 ? gd : z;
+      cnt -= m2;
+      ev += m0 ? g : z;
+      cnt -= m0;
+      od += m1 ? g : z;
+      cnt -= m1;
+    }
+  }
+};
+}  // namespace poolk
+
+// Row slot width for maxunpool3x3s2_f32, for the widest ISA (16 lanes): the caller sizes its
+// buffers once whatever build runs.
+inline index_t maxunpool3x3s2_slot_width(index_t W, index_t Q) {
+  constexpr int L = 16;
+  static_assert(poolk::L <= L, "wider than the widest ISA");
+  const index_t need = (W + 1) / 2 > Q ? (W + 1) / 2 : Q;
+  return (need + L + 3 + 15) / 16 * 16;
+}
+
+// Inputs [2 k0, 2 k0 + 2L) of row s (from window row p) and, when T, of row t = s + 1 (from p,
+// then p + 1 when N), the first n of them when TAIL (the row's last block). gp / ap and gn / an:
+// slot rows of p and p + 1 (window q at [q + 1]). Row s is finished before row t starts, so p's
+// four vectors serve both rows and at most 14 registers are live (no spills on AVX2's 16).
+template <int PL, bool TAIL, bool T, bool N>
+PYDL_VINLINE void maxunpool3x3s2_block(float* ds, float* dt, const float* gp, const std::int32_t* ap,
+                                       const float* gn, const std::int32_t* an, index_t k0, std::int32_t sW,
+                                       std::int32_t Wi, poolk::VI& cnt) {
+  using namespace poolk;
+  using U = Unpool3<PL>;
+  const index_t c = k0 + 1, cd = c + U::D;  // slot columns of windows k0 + j and their neighbours
+  const VI bs = affine(2, 0) + static_cast<std::int32_t>(sW + 2 * k0 - PL);
+  const index_t w0 = 2 * k0, n = TAIL ? Wi - w0 : 2 * L;
+  auto store = [&](float* d, VF e, VF o) {
+    VF lo, hi;
+    U::interleave(e, o, lo, hi);
+    if (!TAIL || n >= 2 * L) {
+      vstore<float>(d + w0, lo);
+      vstore<float>(d + w0 + L, hi);
+    } else if (n > L) {
+      vstore<float>(d + w0, lo);
+      store_first(d + w0 + L, hi, static_cast<int>(n - L));
+    } else {
+      store_first(d + w0, lo, static_cast<int>(n));
+    }
+  };
+  const VF g = vload<float>(gp + c), gd = vload<float>(gp + cd);
+  const VI a = vload_i(ap + c), ad = vload_i(ap + cd);
+  VF e = {}, o = {};
+  U::visit(e, o, cnt, g, a, gd, ad, bs);
+  store(ds, e, o);
+  if constexpr (T) {
+    // (from the scalar, not bs + a broadcast W: one register fewer)
+    const VI bt = affine(2, 0) + static_cast<std::int32_t>(sW + Wi + 2 * k0 - PL);
+    e = VF{};
+    o = VF{};
+    U::visit(e, o, cnt, g, a, gd, ad, bt);
+    if constexpr (N)
+      U::visit(e, o, cnt, vload<float>(gn + c), vload_i(an + c), vload<float>(gn + cd), vload_i(an + cd), bt);
+    store(dt, e, o);
+  }
+}
+
+// Rows s and (T) t of dx: whole blocks of 2L inputs, then the last partial one.
+template <int PL, bool T, bool N>
+inline void maxunpool3x3s2_rows(float* ds, float* dt, const float* gp, const std::int32_t* ap, const float* gn,
+                                const std::int32_t* an, index_t s, index_t W, poolk::VI& cnt) {
+  constexpr int L = poolk::L;
+  const std::int32_t Wi = static_cast<std::int32_t>(W), sW = static_cast<std::int32_t>(s) * Wi;
+  index_t k0 = 0;
+  for (; 2 * (k0 + L) <= W; k0 += L) maxunpool3x3s2_block<PL, false, T, N>(ds, dt, gp, ap, gn, an, k0, sW, Wi, cnt);
+  if (2 * k0 < W) maxunpool3x3s2_block<PL, true, T, N>(ds, dt, gp, ap, gn, an, k0, sW, Wi, cnt);
+}
+
+// gbuf, abuf: 3 slots of Wb = maxunpool3x3s2_slot_width(W, Q) elements each, per calling thread.
+template <int PL>
+inline bool maxunpool3x3s2_f32(float* dx, const float* dy, const std::int32_t* am, float* gbuf,
+                               std::int32_t* abuf, index_t Wb, index_t H, index_t W, index_t P, index_t Q,
+                               index_t pt) {
+  using namespace poolk;
+  VI cnt = {};
+  for (index_t j = 0; j < 3 * Wb; ++j) {  // the pads; rows are copied into [1, Q + 1) of each slot
+    gbuf[j] = 0.0f;
+    abuf[j] = -1;
+  }
+  // Windows whose columns 2q - pl + {0, 1, 2} leave [0, W) (the first when pl = 1, the last one or
+  // two) would see an argmax in the row above or below (or -1, or H*W) as rel 0 or 2: theirs are
+  // checked here, and one outside its window is replaced by -2, below every h*W + 2q - pl >= -1, so
+  // it matches nothing and the plane is scattered. (Elsewhere rel in 0..2 puts the element in row h.
+  // The slots' pads hold -1, which no window reaches either: a pad q >= Q has h*W + 2q - pl >= 1,
+  // and the left pad is read only as pl = 0's left neighbour, whose rel 2 it never gives.)
+  const index_t q_right = (W + PL - 1) / 2;  // first q with 2q - pl + 2 >= W
+  auto fill = [&](index_t p) {
+    float* gs = gbuf + (p % 3) * Wb + 1;
+    std::int32_t* as = abuf + (p % 3) * Wb + 1;
+    const float* gr = dy + p * Q;
+    const std::int32_t* ar = am + p * Q;
+    index_t q = 0;
+    for (; q + L <= Q; q += L) {  // (no memcpy call: it would push cnt to the stack)
+      vstore<float>(gs + q, vload<float>(gr + q));
+      vstore<std::int32_t>(as + q, vload_i(ar + q));
+    }
+    for (; q < Q; ++q) {
+      gs[q] = gr[q];
+      as[q] = ar[q];
+    }
+    auto check = [&](index_t q) {
+      const std::int64_t v = as[q], r = v / W - (2 * p - pt), col = v % W - (2 * q - PL);
+      if (v < 0 || v >= H * W || r < 0 || r > 2 || col < 0 || col > 2) as[q] = -2;
+    };
+    if (PL == 1) check(0);
+    for (index_t q = q_right > PL ? q_right : PL; q < Q; ++q) check(q);
+  };
+  auto g_of = [&](index_t p) { return gbuf + (p % 3) * Wb; };
+  auto a_of = [&](index_t p) { return abuf + (p % 3) * Wb; };
+  fill(0);
+  if (P > 1) fill(1);
+  if (pt == 0)  // row 0: the first row of window row 0 only
+    maxunpool3x3s2_rows<PL, false, false>(dx, nullptr, g_of(0), a_of(0), nullptr, nullptr, 0, W, cnt);
+  index_t h_end = pt == 0 ? 1 : 0;  // rows [0, h_end) written
+  for (index_t p = 0; p < P; ++p) {
+    if (p + 2 < P) fill(p + 2);  // read from the next step on
+    const index_t s = 2 * p - pt + 1, t = s + 1;
+    if (s >= H) break;
+    float* ds = dx + s * W;
+    if (t >= H) {
+      maxunpool3x3s2_rows<PL, false, false>(ds, nullptr, g_of(p), a_of(p), nullptr, nullptr, s, W, cnt);
+      h_end = s + 1;
+    } else {
+      if (p + 1 < P)
+        maxunpool3x3s2_rows<PL, true, true>(ds, ds + W, g_of(p), a_of(p), g_of(p + 1), a_of(p + 1), s, W, cnt);
+      else
+        maxunpool3x3s2_rows<PL, true, false>(ds, ds + W, g_of(p), a_of(p), nullptr, nullptr, s, W, cnt);
+      h_end = t + 1;
+    }
+  }
+  if (h_end < H) std::memset(dx + h_end * W, 0, sizeof(float) * static_cast<std::size_t>((H - h_end) * W));
+  index_t matched = 0;
+  for (int l = 0; l < L; ++l) matched += cnt[l];
+  return matched == P * Q;
+}
+
 // ---- sum of floats in double --------------------------------------------------------------------
 // sum x[0..n) accumulated in double (4 vectors of partial sums, then a fixed lane order): exact
 // enough that the mean of 16M equal values is off by ~1e-16, not the ~1e-3 of float partials.
@@ -351,6 +562,8 @@ void maxpool_plane_any_f32(float* y, std::int32_t* am, const float* x, float* bu
                            index_t P, index_t Q);
 bool maxunpool2x2_plane_f32(float* dx, const float* dy, const std::int32_t* am, index_t H, index_t W, index_t P,
                             index_t Q);
+bool maxunpool3x3s2_plane_f32(float* dx, const float* dy, const std::int32_t* am, float* gbuf, std::int32_t* abuf,
+                              index_t Wb, index_t H, index_t W, index_t P, index_t Q, index_t pt, index_t pl);
 double sum_f32(const float* x, index_t n);
 
 // The definitions, shared by the three builds.
@@ -369,6 +582,12 @@ double sum_f32(const float* x, index_t n);
       if (!maxunpool2x2_row_f32(dx + 2 * p * W, dy + p * Q, am + p * Q, p, W, Q)) return false;               \
     if (2 * P < H) std::memset(dx + 2 * P * W, 0, sizeof(float) * static_cast<std::size_t>((H - 2 * P) * W));  \
     return true;                                                                                                \
+  }                                                                                                             \
+  bool maxunpool3x3s2_plane_f32(float* dx, const float* dy, const std::int32_t* am, float* gbuf,                \
+                                std::int32_t* abuf, index_t Wb, index_t H, index_t W, index_t P, index_t Q,     \
+                                index_t pt, index_t pl) {                                                       \
+    return pl ? maxunpool3x3s2_f32<1>(dx, dy, am, gbuf, abuf, Wb, H, W, P, Q, pt)                               \
+              : maxunpool3x3s2_f32<0>(dx, dy, am, gbuf, abuf, Wb, H, W, P, Q, pt);                              \
   }                                                                                                             \
   double sum_f32(const float* x, index_t n) { return sum_f32_f64(x, n); }
 

@@ -306,6 +306,72 @@ def test_max_pool_backward_argmax_outside_block_falls_back(isa):
     assert dx[0, 0, 0, 0] == dy[0].sum()
 
 
+# 3x3 / stride 2 windows with top / left padding 0 or 1: the backward gathers when given the
+# geometry. Widths below, at and past one and two blocks of 2L inputs (L = 4, 8, 16), odd and even.
+GATHER_HW = [(1, 1), (2, 3), (3, 3), (5, 8), (7, 9), (8, 16), (9, 17), (6, 31), (4, 32), (5, 33), (3, 64),
+             (4, 67), (11, 70), (14, 14)]
+GATHER_PADS = [(1, 1, 1, 1), (0, 1, 0, 1), (0, 0, 0, 0), (1, 0, 1, 0), (1, 1, 0, 1), (0, 1, 1, 1), (1, 2, 1, 2),
+               (0, 2, 0, 0)]
+
+
+def _geometry_ok(H, W, pads):
+    return H + pads[0] + pads[1] >= 3 and W + pads[2] + pads[3] >= 3
+
+
+@pytest.mark.parametrize("HW", GATHER_HW, ids=[f"{h}x{w}" for h, w in GATHER_HW])
+def test_max_pool_backward_gather_3x3_s2_matches_scatter(isa, HW, threads):
+    H, W = HW
+    x = _ties_nan_inf((2, 3, H, W), seed=H * 100 + W)
+    for pads in GATHER_PADS:
+        if not _geometry_ok(H, W, pads):
+            continue
+        _, am = ops.max_pool2d(x, 3, 2, pads)
+        dy = np.random.default_rng(H + W).standard_normal(am.shape).astype(np.float32)
+        dy.flat[0] = np.nan
+        dy.flat[1::5] = -0.0
+        want = _scatter_f32(dy, am, x.shape)
+        dx = ops.max_pool2d_backward(dy, am, x.shape, 3, 2, pads)
+        np.testing.assert_array_equal(dx, want, err_msg=f"pads {pads}")  # NaN == NaN here
+        assert not np.signbit(dx[dx == 0]).any(), pads  # 0 + (-0) = +0, as the scatter gives
+        np.testing.assert_array_equal(dx, ops.max_pool2d_backward(dy, am, x.shape))
+
+
+def test_max_pool_backward_gather_bad_argmax(isa):
+    # An argmax outside its window (but inside the plane) makes that plane scatter: the same result
+    # as without the geometry. Each case sits where the gather could mistake it for an element of
+    # the window: the row above the first window's column -1, the row below the last window's
+    # column W, an element two rows down.
+    H, W = 8, 14
+    x = np.random.default_rng(7).standard_normal((3, 2, H, W)).astype(np.float32)
+    for pads in ((1, 1, 1, 1), (0, 1, 0, 1), (0, 0, 0, 0)):
+        _, am = ops.max_pool2d(x, 3, 2, pads)
+        dy = np.random.default_rng(8).standard_normal(am.shape).astype(np.float32)
+        P, Q = am.shape[2:]
+        for n, c, p, q, v in ((0, 0, 1, 0, 2 * W - 1), (1, 1, 1, Q - 1, 4 * W), (2, 0, 0, 2, 3 * W + 3),
+                              (0, 1, P - 1, 1, 0)):
+            bad = am.copy()
+            bad[n, c, p, q] = v
+            want = _scatter_f32(dy, bad, x.shape)
+            np.testing.assert_array_equal(ops.max_pool2d_backward(dy, bad, x.shape, 3, 2, pads), want,
+                                          err_msg=f"pads {pads}, window {(p, q)} -> {v}")
+        for v in (-1, H * W):
+            bad = am.copy()
+            bad[1, 0, 0, 0] = v
+            with pytest.raises(ValueError, match=r"argmax holds indices outside \[0, H\*W\)"):
+                ops.max_pool2d_backward(dy, bad, x.shape, 3, 2, pads)
+
+
+def test_max_pool_backward_binding_geometry_checks():
+    dy = np.ones((1, 1, 4, 4), np.float32)
+    am = np.zeros((1, 1, 4, 4), np.int32)
+    with pytest.raises(ValueError, match=r"given together"):
+        _core.max_pool2d_backward(dy, am, [1, 1, 8, 8], pool=(3, 3))
+    with pytest.raises(ValueError, match=r"does not have the pooled shape \(1, 1, 3, 3\)"):
+        _core.max_pool2d_backward(dy, am, [1, 1, 8, 8], pool=(3, 3), stride=(2, 2), padding=(0, 0, 0, 0))
+    dx = _core.max_pool2d_backward(dy, am, [1, 1, 8, 8], pool=(3, 3), stride=(2, 2), padding=(1, 1, 1, 1))
+    assert dx[0, 0, 0, 0] == 16 and dx.sum() == 16
+
+
 def test_global_avg_pool_accuracy_and_threads(isa):
     import pydl
     x = np.full((1, 1, 4096, 4096), 1.1, np.float32)

@@ -11,6 +11,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <tuple>
 
@@ -218,7 +219,9 @@ py::tuple maxpool_forward(const py::array& x, const Pair& pool, const Pair& stri
 }
 
 template <typename T>
-py::array maxpool_backward(const py::array& dy, const py::array& argmax, const std::vector<index_t>& x_shape) {
+py::array maxpool_backward(const py::array& dy, const py::array& argmax, const std::vector<index_t>& x_shape,
+                           const std::optional<Pair>& pool, const std::optional<Pair>& stride,
+                           const std::optional<Quad>& pad) {
   const char* op = "max_pool2d_backward";
   const T* dyp = pydl::in_ptr<T>(dy, op, "dy", 4);
   PYDL_CHECK(x_shape.size() == 4, op, "x_shape must have 4 entries (N, C, H, W), got ", x_shape.size());
@@ -233,6 +236,27 @@ py::array maxpool_backward(const py::array& dy, const py::array& argmax, const s
   g.W = x_shape[3];
   g.P = dy.shape(2);
   g.Q = dy.shape(3);
+  // The pooling's window, stride and padding, when given (all three), let the kernel gather
+  // (pool2d.h); dy must then have the pooled shape.
+  PYDL_CHECK(pool.has_value() == stride.has_value() && pool.has_value() == pad.has_value(), op,
+             "pool, stride and padding are given together or not at all");
+  const bool windows = pool.has_value();
+  if (windows) {
+    pydl::Pool2dGeom w = g;
+    w.R = (*pool)[0];
+    w.S = (*pool)[1];
+    w.sh = (*stride)[0];
+    w.sw = (*stride)[1];
+    w.pt = (*pad)[0];
+    w.pb = (*pad)[1];
+    w.pl = (*pad)[2];
+    w.pr = (*pad)[3];
+    pydl::pool2d_geometry(w, op);
+    PYDL_CHECK(w.P == g.P && w.Q == g.Q, op, "dy ", pydl::shape_str(dy), " does not have the pooled shape (",
+               g.N, ", ", g.C, ", ", w.P, ", ", w.Q, ") of x_shape with pool (", w.R, ", ", w.S, "), stride (",
+               w.sh, ", ", w.sw, ") and padding (", w.pt, ", ", w.pb, ", ", w.pl, ", ", w.pr, ")");
+    g = w;
+  }
   PYDL_CHECK(argmax.dtype().is(py::dtype::of<std::int32_t>()) && (argmax.flags() & py::array::c_style), op,
              "argmax must be a C-contiguous int32 array (as returned by max_pool2d)");
   pydl::check_shape(argmax, {g.N, g.C, g.P, g.Q}, op, "argmax");
@@ -245,7 +269,7 @@ py::array maxpool_backward(const py::array& dy, const py::array& argmax, const s
     // The kernel checks every index it scatters (a bad one would write out of bounds) and
     // reports it instead of writing; the dense 2x2 path only accepts in-block, hence in-plane,
     // indices. One pass over argmax instead of a separate serial check.
-    ok = pydl::maxpool2d_backward<T>(dxp, dyp, ap, g);
+    ok = pydl::maxpool2d_backward<T>(dxp, dyp, ap, g, windows);
   }
   PYDL_CHECK(ok, op, "argmax holds indices outside [0, H*W) = [0, ", g.H * g.W, ")");
   return dx;
@@ -384,10 +408,13 @@ void init_conv(py::module_& m) {
       py::arg("naive") = false, py::arg("out") = py::none(), py::arg("argmax_out") = py::none());
   m.def(
       "max_pool2d_backward",
-      [](const py::array& dy, const py::array& argmax, const std::vector<index_t>& xs) {
-        return is_f64(dy) ? maxpool_backward<double>(dy, argmax, xs) : maxpool_backward<float>(dy, argmax, xs);
+      [](const py::array& dy, const py::array& argmax, const std::vector<index_t>& xs, const std::optional<Pair>& pool,
+         const std::optional<Pair>& stride, const std::optional<Quad>& pad) {
+        return is_f64(dy) ? maxpool_backward<double>(dy, argmax, xs, pool, stride, pad)
+                          : maxpool_backward<float>(dy, argmax, xs, pool, stride, pad);
       },
-      py::arg("dy"), py::arg("argmax"), py::arg("x_shape"));
+      py::arg("dy"), py::arg("argmax"), py::arg("x_shape"), py::arg("pool") = py::none(),
+      py::arg("stride") = py::none(), py::arg("padding") = py::none());
   m.def(
       "avg_pool2d_forward",
       [](const py::array& x, const Pair& pool, const Pair& stride, const Quad& pad, bool cip, bool naive,

@@ -76,10 +76,12 @@ def _run(quick: bool, nthreads: int) -> list[Row]:
                     return torch.ops.aten.max_pool2d_with_indices_backward(tdy, tx, [k, k], [st, st], [pd, pd],
                                                                            [1, 1], False, tam)
 
-                chk = (lambda dy=dy, amx=amx: ops.max_pool2d_backward(dy, amx, x.shape), lambda tb=tb: tb().numpy())
+                chk = (lambda dy=dy, amx=amx, k=k, st=st, pd=pd: ops.max_pool2d_backward(dy, amx, x.shape, k, st, pd),
+                       lambda tb=tb: tb().numpy())
             name = f"maxpool {k}x{k}" + (f" s{st} p{pd}" if (st, pd) != (k, 0) else "") + " backward"
-            add(name, lambda dy=dy, amx=amx: ops.max_pool2d_backward(dy, amx, x.shape), x.nbytes, tb, chk,
-                in_bytes=dy.nbytes)
+            # with the geometry, as the layers call it (3x3 / s2 gathers)
+            add(name, lambda dy=dy, amx=amx, k=k, st=st, pd=pd: ops.max_pool2d_backward(dy, amx, x.shape, k, st, pd),
+                x.nbytes, tb, chk, in_bytes=dy.nbytes)
         tavg = (lambda: F.avg_pool2d(tx, 2)) if HAVE_TORCH else None
         chk = (lambda: ops.avg_pool2d(x, 2), lambda: F.avg_pool2d(tx, 2).numpy()) if HAVE_TORCH else None
         add("avgpool 2x2", lambda: ops.avg_pool2d(x, 2), yb, tavg, chk)

@@ -13,8 +13,10 @@ by the window size (count_include_pad=True) or by the number of input elements i
 CuPy arrays run the CUDA kernels of pydl.cuda.pool with the same checks, messages and results
 (argmax identical; float32 sums in the CPU's order); mixing NumPy and CuPy arrays in one call is
 a ValueError naming the arguments. max_pool2d_backward given the pooling geometry (pool_size,
-stride, padding, as the layers pass it) checks that dy has the pooled shape and, on the GPU,
-gathers each input's gradient without atomics; without it the GPU scatters with atomicAdd.
+stride, padding, as the layers pass it) checks that dy has the pooled shape and gathers each
+input's gradient from the windows that cover it: on the GPU always (no atomics; without the
+geometry it scatters with atomicAdd), on the CPU for 3x3 / stride 2 windows (otherwise the CPU
+writes 2x2 blocks densely or scatters; every path gives the same bits).
 """
 from __future__ import annotations
 
@@ -132,6 +134,7 @@ def max_pool2d_backward(dy, argmax, x_shape, pool_size=None, stride=None, paddin
     if argmax.shape != dy.shape:
         raise ValueError(f"[{op}] argmax has shape {argmax.shape} but dy has shape {dy.shape}")
     geom = None
+    windows = {}
     if pool_size is not None:
         pool = _int_pair(pool_size, "pool_size", op, 1)
         st = pool if stride is None else _int_pair(stride, "stride", op, 1)
@@ -146,12 +149,13 @@ def max_pool2d_backward(dy, argmax, x_shape, pool_size=None, stride=None, paddin
                              f"x_shape {tuple(shape)}, pool_size {pool}, stride {st} and padding {pads}")
         if dev == "cuda":
             geom = _cuda_geom(shape, pool, st, pads, PQ, op)
+        windows = dict(pool=pool, stride=st, padding=pads)
     if dev == "cuda":
         from ..cuda import pool as cuda_pool
         _check_backward_shape(dy, shape, op)
         argmax = device.namespace(dev).ascontiguousarray(argmax)
         return cuda_pool.max_pool2d_backward(dy, argmax, tuple(shape), geom, op, check=bool(check_argmax))
-    return _core.max_pool2d_backward(dy, contiguous_aligned(argmax), shape)
+    return _core.max_pool2d_backward(dy, contiguous_aligned(argmax), shape, **windows)
 
 
 def _check_backward_shape(dy, shape, op: str) -> None:
