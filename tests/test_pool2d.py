@@ -361,6 +361,22 @@ def test_max_pool_backward_gather_bad_argmax(isa):
                 ops.max_pool2d_backward(dy, bad, x.shape, 3, 2, pads)
 
 
+def test_max_pool_backward_gather_views_empty_float64():
+    x = np.random.default_rng(9).standard_normal((2, 3, 9, 10)).astype(np.float32)
+    _, am = ops.max_pool2d(x, 3, 2, 1)
+    wide = np.random.default_rng(10).standard_normal(am.shape[:3] + (2 * am.shape[3],)).astype(np.float32)
+    dy = wide[:, :, :, ::2]  # a strided view
+    want = _scatter_f32(np.ascontiguousarray(dy), am, x.shape)
+    np.testing.assert_array_equal(ops.max_pool2d_backward(dy, am, x.shape, 3, 2, 1), want)
+    np.testing.assert_allclose(ops.max_pool2d_backward(dy.astype(np.float64), am, x.shape, 3, 2, 1), want,
+                               rtol=1e-6, atol=1e-6)  # float64 scatters
+    e = np.zeros((0, 3, 9, 10), np.float32)
+    ye, ae = ops.max_pool2d(e, 3, 2, 1)
+    assert ops.max_pool2d_backward(ye, ae, e.shape, 3, 2, 1).shape == e.shape
+    with pytest.raises(ValueError, match=r"dy has shape"):
+        ops.max_pool2d_backward(dy[:, :, :-1], am[:, :, :-1], x.shape, 3, 2, 1)
+
+
 def test_max_pool_backward_binding_geometry_checks():
     dy = np.ones((1, 1, 4, 4), np.float32)
     am = np.zeros((1, 1, 4, 4), np.int32)
