@@ -32,6 +32,7 @@
 #include <atomic>
 #include <memory>
 #include <cstdlib>
+#include <cstring>
 
 #include "cpu_features.h"
 #include "gemm_kernels.h"
@@ -101,6 +102,15 @@ struct Plan {
 // Packing. A~ micro-panel: a~[p * MR + i] = op(A)(i0 + i, p0 + p), rows past M are zero.
 //          B~ micro-panel: b~[p * NR + j] = op(B)(p0 + p, j0 + j), columns past N are zero.
 
+// n contiguous elements, n a compile-time count: a fixed-size memcpy, which the compiler emits as
+// whole-vector moves. Element by element, the packing loops below came out as scalar loads and
+// stores (the compiler must assume dst and src may overlap), with their row pointers spilled:
+// packing B~ on 64x512x2048 took 0.8 ms of a 4.9 ms call on Zen 3 that way, 0.35 ms as vector moves.
+template <int n, typename T>
+inline void copy_n(T* dst, const T* src) {
+  std::memcpy(dst, src, n * sizeof(T));
+}
+
 template <typename T, int MR>
 void pack_a_panel(T* dst, const Problem<T>& pr, index_t i0, index_t p0, index_t kc) {
   const index_t mr = std::min<index_t>(MR, pr.M - i0);
@@ -109,7 +119,7 @@ void pack_a_panel(T* dst, const Problem<T>& pr, index_t i0, index_t p0, index_t 
       const T* src = pr.a_at(i0, p0 + p);
       T* d = dst + p * MR;
       if (mr == MR) {
-        for (int i = 0; i < MR; ++i) d[i] = src[i];
+        copy_n<MR>(d, src);
       } else {
         for (index_t i = 0; i < mr; ++i) d[i] = src[i];
         for (index_t i = mr; i < MR; ++i) d[i] = T(0);
@@ -137,7 +147,7 @@ void pack_b_panel(T* dst, const Problem<T>& pr, index_t p0, index_t kc, index_t 
       const T* src = pr.b_at(p0 + p, j0);
       T* d = dst + p * NR;
       if (nr == NR) {
-        for (int j = 0; j < NR; ++j) d[j] = src[j];
+        copy_n<NR>(d, src);
       } else {
         for (index_t j = 0; j < nr; ++j) d[j] = src[j];
         for (index_t j = nr; j < NR; ++j) d[j] = T(0);
@@ -158,40 +168,56 @@ void pack_b_panel(T* dst, const Problem<T>& pr, index_t p0, index_t kc, index_t 
 }
 
 // Micro-panels q in [q_begin, q_end) of the B~ block starting at column j0; panel q at
-// dst + q * kc * NR. Untransposed B is copied row by row, so each row of B is read contiguously.
+// dst + (q - q_begin) * kc * NR. Untransposed B is copied row by row, so each row of B is read
+// contiguously.
 template <typename T, int NR>
 void pack_b_panels(T* dst, const Problem<T>& pr, index_t p0, index_t kc, index_t j0, index_t q_begin,
                    index_t q_end) {
   if (pr.tb) {
-    for (index_t q = q_begin; q < q_end; ++q) pack_b_panel<T, NR>(dst + q * kc * NR, pr, p0, kc, j0 + q * NR);
+    for (index_t q = q_begin; q < q_end; ++q)
+      pack_b_panel<T, NR>(dst + (q - q_begin) * kc * NR, pr, p0, kc, j0 + q * NR);
     return;
   }
   index_t q_full = q_end;  // panels with NR valid columns
   if (q_end > q_begin && j0 + q_end * NR > pr.N) q_full = q_end - 1;
   // kUnroll panels per row step with a compile-time count: each unrolled load then steps by
-  // exactly ldb from row to row, a stride the hardware prefetchers follow, and the copies are
-  // plain vector moves. With a run-time count the same copy ran 2.4x slower (4 MB of B with rows
-  // 8 KiB apart, Zen 3: 0.65 -> 0.27 ms); 64x512x2048 on 1 thread, paired runs: 1.07-1.12x.
+  // exactly ldb from row to row, a stride the hardware prefetchers follow. With a run-time count
+  // the same copy ran 2.4x slower (4 MB of B with rows 8 KiB apart, Zen 3: 0.65 -> 0.27 ms);
+  // 64x512x2048 on 1 thread, paired runs: 1.07-1.12x.
   constexpr index_t kUnroll = 8;
   index_t q = q_begin;
   for (; q + kUnroll <= q_full; q += kUnroll)
     for (index_t p = 0; p < kc; ++p) {
       const T* src = pr.b_at(p0 + p, j0 + q * NR);
-      T* d = dst + q * kc * NR + p * NR;
+      T* d = dst + (q - q_begin) * kc * NR + p * NR;
 #pragma GCC unroll 8
-      for (index_t u = 0; u < kUnroll; ++u)
-        for (int j = 0; j < NR; ++j) d[u * kc * NR + j] = src[u * NR + j];
+      for (index_t u = 0; u < kUnroll; ++u) copy_n<NR>(d + u * kc * NR, src + u * NR);
     }
   for (index_t p = 0; p < kc && q < q_full; ++p) {  // the last q_full - q < kUnroll panels
     const T* src = pr.b_at(p0 + p, j0);
-    for (index_t r = q; r < q_full; ++r) {
-      T* d = dst + r * kc * NR + p * NR;
-      const T* s = src + r * NR;
-      for (int j = 0; j < NR; ++j) d[j] = s[j];
+    for (index_t r = q; r < q_full; ++r) copy_n<NR>(dst + (r - q_begin) * kc * NR + p * NR, src + r * NR);
+  }
+  if (q_full < q_end) pack_b_panel<T, NR>(dst + (q_full - q_begin) * kc * NR, pr, p0, kc, j0 + q_full * NR);
+}
+
+// Rows of memory that a later packing step will copy, fetched into L2 a few rows per kernel call
+// while the kernels work on data already packed: the copy then reads L2 instead of waiting on L3 or
+// memory. Row r is `bytes` long at first + r * ld. For untransposed B the rows are the kc rows of
+// B~'s next column group; for transposed B, its columns (rows of B, kc elements each).
+template <typename T>
+struct RowPrefetch {
+  const T* first = nullptr;
+  index_t ld = 0, rows = 0, bytes = 0;
+  index_t next = 0, per_step = 0;  // the next row to fetch; rows per step
+
+  void step() {
+    const index_t end = std::min(rows, next + per_step);
+    for (; next < end; ++next) {
+      const char* row = reinterpret_cast<const char*>(first + next * ld);
+      for (index_t off = 0; off < bytes; off += 64) __builtin_prefetch(row + off, 0, 2);  // to L2
     }
   }
-  if (q_full < q_end) pack_b_panel<T, NR>(dst + q_full * kc * NR, pr, p0, kc, j0 + q_full * NR);
-}
+};
 
 // ---------------------------------------------------------------------------------------------
 // Threads and scratch memory
@@ -200,6 +226,11 @@ void pack_b_panels(T* dst, const Problem<T>& pr, index_t p0, index_t kc, index_t
 void split_range(index_t count, int parts, int k, index_t& begin, index_t& end) {
   begin = count * k / parts;
   end = count * (k + 1) / parts;
+}
+
+// How evenly `items` equal items share out among `parts`: items / (parts * the largest share).
+double split_efficiency(index_t items, int parts) {
+  return static_cast<double>(items) / static_cast<double>(ceil_div(items, parts) * parts);
 }
 
 struct Workspace {
@@ -258,17 +289,38 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
   const int nt = plan.threads;
   const bool b_far_rows = !plan.pack_b && pr.ldb * static_cast<index_t>(sizeof(T)) > kMaxInPlaceStrideBytes;
   // Few rows of C with B packed: cut columns only (see Tiling), each thread on the panels it packed.
-  const Tiling tiling(M, MR, blk.MC, nt, b_far_rows || (plan.pack_b && !plan.pack_a && M < kPackMinReuse));
+  // With one row block's worth of rows, A in place and no more rows than columns, columns are also
+  // cut when they share out more evenly: 64 rows are 11 panels of 6 (6 + 5 on 2 threads, so one
+  // thread idles 1/12 of the time), 128 columns 8 panels of 16 (4 + 4); each thread then reads
+  // all of A (the smaller operand) and its half of B. 64x784x128 on 2 threads (Zen 3, paired in one
+  // process): 58 -> 63 GFLOP/s.
+  const bool balance_columns = nt > 1 && !plan.pack_a && M <= blk.MC && M <= N &&
+                               split_efficiency(ceil_div(N, NR), nt) > split_efficiency(ceil_div(M, MR), nt);
+  const Tiling tiling(M, MR, blk.MC, nt,
+                      b_far_rows || balance_columns || (plan.pack_b && !plan.pack_a && M < kPackMinReuse));
+
+  // One row block with B packed (few rows of C): each thread packs the columns of B~ it then
+  // multiplies itself, kGroup panels at a time (256 KiB at NR 16, KC 512): each group is packed and
+  // at once multiplied by every row panel, so B~ is used while still in L2 (a thread's whole share
+  // can exceed its L2 and come back from L3), and no thread waits for another. 64x512x2048 on Zen 3,
+  // best of 25: 1 thread 37-52 -> 53-64 GFLOP/s; groups of 4 were as good on 1 thread but 12%
+  // slower on 2.
+  const bool own_columns = plan.pack_b && tiling.row_blocks == 1;
+  constexpr index_t kGroup = 8;
 
   // Scratch, allocated here: an allocation failure must not throw inside the parallel region.
-  //   shared: B~ (kc x nc), twice when threaded: threads may pack B~ number t + 1 while others
+  //   B~, shared: kc x nc, twice when threaded: threads may pack B~ number t + 1 while others
   //           still compute on number t, so one barrier per K block suffices (when all have packed
   //           their share of t + 1, all have finished computing with t - 1, the buffer t + 1 reuses)
+  //       or, with own columns, one kc x kGroup * NR group per thread, the same memory every
+  //           time, so it stays in that thread's L2 (packing each group into its own place in a
+  //           kc x nc buffer wrote 4 MB of fresh lines per call on 64x512x2048: 1.7x the copy time)
   //   per thread: A~ (one row block x kc; MR x kc for the edge panel when A is read in place) and
   //           one zero-padded edge panel of B (kc x NR) for when B is read in place.
   const std::size_t line = kAlign / sizeof(T);
-  const int b_count = plan.pack_b ? (nt > 1 ? 2 : 1) : 0;
-  const std::size_t b_elems = static_cast<std::size_t>(round_up(kc_max * nc_max, line));
+  const int b_count = !plan.pack_b ? 0 : own_columns ? nt : nt > 1 ? 2 : 1;
+  const std::size_t b_elems =
+      static_cast<std::size_t>(round_up(kc_max * (own_columns ? kGroup * NR : nc_max), line));
   const std::size_t a_elems =
       static_cast<std::size_t>(round_up(kc_max * (plan.pack_a ? tiling.max_block_rows : MR), line));
   const std::size_t e_elems = static_cast<std::size_t>(round_up(kc_max * NR, line));
@@ -286,11 +338,13 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
     T* const a_buf = work + b_elems * b_count + per_thread * rank;
     T* const b_edge = a_buf + a_elems;
     index_t packed_a_key = -1;  // which (row block, K block) a_buf holds
+    RowPrefetch<T> prefetch;    // rows of B the next own-columns group packs (none otherwise)
 
     // Loops 3 (one row block), 2 and 1 for columns [jc, jc + nc) and K range [pc, pc + kc).
-    // Row block rb times the NR panels [qb, qe) of the block at column jc.
+    // Row block rb times the NR panels [qb, qe) of the block at column jc; packed, panel q is at
+    // b_pack + (q - q_base) * kc * NR.
     auto panels_tile = [&](index_t rb, index_t qb, index_t qe, index_t jc, index_t pc, index_t kc, index_t k_block,
-                           const T* b_pack) {
+                           const T* b_pack, index_t q_base) {
       index_t ib, ie;
       split_range(tiling.m_panels, tiling.row_blocks, static_cast<int>(rb), ib, ie);
       const index_t ic = ib * MR, m_panels = ie - ib;
@@ -310,9 +364,11 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
       for (index_t q = qb; q < qe; ++q) {                                     // loop 2
         const index_t j0 = jc + q * NR;
         const int nr = static_cast<int>(std::min<index_t>(NR, N - j0));
-        const T* b = b_pack + q * kc * NR;
+        const T* b = nullptr;
         index_t rsb = NR;
-        if (!plan.pack_b) {
+        if (plan.pack_b) {
+          b = b_pack + (q - q_base) * kc * NR;
+        } else {
           if (nr == NR) {
             b = pr.b_at(pc, j0);
             rsb = pr.ldb;
@@ -335,6 +391,7 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
               a = a_buf;
             }
           }
+          prefetch.step();
           kernel(kc, a, rsa, csa, b, rsb, pr.C + i0 * pr.ldc + j0, pr.ldc, pr.alpha, beta, mr, nr);
         }
       }
@@ -344,13 +401,29 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
       const index_t rb = item / n_chunks, chunk = item % n_chunks;
       index_t qb, qe;
       split_range(ceil_div(nc, NR), static_cast<int>(n_chunks), static_cast<int>(chunk), qb, qe);
-      panels_tile(rb, qb, qe, jc, pc, kc, k_block, b_pack);
+      panels_tile(rb, qb, qe, jc, pc, kc, k_block, b_pack, 0);
+    };
+    // While group [q, qn) of the K block at pc is multiplied, fetch what the next group packs:
+    // [qn, qn + kGroup) at pc, else this thread's first group [pb, ...) of the next K block.
+    auto prefetch_next_group = [&](index_t jc, index_t pc, index_t kc, index_t q, index_t qn, index_t pb,
+                                   index_t pe) {
+      index_t nq = qn, npc = pc, nkc = kc;
+      if (nq >= pe) {
+        nq = pb;
+        npc = pc + kc;
+        nkc = std::min(kc_max, K - npc);
+      }
+      prefetch = RowPrefetch<T>{};
+      if (nq >= pe || npc >= K) return;  // the last group of this column block
+      const index_t cols = std::min(N - (jc + nq * NR), (std::min(pe, nq + kGroup) - nq) * NR);
+      prefetch.first = pr.b_at(npc, jc + nq * NR);
+      prefetch.ld = pr.ldb;
+      prefetch.rows = pr.tb ? cols : nkc;
+      prefetch.bytes = static_cast<index_t>(sizeof(T)) * (pr.tb ? nkc : cols);
+      prefetch.per_step = ceil_div(prefetch.rows, (qn - q) * tiling.m_panels);
     };
 
     if (plan.pack_b) {
-      // One row block (few rows of C): each thread packs the columns of B~ it then multiplies
-      // itself, so its panels stay in its own L2 and no thread waits for another.
-      const bool own_columns = tiling.row_blocks == 1;
       index_t block = 0;  // (jc, pc) blocks so far: picks the counter and the B~ buffer
       for (index_t jc = 0; jc < N; jc += nc_max) {                            // loop 5
         const index_t nc = std::min(nc_max, N - jc);
@@ -358,24 +431,21 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
         const index_t n_items = tiling.row_blocks * n_chunks;
         for (index_t pc = 0, k_block = 0; pc < K; pc += kc_max, ++k_block, ++block) {  // loop 4
           const index_t kc = std::min(kc_max, K - pc);
-          T* const b_pack = work + (b_count == 2 && (block & 1) ? b_elems : 0);
           index_t pb, pe;  // this thread's share of packing B~
           split_range(n_panels, team, rank, pb, pe);
-          if (own_columns) {
-            // This thread's panels [pb, pe), 8 at a time (256 KiB at KC 512): each group is
-            // packed and at once multiplied by every row panel, so B~ is used while still in L2
-            // (packed whole, a thread's share of B~ can exceed its L2 and come back from L3).
-            // 64x512x2048 on Zen 3, best of 25: 1 thread 37-52 -> 53-64 GFLOP/s, 2 threads
-            // unchanged at 92-105; groups of 4 were as good on 1 thread but 12% slower on 2.
-            constexpr index_t kGroup = 8;
+          if (own_columns) {  // this thread's panels [pb, pe), kGroup at a time, in its own slot
+            T* const slot = work + b_elems * rank;
             for (index_t q = pb; q < pe; q += kGroup) {
               const index_t qn = std::min(pe, q + kGroup);
-              pack_b_panels<T, NR>(b_pack, pr, pc, kc, jc, q, qn);
-              panels_tile(0, q, qn, jc, pc, kc, k_block, b_pack);
+              pack_b_panels<T, NR>(slot, pr, pc, kc, jc, q, qn);
+              prefetch_next_group(jc, pc, kc, q, qn, pb, pe);
+              panels_tile(0, q, qn, jc, pc, kc, k_block, slot, q);
             }
+            prefetch = RowPrefetch<T>{};
             continue;
           }
-          pack_b_panels<T, NR>(b_pack, pr, pc, kc, jc, pb, pe);
+          T* const b_pack = work + (b_count == 2 && (block & 1) ? b_elems : 0);
+          pack_b_panels<T, NR>(b_pack + pb * kc * NR, pr, pc, kc, jc, pb, pe);
           team_barrier(team);
           for (index_t t; (t = counters[block].fetch_add(1, std::memory_order_relaxed)) < n_items;)
             macro_tile(t, n_chunks, jc, nc, pc, kc, k_block, b_pack);

@@ -71,6 +71,22 @@ def test_medium_and_large_shapes(isa, threads, ta, tb):
         _check(rng, m, n, k, ta, tb)
 
 
+# Few rows of C, many long rows of B: each thread packs and multiplies its own column groups, in
+# a slot of its own, prefetching the next group's rows (N > NC gives two column blocks, K > KC
+# several K blocks, odd N a partial last panel and group; transposed A keeps A in place). The last
+# two (m, n, k) have B in place, cut by columns because those share out more evenly among threads.
+FEW_ROWS = [(64, 2100, 1030), (100, 777, 512), (13, 4099, 600), (70, 520, 2000), (64, 3000, 64),
+            (64, 128, 784), (11, 96, 1000)]
+
+
+@pytest.mark.parametrize("ta,tb", list(itertools.product([False, True], repeat=2)))
+def test_few_rows_own_column_groups(isa, threads, ta, tb):
+    rng = np.random.default_rng(zlib.crc32(repr((isa, threads, ta, tb)).encode()))
+    for m, n, k in FEW_ROWS:
+        _check(rng, m, n, k, ta, tb)
+        _check(rng, m, n, k, ta, tb, alpha=-0.5, beta=1.5)
+
+
 @pytest.mark.parametrize("alpha,beta", [(1.0, 1.0), (0.5, -2.0), (-1.5, 0.0), (2.0, 0.25)])
 def test_alpha_beta(isa, alpha, beta):
     rng = np.random.default_rng(3)
