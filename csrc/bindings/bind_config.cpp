@@ -2,6 +2,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "big_output.h"
 #include "cpu_features.h"
 #include "threading.h"
 
@@ -16,6 +17,10 @@ void init_config(py::module_& m) {
   m.def("available_isas", &pydl::available_isas);
   m.def("select_isa", &pydl::select_isa, py::arg("name"),
         "Force 'avx512', 'avx2' or 'generic' micro-kernels (error if the CPU lacks it).");
+  m.def("output_cache_bytes", &pydl::big_output_cache_bytes,
+        "Bytes of freed big (>= 32 MiB) output blocks kept for reuse (see big_output.h).");
+  m.def("output_cache_clear", &pydl::big_output_cache_clear,
+        "Free every cached big output block; returns the bytes freed.");
   py::dict build;
   build["compiler"] = PYDL_COMPILER;
   build["cxx_flags"] = PYDL_CXX_FLAGS;

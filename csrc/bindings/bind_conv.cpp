@@ -16,6 +16,7 @@
 #include <tuple>
 
 #include "array_check.h"
+#include "big_output.h"
 #include "conv2d.h"
 #include "pool2d.h"
 #include "winograd.h"
@@ -261,7 +262,7 @@ py::array maxpool_backward(const py::array& dy, const py::array& argmax, const s
              "argmax must be a C-contiguous int32 array (as returned by max_pool2d)");
   pydl::check_shape(argmax, {g.N, g.C, g.P, g.Q}, op, "argmax");
   const std::int32_t* ap = static_cast<const std::int32_t*>(argmax.data());
-  py::array_t<T> dx(std::vector<py::ssize_t>{g.N, g.C, g.H, g.W});
+  py::array_t<T> dx = pydl::new_output<T>({g.N, g.C, g.H, g.W});
   T* dxp = dx.mutable_data();
   bool ok;
   {
@@ -312,7 +313,7 @@ py::array avgpool_backward(const py::array& dy, const std::vector<index_t>& x_sh
   g.pr = pad[3];
   pydl::pool2d_geometry(g, op);
   pydl::check_shape(dy, {g.N, g.C, g.P, g.Q}, op, "dy");
-  py::array_t<T> dx(std::vector<py::ssize_t>{g.N, g.C, g.H, g.W});
+  py::array_t<T> dx = pydl::new_output<T>({g.N, g.C, g.H, g.W});
   T* dxp = dx.mutable_data();
   {
     py::gil_scoped_release release;
@@ -345,7 +346,7 @@ py::array gap_backward(const py::array& dy, const std::vector<index_t>& x_shape)
   PYDL_CHECK(x_shape[0] >= 0 && x_shape[1] >= 0 && x_shape[2] >= 1 && x_shape[3] >= 1, op,
              "x_shape must have N, C >= 0 and H, W >= 1");
   pydl::check_shape(dy, {x_shape[0], x_shape[1]}, op, "dy");
-  py::array_t<T> dx(std::vector<py::ssize_t>{x_shape[0], x_shape[1], x_shape[2], x_shape[3]});
+  py::array_t<T> dx = pydl::new_output<T>({x_shape[0], x_shape[1], x_shape[2], x_shape[3]});
   T* dxp = dx.mutable_data();
   {
     py::gil_scoped_release release;
