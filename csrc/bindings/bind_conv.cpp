@@ -73,7 +73,7 @@ void check_algo_name(const std::string& algo, const pydl::Conv2dGeom& g, const c
 
 template <typename T>
 py::array make_out(const py::object& out, const std::vector<py::ssize_t>& shape, const char* op, const char* name) {
-  if (out.is_none()) return py::array_t<T>(shape);
+  if (out.is_none()) return pydl::new_output<T>(shape);
   if (!py::isinstance<py::array>(out))
     throw py::type_error(std::string("[") + op + "] " + name + " must be a numpy.ndarray, got " +
                          std::string(py::str(py::type::of(out).attr("__name__"))));
