@@ -159,8 +159,9 @@ static_assert(2 * kMaxBlocks + 7 <= kVecRegs, "max-pool blocks exceed the regist
 // [0, W). The running maximum starts at -inf with the index of the window's first input element
 // (h0, max(q*SW - pl, 0)); a padded -inf never takes (strictly greater), so ties keep the first
 // element in row-major order and an all -inf window points at its first element, as the naive
-// loop does.
-template <int SW, int NB>
+// loop does. NANS = false when no row holds a NaN: `takes` is then the one compare v > m (same
+// result), where the NaN-aware test costs three instructions on the loop's dependent chain.
+template <int SW, int NB, bool NANS>
 PYDL_VINLINE void maxpool_blocks_f32(float* yr, std::int32_t* ar, const float* const* rows, const index_t* q0,
                                      index_t h0, index_t nr, index_t S, index_t W, index_t pl, index_t Q) {
   using namespace poolk;
@@ -185,7 +186,9 @@ PYDL_VINLINE void maxpool_blocks_f32(float* yr, std::int32_t* ar, const float* c
         } else {
           v = even_of(vload<float>(row + 2 * q0[b]), vload<float>(row + 2 * q0[b] + L));
         }
-        const VI t = takes(v, m[b]);
+        VI t;
+        if constexpr (NANS) t = takes(v, m[b]);
+        else t = v > m[b];
         m[b] = t ? v : m[b];
         ix[b] = t ? cand : ix[b];
       }
@@ -213,7 +216,7 @@ PYDL_VINLINE void maxpool_blocks_f32(float* yr, std::int32_t* ar, const float* c
 // One output row: blocks at 0, L, 2L, ... (the last one overlapping when Q is not a multiple of L),
 // in groups of at most kMaxBlocks, as even as possible (4 blocks: 2 + 2, not 3 + a lone
 // latency-bound one).
-template <int SW>
+template <int SW, bool NANS>
 inline void maxpool_row_f32(float* yr, std::int32_t* ar, const float* const* rows, index_t h0, index_t nr,
                             index_t S, index_t W, index_t pl, index_t Q) {
   constexpr int L = poolk::L;
@@ -228,17 +231,37 @@ inline void maxpool_row_f32(float* yr, std::int32_t* ar, const float* const* row
     }
     b0 += nb;
     switch (nb) {
-      case 4: maxpool_blocks_f32<SW, 4>(yr, ar, rows, q0, h0, nr, S, W, pl, Q); break;
-      case 3: maxpool_blocks_f32<SW, 3>(yr, ar, rows, q0, h0, nr, S, W, pl, Q); break;
-      case 2: maxpool_blocks_f32<SW, 2>(yr, ar, rows, q0, h0, nr, S, W, pl, Q); break;
-      default: maxpool_blocks_f32<SW, 1>(yr, ar, rows, q0, h0, nr, S, W, pl, Q); break;
+      case 4: maxpool_blocks_f32<SW, 4, NANS>(yr, ar, rows, q0, h0, nr, S, W, pl, Q); break;
+      case 3: maxpool_blocks_f32<SW, 3, NANS>(yr, ar, rows, q0, h0, nr, S, W, pl, Q); break;
+      case 2: maxpool_blocks_f32<SW, 2, NANS>(yr, ar, rows, q0, h0, nr, S, W, pl, Q); break;
+      default: maxpool_blocks_f32<SW, 1, NANS>(yr, ar, rows, q0, h0, nr, S, W, pl, Q); break;
     }
   }
 }
 
+// Copies n floats and says whether any of them is a NaN.
+PYDL_VINLINE bool copy_row_nan(float* dst, const float* src, index_t n) {
+  using namespace poolk;
+  VI nan = {};
+  index_t i = 0;
+  for (; i + L <= n; i += L) {
+    const VF v = vload<float>(src + i);
+    vstore<float>(dst + i, v);
+    nan |= v != v;
+  }
+  bool any = false;
+  for (int l = 0; l < L; ++l) any |= nan[l] != 0;
+  for (; i < n; ++i) {
+    dst[i] = src[i];
+    any |= src[i] != src[i];
+  }
+  return any;
+}
+
 // One plane, any window with sw in {1, 2}. buf: R rows of Wb floats (maxpool_padded_width),
 // per calling thread. Each padded row slot holds input row h in slot h % R, copied once while
-// consecutive output rows share it.
+// consecutive output rows share it; an output row none of whose input rows holds a NaN takes the
+// one-compare kernel (3x3 / stride 2, Zen 3: see the architecture notes).
 inline void maxpool_plane_f32(float* y, std::int32_t* am, const float* x, float* buf, index_t Wb, index_t H,
                               index_t W, index_t R, index_t S, index_t sh, index_t sw, index_t pt, index_t pl,
                               index_t P, index_t Q) {
@@ -246,24 +269,32 @@ inline void maxpool_plane_f32(float* y, std::int32_t* am, const float* x, float*
   for (index_t i = 0; i < R * Wb; ++i) buf[i] = ninf;
   constexpr int kMaxR = 64;
   index_t slot_h[kMaxR];
+  bool slot_nan[kMaxR];
   const float* rows[kMaxR];
   for (index_t r = 0; r < R; ++r) slot_h[r] = -1;
   for (index_t p = 0; p < P; ++p) {
     const index_t hs = p * sh - pt;
     const index_t h0 = hs > 0 ? hs : 0, h1 = hs + R < H ? hs + R : H;
+    bool nans = false;
     for (index_t h = h0; h < h1; ++h) {
       const index_t k = h % R;
       float* dst = buf + k * Wb;
       if (slot_h[k] != h) {
-        std::memcpy(dst + pl, x + h * W, sizeof(float) * static_cast<std::size_t>(W));
+        slot_nan[k] = copy_row_nan(dst + pl, x + h * W, W);
         slot_h[k] = h;
       }
+      nans |= slot_nan[k];
       rows[h - h0] = dst;
     }
     float* yr = y + p * Q;
     std::int32_t* ar = am ? am + p * Q : nullptr;
-    if (sw == 1) maxpool_row_f32<1>(yr, ar, rows, h0, h1 - h0, S, W, pl, Q);
-    else maxpool_row_f32<2>(yr, ar, rows, h0, h1 - h0, S, W, pl, Q);
+    if (sw == 1) {
+      if (nans) maxpool_row_f32<1, true>(yr, ar, rows, h0, h1 - h0, S, W, pl, Q);
+      else maxpool_row_f32<1, false>(yr, ar, rows, h0, h1 - h0, S, W, pl, Q);
+    } else {
+      if (nans) maxpool_row_f32<2, true>(yr, ar, rows, h0, h1 - h0, S, W, pl, Q);
+      else maxpool_row_f32<2, false>(yr, ar, rows, h0, h1 - h0, S, W, pl, Q);
+    }
   }
 }
 
