@@ -31,6 +31,7 @@
 #include <algorithm>
 #include <atomic>
 #include <memory>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -105,7 +106,8 @@ struct Plan {
 // n contiguous elements, n a compile-time count: a fixed-size memcpy, which the compiler emits as
 // whole-vector moves. Element by element, the packing loops below came out as scalar loads and
 // stores (the compiler must assume dst and src may overlap), with their row pointers spilled:
-// packing B~ on 64x512x2048 took 0.8 ms of a 4.9 ms call on Zen 3 that way, 0.35 ms as vector moves.
+// packing B~ on 64x512x2048 (Zen 3, 1 thread, each group into the per-thread slot below) took
+// 0.8 ms that way and 0.35 ms as vector moves.
 template <int n, typename T>
 inline void copy_n(T* dst, const T* src) {
   std::memcpy(dst, src, n * sizeof(T));
@@ -213,8 +215,10 @@ struct RowPrefetch {
   void step() {
     const index_t end = std::min(rows, next + per_step);
     for (; next < end; ++next) {
-      const char* row = reinterpret_cast<const char*>(first + next * ld);
-      for (index_t off = 0; off < bytes; off += 64) __builtin_prefetch(row + off, 0, 2);  // to L2
+      const std::uintptr_t row = reinterpret_cast<std::uintptr_t>(first + next * ld);
+      // Every cache line the row touches, from the one holding its first byte.
+      for (std::uintptr_t line = row & ~std::uintptr_t(63); line < row + bytes; line += 64)
+        __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 2);  // to L2
     }
   }
 };
@@ -300,13 +304,17 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
                       b_far_rows || balance_columns || (plan.pack_b && !plan.pack_a && M < kPackMinReuse));
 
   // One row block with B packed (few rows of C): each thread packs the columns of B~ it then
-  // multiplies itself, kGroup panels at a time (256 KiB at NR 16, KC 512): each group is packed and
-  // at once multiplied by every row panel, so B~ is used while still in L2 (a thread's whole share
-  // can exceed its L2 and come back from L3), and no thread waits for another. 64x512x2048 on Zen 3,
-  // best of 25: 1 thread 37-52 -> 53-64 GFLOP/s; groups of 4 were as good on 1 thread but 12%
-  // slower on 2.
+  // multiplies itself, a group of panels at a time (about kGroupBytes: 8 panels at NR 16, KC 512):
+  // each group is packed and at once multiplied by every row panel, so B~ is used while still in
+  // L2 (a thread's whole share can exceed its L2 and come back from L3), and no thread waits for
+  // another. 64x512x2048 on Zen 3 (AVX2), best of 25: 1 thread 37-52 -> 53-64 GFLOP/s; groups of 4
+  // were as good on 1 thread but 12% slower on 2. The byte budget keeps a group plus the next one
+  // (being prefetched) and A within a 512 KiB - 1 MiB L2 for wider tiles too (AVX-512, NR 32 and
+  // KC 1024: 2 panels); not measured on AVX-512.
   const bool own_columns = plan.pack_b && tiling.row_blocks == 1;
-  constexpr index_t kGroup = 8;
+  constexpr index_t kGroupBytes = index_t(256) << 10;
+  const index_t kGroup =
+      std::max<index_t>(1, kGroupBytes / (kc_max * NR * static_cast<index_t>(sizeof(T))));
 
   // Scratch, allocated here: an allocation failure must not throw inside the parallel region.
   //   B~, shared: kc x nc, twice when threaded: threads may pack B~ number t + 1 while others
@@ -314,7 +322,8 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
   //           their share of t + 1, all have finished computing with t - 1, the buffer t + 1 reuses)
   //       or, with own columns, one kc x kGroup * NR group per thread, the same memory every
   //           time, so it stays in that thread's L2 (packing each group into its own place in a
-  //           kc x nc buffer wrote 4 MB of fresh lines per call on 64x512x2048: 1.7x the copy time)
+  //           kc x nc buffer wrote 4 MB of fresh lines per call on 64x512x2048: with scalar
+  //           copies, packing took 1.4 ms that way and 0.8 ms into the slot)
   //   per thread: A~ (one row block x kc; MR x kc for the edge panel when A is read in place) and
   //           one zero-padded edge panel of B (kc x NR) for when B is read in place.
   const std::size_t line = kAlign / sizeof(T);

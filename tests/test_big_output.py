@@ -61,14 +61,18 @@ def test_big_avg_and_global_pool_backward_float64():
     shape = (4, 16, 256, 260)  # 34 MB of float64
     dy = rng.standard_normal((4, 16, 128, 130))
     stale = ops.avg_pool2d_backward(dy, shape, 2)
+    address = stale.ctypes.data
     stale[...] = np.nan
     del stale
     dx = ops.avg_pool2d_backward(dy, shape, 2)
+    assert dx.ctypes.data == address and _core.output_cache_bytes() == 0
     assert dx.dtype == np.float64 and dx.nbytes >= BIG
     np.testing.assert_array_equal(dx, np.repeat(np.repeat(dy, 2, axis=2), 2, axis=3) / 4)
+    dx[...] = np.nan
     del dx
     g = rng.standard_normal((4, 16))
     dx = ops.global_avg_pool2d_backward(g, shape)
+    assert dx.ctypes.data == address and _core.output_cache_bytes() == 0
     np.testing.assert_allclose(dx, np.broadcast_to(g[:, :, None, None] / (256 * 260), shape), rtol=1e-15)
 
 
@@ -146,11 +150,13 @@ def test_big_conv_outputs_on_a_reused_block_match_fresh_ones(algo):
     np.testing.assert_array_equal(reused, want)
     dy = rng.standard_normal(reused.shape).astype(np.float32)
     del reused
-    grads = ops.conv2d_backward(dy, x, w, padding=1)
+    grads = ops.conv2d_backward(dy, x, w, padding=1, algo=algo)
     dx = grads[0]
     assert dx.nbytes >= BIG
     want_dx = dx.copy()
+    address = dx.ctypes.data
     dx[...] = np.nan
     del dx, grads
-    again = ops.conv2d_backward(dy, x, w, padding=1)[0]
+    again = ops.conv2d_backward(dy, x, w, padding=1, algo=algo)[0]
+    assert again.ctypes.data == address  # dx took the freed block
     np.testing.assert_array_equal(again, want_dx)

@@ -72,11 +72,13 @@ def test_medium_and_large_shapes(isa, threads, ta, tb):
 
 
 # Few rows of C, many long rows of B: each thread packs and multiplies its own column groups, in
-# a slot of its own, prefetching the next group's rows (N > NC gives two column blocks, K > KC
-# several K blocks, odd N a partial last panel and group; transposed A keeps A in place). The last
-# two (m, n, k) have B in place, cut by columns because those share out more evenly among threads.
-FEW_ROWS = [(64, 2100, 600), (100, 777, 512), (13, 2100, 1100), (70, 520, 300), (64, 3000, 64),
-            (64, 128, 784), (11, 96, 1000)]
+# a slot of its own, prefetching the next group's rows ((m, n, k): N > NC = 2048 gives two column
+# blocks, K > KC several K blocks (KC 512 AVX2 / generic, 1024 AVX-512), odd N a partial last
+# panel and group; transposed A keeps A in place). The last three have B in place (unless
+# transposed): on 2 threads C is cut by columns where they share out more evenly than the row
+# panels (30 rows: 5 panels of 6 on AVX2, 3 of 12 on AVX-512; 36 rows: 9 panels of 4 generic).
+FEW_ROWS = [(64, 2100, 1100), (100, 777, 512), (13, 2100, 1100), (70, 520, 300), (64, 3000, 64),
+            (64, 128, 784), (30, 128, 784), (36, 128, 784)]
 
 
 @pytest.mark.parametrize("ta,tb", list(itertools.product([False, True], repeat=2)))

@@ -12,7 +12,9 @@
 // of back to the system, and the next big output of about the same size (at most 1/8 larger) takes
 // it. The cache holds at most kBigCacheBlocks blocks and kBigCacheBytes in all; beyond that the
 // oldest are freed. Blocks are 2 MiB aligned and advised for huge pages (as NumPy does for its own
-// large arrays). Thread-safe; `big_output_cache_clear()` frees every cached block.
+// large arrays). Thread-safe; `big_output_cache_clear()` (Python: `_core.output_cache_clear()`)
+// frees every cached block. Such arrays do not own their data (flags.owndata is False, so
+// ndarray.resize refuses them) and tracemalloc does not count them.
 #pragma once
 
 #include <pybind11/numpy.h>
@@ -40,16 +42,19 @@ std::size_t big_output_cache_bytes() noexcept;
 
 template <typename T>
 py::array_t<T> new_output(const std::vector<py::ssize_t>& shape) {
-  std::size_t count = 1;
-  for (py::ssize_t d : shape) count *= static_cast<std::size_t>(d);
-  if (count * sizeof(T) < kBigOutputBytes) return py::array_t<T>(shape);
+  // Size in bytes; a negative dimension or an overflow goes to NumPy, which raises its own error.
+  std::size_t bytes = sizeof(T);
+  bool plain = false;
+  for (py::ssize_t d : shape)
+    plain = plain || d < 0 || __builtin_mul_overflow(bytes, static_cast<std::size_t>(d), &bytes);
+  if (plain || bytes < kBigOutputBytes) return py::array_t<T>(shape);
   struct Owned {
     void* block;
     std::size_t capacity;
   };
   auto* owned = new Owned{nullptr, 0};
   try {
-    owned->block = big_block_acquire(count * sizeof(T), &owned->capacity);
+    owned->block = big_block_acquire(bytes, &owned->capacity);
   } catch (...) {
     delete owned;
     throw;

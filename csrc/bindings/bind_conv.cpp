@@ -197,7 +197,7 @@ py::tuple maxpool_forward(const py::array& x, const Pair& pool, const Pair& stri
   if (want_argmax) {
     py::array a;
     if (argmax_out.is_none()) {
-      a = py::array_t<std::int32_t>(shape);
+      a = pydl::new_output<std::int32_t>(shape);
     } else {
       if (!py::isinstance<py::array>(argmax_out))
         throw py::type_error(std::string("[") + op + "] argmax_out must be a numpy.ndarray, got " +

@@ -120,8 +120,9 @@ def _plain_f32(x) -> bool:
 
 def _gemm_fast(a, b, trans_a, trans_b, alpha, beta, out):
     """The common call (plain float32 matrices, Python-number scalars, an exact `out` or none) with
-    only the checks it needs, or None to take the general path, which raises the errors. The general
-    path's checks cost ~15 us per call on a 2-vCPU Zen 3 VM, 8% of a 64x784x128 product."""
+    only the checks it needs, or None to take the general path, which raises the errors. A call
+    takes 7 us this way and 19 us through the general path on a 2-vCPU Zen 3 VM (a 64x784x128
+    product: ~200 us)."""
     if not (_plain_f32(a) and _plain_f32(b)) or type(alpha) not in (float, int) or type(beta) not in (float, int):
         return None
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
