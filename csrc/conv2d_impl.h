@@ -564,8 +564,7 @@ void dw_tile(Vec<T>* accv, const T* dy_n, const T* col, index_t ld, index_t PQ, 
     Vec<T> cv[JD];
     for (int j = 0; j < JD; ++j) cv[j] = vload<T>(cb + j * ld + d);
     for (int a = 0; a < KD; ++a) {
-      Vec<T> dv = {};
-      for (index_t i = d; i < PQ; ++i) dv[i - d] = db[a * PQ + i];
+      const Vec<T> dv = vload_n<T>(db + a * PQ + d, static_cast<int>(PQ - d));
       for (int j = 0; j < JD; ++j) acc[a][j] += dv * cv[j];
     }
   }

@@ -100,7 +100,8 @@ __attribute__((always_inline)) inline void tile(index_t k, const float* a, index
 }  // namespace
 
 // Tiles with all 16 columns go straight to C, computing only their mr rows; an edge tile with
-// fewer columns is computed into a scratch tile, then its valid mr x nr part is merged into C.
+// fewer columns is computed into a scratch tile, then its valid mr x nr part is merged into C
+// with masked loads and stores.
 void sgemm_kernel_avx2(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
                        float* c, index_t ldc, float alpha, float beta, int mr, int nr) {
   if (nr == 16) {
@@ -115,11 +116,21 @@ void sgemm_kernel_avx2(index_t k, const float* a, index_t rsa, index_t csa, cons
   }
   alignas(32) float t[MR * 16];
   tile<MR>(k, a, rsa, csa, b, rsb, t, 16, alpha, 0.0f);
-  for (int i = 0; i < mr; ++i)
-    for (int j = 0; j < nr; ++j) {
-      float& cij = c[i * ldc + j];
-      cij = beta == 0.0f ? t[i * 16 + j] : t[i * 16 + j] + beta * cij;
+  // Columns [0, nr) of each row, as masked loads and stores of the row's two halves.
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), lane);
+  const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr - 8), lane);
+  const __m256 vb = _mm256_set1_ps(beta);
+  for (int i = 0; i < mr; ++i) {
+    float* ci = c + i * ldc;
+    __m256 r0 = _mm256_load_ps(t + i * 16), r1 = _mm256_load_ps(t + i * 16 + 8);
+    if (beta != 0.0f) {
+      r0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(ci, m0), r0);
+      r1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(ci + 8, m1), r1);
     }
+    _mm256_maskstore_ps(ci, m0, r0);
+    _mm256_maskstore_ps(ci + 8, m1, r1);
+  }
 }
 
 }  // namespace gemm_detail

@@ -237,21 +237,36 @@ void drive(BlockFn<V> block, typename V::T* p, typename V::T* s0, typename V::T*
 
 // sum(x^2) over one block in double, with 32 independent per-lane accumulators combined in a fixed
 // order (the compiler vectorises the lanes; no reassociation, so the result is reproducible).
+// The full groups of 32 are summed in two passes of 16 accumulators each: all 32 in one loop (8
+// ymm of doubles, plus the float -> double conversions) did not fit AVX2's 16 registers and
+// spilled (tools/check_spills.py). Each acc[j] still sees the same values in the same order, and
+// a block (kSumBlock elements, optim.cpp) is still in L1 for the second pass.
 template <typename T>
 double sum_squares_block_impl(const T* x, index_t n) {
-  constexpr int L = 32;
+  constexpr int L = 32, H = L / 2;
   double acc[L] = {};
-  index_t i = 0;
-  for (; i + L <= n; i += L)
+  const index_t full = n / L * L;
+  auto pass = [&](auto first) {
+    constexpr int o = decltype(first)::value;
+    for (index_t i = 0; i < full; i += L)
+      for (int j = 0; j < H; ++j) {
+        const double v = static_cast<double>(x[i + o + j]);
+        acc[o + j] += v * v;
+      }
+  };
+  pass(std::integral_constant<int, 0>{});
+  pass(std::integral_constant<int, H>{});
+  if (full < n) {  // the last n % L, zero-padded: acc[j] + 0 is acc[j] (a sum of squares is never -0)
+    T t[L] = {};
+    std::memcpy(t, x + full, static_cast<std::size_t>(n - full) * sizeof(T));
     for (int j = 0; j < L; ++j) {
-      const double v = static_cast<double>(x[i + j]);
+      const double v = static_cast<double>(t[j]);
       acc[j] += v * v;
     }
-  for (int j = 0; i < n; ++i, ++j) {
-    const double v = static_cast<double>(x[i]);
-    acc[j] += v * v;
   }
+#pragma GCC unroll 8  // constant bounds, so acc stays in registers
   for (int w = L / 2; w >= 1; w /= 2)
+#pragma GCC unroll 16
     for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
   return acc[0];
 }

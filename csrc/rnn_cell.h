@@ -257,9 +257,7 @@ PYDL_VINLINE VF vrelu_grad(VF h, VF d) {
 template <bool TAIL>
 PYDL_VINLINE VF ld(const float* p, index_t m) {
   if (!TAIL) return vload(p);
-  VF v = {};
-  for (index_t l = 0; l < m; ++l) v[l] = p[l];
-  return v;
+  return vload_n<float>(p, static_cast<int>(m));
 }
 template <bool TAIL>
 PYDL_VINLINE void st(float* p, VF v, index_t m) {

@@ -15,7 +15,7 @@
 
 // Vector values only live inside always-inline helpers, so the ABI note does not apply.
 #pragma GCC diagnostic ignored "-Wpsabi"
-// (The includer brings <immintrin.h> in at global scope when __AVX512F__ is defined.)
+// (The includer brings <immintrin.h> in at global scope when __AVX2__ or __AVX512F__ is defined.)
 
 #if defined(__AVX512F__)
 inline constexpr int kVecBytes = 64;
@@ -81,8 +81,34 @@ PYDL_VINLINE Vec64<T> vset1_64(T s) {
   return v;
 }
 
-// Store the first n (0 <= n <= lanes) lanes; nothing past them is touched (masked store on
-// AVX-512 for a 64-byte vector).
+// The first n (0 <= n <= lanes) lanes of p, the rest 0; nothing past p[n - 1] is read. A masked
+// load on AVX2 and AVX-512: element by element, GCC builds the vector in a stack slot (or calls
+// memcpy for the variable count), and a loop with such a tail then spills the registers it holds.
+template <typename T, typename V = Vec<T>>
+PYDL_VINLINE V vload_n(const T* p, int n) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(V) == 64 && sizeof(T) == 4) {
+    return reinterpret_cast<V>(_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p));
+  } else if constexpr (sizeof(V) == 64 && sizeof(T) == 8) {
+    return reinterpret_cast<V>(_mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1u), p));
+  }
+#endif
+#if defined(__AVX2__)
+  if constexpr (sizeof(V) == 32 && sizeof(T) == 4) {
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return reinterpret_cast<V>(_mm256_maskload_ps(reinterpret_cast<const float*>(p), mask));
+  } else if constexpr (sizeof(V) == 32 && sizeof(T) == 8) {
+    const __m256i mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+    return reinterpret_cast<V>(_mm256_maskload_pd(reinterpret_cast<const double*>(p), mask));
+  }
+#endif
+  V v = {};
+  for (int l = 0; l < n; ++l) v[l] = p[l];
+  return v;
+}
+
+// Store the first n (0 <= n <= lanes) lanes; nothing past them is touched (a masked store on
+// AVX2 and AVX-512).
 template <typename T, typename V>
 PYDL_VINLINE void vstore_n(T* p, V v, int n) {
 #if defined(__AVX512F__)
@@ -91,6 +117,17 @@ PYDL_VINLINE void vstore_n(T* p, V v, int n) {
     return;
   } else if constexpr (sizeof(V) == 64 && sizeof(T) == 8) {
     _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << n) - 1u), reinterpret_cast<__m512d>(v));
+    return;
+  }
+#endif
+#if defined(__AVX2__)
+  if constexpr (sizeof(V) == 32 && sizeof(T) == 4) {
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    _mm256_maskstore_ps(reinterpret_cast<float*>(p), mask, reinterpret_cast<__m256>(v));
+    return;
+  } else if constexpr (sizeof(V) == 32 && sizeof(T) == 8) {
+    const __m256i mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+    _mm256_maskstore_pd(reinterpret_cast<double*>(p), mask, reinterpret_cast<__m256d>(v));
     return;
   }
 #endif
