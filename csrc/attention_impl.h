@@ -263,16 +263,22 @@ struct Drop {
 };
 
 // Scores of keys j0 + [0, len) of one row in log2 units with the mask applied (masked: -inf);
-// lanes at or past n (causal / block end) are -inf.
+// lanes at or past n (causal / block end) are -inf. TAIL: the vector at j may reach past n (the
+// row's last partial vector, or one wholly past it); without it, j + kL <= n. The partial reads
+// of the mask are kept out of the loops over full vectors (the callers run the tail after them):
+// a copy of n - j bytes is a memcpy call, around which the loop's registers were spilled
+// (tools/check_spills.py).
+template <bool TAIL>
 PYDL_VINLINE VF masked_scores(const float* PYDL_R s, index_t j, index_t n, index_t j0, const RowMask<float>& rm) {
   VF x = vload(s + j);
-  VI ok = (viota() + static_cast<std::int32_t>(j)) < static_cast<std::int32_t>(n);
+  VI ok = ~VI{};
+  if constexpr (TAIL) ok = (viota() + static_cast<std::int32_t>(j)) < static_cast<std::int32_t>(n);
   if (rm.kind == AttnMaskKind::boolean) {
     if (rm.scalar) {
       if (!rm.b[0]) ok = VI{};
     } else {
       VB mb = {};
-      if (j + kL <= n) std::memcpy(&mb, rm.b + j0 + j, kL);
+      if (!TAIL || j + kL <= n) std::memcpy(&mb, rm.b + j0 + j, kL);
       else if (j < n) std::memcpy(&mb, rm.b + j0 + j, static_cast<std::size_t>(n - j));
       ok &= __builtin_convertvector(mb, VI) != 0;
     }
@@ -281,12 +287,27 @@ PYDL_VINLINE VF masked_scores(const float* PYDL_R s, index_t j, index_t n, index
       x += vf(static_cast<float>(kLog2e) * rm.a[0]);
     } else {
       VF a = {};
-      if (j + kL <= n) a = vload(rm.a + j0 + j);
-      else if (j < n) std::memcpy(&a, rm.a + j0 + j, sizeof(float) * static_cast<std::size_t>(n - j));
+      if (!TAIL || j + kL <= n) a = vload(rm.a + j0 + j);
+      else if (j < n) a = vload_n<float>(rm.a + j0 + j, static_cast<int>(n - j));
       x += static_cast<float>(kLog2e) * a;
     }
   }
   return ok ? x : vf(-std::numeric_limits<float>::infinity());
+}
+
+// Runs step(j, part) for j = 0, kL, ... below `end`, part a std::integral_constant: kFull for the
+// vectors wholly below n, then kPartial for the one that straddles n (if any), then kPast for
+// those wholly at or past n (all their scores are -inf, no mask is read).
+enum RowPart { kFull, kPartial, kPast };
+template <class Step>
+PYDL_VINLINE void row_vectors(index_t n, index_t end, Step&& step) {
+  index_t j = 0;
+  for (; j + kL <= n && j < end; j += kL) step(j, std::integral_constant<int, kFull>{});
+  if (j < n && j < end) {
+    step(j, std::integral_constant<int, kPartial>{});
+    j += kL;
+  }
+  for (; j < end; j += kL) step(j, std::integral_constant<int, kPast>{});
 }
 
 PYDL_VINLINE VI dropout_keep(std::uint32_t rk, index_t jglob, std::int32_t thr) {
@@ -325,17 +346,21 @@ static float fwd_row(float* PYDL_R s, index_t n, index_t bk, index_t j0, const R
   }
   const float ninf = -std::numeric_limits<float>::infinity();
   VF vm = vf(ninf);
-  for (index_t j = 0; j < n; j += kL) {
+  row_vectors(n, n, [&](index_t j, auto part) {  // (no kPast vector below n)
+    constexpr bool T = decltype(part)::value != kFull;
     VF x;
     if constexpr (kMasked) {
-      x = masked_scores(s, j, n, j0, rm);
+      x = masked_scores<T>(s, j, n, j0, rm);
       vstore(s + j, x);
     } else {  // the second pass drops lanes >= n itself
-      const VI ok = (viota() + static_cast<std::int32_t>(j)) < static_cast<std::int32_t>(n);
-      x = ok ? vload(s + j) : vf(ninf);
+      x = vload(s + j);
+      if constexpr (T) {
+        const VI ok = (viota() + static_cast<std::int32_t>(j)) < static_cast<std::int32_t>(n);
+        x = ok ? x : vf(ninf);
+      }
     }
     vm = ((x > vm) | (x != x)) ? x : vm;
-  }
+  });
   const float mb = hmax(vm);
   const float mn = max_nan(mb, m);
   if (mn == ninf) {  // nothing visible yet: P = 0, O and l stay 0
@@ -399,13 +424,17 @@ static void bwd_row(float* PYDL_R s, float* PYDL_R g, index_t n, index_t bk, ind
     return;
   }
   const VF vl = vf(lse2), vd = vf(Di), vs = vf(scale);
-  for (index_t j = 0; j < nb; j += kL) {
+  row_vectors(n, nb, [&](index_t j, auto part) {
+    constexpr int Part = decltype(part)::value;
+    constexpr bool T = Part != kFull;
     VF x;
-    if constexpr (kMasked) {
-      x = masked_scores(s, j, n, j0, rm);
+    if constexpr (Part == kPast) {
+      x = vf(-std::numeric_limits<float>::infinity());
+    } else if constexpr (kMasked) {
+      x = masked_scores<T>(s, j, n, j0, rm);
     } else {
       x = vload(s + j);
-      if (j + kL > n) {
+      if constexpr (T) {
         const VI ok = (viota() + static_cast<std::int32_t>(j)) < static_cast<std::int32_t>(n);
         x = ok ? x : vf(-std::numeric_limits<float>::infinity());
       }
@@ -419,7 +448,7 @@ static void bwd_row(float* PYDL_R s, float* PYDL_R g, index_t n, index_t bk, ind
     }
     vstore(s + j, pd);
     vstore(g + j, p * (dp - vd) * vs);
-  }
+  });
 }
 
 template <typename F>

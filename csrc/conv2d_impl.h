@@ -62,7 +62,12 @@ PYDL_VINLINE Vec<T> vdup(T s) {
 // KB*QV accumulators cover the 4-cycle FMA latency of 2 pipes (>= 8 independent chains).
 //   avx512: 8 ch x 2 zmm = 16 accumulators of 32 (tuned on AVX-512 hardware).
 //   avx2:   6 ch x 2 ymm = 12 accumulators + 2 x + 1 broadcast = 15 of 16 ymm. The 8 x 1 tile it
-//           replaced ran C1->32 28x28 N64 (1 thread) in 6.0 ms, slower than SSE2's 5.1 ms.
+//           replaced ran C1->32 28x28 N64 (1 thread) in 6.0 ms, slower than SSE2's 5.1 ms. Taps
+//           not unrolled: unrolled 3 at a time, GCC rotated the accumulators through registers
+//           and spilled 2 per filter row (tools/check_spills.py); rolled (or a 5 x 2 tile,
+//           unrolled) there is no spill, and N64 K32 3x3 C1 28x28 / C3 32x32 / C16 14x14 on 2
+//           threads took 0.96 / 2.08 / 2.23 ms against 0.985 / 2.12 / 2.23 unrolled (Zen 3,
+//           medians of 4 alternated runs).
 //   sse2:   6 ch x 2 xmm = 12 accumulators + 2 x + 1 broadcast + 1 product (no FMA) = 16 xmm,
 //           with the tap loop not unrolled: unrolling 3 taps, GCC hoists their broadcasts (movss
 //           + shufps) and spilled 14 accumulator accesses per filter row (4 x 2: 5; 3 x 3: 1, but
@@ -75,7 +80,7 @@ struct DirectTile {
 };
 //                                            KB QV unroll3
 inline constexpr DirectTile kDirectAvx512 = {8, 2, true};
-inline constexpr DirectTile kDirectAvx2   = {6, 2, true};
+inline constexpr DirectTile kDirectAvx2   = {6, 2, false};
 inline constexpr DirectTile kDirectSse2   = {6, 2, false};
 inline constexpr DirectTile kDirect = kVecBytes == 64 ? kDirectAvx512 : kVecBytes == 32 ? kDirectAvx2 : kDirectSse2;
 #if defined(__FMA__) || defined(__AVX512F__)
