@@ -101,22 +101,28 @@ void direct_row(T* y_n, const T* xp, index_t Hp, index_t Wp, const T* wblk, cons
   const index_t C = g.C, R = g.R, S = SS > 0 ? SS : g.S, Q = g.Q, PQ = g.P * g.Q;
   const index_t sw = UNIT ? 1 : g.sw, dw = UNIT ? 1 : g.dw;
   for (index_t q0 = 0; q0 < Q; q0 += QV * L) {
+    // Vector v covers output columns [qs[v], qs[v] + L): q0 + v * L, or Q - L where that would
+    // run past the row (when Q >= L). Those columns are then computed twice, to the same values,
+    // and every store is a whole vector: a masked store (vmaskmovps) costs AMD's Zen 3 and Zen 4
+    // several times a plain one, and took a quarter of the C1->32 28x28 time on AVX2.
+    index_t qs[QV];
+    for (int v = 0; v < QV; ++v) qs[v] = Q >= L ? imin(q0 + v * L, Q - L) : q0 + v * L;
     Vec<T> acc[KB][QV];
     for (int kk = 0; kk < KB; ++kk)
       for (int v = 0; v < QV; ++v) acc[kk][v] = vdup<T>(b ? b[k0 + kk] : T(0));
     const T* wt = wblk;
     for (index_t c = 0; c < C; ++c) {
       for (index_t r = 0; r < R; ++r) {
-        const T* xrow = xp + (c * Hp + p * g.sh + r * g.dh) * Wp + q0 * sw;
+        const T* xrow = xp + (c * Hp + p * g.sh + r * g.dh) * Wp;
         for (index_t s = 0; s < S; ++s, wt += KB) {
           Vec<T> xv[QV];
           for (int v = 0; v < QV; ++v) {
             if (UNIT) {
-              xv[v] = vload<T>(xrow + s + v * L);
+              xv[v] = vload<T>(xrow + s + qs[v]);
             } else {
               // Gathered lane by lane into a zeroed vector (writing lanes of xv[v] directly trips
               // GCC's -Wmaybe-uninitialized on aarch64).
-              const T* xs = xrow + s * dw + v * L * sw;
+              const T* xs = xrow + s * dw + qs[v] * sw;
               Vec<T> gathered = vdup<T>(T(0));
               for (int l = 0; l < L; ++l) gathered[l] = xs[l * sw];
               xv[v] = gathered;
@@ -130,11 +136,11 @@ void direct_row(T* y_n, const T* xp, index_t Hp, index_t Wp, const T* wblk, cons
       }
     }
     for (int v = 0; v < QV; ++v) {
-      const index_t nq = imin(L, Q - q0 - v * L);
-      if (nq <= 0) break;
+      if (q0 + v * L >= Q) break;
+      const index_t nq = imin(L, Q - qs[v]);  // < L only when Q < L
       for (int kk = 0; kk < KB; ++kk) {
         Vec<T> val = act == ConvAct::relu ? vrelu(acc[kk][v]) : acc[kk][v];
-        T* dst = y_n + (k0 + kk) * PQ + p * Q + q0 + v * L;
+        T* dst = y_n + (k0 + kk) * PQ + p * Q + qs[v];
         if (nq == L) vstore<T>(dst, val);
         else vstore_n<T>(dst, val, static_cast<int>(nq));
       }
