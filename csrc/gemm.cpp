@@ -62,6 +62,15 @@ constexpr index_t kMaxInPlaceStrideBytes = 2048;
 // thread packing and multiplying its own columns; read in place, B's 8 KiB rows defeat the
 // prefetchers).
 constexpr index_t kPackMinReuse = 192;
+// Rows of A a multiple of this many bytes apart all fall into one set of a 64-set L1 (4 KiB a way).
+// When the MR rows a micro-kernel reads in place, plus the cache lines of B it reads per step, are
+// more than the set holds (kL1Ways: 8 on Zen 3, 12 on Zen 4), they evict one another, and such an
+// A is packed whatever N is. AVX-512 (MR 12 + 2 lines of B), Zen 4, 2 threads, the settings
+// interleaved in one process: 1600x1024x128 (an LSTM's dX = dG W^T) 120-128 -> 150-154 GFLOP/s,
+// 4096x2048x128 131-139 -> 155-164. AVX2 (6 + 1) was 6-11% slower packed on the same shapes, and
+// a 2 KiB stride (two sets) too on both ISAs (1600x512x128, 64x512x2048), so neither packs.
+constexpr index_t kAliasStrideBytes = 4096;
+constexpr index_t kL1Ways = 8;
 constexpr index_t kPackMinReuseB = 64;
 
 index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
@@ -504,7 +513,9 @@ void run(const Problem<T>& pr, GemmBlocks blk, Kernel<T> kernel) {
   Plan plan;
   // Packing costs about one pass over the operand; it pays when the packed copy is reused often
   // (A~ by every NR panel of B, B~ by every MR panel of A) and rows are long.
-  plan.pack_a = !small && pr.N >= kPackMinReuse && pr.lda > max_stride;
+  plan.pack_a = !small && ((pr.N >= kPackMinReuse && pr.lda > max_stride) ||
+                            (!pr.ta && pr.M > MR && (pr.lda * static_cast<index_t>(sizeof(T))) % kAliasStrideBytes == 0 &&
+                             MR + NR * static_cast<index_t>(sizeof(T)) / 64 > kL1Ways));
   // B's micro-panel reads 64 bytes from each of KC rows: rows exactly 2 KiB apart (512 floats) map
   // onto 1/32 of the cache sets, and the panel no longer stays in L1/L2 (512^3 on Zen 3: 48 -> 70
   // GFLOP/s with B packed), so that stride is packed too.
