@@ -35,7 +35,9 @@ namespace gemm_detail {
 //       read in place takes 64 bytes from each of KC rows, which for the usual power-of-two
 //       strides fall into a few L1 sets; packed, it is reused by M / MR row panels. 256x3136x128
 //       on 1 thread, best of 25, four runs: 49-73 -> 63-80 GFLOP/s; 64x784x128 (M = 64) was 10%
-//       faster with B in place, hence the row threshold. Not measured on AVX-512: off there.
+//       faster with B in place, hence the row threshold. AVX-512 (Zen 4, 2 threads, both settings
+//       interleaved in one process, either order): packing B was 2-18% slower on 256x3136x128,
+//       64x784x128, 128x784x256 and 512x256x128, so it is off there.
 struct GemmBlocks {
   int MR, NR;
   index_t MC, KC, NC;
