@@ -306,9 +306,12 @@ def test_faults_end_the_launch_with_an_error(mod):
     """A wild pointer or an integer division by zero fails the launch; the process lives on."""
     fn = mod.get_function("wild_write")
     y = cp.zeros(4, dtype=cp.float32)
-    with pytest.raises(LaunchError, match=r"illegal memory access in wild_write .*bytes past the end of an array "
-                                          r"float32 \(4,\)"):
-        fn((1,), (1,), (y, np.int64(1 << 34), np.int32(1)))
+    # Under AddressSanitizer (tools/sanitize.sh preloads libasan) the write 64 GiB past the array
+    # can land in ASan's own shadow mapping and not fault, so only the division fault is checked.
+    if "libasan" not in os.environ.get("LD_PRELOAD", ""):
+        with pytest.raises(LaunchError, match=r"illegal memory access in wild_write .*bytes past the end of an "
+                                              r"array float32 \(4,\)"):
+            fn((1,), (1,), (y, np.int64(1 << 34), np.int32(1)))
     with pytest.raises(LaunchError, match="arithmetic fault"):
         fn((1,), (1,), (y, np.int64(0), np.int32(0)))
     fn((1,), (2,), (y, np.int64(0), np.int32(1)))
