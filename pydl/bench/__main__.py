@@ -120,6 +120,7 @@ def main(argv=None) -> int:
     from . import common, report
     common.QUICK = common.QUICK or args.quick
     common.THREADS = args.threads
+    common.settle_allocator()
 
     libs = common.libraries_isa()
     header = (f"pydl {pydl.__version__}; ISA requested: {args.isa}; running: "
