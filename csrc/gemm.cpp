@@ -70,6 +70,8 @@ constexpr index_t kPackMinReuse = 192;
 // 4096x2048x128 131-139 -> 155-164. AVX2 (6 + 1) was 6-11% slower packed on the same shapes, and
 // a 2 KiB stride (two sets) too on both ISAs (1600x512x128, 64x512x2048), so neither packs.
 constexpr index_t kAliasStrideBytes = 4096;
+// Largest A (bytes, read in place) that every thread reads whole when C is cut by columns only.
+constexpr double kSharedABytes = 5.0 * (1 << 20);
 constexpr index_t kL1Ways = 8;
 constexpr index_t kPackMinReuseB = 64;
 
@@ -309,8 +311,18 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
   // process): 58 -> 63 GFLOP/s.
   const bool balance_columns = nt > 1 && !plan.pack_a && M <= blk.MC && M <= N &&
                                split_efficiency(ceil_div(N, NR), nt) > split_efficiency(ceil_div(M, MR), nt);
-  const Tiling tiling(M, MR, blk.MC, nt,
-                      b_far_rows || balance_columns || (plan.pack_b && !plan.pack_a && M < kPackMinReuse));
+  // B packed by the row rule (`pack_b_rows`, AVX2) with a small A read in place: one row block,
+  // the columns cut, each thread packing and multiplying its own B~ panels (the own-columns path
+  // below) while reading all of A, which stays in L3. AVX2 on Zen 4, 2 threads, both cuts
+  // interleaved in one process, either order: 256x3136x128 143-161 -> 152-173 GFLOP/s,
+  // 384x3136x64 127-165 -> 151-176, 256x1024x128 105-137 -> 140-150; with A beyond ~5 MiB the
+  // doubled reads of A cost more (1600x1024x128 -3%..+5%, 4096x2048x128 -15..-18%).
+  const bool one_row_block = nt > 1 && plan.pack_b && !plan.pack_a && !pr.tb && blk.pack_b_rows > 0 &&
+                             M >= blk.pack_b_rows &&
+                             static_cast<double>(M) * static_cast<double>(K) * sizeof(T) <= kSharedABytes;
+  const Tiling tiling(M, MR, one_row_block ? round_up(M, MR) : blk.MC, nt,
+                      one_row_block || b_far_rows || balance_columns ||
+                          (plan.pack_b && !plan.pack_a && M < kPackMinReuse));
 
   // One row block with B packed (few rows of C): each thread packs the columns of B~ it then
   // multiplies itself, a group of panels at a time (about kGroupBytes: 8 panels at NR 16, KC 512):

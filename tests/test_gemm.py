@@ -89,6 +89,20 @@ def test_few_rows_own_column_groups(isa, threads, ta, tb):
         _check(rng, m, n, k, ta, tb, alpha=-0.5, beta=1.5)
 
 
+# Many rows of C, few columns (m, n, k): with B packed by the row rule (AVX2) and A read in place
+# and under 5 MiB, C is one row block cut by columns, each thread reading all of A (the first
+# three); the fourth has an A over that size (row blocks again). The last has A's rows 4 KiB
+# apart, which AVX-512 packs (one L1 set would hold all 12 rows of its micro-kernel).
+MANY_ROWS = [(256, 128, 3136), (193, 130, 777), (600, 100, 900), (1000, 50, 1400), (300, 100, 1024)]
+
+
+@pytest.mark.parametrize("ta,tb", list(itertools.product([False, True], repeat=2)))
+def test_many_rows_few_columns(isa, threads, ta, tb):
+    rng = np.random.default_rng(zlib.crc32(repr(("many", isa, threads, ta, tb)).encode()))
+    for m, n, k in MANY_ROWS:
+        _check(rng, m, n, k, ta, tb, alpha=0.75, beta=-1.25)
+
+
 @pytest.mark.parametrize("alpha,beta", [(1.0, 1.0), (0.5, -2.0), (-1.5, 0.0), (2.0, 0.25)])
 def test_alpha_beta(isa, alpha, beta):
     rng = np.random.default_rng(3)
