@@ -70,9 +70,10 @@ constexpr index_t kPackMinReuse = 192;
 // 4096x2048x128 131-139 -> 155-164. AVX2 (6 + 1) was 6-11% slower packed on the same shapes, and
 // a 2 KiB stride (two sets) too on both ISAs (1600x512x128, 64x512x2048), so neither packs.
 constexpr index_t kAliasStrideBytes = 4096;
-// Largest A (bytes, read in place) that every thread reads whole when C is cut by columns only.
-constexpr double kSharedABytes = 5.0 * (1 << 20);
 constexpr index_t kL1Ways = 8;
+// Largest A (bytes, read in place) that every thread reads whole when C is cut by columns only
+// (see one_row_block in gemm_blocked).
+constexpr double kSharedABytes = 5.0 * (1 << 20);
 constexpr index_t kPackMinReuseB = 64;
 
 index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
