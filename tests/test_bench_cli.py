@@ -107,3 +107,18 @@ def test_compare_fixed_files(tmp_path):
 def test_bad_family_is_refused(tmp_path):
     r = _bench(["--only", "nosuchfamily"], cwd=tmp_path, timeout=60)
     assert r.returncode == 2 and "unknown families" in r.stderr
+
+
+def test_isa_environment_holds_every_library_to_the_isa(monkeypatch):
+    """--isa avx2 caps PyTorch's MKL too (its matmul and RNNs ignore ATEN_CPU_CAPABILITY)."""
+    from pydl.bench.isa_env import isa_environment
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX512")
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "SkylakeX")
+    env = isa_environment("avx2")
+    assert env["PYDL_ISA"] == "avx2" and env["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert env["ONEDNN_MAX_CPU_ISA"] == "AVX2" and env["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
+    assert env["OPENBLAS_CORETYPE"] == "Haswell"
+    native = isa_environment("native")
+    for var in ("PYDL_ISA", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
+                "OPENBLAS_CORETYPE"):
+        assert var not in native

@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -52,6 +54,9 @@ def libraries_isa() -> dict:
             out["torch"] = torch.backends.cpu.get_cpu_capability()
         except Exception:  # pragma: no cover
             out["torch"] = "unknown"
+        mkl = _torch_mkl_isa()
+        if mkl:
+            out["torch"] += f" (MKL {mkl})"
     try:
         from threadpoolctl import threadpool_info
         for info in threadpool_info():
@@ -62,6 +67,25 @@ def libraries_isa() -> dict:
         pass
     out.setdefault("numpy", "unknown BLAS")
     return out
+
+
+def _torch_mkl_isa() -> str | None:
+    """The code path PyTorch's MKL runs (its SGEMM: matmul, Linear, LSTM), or None without MKL.
+
+    MKL names it only in its verbose log, written to the C stdout on the first call, so one
+    matmul runs in a child process with MKL_VERBOSE=1 and the same environment.
+    """
+    if not torch.backends.mkl.is_available():
+        return None
+    import subprocess
+    code = "import torch; a = torch.ones(8, 8); a @ a"
+    try:
+        log = subprocess.run([sys.executable, "-c", code], env=os.environ | {"MKL_VERBOSE": "1"},
+                             capture_output=True, text=True, timeout=120).stdout
+    except (OSError, subprocess.SubprocessError):  # pragma: no cover
+        return "unknown"
+    found = re.search(r"\(Intel\(R\) ([A-Za-z0-9.\-]+)\)", log)  # "... (Intel(R) AVX2) enabled processors"
+    return found.group(1) if found else "unknown"
 
 
 def settle_allocator() -> None:

@@ -9,13 +9,15 @@ import os
 # What each library needs in its environment (set before it loads) to run the kernels of one ISA,
 # so that an AVX2 machine can be emulated on an AVX-512 one for pydl, PyTorch and NumPy alike.
 # "native" leaves every library to pick for itself.
+# PyTorch takes its SGEMM (matmul, Linear, LSTM / GRU) from MKL, which has its own switch: without
+# MKL_ENABLE_INSTRUCTIONS, torch.matmul ran AVX-512 code under ATEN_CPU_CAPABILITY=avx2.
 ISA_ENV = {
     "avx512": {"PYDL_ISA": "avx512", "ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
-               "OPENBLAS_CORETYPE": "SkylakeX"},
+               "MKL_ENABLE_INSTRUCTIONS": "AVX512", "OPENBLAS_CORETYPE": "SkylakeX"},
     "avx2": {"PYDL_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-             "OPENBLAS_CORETYPE": "Haswell"},
+             "MKL_ENABLE_INSTRUCTIONS": "AVX2", "OPENBLAS_CORETYPE": "Haswell"},
     "generic": {"PYDL_ISA": "generic", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
-                "OPENBLAS_CORETYPE": "Nehalem"},
+                "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "OPENBLAS_CORETYPE": "Nehalem"},
 }
 
 
@@ -27,6 +29,6 @@ def isa_environment(isa: str) -> dict:
     """
     env = {k: v for k, v in os.environ.items()
            if k not in ("OPENBLAS_L2_SIZE", "OPENBLAS_CORETYPE", "PYDL_ISA", "ATEN_CPU_CAPABILITY",
-                        "ONEDNN_MAX_CPU_ISA")}
+                        "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")}
     env.update(ISA_ENV.get(isa, {}))
     return env
