@@ -34,8 +34,32 @@ bool detect(Isa isa) {
   const bool zmm_state = (xcr0 & 0xE6) == 0xE6;  // opmask, ZMM_Hi256, Hi16_ZMM
   return avx2 && f && dq && bw && vl && zmm_state;
 }
+
+// Associativity of the level-1 data cache from CPUID's cache descriptors: leaf 4 (Intel) or
+// 0x8000001D (AMD), one subleaf per cache, EAX[4:0] the type (1 data, 3 unified, 0 no more),
+// EAX[7:5] the level, EBX[31:22] the ways minus one. 0 when the CPU does not say.
+int cpuid_l1d_ways() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(0, &a, &b, &c, &d)) return 0;
+  const bool amd = b == 0x68747541u;  // "Auth"(enticAMD)
+  unsigned leaf = 4;
+  if (amd) {
+    if (!__get_cpuid(0x80000000u, &a, &b, &c, &d) || a < 0x8000001Du) return 0;
+    leaf = 0x8000001Du;
+  } else if (a < 4) {
+    return 0;
+  }
+  for (unsigned sub = 0; sub < 16; ++sub) {
+    __cpuid_count(leaf, sub, a, b, c, d);
+    const unsigned type = a & 0x1F, level = (a >> 5) & 0x7;
+    if (type == 0) break;
+    if (level == 1 && (type == 1 || type == 3)) return static_cast<int>((b >> 22) & 0x3FF) + 1;
+  }
+  return 0;
+}
 #else
 bool detect(Isa) { return false; }
+int cpuid_l1d_ways() { return 0; }
 #endif
 
 Isa best_isa() {
@@ -85,6 +109,14 @@ void select_isa(const std::string& name) {
 void init_isa_from_env() {
   const char* env = std::getenv("PYDL_ISA");
   if (env && *env) select_isa(env);
+}
+
+int l1d_ways() {
+  static const int ways = [] {
+    const int w = cpuid_l1d_ways();
+    return w > 0 ? w : 8;
+  }();
+  return ways;
 }
 
 }  // namespace pydl

@@ -19,5 +19,8 @@ std::vector<std::string> available_isas();
 Isa selected_isa();                  // the one kernels use
 void select_isa(const std::string& name);  // "avx512" | "avx2" | "generic"; throws if unsupported
 void init_isa_from_env();            // reads PYDL_ISA (called at module import)
+// Ways of the level-1 data cache (CPUID; 8 where the CPU does not say): Zen 3 / Zen 4 8,
+// Intel cores since Sunny Cove and Zen 5 12.
+int l1d_ways();
 
 }  // namespace pydl

@@ -63,14 +63,16 @@ constexpr index_t kMaxInPlaceStrideBytes = 2048;
 // prefetchers).
 constexpr index_t kPackMinReuse = 192;
 // Rows of A a multiple of this many bytes apart all fall into one set of a 64-set L1 (4 KiB a way).
-// When the MR rows a micro-kernel reads in place, plus the cache lines of B it reads per step, are
-// more than the set holds (kL1Ways: 8 on Zen 3, 12 on Zen 4), they evict one another, and such an
-// A is packed whatever N is. AVX-512 (MR 12 + 2 lines of B), Zen 4, 2 threads, the settings
-// interleaved in one process: 1600x1024x128 (an LSTM's dX = dG W^T) 120-128 -> 150-154 GFLOP/s,
-// 4096x2048x128 131-139 -> 155-164. AVX2 (6 + 1) was 6-11% slower packed on the same shapes, and
-// a 2 KiB stride (two sets) too on both ISAs (1600x512x128, 64x512x2048), so neither packs.
+// When the MR rows a micro-kernel reads in place are more than the set holds (l1d_ways(): 8 on
+// Zen 3 and Zen 4, 12 on Intel cores since Sunny Cove and on Zen 5), they evict one another, and
+// such an A is packed whatever N is. 2 threads, both settings interleaved in one process:
+//   AVX-512 (MR 12), Zen 4 (8 ways): packed, 1600x1024x128 (an LSTM's dX = dG W^T) 120-128 ->
+//     150-154 GFLOP/s, 4096x2048x128 131-139 -> 155-164.
+//   AVX-512, Intel Xeon (12 ways): in place, 1600x1024x128 273-284 packed -> 325-336.
+//   AVX2 (MR 6), Zen 4: 6-11% slower packed.
+// The B micro-panel's lines (packed, consecutive) land in this set only now and then: counting
+// them as well (12 + 2 > 12) packed on the Intel core too, where that was the slower choice.
 constexpr index_t kAliasStrideBytes = 4096;
-constexpr index_t kL1Ways = 8;
 // Largest A (bytes, read in place) that every thread reads whole when C is cut by columns only
 // (see one_row_block in gemm_blocked).
 constexpr double kSharedABytes = 5.0 * (1 << 20);
@@ -528,7 +530,7 @@ void run(const Problem<T>& pr, GemmBlocks blk, Kernel<T> kernel) {
   // (A~ by every NR panel of B, B~ by every MR panel of A) and rows are long.
   plan.pack_a = !small && ((pr.N >= kPackMinReuse && pr.lda > max_stride) ||
                             (!pr.ta && pr.M > MR && (pr.lda * static_cast<index_t>(sizeof(T))) % kAliasStrideBytes == 0 &&
-                             MR + NR * static_cast<index_t>(sizeof(T)) / 64 > kL1Ways));
+                             MR > l1d_ways()));
   // B's micro-panel reads 64 bytes from each of KC rows: rows exactly 2 KiB apart (512 floats) map
   // onto 1/32 of the cache sets, and the panel no longer stays in L1/L2 (512^3 on Zen 3: 48 -> 70
   // GFLOP/s with B packed), so that stride is packed too.

@@ -32,7 +32,9 @@ __mmask16 lane_mask(int count) {  // the first `count` of 16 lanes (count may be
 }
 
 // ROWS (4, 8 or 12) rows of the tile are computed; rows [mr, ROWS) are computed but not stored.
-template <int ROWS>
+// PACKED: a is a packed A~ micro-panel (rsa = 1, csa = MR), so every a(i, p) is a fixed offset from
+// one pointer.
+template <int ROWS, bool PACKED>
 __attribute__((always_inline)) inline void tile(index_t k, const float* a, index_t rsa, index_t csa,
                                                 const float* b, index_t rsb, float* c, index_t ldc, float alpha,
                                                 float beta, int mr, int nr) {
@@ -49,11 +51,11 @@ __attribute__((always_inline)) inline void tile(index_t k, const float* a, index
     _mm_prefetch(reinterpret_cast<const char*>(b + PF * rsb), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(b + PF * rsb + 16), _MM_HINT_T0);
     for (int i = 0; i < ROWS; ++i) {
-      const __m512 ai = _mm512_set1_ps(a[i * rsa]);
+      const __m512 ai = _mm512_set1_ps(PACKED ? a[i] : a[i * rsa]);
       acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
       acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
     }
-    a += csa;
+    a += PACKED ? MR : csa;
     b += rsb;
   }
 
@@ -77,9 +79,15 @@ __attribute__((always_inline)) inline void tile(index_t k, const float* a, index
 
 void sgemm_kernel_avx512(index_t k, const float* a, index_t rsa, index_t csa, const float* b, index_t rsb,
                          float* c, index_t ldc, float alpha, float beta, int mr, int nr) {
-  if (mr > 8) tile<12>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
-  else if (mr > 4) tile<8>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
-  else tile<4>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
+  if (rsa == 1 && csa == MR) {
+    if (mr > 8) tile<12, true>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
+    else if (mr > 4) tile<8, true>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
+    else tile<4, true>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
+    return;
+  }
+  if (mr > 8) tile<12, false>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
+  else if (mr > 4) tile<8, false>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
+  else tile<4, false>(k, a, rsa, csa, b, rsb, c, ldc, alpha, beta, mr, nr);
 }
 
 }  // namespace gemm_detail

@@ -500,7 +500,7 @@ struct WgTile {
 };
 template <int M>
 constexpr WgTile wg_tile() {
-  if constexpr (kVecBytes == 64) return M == 2 ? WgTile{8, 2} : WgTile{4, 6};
+  if constexpr (kVecBytes == 64) return M == 2 ? WgTile{8, 3} : WgTile{4, 6};
   else if constexpr (kVecBytes == 32) return WgTile{5, 2};
   else return WgTile{4, 2};
 }
@@ -632,7 +632,7 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
   const double flops_per_row = 2.0 * A2 * C * K * nTw + 40.0 * A2 * (C + K) * nTw;
   const int nt = threads_for(flops_per_row * total_rows, 4e5);
   index_t rows_per_chunk = wg_max(1, target_tiles / S);
-  if (nt > 1) rows_per_chunk = wg_max(1, wg_min(rows_per_chunk, (total_rows + 2 * nt - 1) / (2 * nt)));
+  if (nt > 1) rows_per_chunk = wg_max(1, wg_min(rows_per_chunk, (total_rows + 8 * nt - 1) / (8 * nt)));
   {
     // Phantom tiles and the padding of segments to groups and of chunks to TB make the tiles
     // computed per real tile depend on the chunk height: take the height in [r/2, r] with the

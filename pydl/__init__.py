@@ -91,6 +91,7 @@ def config() -> dict:
         "version": __version__,
         "isa": _core.selected_isa(),
         "isa_available": list(_core.available_isas()),
+        "l1d_ways": _core.l1d_ways(),
         "openmp": info.get("openmp") is not None,
         "openmp_version": info.get("openmp"),
         "num_threads": _core.get_num_threads(),

@@ -16,6 +16,30 @@ def test_version_and_config():
     assert cfg["num_threads"] >= 1
 
 
+def test_l1d_ways_matches_the_kernel_cache_description():
+    """The L1 associativity the SGEMM packing rule uses, against what Linux read from the CPU."""
+    ways = pydl.config()["l1d_ways"]
+    assert isinstance(ways, int) and 1 <= ways <= 1024
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    import platform
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("read from CPUID on x86-64 only (elsewhere the default, 8)")
+    if not os.path.isdir(base):
+        pytest.skip("no sysfs cache description on this system")
+    for entry in sorted(os.listdir(base)):
+        d = os.path.join(base, entry)
+        try:
+            level = open(os.path.join(d, "level")).read().strip()
+            kind = open(os.path.join(d, "type")).read().strip()
+            sys_ways = int(open(os.path.join(d, "ways_of_associativity")).read())
+        except (OSError, ValueError):
+            continue
+        if level == "1" and kind in ("Data", "Unified") and sys_ways > 0:
+            assert ways == sys_ways
+            return
+    pytest.skip("sysfs names no level-1 data cache")
+
+
 def test_show_config_prints(capsys):
     pydl.show_config()
     out = capsys.readouterr().out

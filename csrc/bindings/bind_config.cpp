@@ -17,6 +17,7 @@ void init_config(py::module_& m) {
   m.def("available_isas", &pydl::available_isas);
   m.def("select_isa", &pydl::select_isa, py::arg("name"),
         "Force 'avx512', 'avx2' or 'generic' micro-kernels (error if the CPU lacks it).");
+  m.def("l1d_ways", &pydl::l1d_ways, "Ways of the level-1 data cache (CPUID; 8 where the CPU does not say).");
   m.def("output_cache_bytes", &pydl::big_output_cache_bytes,
         "Bytes of freed big (>= 32 MiB) output blocks kept for reuse (see big_output.h).");
   m.def("output_cache_clear", &pydl::big_output_cache_clear,
