@@ -336,7 +336,10 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
   // (being prefetched) and A within a 512 KiB - 1 MiB L2 for wider tiles too (AVX-512, NR 32 and
   // KC 1024: 2 panels); not measured on AVX-512.
   const bool own_columns = plan.pack_b && tiling.row_blocks == 1;
-  constexpr index_t kGroupBytes = index_t(256) << 10;
+  index_t kGroupBytes = index_t(256) << 10;
+#ifdef PYDL_GEMM_TUNE
+  if (const char* v = std::getenv("PYDL_GEMM_GROUP_KIB")) kGroupBytes = index_t(std::atol(v)) << 10;
+#endif
   const index_t kGroup =
       std::max<index_t>(1, kGroupBytes / (kc_max * NR * static_cast<index_t>(sizeof(T))));
 
