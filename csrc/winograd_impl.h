@@ -500,7 +500,7 @@ struct WgTile {
 };
 template <int M>
 constexpr WgTile wg_tile() {
-  if constexpr (kVecBytes == 64) return M == 2 ? WgTile{8, 3} : WgTile{4, 6};
+  if constexpr (kVecBytes == 64) return M == 2 ? WgTile{8, 2} : WgTile{4, 6};
   else if constexpr (kVecBytes == 32) return WgTile{5, 2};
   else return WgTile{4, 2};
 }
