@@ -311,7 +311,6 @@ template <typename T, int MR, int NR>
 void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel, const Plan& plan) {
   const index_t M = pr.M, N = pr.N, K = pr.K;
   const index_t nc_max = plan.pack_b ? even_block(N, blk.NC, NR) : round_up(N, NR);
-  const index_t kc_max = even_block(K, blk.KC, 1);
   const int nt = plan.threads;
   const bool b_far_rows = !plan.pack_b && pr.ldb * static_cast<index_t>(sizeof(T)) > kMaxInPlaceStrideBytes;
   // Few rows of C with B packed: cut columns only (see Tiling), each thread on the panels it packed.
@@ -344,6 +343,10 @@ void gemm_blocked(const Problem<T>& pr, const GemmBlocks& blk, Kernel<T> kernel,
   // (being prefetched) and A within a 512 KiB - 1 MiB L2 for wider tiles too (AVX-512, NR 32 and
   // KC 1024: 2 panels); not measured on AVX-512.
   const bool own_columns = plan.pack_b && tiling.row_blocks == 1;
+  // There the B~ micro-panel is reused by every row panel of the group: with A read in place
+  // (a stream of its own from L2 or L3), a panel that fits L1 (own_kc) spares L2 a second stream.
+  const index_t kc_limit = own_columns && !plan.pack_a && blk.own_kc > 0 ? std::min(blk.KC, blk.own_kc) : blk.KC;
+  const index_t kc_max = even_block(K, kc_limit, 1);
   index_t kGroupBytes = index_t(256) << 10;
 #ifdef PYDL_GEMM_TUNE
   if (const char* v = std::getenv("PYDL_GEMM_GROUP_KIB")) kGroupBytes = index_t(std::atol(v)) << 10;
@@ -552,6 +555,7 @@ void run(const Problem<T>& pr, GemmBlocks blk, Kernel<T> kernel) {
   plan.threads = threads_for(work, kMinWorkPerThread);
 #ifdef PYDL_GEMM_TUNE  // experiments in a standalone build: PYDL_GEMM_KC=384 ./bench ...
   if (const char* v = std::getenv("PYDL_GEMM_KC")) blk.KC = std::atol(v);
+  if (const char* v = std::getenv("PYDL_GEMM_OWN_KC")) blk.own_kc = std::atol(v);
   if (const char* v = std::getenv("PYDL_GEMM_MC")) blk.MC = round_up(std::atol(v), MR);
   if (const char* v = std::getenv("PYDL_GEMM_NC")) blk.NC = round_up(std::atol(v), NR);
   if (const char* v = std::getenv("PYDL_GEMM_PACK_A")) plan.pack_a = std::atoi(v) != 0;

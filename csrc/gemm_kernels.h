@@ -38,17 +38,25 @@ namespace gemm_detail {
 //       faster with B in place, hence the row threshold. AVX-512 (Zen 4, 2 threads, both settings
 //       interleaved in one process, either order): packing B was 2-18% slower on 256x3136x128,
 //       64x784x128, 128x784x256 and 512x256x128, so it is off there.
+//   own_kc: KC cap (0: none) when C is one row block with B packed per thread and A read in place
+//       (the own-columns path of gemm.cpp): B~'s micro-panel (own_kc x NR) then fits L1 and is
+//       reused by every row panel from there. AVX-512 (Intel Xeon, 48 KiB L1, 2 threads, both
+//       settings interleaved in one process): 64x512x2048 233 -> 254 GFLOP/s, A^T shapes
+//       128x1600x1024 (an LSTM's dW) 262 -> 286, 96x2048x1024 244 -> 256, 128x800x2048 260 ->
+//       278; with A packed, or C in several row blocks, KC 256 was 1-4% slower (160x1024x1024,
+//       128x2048x1024). AVX2's panel (KC 512 x 16) already fits.
 struct GemmBlocks {
   int MR, NR;
   index_t MC, KC, NC;
   index_t pack_b_rows;
+  index_t own_kc;
 };
 
-//                                           MR  NR   MC    KC    NC  pack_b_rows
-inline constexpr GemmBlocks kSgemmAvx512  = {12, 32, 192, 1024, 2048,   0};  // 24 zmm accumulators
-inline constexpr GemmBlocks kSgemmAvx2    = { 6, 16, 192,  512, 2048, 192};  // 12 ymm accumulators
-inline constexpr GemmBlocks kSgemmGeneric = { 4,  8, 192,  512, 2048,   0};  // 8 xmm (SSE2) accumulators
-inline constexpr GemmBlocks kDgemmGeneric = { 4,  4, 192,  512, 1024,   0};  // 8 xmm (SSE2) accumulators
+//                                           MR  NR   MC    KC    NC  pack_b_rows  own_kc
+inline constexpr GemmBlocks kSgemmAvx512  = {12, 32, 192, 1024, 2048,   0,  256};  // 24 zmm accumulators
+inline constexpr GemmBlocks kSgemmAvx2    = { 6, 16, 192,  512, 2048, 192,    0};  // 12 ymm accumulators
+inline constexpr GemmBlocks kSgemmGeneric = { 4,  8, 192,  512, 2048,   0,    0};  // 8 xmm (SSE2) accumulators
+inline constexpr GemmBlocks kDgemmGeneric = { 4,  4, 192,  512, 1024,   0,    0};  // 8 xmm (SSE2) accumulators
 
 template <typename T>
 using Kernel = void (*)(index_t k, const T* a, index_t rsa, index_t csa, const T* b, index_t rsb, T* c, index_t ldc,
