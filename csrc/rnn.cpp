@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_features.h"
@@ -112,6 +114,27 @@ inline std::size_t apack_elems(index_t N, index_t MR, index_t k) {
   return static_cast<std::size_t>(ceil_div(row_blocks(N, MR) * MR * k, 16) * 16);
 }
 
+// Four rows of A (src, row stride lda), columns [c0, c1), into the packed layout:
+// dst[p * MR + i] = src[i * lda + p] for i < 4. Four columns at a time by a 4 x 4 transpose of
+// 16-byte vectors, so each step is 4 loads, 8 shuffles and 4 stores rather than 16 scalar moves
+// (element by element, packing h_t and x_t took ~6% of an LSTM forward on the Intel Xeon).
+inline void pack4_rows(float* dst, index_t MR, const float* src, index_t lda, index_t c0, index_t c1) {
+  typedef float V4 __attribute__((vector_size(16)));
+  typedef std::int32_t I4 __attribute__((vector_size(16)));
+  index_t p = c0;
+  for (; p + 4 <= c1; p += 4) {
+    V4 r[4];
+    for (int i = 0; i < 4; ++i) std::memcpy(&r[i], src + i * lda + p, sizeof(V4));
+    const V4 t0 = __builtin_shuffle(r[0], r[1], I4{0, 4, 1, 5}), t1 = __builtin_shuffle(r[0], r[1], I4{2, 6, 3, 7});
+    const V4 t2 = __builtin_shuffle(r[2], r[3], I4{0, 4, 1, 5}), t3 = __builtin_shuffle(r[2], r[3], I4{2, 6, 3, 7});
+    const V4 col[4] = {__builtin_shuffle(t0, t2, I4{0, 1, 4, 5}), __builtin_shuffle(t0, t2, I4{2, 3, 6, 7}),
+                       __builtin_shuffle(t1, t3, I4{0, 1, 4, 5}), __builtin_shuffle(t1, t3, I4{2, 3, 6, 7})};
+    for (int j = 0; j < 4; ++j) std::memcpy(dst + (p + j) * MR, &col[j], sizeof(V4));
+  }
+  for (; p < c1; ++p)
+    for (int i = 0; i < 4; ++i) dst[p * MR + i] = src[i * lda + p];
+}
+
 // Packs columns [c0, c1) of A[N, k] (row stride lda) into Ap (the layout above, depth k); with
 // `scale` ([N, k], row stride k) the packed values are A . scale (recurrent dropout).
 template <typename F>
@@ -121,7 +144,12 @@ void pack_a(F* Ap, const F* A, index_t lda, index_t N, index_t k, index_t c0, in
   for (index_t bk = 0; bk < nb; ++bk) {
     const index_t r0 = block_start(N, nb, bk), m = block_start(N, nb, bk + 1) - r0;
     F* d = Ap + bk * k * MR;
-    for (index_t i = 0; i < m; ++i) {
+    index_t i0 = 0;
+    if constexpr (std::is_same<F, float>::value) {
+      if (!scale)
+        for (; i0 + 4 <= m; i0 += 4) pack4_rows(d + i0, MR, A + (r0 + i0) * lda, lda, c0, c1);
+    }
+    for (index_t i = i0; i < m; ++i) {
       const F* a = A + (r0 + i) * lda;
       if (scale) {
         const F* s = scale + (r0 + i) * k;
