@@ -335,6 +335,30 @@ inline bool maxunpool2x2_row_f32(float* d0, const float* g, const std::int32_t* 
     for (int l = 0; l < L; ++l) any |= bad[l];
     if (any) return false;
     q = Q;
+  } else if (Q > 0) {
+    // A row narrower than one vector (a 28x28 or 14x14 map on AVX-512): the same steps on its
+    // first Q lanes, through masked loads and stores. Element by element, the backward of the
+    // documents' CNN's pools took 3.0 + 1.4 ms of a 22 ms training step (Intel Xeon, 2 threads).
+    const int n = static_cast<int>(Q), n0 = 2 * n < L ? 2 * n : L, n1 = 2 * n - n0;
+    const VI col = affine(0, 0) + (affine(1, 0) & 1);
+    const VI colW = col + Wi;
+    const VF z = {};
+    const VF gv = vload_n<float, VF>(g, n) + z;
+    const VI rel = vload_n<std::int32_t, VI>(a, n) - (affine(2, 0) + base);
+    const VI bad = ~((rel == 0) | (rel == 1) | (rel == Wi) | (rel == Wi + 1)) & (affine(1, 0) < n);
+    std::int32_t any = 0;
+    for (int l = 0; l < L; ++l) any |= bad[l];
+    if (any) return false;
+    const VI lo = affine(0, 0) + (affine(1, 0) >> 1), hi = lo + L / 2;
+    const VI rlo = __builtin_shuffle(rel, lo), rhi = __builtin_shuffle(rel, hi);
+    const VF glo = __builtin_shuffle(gv, lo), ghi = __builtin_shuffle(gv, hi);
+    vstore_n<float>(d0, rlo == col ? glo : z, n0);
+    vstore_n<float>(d1, rlo == colW ? glo : z, n0);
+    if (n1 > 0) {
+      vstore_n<float>(d0 + L, rhi == col ? ghi : z, n1);
+      vstore_n<float>(d1 + L, rhi == colW ? ghi : z, n1);
+    }
+    q = Q;
   }
   for (; q < Q; ++q) {
     const std::int32_t rel = a[q] - (base + static_cast<std::int32_t>(2 * q));
