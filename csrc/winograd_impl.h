@@ -333,20 +333,76 @@ constexpr index_t wg_strip_width(index_t nT) {
   return (nT + L - 1) / L * L * M + 16;
 }
 
+// AVX-512: V and M hold only the real tiles of a segment, in lane order ("compact"): the phantom
+// tiles and those padding the segment to whole groups are dropped when the input transform stores
+// a group (vcompressps: the real lanes to consecutive columns) and put back when the output
+// transform loads one (vexpandps), so the element-wise stage multiplies no phantom tile (one in
+// S: 1/8 of the work of F(2x2) on 14x14). AVX2 and SSE2 have no compress / expand and keep the
+// phantoms.
+#if defined(__AVX512F__)
+constexpr bool kWgCompact = true;
+#else
+constexpr bool kWgCompact = false;
+#endif
+
+// The strip tile (0 <= tile < L, within its group) that lane l of a gathered group holds (see
+// gather_cols).
+template <int M, int L>
+constexpr int wg_tile_of_lane(int l) {
+  if constexpr (M == 2) return l % 4 < 2 ? 2 * (l / 4) + l % 4 : L / 2 + 2 * (l / 4) + l % 4 - 2;
+  else return (l % 4) * (L / 4) + l / 4;
+}
+
+// Per group gi of a segment of nrows tile rows: mask[gi] the lanes holding real tiles (tile t of
+// the strip is real when t % S < nTw), first[gi] the compact column of its first real lane.
+template <int M, int L>
+void wg_group_masks(std::uint32_t* mask, index_t* first, index_t nrows, index_t S, index_t nTw) {
+  const index_t nT = nrows * S, nG = (nT + L - 1) / L;
+  index_t pos = 0;
+  for (index_t gi = 0; gi < nG; ++gi) {
+    std::uint32_t m = 0;
+    for (int l = 0; l < L; ++l) {
+      const index_t t = gi * L + wg_tile_of_lane<M, L>(l);
+      if (t < nT && t % S < nTw) m |= 1u << l;
+    }
+    mask[gi] = m;
+    first[gi] = pos;
+    pos += __builtin_popcount(m);
+  }
+}
+
+#if defined(__AVX512F__)
+// The lanes of v in mask m, to cnt = popcount(m) consecutive floats at p (nothing else written).
+PYDL_VINLINE void wg_store_compact(float* p, WgVf<16> v, std::uint32_t m) {
+  const __m512 c = _mm512_maskz_compress_ps(static_cast<__mmask16>(m), reinterpret_cast<__m512>(v));
+  _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << __builtin_popcount(m)) - 1u), c);
+}
+// Inverse: popcount(m) floats at p to the lanes in m, the others 0 (nothing past them read).
+PYDL_VINLINE WgVf<16> wg_load_expand(const float* p, std::uint32_t m) {
+  const __m512 c = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << __builtin_popcount(m)) - 1u), p);
+  return reinterpret_cast<WgVf<16>>(_mm512_maskz_expand_ps(static_cast<__mmask16>(m), c));
+}
+#endif
+
 // Segment layout of the vector path: tile row rr of the segment owns strip columns
 // [rr*S*M, (rr + 1)*S*M) with S = nTw + 1; the extra "phantom" tile of each row keeps the rows'
 // strips from overlapping, so the tiles of all rows sit at one stride M and every group of L
 // tiles is a full vector even when a row has only a few tiles. Phantom tiles (and the tiles that
-// pad the segment to whole groups) are computed and never written to the output.
+// pad the segment to whole groups) are transformed and never written to the output; on AVX-512
+// they are also left out of V and M (kWgCompact above), elsewhere the element-wise stage
+// multiplies them too.
 
 // V[(a*A + b) * ldv + t] for the segment's tiles t < ceil(nrows*S / L) * L, one channel.
 // zrow: at least W zeros (stands in for rows above and below the image).
 template <int M, int L>
 void input_transform_vec(float* V, index_t ldv, const float* xc, const Conv2dGeom& g, index_t th0, index_t nrows,
-                         index_t nTw, index_t S, float* t, const float* zrow) {
+                         index_t nTw, index_t S, float* t, const float* zrow, const std::uint32_t* gmask,
+                         const index_t* gfirst) {
   using Mt = WinoMats<M>;
   using Vf = WgVf<L>;
   constexpr int A = Mt::A;
+  (void)gmask;  // used by the compact (AVX-512) layout only
+  (void)gfirst;
   const index_t nT = nrows * S, nG = (nT + L - 1) / L;
   const index_t Wt = wg_strip_width<M, L>(nT);
   const index_t lo = wg_max(g.pl, 0);  // strip columns before the data
@@ -418,7 +474,11 @@ void input_transform_vec(float* V, index_t ldv, const float* xc, const Conv2dGeo
 #pragma GCC unroll 8
         for (int j = 0; j < A; ++j)
           if (Mt::BT[b][j] != 0.0) acc += static_cast<float>(Mt::BT[b][j]) * d[j];
-        vstore<float>(va + b * ldv + gi * L, acc);
+#if defined(__AVX512F__)
+        if constexpr (kWgCompact && L == 16) wg_store_compact(va + b * ldv + gfirst[gi], acc, gmask[gi]);
+        else
+#endif
+          vstore<float>(va + b * ldv + gi * L, acc);
       }
     }
   }
@@ -429,10 +489,13 @@ void input_transform_vec(float* V, index_t ldv, const float* xc, const Conv2dGeo
 // (t < ceil(nrows*S / L) * L); h: scratch strips.
 template <int M, int L>
 void output_transform_vec(float* yk, const float* Mk, index_t ldm, float bias, ConvAct act, const Conv2dGeom& g,
-                          index_t th0, index_t nrows, index_t S, float* h) {
+                          index_t th0, index_t nrows, index_t S, float* h, const std::uint32_t* gmask,
+                          const index_t* gfirst) {
   using Mt = WinoMats<M>;
   using Vf = WgVf<L>;
   constexpr int A = Mt::A;
+  (void)gmask;  // used by the compact (AVX-512) layout only
+  (void)gfirst;
   const index_t nT = nrows * S, nG = (nT + L - 1) / L;
   const index_t Wt = wg_strip_width<M, L>(nT);
 #pragma GCC unroll 1
@@ -441,7 +504,13 @@ void output_transform_vec(float* yk, const float* Mk, index_t ldm, float bias, C
     for (index_t gi = 0; gi < nG; ++gi) {
       Vf m[A];
 #pragma GCC unroll 8
-      for (int b = 0; b < A; ++b) m[b] = wg_load<L>(ma + b * ldm + gi * L);
+      for (int b = 0; b < A; ++b) {
+#if defined(__AVX512F__)
+        if constexpr (kWgCompact && L == 16) m[b] = wg_load_expand(ma + b * ldm + gfirst[gi], gmask[gi]);
+        else
+#endif
+          m[b] = wg_load<L>(ma + b * ldm + gi * L);
+      }
       Vf Y[M];
 #pragma GCC unroll 8
       for (int j = 0; j < M; ++j) {
@@ -645,6 +714,8 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
     // computed per real tile depend on the chunk height: take the height in [r/2, r] with the
     // fewest (F(4x4) 56x56 on AVX2: 5 rows compute 96 tiles for 70, 8 rows 120 for 112).
     auto computed = [&](index_t r) {
+      if (kWgCompact && vec_path)  // only the real tiles, padded to whole TB blocks
+        return static_cast<double>((r * nTw + TB - 1) / TB * TB) / static_cast<double>(r);
       const index_t seg = (nTh * S + GL - 1) / GL * GL, part = ((r % nTh) * S + GL - 1) / GL * GL;
       const index_t tiles = r < nTh ? (r * S + GL - 1) / GL * GL : r / nTh * seg + part;
       return static_cast<double>((tiles + TB - 1) / TB * TB) / static_cast<double>(r);
@@ -663,8 +734,11 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
   const index_t Wb = vec_path ? wg_strip_width<M, GL>(seg_max) : nTw * M + 2;
   const index_t zlen = g.W + 16;
   // V, M (+32 of slack for full-vector reads past the last tile), strips, zero row, loop-path scratch
+  // compact layout: per group of a segment its lane mask and first compact column
+  const index_t ngmax = (Tmax + GL - 1) / GL + 2;
+  const index_t gm_elems = kWgCompact && vec_path ? (ngmax * (sizeof(std::uint32_t) + sizeof(index_t))) / sizeof(T) + 4 : 0;
   const index_t per_thread =
-      A2 * (C + Kp) * ldmax + 32 + 2 * A * Wb + zlen + A2 * Tmax + M * A * Tmax + M * M * Tmax + 64;
+      A2 * (C + Kp) * ldmax + 32 + 2 * A * Wb + zlen + A2 * Tmax + M * A * Tmax + M * M * Tmax + 64 + gm_elems;
   T* scratch = static_cast<T*>(conv_scratch(sizeof(T) * per_thread * nt, 3));
   const index_t x_img = C * g.H * g.W, y_img = K * g.P * g.Q;
 
@@ -679,12 +753,21 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
     T* ph = zrow + zlen;
     T* z = ph + A2 * Tmax;
     T* yt = z + M * A * Tmax;
+    // (8-byte aligned: the scratch starts on a cache line, per_thread may be odd)
+    index_t* gfirst = reinterpret_cast<index_t*>((reinterpret_cast<std::uintptr_t>(yt + M * M * Tmax + 64) + 7) &
+                                                 ~std::uintptr_t(7));
+    std::uint32_t* gmask = reinterpret_cast<std::uint32_t*>(gfirst + ngmax);
+    // Columns a segment of nrows tile rows takes in V and M: whole groups of strip tiles, phantoms
+    // included, or (compact) only its real tiles.
+    auto seg_cols = [&](index_t nrows) {
+      return kWgCompact && vec_path ? nrows * nTw : (nrows * S + GL - 1) / GL * GL;
+    };
     const index_t r0 = ch * rows_per_chunk, r1 = wg_min(total_rows, r0 + rows_per_chunk);
     // segments: maximal runs of tile rows of one image; segment s starts at tile column offs[s]
     index_t Tc = 0;
     for (index_t rr = r0; rr < r1;) {
       const index_t nrows = wg_min(r1 - rr, nTh - rr % nTh);
-      Tc += (nrows * S + GL - 1) / GL * GL;
+      Tc += seg_cols(nrows);
       rr += nrows;
     }
     const index_t ld = (Tc + TB - 1) / TB * TB;
@@ -692,22 +775,26 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
     for (index_t rr = r0, off = 0; rr < r1;) {
       const index_t n = rr / nTh, th0 = rr % nTh;
       const index_t nrows = wg_min(r1 - rr, nTh - th0);
+      if constexpr (kWgCompact && vec_path) wg_group_masks<M, GL>(gmask, gfirst, nrows, S, nTw);
       for (index_t c = 0; c < C; ++c) {
         const T* xc = x + n * x_img + c * g.H * g.W;
         if constexpr (vec_path)
-          input_transform_vec<M, GL>(V + c * ld + off, C * ld, xc, g, th0, nrows, nTw, S, buf, zrow);
+          input_transform_vec<M, GL>(V + c * ld + off, C * ld, xc, g, th0, nrows, nTw, S, buf, zrow, gmask, gfirst);
         else
           input_transform_seg<T, M>(V + c * ld + off, C * ld, xc, g, th0, nrows, nTw, buf, t, ph);
       }
-      off += (nrows * S + GL - 1) / GL * GL;
+      off += seg_cols(nrows);
       rr += nrows;
     }
     if (ld > Tc) {
-      if constexpr (vec_path) {  // Tc and ld are whole vectors: stores, not a memset call per row
+      if constexpr (vec_path) {  // whole vectors where they fit: stores, not a memset call per row
         Vec<T> zv = {};
         __asm__("" : "+x"(zv));
-        for (index_t i = 0; i < A2 * C; ++i)
-          for (index_t j = Tc; j < ld; j += GL) vstore<T>(V + i * ld + j, zv);
+        const index_t Tv = wg_min(ld, (Tc + GL - 1) / GL * GL);  // ld is whole vectors
+        for (index_t i = 0; i < A2 * C; ++i) {
+          for (index_t j = Tc; j < Tv; ++j) V[i * ld + j] = T(0);
+          for (index_t j = Tv; j < ld; j += GL) vstore<T>(V + i * ld + j, zv);
+        }
       } else {
         for (index_t i = 0; i < A2 * C; ++i)
           for (index_t j = Tc; j < ld; ++j) V[i * ld + j] = T(0);
@@ -718,15 +805,16 @@ void winograd_run(T* y, const T* x, const T* w, const T* b, const Conv2dGeom& g,
     for (index_t rr = r0, off = 0; rr < r1;) {
       const index_t n = rr / nTh, th0 = rr % nTh;
       const index_t nrows = wg_min(r1 - rr, nTh - th0);
+      if constexpr (kWgCompact && vec_path) wg_group_masks<M, GL>(gmask, gfirst, nrows, S, nTw);
       for (index_t k = 0; k < K; ++k) {
         T* yk = y + n * y_img + k * g.P * g.Q;
         const T bk = b ? b[k] : T(0);
         if constexpr (vec_path)
-          output_transform_vec<M, GL>(yk, Mm + k * ld + off, Kp * ld, bk, act, g, th0, nrows, S, buf);
+          output_transform_vec<M, GL>(yk, Mm + k * ld + off, Kp * ld, bk, act, g, th0, nrows, S, buf, gmask, gfirst);
         else
           output_transform_seg<T, M>(yk, Mm + k * ld + off, Kp * ld, bk, act, g, th0, nrows, nTw, z, yt);
       }
-      off += (nrows * S + GL - 1) / GL * GL;
+      off += seg_cols(nrows);
       rr += nrows;
     }
     for (index_t rr = r0; rr < r1;) {
