@@ -106,3 +106,10 @@ def test_layer_algo_follows_thread_count():
     finally:
         pydl.set_num_threads(old)
     assert Conv2D(4, 3).algo_used is None
+
+
+def test_auto_rule_is_the_same_for_every_thread_count():
+    """A result must not depend on the thread count, so neither may the algorithm auto picks."""
+    from pydl.ops.conv import AUTO_RULES
+    for isa in {k[0] for k in AUTO_RULES}:
+        assert AUTO_RULES[(isa, 1)] == AUTO_RULES[(isa, 2)], isa

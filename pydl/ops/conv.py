@@ -163,18 +163,19 @@ def _winograd_ok(w_shape, st, dl) -> bool:
 # The rule never depends on the batch size, so a layer can fix its algorithm at build time.
 # Timed with each algorithm forced (best of 7) on the project's 2-core machines; the figures
 # behind each row are in docs/architecture.md ("Convolution: algorithm choice"):
-#   avx512: direct for C <= 4 (Zen 4). F(4x4) from 20x20 outputs on 2 threads, 24x24 on 1 (Intel
-#     Xeon, N64 / N32 C32 K64, with V and M holding only real tiles: 2 threads F(4x4) vs F(2x2)
-#     GFLOP/s 14x14 258 vs 321, 16x16 340 vs 329, 20x20 424 vs 352, 28x28 502 vs 386; 1 thread
-#     20x20 297 vs 335, 24x24 395 vs 364, 28x28 465 vs 368). Before that layout (phantom tiles
-#     multiplied too) F(2x2) was faster up to 48x48 on Zen 4.
+#   avx512: direct for C <= 4 (Zen 4). F(4x4) from 20x20 outputs (Intel Xeon, N64 / N32 C32 K64,
+#     with V and M holding only real tiles: 2 threads F(4x4) vs F(2x2) GFLOP/s 14x14 258 vs 321,
+#     16x16 340 vs 329, 20x20 424 vs 352, 28x28 502 vs 386; 1 thread 20x20 297 vs 335, 24x24 395
+#     vs 364, 28x28 465 vs 368). One threshold for both thread counts, so a result does not
+#     depend on the thread count (1 thread loses ~10% at 20..23). Before that layout (phantom
+#     tiles multiplied too) F(2x2) was faster up to 48x48 on Zen 4.
 #   avx2 (Zen 3): direct for C <= 4 (N32 C1..4 28x28 K32, 2 threads: 0.43-0.80 ms vs >= 0.61 for
 #     the others); Winograd from C, K >= 8; F(4x4) from 20x20 (N32 C32 20x20 K32: 2.25 vs 2.62 ms,
 #     N64 C32 14x14 K64: 5.33 vs 4.59 ms for F(2x2)).
 #   generic (SSE2): Winograd wins from C = 2 (N32 C2 28x28 K32, 2 threads: F(4x4) 1.22 ms =
 #     direct 1.22, C4 1.49 vs 2.19), and F(4x4) from 14x14 (N64 C32 14x14 K64: 8.40 vs 9.66 ms).
 AUTO_RULES = {
-    ("avx512", 1): dict(direct_max_c=4, winograd=True, wino_min_ck=8, f4_min_out=24),
+    ("avx512", 1): dict(direct_max_c=4, winograd=True, wino_min_ck=8, f4_min_out=20),
     ("avx512", 2): dict(direct_max_c=4, winograd=True, wino_min_ck=8, f4_min_out=20),
     ("avx2", 1): dict(direct_max_c=4, winograd=True, wino_min_ck=8, f4_min_out=20),
     ("avx2", 2): dict(direct_max_c=4, winograd=True, wino_min_ck=8, f4_min_out=20),
