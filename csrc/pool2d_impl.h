@@ -17,6 +17,7 @@
 #include <cstring>
 #include <limits>
 #include <utility>
+#include <type_traits>
 
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -310,54 +311,59 @@ inline bool maxunpool2x2_row_f32(float* d0, const float* g, const std::int32_t* 
   float* d1 = d0 + W;
   const std::int32_t Wi = static_cast<std::int32_t>(W);
   const std::int32_t base = static_cast<std::int32_t>(2 * p * W);
-  index_t q = 0;
-  if (Q >= L) {
-    const VI col = affine(0, 0) + (affine(1, 0) & 1);  // 0 1 0 1 ...
-    const VI colW = col + Wi;
-    const VF z = {};
-    VI bad = {};
-    for (index_t qn = 0; qn < Q; qn += L) {
-      const index_t q0 = qn + L <= Q ? qn : Q - L;
-      const VF gv = vload<float>(g + q0) + z;
-      const VI rel = vload_i(a + q0) - (affine(2, 0) + static_cast<std::int32_t>(base + 2 * q0));
-      bad |= ~((rel == 0) | (rel == 1) | (rel == Wi) | (rel == Wi + 1));
-      const VI lo = affine(0, 0) + (affine(1, 0) >> 1), hi = lo + L / 2;  // 0 0 1 1 ..., L/2 L/2 ...
-      const VI rlo = __builtin_shuffle(rel, lo), rhi = __builtin_shuffle(rel, hi);
-      const VF glo = __builtin_shuffle(gv, lo), ghi = __builtin_shuffle(gv, hi);
-      float* o0 = d0 + 2 * q0;
-      float* o1 = d1 + 2 * q0;
+  const VI col = affine(0, 0) + (affine(1, 0) & 1);  // 0 1 0 1 ...
+  const VI colW = col + Wi;
+  const VI lo = affine(0, 0) + (affine(1, 0) >> 1), hi = lo + L / 2;  // 0 0 1 1 ..., L/2 L/2 ...
+  const VF z = {};
+  // Windows q0 .. q0 + L - 1 (FULL), or the first n of a row narrower than one vector (28x28 and
+  // 14x14 maps on AVX-512) through masked loads and stores: element by element, the backward of
+  // the documents' CNN's pools took 3.0 + 1.4 ms of a 22 ms training step (Intel Xeon, 2
+  // threads). Returns the lanes whose argmax lies outside its block.
+  auto step = [&](index_t q0, int n, auto full) {
+    constexpr bool FULL = decltype(full)::value;
+    VF gv;
+    VI av;
+    if constexpr (FULL) {
+      gv = vload<float>(g + q0);
+      av = vload_i(a + q0);
+    } else {
+      gv = vload_n<float, VF>(g + q0, n);
+      av = vload_n<std::int32_t, VI>(a + q0, n);
+    }
+    gv = gv + z;
+    const VI rel = av - (affine(2, 0) + static_cast<std::int32_t>(base + 2 * q0));
+    const VI rlo = __builtin_shuffle(rel, lo), rhi = __builtin_shuffle(rel, hi);
+    const VF glo = __builtin_shuffle(gv, lo), ghi = __builtin_shuffle(gv, hi);
+    float* o0 = d0 + 2 * q0;
+    float* o1 = d1 + 2 * q0;
+    if constexpr (FULL) {
       vstore<float>(o0, rlo == col ? glo : z);
       vstore<float>(o0 + L, rhi == col ? ghi : z);
       vstore<float>(o1, rlo == colW ? glo : z);
       vstore<float>(o1 + L, rhi == colW ? ghi : z);
+    } else {
+      const int n0 = 2 * n < L ? 2 * n : L, n1 = 2 * n - n0;
+      vstore_n<float>(o0, rlo == col ? glo : z, n0);
+      vstore_n<float>(o1, rlo == colW ? glo : z, n0);
+      if (n1 > 0) {
+        vstore_n<float>(o0 + L, rhi == col ? ghi : z, n1);
+        vstore_n<float>(o1 + L, rhi == colW ? ghi : z, n1);
+      }
+    }
+    const VI bad = ~((rel == 0) | (rel == 1) | (rel == Wi) | (rel == Wi + 1));
+    return FULL ? bad : bad & (affine(1, 0) < n);
+  };
+  index_t q = 0;
+  if (Q > 0) {
+    VI bad = {};
+    if (Q >= L) {
+      for (index_t qn = 0; qn < Q; qn += L) bad |= step(qn + L <= Q ? qn : Q - L, L, std::true_type{});
+    } else {
+      bad = step(0, static_cast<int>(Q), std::false_type{});
     }
     std::int32_t any = 0;
     for (int l = 0; l < L; ++l) any |= bad[l];
     if (any) return false;
-    q = Q;
-  } else if (Q > 0) {
-    // A row narrower than one vector (a 28x28 or 14x14 map on AVX-512): the same steps on its
-    // first Q lanes, through masked loads and stores. Element by element, the backward of the
-    // documents' CNN's pools took 3.0 + 1.4 ms of a 22 ms training step (Intel Xeon, 2 threads).
-    const int n = static_cast<int>(Q), n0 = 2 * n < L ? 2 * n : L, n1 = 2 * n - n0;
-    const VI col = affine(0, 0) + (affine(1, 0) & 1);
-    const VI colW = col + Wi;
-    const VF z = {};
-    const VF gv = vload_n<float, VF>(g, n) + z;
-    const VI rel = vload_n<std::int32_t, VI>(a, n) - (affine(2, 0) + base);
-    const VI bad = ~((rel == 0) | (rel == 1) | (rel == Wi) | (rel == Wi + 1)) & (affine(1, 0) < n);
-    std::int32_t any = 0;
-    for (int l = 0; l < L; ++l) any |= bad[l];
-    if (any) return false;
-    const VI lo = affine(0, 0) + (affine(1, 0) >> 1), hi = lo + L / 2;
-    const VI rlo = __builtin_shuffle(rel, lo), rhi = __builtin_shuffle(rel, hi);
-    const VF glo = __builtin_shuffle(gv, lo), ghi = __builtin_shuffle(gv, hi);
-    vstore_n<float>(d0, rlo == col ? glo : z, n0);
-    vstore_n<float>(d1, rlo == colW ? glo : z, n0);
-    if (n1 > 0) {
-      vstore_n<float>(d0 + L, rhi == col ? ghi : z, n1);
-      vstore_n<float>(d1 + L, rhi == colW ? ghi : z, n1);
-    }
     q = Q;
   }
   for (; q < Q; ++q) {

@@ -375,12 +375,12 @@ void wg_group_masks(std::uint32_t* mask, index_t* first, index_t nrows, index_t 
 // The lanes of v in mask m, to cnt = popcount(m) consecutive floats at p (nothing else written).
 PYDL_VINLINE void wg_store_compact(float* p, WgVf<16> v, std::uint32_t m) {
   const __m512 c = _mm512_maskz_compress_ps(static_cast<__mmask16>(m), reinterpret_cast<__m512>(v));
-  _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << __builtin_popcount(m)) - 1u), c);
+  vstore_n<float>(p, reinterpret_cast<WgVf<16>>(c), __builtin_popcount(m));
 }
 // Inverse: popcount(m) floats at p to the lanes in m, the others 0 (nothing past them read).
 PYDL_VINLINE WgVf<16> wg_load_expand(const float* p, std::uint32_t m) {
-  const __m512 c = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << __builtin_popcount(m)) - 1u), p);
-  return reinterpret_cast<WgVf<16>>(_mm512_maskz_expand_ps(static_cast<__mmask16>(m), c));
+  const WgVf<16> c = vload_n<float, WgVf<16>>(p, __builtin_popcount(m));
+  return reinterpret_cast<WgVf<16>>(_mm512_maskz_expand_ps(static_cast<__mmask16>(m), reinterpret_cast<__m512>(c)));
 }
 #endif
 
