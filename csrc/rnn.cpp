@@ -283,9 +283,11 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
     if (lstm) copy_or_zero(cT, c0, N * H);
     return;
   }
-  PYDL_CHECK(out && gates && hprev && x && W && U && b, op, "missing array");
-  PYDL_CHECK(!lstm || cs, op, "missing LSTM cell-state cache");
-  PYDL_CHECK(!gru || q, op, "missing GRU cache");
+  PYDL_CHECK(out && x && W && U && b, op, "missing array");
+  // Training keeps every cache for rnn_backward; inference (all of them null) keeps none.
+  const bool keep = gates != nullptr;
+  PYDL_CHECK(keep == (hprev != nullptr) && (!lstm || keep == (cs != nullptr)) && (!gru || keep == (q != nullptr)),
+             op, "the caches (gates, hprev, cs, q) are all given (training) or all null (inference)");
 
   const index_t G = rnn_gates(cell), GH = G * H;
   const index_t ldh = T * H, ldg = T * GH, ldx = T * C;
@@ -306,6 +308,10 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
   aligned_ptr<F> hpack = aligned_alloc_array<F>(hp_elems * 2);
   std::vector<F> zeros(static_cast<std::size_t>(GH), F(0));
   const F* bh = b_h ? b_h : zeros.data();
+  // Inference scratch, per thread: one row of gate values (gate stride H, as in `gates`), the
+  // GRU's q for one row, and the LSTM's c_{t-1} / c_t for all N rows of its units, used in turn.
+  const std::size_t scratch_elems = keep ? 0 : static_cast<std::size_t>(ceil_div(GH + H + 2 * N * H, 16) * 16);
+  aligned_ptr<F> scratch = aligned_alloc_array<F>(scratch_elems * static_cast<std::size_t>(nt));
 
   parallel_team(nt, [&](int rank, int team) {
     index_t u0, u1;
@@ -317,6 +323,15 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
     F* xacc = xw.get() + slab_offset(G, u0, rank, NR, N);
     F* acc = hu.get() + slab_offset(G, u0, rank, NR, N);
     F* Xp = xpack.get() + xp_elems * static_cast<std::size_t>(rank);
+    F* g_row = scratch.get() + scratch_elems * static_cast<std::size_t>(rank);  // inference only
+    F* q_row = g_row + GH;
+    F* c_rows = q_row + H;
+    // Where step t writes c_t for row n (and step t + 1 reads it as c_{t-1}).
+    auto c_at = [&](index_t t, index_t n) -> F* {
+      if (keep) return cs + n * ldh + t * H + u0;
+      if (t == T - 1) return cT + n * H + u0;
+      return c_rows + ((t & 1) * N + n) * hk;
+    };
     if (hk > 0) {
       pack_u(Wp, W, C, H, G, u0, hk, NR);
       pack_u(Up, U, H, H, G, u0, hk, NR);
@@ -340,22 +355,21 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
           const F* gxrow = xacc + n * ldu;
           const F* hurow = acc + n * ldu;
           F* h = out + n * ldh + t * H + u0;
-          F* g = gates + n * ldg + t * GH + u0;
-          std::memcpy(hprev + n * ldh + t * H + u0, hprow, sizeof(F) * static_cast<std::size_t>(hk));
+          F* g = keep ? gates + n * ldg + t * GH + u0 : g_row;
+          F* qn = keep && gru ? q + n * ldh + t * H + u0 : q_row;
+          const F* cp = lstm ? (t > 0 ? c_at(t - 1, n) : (c0 ? c0 + n * H : zeros.data()) + u0) : nullptr;
+          if (keep) std::memcpy(hprev + n * ldh + t * H + u0, hprow, sizeof(F) * static_cast<std::size_t>(hk));
           if (mask && !mask[n * T + t]) {  // masked step: the state is kept
             std::memcpy(h, hprow, sizeof(F) * static_cast<std::size_t>(hk));
-            for (index_t gi = 0; gi < G; ++gi) std::fill(g + gi * H, g + gi * H + hk, F(0));
-            if (lstm) {
-              const F* cp = (t > 0 ? cs + n * ldh + (t - 1) * H : (c0 ? c0 + n * H : zeros.data())) + u0;
-              std::memcpy(cs + n * ldh + t * H + u0, cp, sizeof(F) * static_cast<std::size_t>(hk));
-            } else if (gru) {
-              std::fill(q + n * ldh + t * H + u0, q + n * ldh + t * H + u0 + hk, F(0));
+            if (lstm) std::memcpy(c_at(t, n), cp, sizeof(F) * static_cast<std::size_t>(hk));
+            if (keep) {
+              for (index_t gi = 0; gi < G; ++gi) std::fill(g + gi * H, g + gi * H + hk, F(0));
+              if (gru) std::fill(qn, qn + hk, F(0));
             }
           } else if (lstm) {
-            const F* cp = (t > 0 ? cs + n * ldh + (t - 1) * H : (c0 ? c0 + n * H : zeros.data())) + u0;
-            K->lstm_fwd(h, cs + n * ldh + t * H + u0, g, gxrow, hurow, b + u0, cp, hk, H, hk);
+            K->lstm_fwd(h, c_at(t, n), g, gxrow, hurow, b + u0, cp, hk, H, hk);
           } else if (gru) {
-            K->gru_fwd(h, q + n * ldh + t * H + u0, g, gxrow, hurow, b + u0, bh + u0, hprow, hk, H, hk);
+            K->gru_fwd(h, qn, g, gxrow, hurow, b + u0, bh + u0, hprow, hk, H, hk);
           } else {
             K->rnn_fwd(h, g, gxrow, hurow, b + u0, use_relu, hk, H, hk);
           }
@@ -373,7 +387,7 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
   });
   for (index_t n = 0; n < N; ++n) {
     std::memcpy(hT + n * H, out + n * ldh + (T - 1) * H, sizeof(F) * static_cast<std::size_t>(H));
-    if (lstm) std::memcpy(cT + n * H, cs + n * ldh + (T - 1) * H, sizeof(F) * static_cast<std::size_t>(H));
+    if (lstm && keep) std::memcpy(cT + n * H, cs + n * ldh + (T - 1) * H, sizeof(F) * static_cast<std::size_t>(H));
   }
 }
 

@@ -41,6 +41,9 @@ const char* rnn_cell_name(RnnCell cell);
 //     hprev (N, T, H):  h_{t-1} of every step (hprev[:, 0] = h0)
 //     cs    (N, T, H):  LSTM c_t (null otherwise)
 //     q     (N, T, H):  GRU (h_{t-1} U + b_h)[n block] (null otherwise)
+//   Inference: gates, hprev, cs and q all null: no cache is written (the cell's gate values and
+//   the LSTM's c_t go to per-thread scratch, c_{T-1} straight to cT), so the forward stores only
+//   out, hT and cT.
 // Inputs: x (N, T, C), W, U, b, b_h (GRU; null = zeros), h0, c0 ((N, H); null = zeros).
 // Optional (null = none, the unmasked path):
 //   mask (N, T) uint8: step t of row n runs only where mask != 0; at a masked step the state is

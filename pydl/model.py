@@ -510,7 +510,7 @@ class Model:
         if _graph.is_symbolic(x):
             return self._call_symbolic(x)
         xs = self._prepare_x(x, "__call__")
-        vals = self._run_forward(xs, training)
+        vals = self._run_forward(xs, training, need_backward=False)
         outs = [vals[s] for s in self._output_slots]
         return outs[0] if len(outs) == 1 else outs
 
@@ -829,8 +829,11 @@ class Model:
         return y
 
     # -- forward / backward -----------------------------------------------------------------
-    def _run_forward(self, xs, training: bool) -> list:
-        """Values of every tensor slot after running the nodes in order on the input arrays."""
+    def _run_forward(self, xs, training: bool, need_backward: bool = True) -> list:
+        """Values of every tensor slot after running the nodes in order on the input arrays.
+        need_backward False: inference, no backward follows (layers may keep nothing for it)."""
+        for node in self._plan:
+            node[1].need_backward = need_backward
         if self._masking:
             return self._run_forward_masked(xs, training)
         vals = [None] * self._n_slots
@@ -1342,7 +1345,7 @@ class Model:
             if self._device != "cpu":
                 self._place()
                 xb, yb, wb = self._on_device(xb), self._on_device(yb), self._on_device(wb)
-            vals = self._run_forward(xb, False)
+            vals = self._run_forward(xb, False, need_backward=False)
             total, values, _, _ = self._losses(vals, yb, plan, need_grad=False, ws=wb)
             m = xb[0].shape[0]
             n += m
@@ -1416,7 +1419,7 @@ class Model:
                 if self._device != "cpu":
                     self._place()
                     xb = self._on_device(xb)
-                vals = self._run_forward(xb, False)
+                vals = self._run_forward(xb, False, need_backward=False)
                 if parts is None:
                     parts = [[] for _ in self._outputs]
                 for k, s in enumerate(self._output_slots):

@@ -7,6 +7,7 @@
 // float dtype (recurrent-dropout scale of h_{t-1} in h U); see rnn.h.
 //
 //   rnn_forward(cell, x, W, U, b, b_h, h0, c0, mask, rscale, out, hT, cT, gates, hprev, cs, q)
+//     (gates, hprev, cs, q all None: inference, no cache written)
 //   rnn_backward(cell, gates, hprev, cs, q, x, W, U, c0, mask, rscale, dout, dhT, dcT,
 //                dx, dh0, dc0, dW, dU, db, db_h)
 //   rnn_forward_naive(cell, x, W, U, b, b_h, h0, c0, mask, rscale, out, hT, cT)
@@ -117,10 +118,16 @@ void forward_impl(int cell_id, const py::array& x, const py::array& W, const py:
   F* pout = opt_out<F>(out, d.nth(), true, op, "out");
   F* phT = opt_out<F>(hT, d.nh(), true, op, "hT");
   F* pcT = opt_out<F>(cT, d.nh(), d.lstm(), op, "cT");
-  F* pg = opt_out<F>(gates, d.ntg(), true, op, "gates");
-  F* php = opt_out<F>(hprev, d.nth(), true, op, "hprev");
-  F* pcs = opt_out<F>(cs, d.nth(), d.lstm(), op, "cs");
-  F* pq = opt_out<F>(q, d.nth(), d.gru(), op, "q");
+  // The caches: all given (training) or all None (inference, nothing kept for backward).
+  const bool keep = !gates.is_none();
+  F* pg = opt_out<F>(gates, d.ntg(), keep, op, "gates");
+  F* php = opt_out<F>(hprev, d.nth(), keep, op, "hprev");
+  F* pcs = opt_out<F>(cs, d.nth(), keep && d.lstm(), op, "cs");
+  F* pq = opt_out<F>(q, d.nth(), keep && d.gru(), op, "q");
+  PYDL_CHECK(keep || (hprev.is_none() && cs.is_none() && q.is_none()), op,
+             "gates is None (inference): hprev, cs and q must be None too");
+  PYDL_CHECK(d.lstm() || cs.is_none(), op, "cs is only used by the LSTM");
+  PYDL_CHECK(d.gru() || q.is_none(), op, "q is only used by the GRU");
   py::gil_scoped_release release;
   pydl::rnn_forward<F>(d.cell, pout, phT, pcT, pg, php, pcs, pq, px, pW, pU, pb, pbh, ph0, pc0, pm, prs, d.N, d.T,
                        d.C, d.H);

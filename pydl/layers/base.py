@@ -32,7 +32,10 @@ the layer was (re)built, with a RuntimeError naming the layer (never an Attribut
 
 `ctx.need_input_grad` (set by the owner of the context) says whether backward must compute dL/dx:
 a model clears it for calls whose inputs need no gradient (a layer consuming only model inputs),
-and backward may then return None.
+and backward may then return None. `ctx.need_backward` says whether any backward will read this
+call at all: a model clears it for inference (`predict`, `evaluate`, calling the model), and a
+layer may then skip storing what only backward reads (the recurrent layers then keep no
+per-step cache, and their backward refuses such a call). Called by hand it is always True.
 
 Gradients accumulate
 --------------------
@@ -102,6 +105,8 @@ class Context:
     def __init__(self, layer, need_input_grad: bool = True):
         self.layer = layer
         self.need_input_grad = need_input_grad
+        # False when the call is for inference only and no backward will read it (set by a model)
+        self.need_backward = True
         self.filled = None
         # how this call's arrays are stored: None (the tensors' own shapes) or "nchw" (a 4-D
         # channels-last tensor held as (N, C, H, W) inside a model; see pydl.layers.layout)
@@ -212,6 +217,7 @@ class Layer:
             if ctx is None:
                 ctx = self._own_ctx = Context(self)
             ctx.need_input_grad = self.need_input_grad
+            ctx.need_backward = True
         elif ctx.layer is not self:
             raise RuntimeError(f"[{self._label()}] forward was given the context of layer "
                                f"'{getattr(ctx.layer, 'name', ctx.layer)}'")

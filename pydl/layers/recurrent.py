@@ -235,9 +235,10 @@ class _Recurrent(Layer):
             x = x.astype(np.result_type(x.dtype, dtype), copy=False) * in_keep
         if training and self.recurrent_dropout > 0.0:
             rec_keep = device.to_device(_keep_mask((N, self.units), self.recurrent_dropout, dtype), where)
+        keep_cache = ctx.need_backward if ctx is not None else True  # no cache for inference
         out, hT, cT, cache = rnn_forward(self.cell, x, p["W"], p["U"], p["b"], h0=h0, c0=c0, b_h=p.get("b_h"),
                                          activation=self.activation if self.cell == "rnn" else "tanh",
-                                         mask=mask, recurrent_scale=rec_keep)
+                                         mask=mask, recurrent_scale=rec_keep, keep_cache=keep_cache)
         ctx = self.forward_context(ctx)
         ctx.cache = cache
         ctx.in_keep = in_keep
@@ -261,6 +262,9 @@ class _Recurrent(Layer):
 
     def backward(self, dout, ctx=None):
         ctx = self.backward_context(ctx)
+        if ctx.cache is None:
+            raise RuntimeError(f"[{self._label()}] backward called after an inference forward pass (predict, "
+                               f"evaluate or calling the model), which keeps no per-step cache")
         d_hT_extra = d_cT = None
         if self.return_state:
             want = 3 if self.cell == "lstm" else 2
@@ -566,6 +570,7 @@ class Bidirectional(Layer):
             ctx.sub = (self.forward_layer.new_context(), self.backward_layer.new_context())
         for c in ctx.sub:
             c.need_input_grad = ctx.need_input_grad
+            c.need_backward = ctx.need_backward
         yf = self.forward_layer.forward(x, training, ctx=ctx.sub[0], mask=mask)
         yb = self.backward_layer.forward(x, training, ctx=ctx.sub[1], mask=mask)
         sf = sb = []

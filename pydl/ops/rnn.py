@@ -156,7 +156,7 @@ def _scale_arg(rscale, N, H, dtype, op, conv=as_float_array):
 
 
 def rnn_forward(cell: str, x, W, U, b, h0=None, c0=None, b_h=None, activation: str = "tanh", mask=None,
-                recurrent_scale=None):
+                recurrent_scale=None, keep_cache: bool = True):
     """Run a recurrent cell over a whole sequence.
 
     cell: "rnn" (SimpleRNN, `activation` "tanh" or "relu"), "lstm" or "gru".
@@ -164,6 +164,8 @@ def rnn_forward(cell: str, x, W, U, b, h0=None, c0=None, b_h=None, activation: s
     c0 only for the LSTM); b_h (G*H,) the GRU's recurrent bias (None = zeros; GRU only).
     mask (N, T): nonzero where a step runs (None = every step); recurrent_scale (N, H): the
     recurrent-dropout multiplier of h_{t-1} in h_{t-1} U (None = 1). See the module docstring.
+    keep_cache: False for inference: nothing is stored for rnn_backward (no gate, h_{t-1} or c_t
+    arrays of (N, T, ...) are allocated or written) and the returned cache is None.
     Returns (outputs (N, T, H), h_T (N, H), c_T (N, H) for the LSTM else None, cache).
     """
     op = f"rnn_forward[{cell}]" if isinstance(cell, str) else "rnn_forward"
@@ -223,10 +225,13 @@ def rnn_forward(cell: str, x, W, U, b, h0=None, c0=None, b_h=None, activation: s
         cache = RNNCache(cell=cell, activation=activation, cell_id=cid, x=x, W=W, U=U, c0=c0, gates=gates,
                          hprev=hprev, cs=cs, q=q, dtype=np.dtype(dtype), N=N, T=T, C=C, H=H, has_b_h=gru,
                          mask=mask, rscale=rscale)
-        return out, hT, cT, cache
+        return out, hT, cT, (cache if keep_cache else None)
     out = _empty((N, T, H), dtype)
     hT = _empty((N, H), dtype)
     cT = _empty((N, H), dtype) if lstm else None
+    if not keep_cache:
+        _core.rnn_forward(cid, x, W, U, b, b_h, h0, c0, mask, rscale, out, hT, cT, None, None, None, None)
+        return out, hT, cT, None
     gates = _empty((N, T, G * H), dtype)
     hprev = _empty((N, T, H), dtype)
     cs = _empty((N, T, H), dtype) if lstm else None
