@@ -162,17 +162,26 @@ def test_same_padding_shapes_and_values():
     assert ops.conv2d(x, w, padding=((0, 2), (1, 0))).shape == (1, 3, 9, 9)
 
 
-def test_fused_relu_and_nan_propagation():
-    x, w, b = _data((2, 8, 9, 9, 8, 3, 3), np.float32)
-    for algo in ("direct", "im2col", "winograd_f2", "winograd_f4", "naive"):
-        lin = ops.conv2d(x, w, b, padding=1, algo=algo)
-        rel = ops.conv2d(x, w, b, padding=1, algo=algo, activation="relu")
-        np.testing.assert_array_equal(rel, np.maximum(lin, 0))
-        xn = x.copy()
-        xn[1, 3, 4, 4] = np.nan
-        yn = ops.conv2d(xn, w, b, padding=1, algo=algo, activation="relu")
-        assert np.isnan(yn[1, :, 4, 4]).all(), algo  # NaN reaches every channel it touches
-        assert not np.isnan(yn[0]).any()
+@pytest.mark.parametrize("isa", _core.available_isas())
+@pytest.mark.parametrize("size", [9, 21], ids=["narrow", "wide"])  # rows narrower / wider than a vector
+def test_fused_relu_and_nan_propagation(isa, size):
+    x, w, b = _data((2, 8, size, size, 8, 3, 3), np.float32)
+    old = _core.selected_isa()
+    try:
+        _core.select_isa(isa)
+        for algo in ("direct", "im2col", "winograd_f2", "winograd_f4", "naive"):
+            lin = ops.conv2d(x, w, b, padding=1, algo=algo)
+            rel = ops.conv2d(x, w, b, padding=1, algo=algo, activation="relu")
+            np.testing.assert_array_equal(rel, np.maximum(lin, 0), err_msg=algo)
+            np.testing.assert_allclose(lin, conv2d_ref(x, w, b, (1, 1), (1, 1, 1, 1)), rtol=1e-4, atol=1e-4,
+                                       err_msg=algo)
+            xn = x.copy()
+            xn[1, 3, 4, 4] = np.nan
+            yn = ops.conv2d(xn, w, b, padding=1, algo=algo, activation="relu")
+            assert np.isnan(yn[1, :, 4, 4]).all(), algo  # NaN reaches every channel it touches
+            assert not np.isnan(yn[0]).any()
+    finally:
+        _core.select_isa(old)
 
 
 def test_auto_algorithm_rule():
