@@ -122,3 +122,14 @@ def test_isa_environment_holds_every_library_to_the_isa(monkeypatch):
     for var in ("PYDL_ISA", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
                 "OPENBLAS_CORETYPE"):
         assert var not in native
+
+
+def test_mkl_path_from_its_verbose_banner():
+    from pydl.bench.common import mkl_path_from_log
+    intel = ("MKL_VERBOSE oneMKL 2024.0 Update 2 Product build 20240605 for Intel(R) 64 architecture Intel(R) "
+             "Advanced Vector Extensions 2 (Intel(R) AVX2) enabled processors, Lnx 2.60GHz lp64 gnu_thread")
+    assert mkl_path_from_log(intel) == "AVX2"
+    amd = ("MKL_VERBOSE oneMKL 2024.0 Update 2 Product build 20240605 for Intel(R) 64 architecture Intel(R) "
+           "Architecture processors, Lnx 2.60GHz lp64 gnu_thread")
+    assert mkl_path_from_log(amd) == "path not named on this CPU"
+    assert mkl_path_from_log("") == "unknown"

@@ -84,8 +84,20 @@ def _torch_mkl_isa() -> str | None:
                              capture_output=True, text=True, timeout=120).stdout
     except (OSError, subprocess.SubprocessError):  # pragma: no cover
         return "unknown"
-    found = re.search(r"\(Intel\(R\) ([A-Za-z0-9.\-]+)\)", log)  # "... (Intel(R) AVX2) enabled processors"
-    return found.group(1) if found else "unknown"
+    return mkl_path_from_log(log)
+
+
+def mkl_path_from_log(log: str) -> str:
+    """The code path named in MKL's verbose banner: "... for Intel(R) 64 architecture Intel(R)
+    Advanced Vector Extensions 2 (Intel(R) AVX2) enabled processors, ..." gives "AVX2". On CPUs
+    MKL has no named path for (AMD's) the banner says "Intel(R) Architecture processors", and
+    the path it runs is not in the log."""
+    found = re.search(r"\(Intel\(R\) ([A-Za-z0-9.\-]+)\)", log)
+    if found:
+        return found.group(1)
+    if re.search(r"Intel\(R\) Architecture processors", log):
+        return "path not named on this CPU"
+    return "unknown"
 
 
 def settle_allocator() -> None:
