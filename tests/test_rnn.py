@@ -2,6 +2,8 @@
 PyTorch (when importable), threads, long sequences, bad input; the layers and Embedding."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -453,39 +455,41 @@ def test_empty_batch(rng):
     assert g["dW"].shape == (4, 20) and not np.any(g["dW"])
 
 
-def test_bad_input_raises_clear_errors(rng):
+@pytest.mark.parametrize("keep_cache", [True, False], ids=["training", "inference"])
+def test_bad_input_raises_clear_errors(keep_cache, rng):
+    fwd = functools.partial(rnn_forward, keep_cache=keep_cache)
     p = make(rng, "lstm", 2, 3, 4, 5, np.float32)
     x, W, U, b, h0, c0 = p["x"], p["W"], p["U"], p["b"], p["h0"], p["c0"]
     with pytest.raises(ValueError, match=r"x has 2 dims .*\(N, T, C\)"):
-        rnn_forward("lstm", x[:, 0], W, U, b)
+        fwd("lstm", x[:, 0], W, U, b)
     with pytest.raises(ValueError, match=r"W has shape \(3, 20\).*C=4 features"):
-        rnn_forward("lstm", x, W[:3], U, b)
+        fwd("lstm", x, W[:3], U, b)
     with pytest.raises(ValueError, match=r"U has shape"):
-        rnn_forward("lstm", x, W, U[:, :15], b)
+        fwd("lstm", x, W, U[:, :15], b)
     with pytest.raises(ValueError, match=r"b has shape"):
-        rnn_forward("lstm", x, W, U, b[:5])
+        fwd("lstm", x, W, U, b[:5])
     with pytest.raises(ValueError, match=r"initial state h0 has shape \(2, 4\), expected \(N, H\) = \(2, 5\)"):
-        rnn_forward("lstm", x, W, U, b, h0=h0[:, :4])
+        fwd("lstm", x, W, U, b, h0=h0[:, :4])
     with pytest.raises(ValueError, match=r"initial state c0 has shape \(3, 5\)"):
-        rnn_forward("lstm", x, W, U, b, h0=h0, c0=np.zeros((3, 5)))
+        fwd("lstm", x, W, U, b, h0=h0, c0=np.zeros((3, 5)))
     with pytest.raises(ValueError, match=r"b_h is the GRU's"):
-        rnn_forward("lstm", x, W, U, b, b_h=b)
+        fwd("lstm", x, W, U, b, b_h=b)
     with pytest.raises(ValueError, match=r"c0 is the LSTM's"):
-        rnn_forward("gru", x, W[:, :15], U[:, :15], b[:15], c0=c0)
+        fwd("gru", x, W[:, :15], U[:, :15], b[:15], c0=c0)
     with pytest.raises(ValueError, match=r"cell must be one of"):
-        rnn_forward("transformer", x, W, U, b)
+        fwd("transformer", x, W, U, b)
     with pytest.raises(ValueError, match=r"activation must be 'tanh'"):
-        rnn_forward("lstm", x, W, U, b, activation="relu")
+        fwd("lstm", x, W, U, b, activation="relu")
     with pytest.raises(ValueError, match=r"'tanh' or 'relu'"):
-        rnn_forward("rnn", x, W[:, :5], U[:, :5], b[:5], activation="sigmoid")
+        fwd("rnn", x, W[:, :5], U[:, :5], b[:5], activation="sigmoid")
     with pytest.raises(TypeError, match=r"x must be real"):
-        rnn_forward("lstm", x.astype(np.complex64), W, U, b)
+        fwd("lstm", x.astype(np.complex64), W, U, b)
     with pytest.raises(TypeError, match=r"numeric"):
-        rnn_forward("lstm", np.array([["a"]]), W, U, b)
+        fwd("lstm", np.array([["a"]]), W, U, b)
     with pytest.raises(ValueError, match=r"no features"):
-        rnn_forward("lstm", np.zeros((2, 3, 0), np.float32), np.zeros((0, 20), np.float32), U, b)
+        fwd("lstm", np.zeros((2, 3, 0), np.float32), np.zeros((0, 20), np.float32), U, b)
     with pytest.raises(ValueError, match=r"no units"):
-        rnn_forward("lstm", x, np.zeros((4, 0), np.float32), np.zeros((0, 0), np.float32), np.zeros(0, np.float32))
+        fwd("lstm", x, np.zeros((4, 0), np.float32), np.zeros((0, 0), np.float32), np.zeros(0, np.float32))
     out, hT, cT, cache = rnn_forward("lstm", x, W, U, b)
     with pytest.raises(ValueError, match=r"dout has shape"):
         rnn_backward("lstm", out[:, :2], None, None, cache)
@@ -497,20 +501,22 @@ def test_bad_input_raises_clear_errors(rng):
         rnn_backward("lstm", out, None, None, {"x": x})
 
 
-def test_views_and_other_dtypes_are_converted(rng):
+@pytest.mark.parametrize("keep_cache", [True, False], ids=["training", "inference"])
+def test_views_and_other_dtypes_are_converted(keep_cache, rng):
+    fwd = functools.partial(rnn_forward, keep_cache=keep_cache)
     p = make(rng, "gru", 3, 4, 5, 6, np.float32)
     big = np.zeros((3, 8, 10), np.float32)
     big[:, ::2, ::2] = p["x"]
     view = big[:, ::2, ::2]
-    a = rnn_forward("gru", view, p["W"], p["U"], p["b"], b_h=p["b_h"])[0]
-    b = rnn_forward("gru", p["x"].copy(), p["W"], p["U"], p["b"], b_h=p["b_h"])[0]
+    a = fwd("gru", view, p["W"], p["U"], p["b"], b_h=p["b_h"])[0]
+    b = fwd("gru", p["x"].copy(), p["W"], p["U"], p["b"], b_h=p["b_h"])[0]
     np.testing.assert_array_equal(a, b)
-    r = rnn_forward("gru", p["x"][:, ::-1], p["W"], p["U"], p["b"], b_h=p["b_h"])[0]
-    r2 = rnn_forward("gru", np.ascontiguousarray(p["x"][:, ::-1]), p["W"], p["U"], p["b"], b_h=p["b_h"])[0]
+    r = fwd("gru", p["x"][:, ::-1], p["W"], p["U"], p["b"], b_h=p["b_h"])[0]
+    r2 = fwd("gru", np.ascontiguousarray(p["x"][:, ::-1]), p["W"], p["U"], p["b"], b_h=p["b_h"])[0]
     np.testing.assert_array_equal(r, r2)
     # float64 anywhere -> float64 result.
-    assert rnn_forward("gru", p["x"].astype(np.float64), p["W"], p["U"], p["b"], b_h=p["b_h"])[0].dtype == np.float64
-    assert rnn_forward("gru", p["x"].astype(np.float16), p["W"], p["U"], p["b"])[0].dtype == np.float32
+    assert fwd("gru", p["x"].astype(np.float64), p["W"], p["U"], p["b"], b_h=p["b_h"])[0].dtype == np.float64
+    assert fwd("gru", p["x"].astype(np.float16), p["W"], p["U"], p["b"])[0].dtype == np.float32
 
 
 def test_core_bindings_check_strictly(rng):

@@ -1,6 +1,7 @@
 """Inference forward of the recurrent kernels (rnn_forward(..., keep_cache=False)): the same
 outputs as the training forward, bit for bit, and the float64 reference, on every ISA and thread
-count; models run predict / evaluate / __call__ without a cache; bad input."""
+count; NaN, empty batches and sequences; models run predict / evaluate / __call__ without a cache;
+bad input (shapes, dtypes and views: tests/test_rnn.py runs its checks in both modes)."""
 from __future__ import annotations
 
 import numpy as np
@@ -75,6 +76,25 @@ def test_inference_on_an_empty_sequence(cell, act, rng):
     np.testing.assert_array_equal(hT, p["h0"])
     if cell == "lstm":
         np.testing.assert_array_equal(cT, p["c0"])
+
+
+@pytest.mark.parametrize("cell,act", CELLS)
+def test_inference_nan_stays_in_its_sample(cell, act, rng):
+    p, _, _ = _inputs(rng, cell, 3, 4, 2, 5, np.float32, True, False, False)
+    p["x"][1, 2, 0] = np.nan
+    train = _forward(cell, act, p, None, None, True)
+    out, hT, cT, _ = _forward(cell, act, p, None, None, False)
+    np.testing.assert_array_equal(out, train[0])  # NaN where training has NaN, nowhere else
+    np.testing.assert_array_equal(hT, train[1])
+    assert np.all(np.isfinite(out[[0, 2]])) and np.all(np.isfinite(out[1, :2])) and np.any(np.isnan(out[1, 2]))
+    if cell == "lstm":
+        np.testing.assert_array_equal(cT, train[2])
+
+
+def test_inference_on_an_empty_batch(rng):
+    p, _, _ = _inputs(rng, "lstm", 0, 3, 4, 5, np.float32, False, False, False)
+    out, hT, cT, cache = _forward("lstm", "tanh", p, None, None, False)
+    assert out.shape == (0, 3, 5) and hT.shape == (0, 5) and cT.shape == (0, 5) and cache is None
 
 
 def test_core_rejects_a_partial_cache(rng):

@@ -168,7 +168,8 @@ def _winograd_ok(w_shape, st, dl) -> bool:
 #     16x16 340 vs 329, 20x20 424 vs 352, 28x28 502 vs 386; 1 thread 20x20 297 vs 335, 24x24 395
 #     vs 364, 28x28 465 vs 368). One threshold for both thread counts, so a result does not
 #     depend on the thread count (1 thread loses ~10% at 20..23). Before that layout (phantom
-#     tiles multiplied too) F(2x2) was faster up to 48x48 on Zen 4.
+#     tiles multiplied too) F(2x2) was faster up to 48x48 on Zen 4; with it Zen 4 agrees (20x20:
+#     2 threads 323 vs 267, 1 thread 130 vs 111).
 #   avx2 (Zen 3): direct for C <= 4 (N32 C1..4 28x28 K32, 2 threads: 0.43-0.80 ms vs >= 0.61 for
 #     the others); Winograd from C, K >= 8; F(4x4) from 20x20 (N32 C32 20x20 K32: 2.25 vs 2.62 ms,
 #     N64 C32 14x14 K64: 5.33 vs 4.59 ms for F(2x2)).
