@@ -71,20 +71,23 @@ void check_sizes(const char* op, RnnCell cell, index_t N, index_t T, index_t C, 
 // ends in a barrier (~1 us when every thread is running, a scheduler time slice when the
 // machine is oversubscribed), so a thread should have >= ~10 us of work per step.
 constexpr double kStepWorkPerThread = 1024.0 * 1024;
-// Units are shared among threads in blocks of this many (one AVX-512 vector), so every thread
-// runs the same vector code over its units whatever the thread count.
+// Units are split into chunks of whole blocks of this many (one AVX-512 vector), so every
+// chunk runs the same vector code whatever the thread count.
 constexpr index_t kUnitBlock = 16;
+// With several threads, at most this many chunks per thread (plan_chunks): each step's chunks
+// are shared out by TeamQueues (a thread's own chunks first), so a thread that runs slower for a
+// while (a busy SMT sibling, a shared vCPU, a slower core) hands its last chunks to the others
+// rather than making them wait at the step's barrier. LSTM T50 N32 I128 H256 on 2 threads (Zen 4
+// vCPUs, periods sorted by how a 2-thread SGEMM scaled in the same seconds): where both threads
+// ran at full speed, forward 8.17 -> 8.26 ms and forward + backward 25.8 -> 25.7 against one
+// fixed slice per thread; where one thread was slowed, 12.0 -> 10.1 and 32.8 -> 30.9. Four equal
+// chunks per thread instead cost 7-9% at full speed (per-chunk costs, and helpers taking a last
+// chunk whose weights sat in the other core's cache).
+constexpr index_t kChunksPerThread = 4;
 // Depth of one pass over a packed panel (the panel's kKC x NR block stays in L1).
 constexpr index_t kKC = 128;
 
 inline index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
-
-// Units [u0, u1) of thread `rank` among `team`, in whole blocks of kUnitBlock.
-inline void unit_slice(index_t H, int team, int rank, index_t& u0, index_t& u1) {
-  const index_t blocks = ceil_div(H, kUnitBlock);
-  u0 = std::min(H, blocks * rank / team * kUnitBlock);
-  u1 = std::min(H, blocks * (rank + 1) / team * kUnitBlock);
-}
 
 // Threads for a sequence whose every step costs N * GH * K multiply-adds.
 inline int sequence_threads(index_t N, index_t GH, index_t K, index_t H) {
@@ -92,16 +95,43 @@ inline int sequence_threads(index_t N, index_t GH, index_t K, index_t H) {
   return static_cast<int>(std::min<index_t>(nt, ceil_div(H, kUnitBlock)));
 }
 
-// Start (in elements, 64-byte aligned) of thread `rank`'s share of a per-thread buffer holding
-// `per_col` elements for each of its columns, when thread `rank` owns the columns from
-// G * u0 on (whole NR-wide panels, so up to NR - 1 more than G * hk). With the slack of
-// NR + kUnitBlock columns per thread, shares never overlap for any team size <= nt, and the
-// buffer needs slab_elems(...) elements.
-inline index_t slab_offset(index_t G, index_t u0, int rank, index_t NR, index_t per_col) {
-  return ceil_div((G * u0 + rank * (NR + kUnitBlock)) * per_col, 16) * 16;
+// How a sequence's units are cut into chunks for nt threads. Thread r's own units are the r-th of
+// nt near-equal runs of whole blocks of `block` units, cut into at most kChunksPerThread chunks
+// of halving size (8 blocks: 4, 2, 1, 1): big chunks first, where per-chunk costs matter, small
+// ones last, where they even out the threads' finishing times. One thread: one chunk. The
+// backward's product has one column per unit, so its blocks are whole NR-wide panels there (a
+// 16-unit chunk would fill half of a 32-wide AVX-512 panel with padding).
+struct ChunkPlan {
+  std::vector<index_t> start;        // chunk c holds units [start[c], start[c + 1])
+  std::vector<std::int64_t> home;    // thread r's own chunks: [home[r], home[r + 1])
+  index_t max_units = 0;             // units of the largest chunk
+  index_t chunks() const { return static_cast<index_t>(start.size()) - 1; }
+  index_t units(index_t c) const { return start[c + 1] - start[c]; }
+};
+
+inline ChunkPlan plan_chunks(index_t H, int nt, index_t block = kUnitBlock) {
+  ChunkPlan p;
+  p.start.push_back(0);
+  const index_t blocks = ceil_div(H, block);
+  for (int r = 0; r < nt; ++r) {
+    p.home.push_back(p.chunks());
+    index_t b = blocks * r / nt;
+    const index_t b1 = blocks * (r + 1) / nt;
+    for (index_t k = 0; b < b1; ++k) {
+      const index_t take = nt == 1 || k + 1 == kChunksPerThread ? b1 - b : std::max<index_t>(1, (b1 - b) / 2);
+      b += take;
+      p.start.push_back(std::min(H, b * block));
+      p.max_units = std::max(p.max_units, p.units(p.chunks() - 1));
+    }
+  }
+  p.home.push_back(p.chunks());
+  return p;
 }
-inline std::size_t slab_elems(index_t GH, int nt, index_t NR, index_t per_col) {
-  return static_cast<std::size_t>((GH + nt * (NR + kUnitBlock)) * per_col + 16);
+
+// Elements of one chunk's share of a buffer holding `per_col` values for each of `cols` columns
+// padded to whole NR-wide panels; a multiple of 16, so every share starts 64-byte aligned.
+inline index_t chunk_stride(index_t cols, index_t NR, index_t per_col) {
+  return ceil_div(ceil_div(cols, NR) * NR * per_col, 16) * 16;
 }
 
 // The per-step products run on packed A: the N rows in ceil(N / MR) blocks of nearly equal size
@@ -258,16 +288,19 @@ void copy_or_zero(F* dst, const F* src, index_t n) {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// One parallel region for the whole sequence: each thread owns a block of units and packs the
-// columns of W and U for its units' gates once. Per step it computes h_{t-1} U for those
-// columns (all N rows), runs the fused cell on its units, computes x_{t+1} W (which needs no
-// other thread's h_t, so it fills the time others take to finish), and meets the others at one
-// barrier (h_t complete) before the next step. x_t W is formed per step, not as one GEMM over
-// all steps ahead of the loop, so the pre-activations never make a round trip through memory:
-// they are read by the cell while still in L1/L2. (On AVX2 the per-step tile also runs faster
-// than sgemm does on the all-steps shape: 1600x1024x128 at ~62 GFLOP/s on one core vs ~80 for
-// the per-step products, measured on the Zen 3 target.) Every product first packs its rows of
-// A (h_{t-1} or x_{t+1}) into row blocks (pack_a).
+// One parallel region for the whole sequence. The units are cut into chunks (plan_chunks); each
+// thread packs the columns of W and U for its own chunks' gates once. Per step, for each chunk
+// it takes (TeamQueues: its own first, then any a slower thread has not started), a thread
+// computes h_{t-1} U for the chunk's columns (all N rows), runs the fused cell on its units,
+// packs their h_t for the next step, and computes x_{t+1} W for them (which needs no other
+// chunk's h_t, so it fills the time others take to finish); then all meet at one barrier (h_t
+// complete) before the next step. x_t W is formed per step, not as one GEMM over all steps
+// ahead of the loop, so the pre-activations never make a round trip through memory: they are
+// read by the cell while still in L1/L2. (On AVX2 the per-step tile also runs faster than sgemm
+// does on the all-steps shape: 1600x1024x128 at ~62 GFLOP/s on one core vs ~80 for the
+// per-step products, measured on the Zen 3 target.) Every product first packs its rows of A
+// (h_{t-1} or x_{t+1}) into row blocks (pack_a). Which thread runs a chunk changes no result:
+// a chunk's arithmetic is the same on any thread.
 template <typename F>
 void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, F* q, const F* x, const F* W,
                  const F* U, const F* b, const F* b_h, const F* h0, const F* c0, const std::uint8_t* mask,
@@ -295,58 +328,77 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
   const index_t NR = K->NR;
   const int nt = sequence_threads(N, GH, C + H, H);
   const index_t MR = K->MR;
-  // Per-thread packed W and U, the x W and h U products (slab_offset) and the packed A rows.
-  aligned_ptr<F> wpack = aligned_alloc_array<F>(slab_elems(GH, nt, NR, C));
-  aligned_ptr<F> upack = aligned_alloc_array<F>(slab_elems(GH, nt, NR, H));
-  aligned_ptr<F> xw = aligned_alloc_array<F>(slab_elems(GH, nt, NR, N));
-  aligned_ptr<F> hu = aligned_alloc_array<F>(slab_elems(GH, nt, NR, N));
-  // x_t packed per thread; h_t packed once, each thread packing its own units after its cell
-  // into one of two shared buffers used in turn (step t reads h_{t-1} from one while a faster
-  // thread may already fill the other with h_t).
+  const ChunkPlan plan = plan_chunks(H, nt);
+  const index_t cu = plan.max_units, chunks = plan.chunks();
+  // Per chunk: packed W and U for its gates' columns, and its x_t W product (computed at step
+  // t - 1 by whichever thread ran the chunk then). Per thread: the h U product of the chunk at hand.
+  const index_t w_st = chunk_stride(G * cu, NR, C), u_st = chunk_stride(G * cu, NR, H);
+  const index_t xw_st = chunk_stride(G * cu, NR, N);
+  aligned_ptr<F> wpack = aligned_alloc_array<F>(static_cast<std::size_t>(w_st * chunks));
+  aligned_ptr<F> upack = aligned_alloc_array<F>(static_cast<std::size_t>(u_st * chunks));
+  aligned_ptr<F> xw = aligned_alloc_array<F>(static_cast<std::size_t>(xw_st * chunks));
+  aligned_ptr<F> hu = aligned_alloc_array<F>(static_cast<std::size_t>(xw_st * nt));
+  // x_t packed per thread; h_t packed once, each chunk's units packed by the thread that ran its
+  // cell into one of two shared buffers used in turn (step t reads h_{t-1} from one while a
+  // faster thread may already fill the other with h_t).
   const std::size_t xp_elems = apack_elems(N, MR, C), hp_elems = apack_elems(N, MR, H);
   aligned_ptr<F> xpack = aligned_alloc_array<F>(xp_elems * static_cast<std::size_t>(nt));
   aligned_ptr<F> hpack = aligned_alloc_array<F>(hp_elems * 2);
   std::vector<F> zeros(static_cast<std::size_t>(GH), F(0));
   const F* bh = b_h ? b_h : zeros.data();
-  // Inference scratch, per thread: one row of gate values (gate stride H, as in `gates`), the
-  // GRU's q for one row, and the LSTM's c_{t-1} / c_t for all N rows of its units, used in turn.
-  const std::size_t scratch_elems = keep ? 0 : static_cast<std::size_t>(ceil_div(GH + H + 2 * N * H, 16) * 16);
-  aligned_ptr<F> scratch = aligned_alloc_array<F>(scratch_elems * static_cast<std::size_t>(nt));
+  // Inference scratch: per thread one row of gate values (gate stride H, as in `gates`) and the
+  // GRU's q for one row; per chunk the LSTM's c_{t-1} / c_t for all N rows, used in turn.
+  const std::size_t row_elems = keep ? 0 : static_cast<std::size_t>(ceil_div(GH + H, 16) * 16);
+  const std::size_t cbuf_elems = keep || !lstm ? 0 : static_cast<std::size_t>(ceil_div(2 * N * cu, 16) * 16);
+  aligned_ptr<F> scratch = aligned_alloc_array<F>(row_elems * static_cast<std::size_t>(nt));
+  aligned_ptr<F> cbuf = aligned_alloc_array<F>(cbuf_elems * static_cast<std::size_t>(chunks));
+  TeamQueues queues[2] = {TeamQueues(chunks, nt, plan.home.data()), TeamQueues(chunks, nt, plan.home.data())};
 
   parallel_team(nt, [&](int rank, int team) {
-    index_t u0, u1;
-    unit_slice(H, team, rank, u0, u1);
-    const index_t hk = u1 - u0, ncols = G * hk;
-    const index_t ldu = ceil_div(ncols, NR) * NR;  // row stride of this thread's x W and h U blocks
-    F* Wp = wpack.get() + slab_offset(G, u0, rank, NR, C);
-    F* Up = upack.get() + slab_offset(G, u0, rank, NR, H);
-    F* xacc = xw.get() + slab_offset(G, u0, rank, NR, N);
-    F* acc = hu.get() + slab_offset(G, u0, rank, NR, N);
+    F* acc = hu.get() + xw_st * rank;
     F* Xp = xpack.get() + xp_elems * static_cast<std::size_t>(rank);
-    F* g_row = scratch.get() + scratch_elems * static_cast<std::size_t>(rank);  // inference only
+    F* g_row = scratch.get() + row_elems * static_cast<std::size_t>(rank);  // inference only
     F* q_row = g_row + GH;
-    F* c_rows = q_row + H;
-    // Where step t writes c_t for row n (and step t + 1 reads it as c_{t-1}).
-    auto c_at = [&](index_t t, index_t n) -> F* {
-      if (keep) return cs + n * ldh + t * H + u0;
-      if (t == T - 1) return cT + n * H + u0;
-      return c_rows + ((t & 1) * N + n) * hk;
+    index_t xp_step = -1;  // which step's x Xp holds
+    auto pack_x = [&](index_t t) {
+      if (xp_step != t) pack_a(Xp, x + t * C, ldx, N, C, 0, C, MR);
+      xp_step = t;
     };
-    if (hk > 0) {
-      pack_u(Wp, W, C, H, G, u0, hk, NR);
-      pack_u(Up, U, H, H, G, u0, hk, NR);
-      pack_a(Xp, x, ldx, N, C, 0, C, MR);
-      step_product(K, xacc, ldu, Xp, Wp, ncols, C, N);  // x_0 W
-      if (h0) pack_a(hpack.get() + hp_elems, h0, H, N, H, u0, u1, MR, rscale);
+    // Own chunks: pack their weights (so they land in this thread's caches) and x_0 W.
+    for (index_t c = queues[0].begin(rank, team); c < queues[0].begin(rank + 1, team); ++c) {
+      const index_t u0 = plan.start[c], hk = plan.units(c), ncols = G * hk;
+      const index_t ldu = ceil_div(ncols, NR) * NR;  // row stride of the chunk's x W and h U blocks
+      pack_u(wpack.get() + w_st * c, W, C, H, G, u0, hk, NR);
+      pack_u(upack.get() + u_st * c, U, H, H, G, u0, hk, NR);
+      pack_x(0);
+      step_product(K, xw.get() + xw_st * c, ldu, Xp, wpack.get() + w_st * c, ncols, C, N);  // x_0 W
+      if (h0) pack_a(hpack.get() + hp_elems, h0, H, N, H, u0, u0 + hk, MR, rscale);
     }
-    if (h0) team_barrier(team);
+    queues[0].reset(rank, team);
+    queues[1].reset(rank, team);
+    team_barrier(team);
 
     for (index_t t = 0; t < T; ++t) {
-      if (hk > 0) {
-        const F* hp = t == 0 ? h0 : out + (t - 1) * H;  // null: zeros
-        const index_t ldp = t == 0 ? H : ldh;
+      if (t > 0) queues[(t + 1) & 1].reset(rank, team);  // last used at step t - 1
+      const F* hp = t == 0 ? h0 : out + (t - 1) * H;  // null: zeros
+      const index_t ldp = t == 0 ? H : ldh;
+      std::int64_t item;
+      while (queues[t & 1].next(rank, team, item)) {
+        const index_t c = static_cast<index_t>(item);
+        const index_t u0 = plan.start[c], u1 = plan.start[c + 1], hk = u1 - u0, ncols = G * hk;
+        const index_t ldu = ceil_div(ncols, NR) * NR;
+        const F* Wp = wpack.get() + w_st * c;
+        F* xacc = xw.get() + xw_st * c;
+        F* c_rows = cbuf.get() + cbuf_elems * static_cast<std::size_t>(c);
+        // Where step s writes c_s for row n (and step s + 1 reads it as c_{s-1}).
+        auto c_at = [&](index_t s, index_t n) -> F* {
+          if (keep) return cs + n * ldh + s * H + u0;
+          if (s == T - 1) return cT + n * H + u0;
+          return c_rows + ((s & 1) * N + n) * hk;
+        };
         if (hp) {
-          step_product(K, acc, ldu, hpack.get() + hp_elems * static_cast<std::size_t>((t + 1) & 1), Up, ncols, H, N);
+          step_product(K, acc, ldu, hpack.get() + hp_elems * static_cast<std::size_t>((t + 1) & 1),
+                       upack.get() + u_st * c, ncols, H, N);
         } else {
           std::fill(acc, acc + N * ldu, F(0));
         }
@@ -378,7 +430,7 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
         if (t + 1 < T) {
           pack_a(hpack.get() + hp_elems * static_cast<std::size_t>(t & 1), out + t * H, ldh, N, H, u0, u1, MR,
                  rscale);
-          pack_a(Xp, x + (t + 1) * C, ldx, N, C, 0, C, MR);
+          pack_x(t + 1);
           step_product(K, xacc, ldu, Xp, Wp, ncols, C, N);
         }
       }
@@ -392,12 +444,13 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reverse pass, one parallel region, units shared among threads as in the forward: per step a
-// thread runs the fused cell backward on its units (writing their columns of dG_t), meets the
-// others at one barrier (dG_t complete), then forms dh_{t-1} = dGh_t U^T (+ dh z for the GRU)
-// for its own units from its packed rows of U. Before the barrier each thread also packs its
-// own columns of dGh_t into the shared row blocks the product reads (two buffers, used in
-// turn), so nobody packs the whole of dGh_t. Afterwards, over all N*T rows at once:
+// Reverse pass, one parallel region, units in chunks shared out per step as in the forward. A
+// chunk's work at step t: the fused cell backward on its units (writing their columns of dG_t),
+// then packing its columns of dGh_t into the shared row blocks the next product reads (two
+// buffers, used in turn); all meet at one barrier (dG_t complete). The same chunk's work at step
+// t - 1 then starts with dh_{t-1} = dGh_t U^T (+ dh z for the GRU) for its units, from its
+// packed rows of U, so the product and the cell that consumes it run back to back on one thread.
+// After the loop, over all N*T rows at once:
 // dW = X^T dGx, dU = H_prev^T dGh, db = colsum(dGx), db_h = colsum(dGh), dX = dGx W^T.
 template <typename F>
 void rnn_backward(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* db_h, const F* gates,
@@ -426,15 +479,19 @@ void rnn_backward(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* d
   const index_t NR = K->NR;
   const int nt = sequence_threads(N, GH, H, H);
   const index_t MR = K->MR;
+  const ChunkPlan plan = plan_chunks(H, nt, std::max(kUnitBlock, NR));
+  const index_t cu = plan.max_units, chunks = plan.chunks();
   std::vector<F> zeros(static_cast<std::size_t>(H), F(0));
   aligned_ptr<F> dgx = aligned_alloc_array<F>(static_cast<std::size_t>(NT * GH));
   aligned_ptr<F> dgh_buf;
   if (gru) dgh_buf = aligned_alloc_array<F>(static_cast<std::size_t>(NT * GH));
   F* dgh = gru ? dgh_buf.get() : dgx.get();
-  aligned_ptr<F> utpack = aligned_alloc_array<F>(slab_elems(H, nt, NR, GH));
-  aligned_ptr<F> dacc = aligned_alloc_array<F>(slab_elems(H, nt, NR, N));
-  // dGh_t packed for the product (pack_a layout, depth GH), two buffers used in turn: a thread
-  // fills its columns of step t - 1 while others may still read step t's.
+  // Per chunk: U^T's rows for its units, packed. Per thread: the product for the chunk at hand.
+  const index_t ut_st = chunk_stride(cu, NR, GH), acc_st = chunk_stride(cu, NR, N);
+  aligned_ptr<F> utpack = aligned_alloc_array<F>(static_cast<std::size_t>(ut_st * chunks));
+  aligned_ptr<F> dacc = aligned_alloc_array<F>(static_cast<std::size_t>(acc_st * nt));
+  // dGh_t packed for the product (pack_a layout, depth GH), two buffers used in turn: chunks of
+  // step t - 1 are packed into one while other threads may still read step t's from the other.
   const std::size_t ap_elems = apack_elems(N, MR, GH);
   aligned_ptr<F> apack = aligned_alloc_array<F>(2 * ap_elems);
   // Running gradients, rows padded to whole unit blocks so threads never share a cache line.
@@ -447,24 +504,54 @@ void rnn_backward(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* d
     dc = aligned_alloc_array<F>(static_cast<std::size_t>(N * lds));
     copy_rows(dc.get(), lds, dcT, H, N, H);
   }
+  TeamQueues queues[2] = {TeamQueues(chunks, nt, plan.home.data()), TeamQueues(chunks, nt, plan.home.data())};
 
   parallel_team(nt, [&](int rank, int team) {
-    index_t u0, u1;
-    unit_slice(H, team, rank, u0, u1);
-    const index_t hk = u1 - u0;
-    const index_t lda = ceil_div(hk, NR) * NR;  // row stride of this thread's dG U^T block
-    F* Utp = utpack.get() + slab_offset(1, u0, rank, NR, GH);
-    F* acc = dacc.get() + slab_offset(1, u0, rank, NR, N);
-    if (hk > 0) pack_ut(Utp, U, GH, u0, hk, NR);
+    F* acc = dacc.get() + acc_st * rank;
     F* dhr_p = dhr.get();
     F* dhd_p = dhd.get();
     F* dc_p = dc.get();
+    for (index_t c = queues[0].begin(rank, team); c < queues[0].begin(rank + 1, team); ++c) {
+      pack_ut(utpack.get() + ut_st * c, U, GH, plan.start[c], plan.units(c), NR);
+    }
+    queues[0].reset(rank, team);
+    queues[1].reset(rank, team);
+    team_barrier(team);
 
-    for (index_t t = T - 1; t >= 0; --t) {
-      F* dgx_t = dgx.get() + t * GH;
-      F* dgh_t = dgh + t * GH;
-      F* Ap = apack.get() + ap_elems * static_cast<std::size_t>(t & 1);
-      if (hk > 0) {
+    // Round r = T - 1 - t: step t's cells, preceded (t < T - 1) by dh_t = dGh_{t+1} U^T; round T
+    // (t = -1) forms only dh_{-1} = dh0.
+    for (index_t t = T - 1; t >= -1; --t) {
+      const index_t round = T - 1 - t;
+      if (round > 0) queues[(round + 1) & 1].reset(rank, team);  // last used in round - 1
+      std::int64_t item;
+      while (queues[round & 1].next(rank, team, item)) {
+        const index_t c = static_cast<index_t>(item);
+        const index_t u0 = plan.start[c], u1 = plan.start[c + 1], hk = u1 - u0;
+        const index_t lda = ceil_div(hk, NR) * NR;  // row stride of the chunk's dG U^T block
+        if (t + 1 < T) {  // dh_t for the chunk's units, from step t + 1's dGh
+          const index_t s = t + 1;
+          step_product(K, acc, lda, apack.get() + ap_elems * static_cast<std::size_t>(s & 1),
+                       utpack.get() + ut_st * c, hk, GH, N);
+          for (index_t n = 0; n < N; ++n) {
+            F* d = dhr_p + n * lds + u0;
+            const F* a = acc + n * lda;
+            const F* z = dhd_p + n * lds + u0;
+            if (mask && !mask[n * T + s]) {
+              for (index_t j = 0; j < hk; ++j) d[j] = z[j];
+            } else if (rscale) {
+              const F* sc = rscale + n * H + u0;
+              if (gru) for (index_t j = 0; j < hk; ++j) d[j] = a[j] * sc[j] + z[j];
+              else for (index_t j = 0; j < hk; ++j) d[j] = a[j] * sc[j];
+            } else if (gru) {
+              for (index_t j = 0; j < hk; ++j) d[j] = a[j] + z[j];
+            } else {
+              for (index_t j = 0; j < hk; ++j) d[j] = a[j];
+            }
+          }
+        }
+        if (t < 0) continue;
+        F* dgx_t = dgx.get() + t * GH;
+        F* dgh_t = dgh + t * GH;
         for (index_t n = 0; n < N; ++n) {
           const F* dorow = dout ? dout + n * ldh + t * H + u0 : nullptr;
           const F* g = gates + n * ldg + t * GH + u0;
@@ -488,28 +575,10 @@ void rnn_backward(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* d
           }
         }
         for (index_t gi = 0; gi < G; ++gi)
-          pack_a(Ap, dgh_t, ldg, N, GH, gi * H + u0, gi * H + u1, MR);
+          pack_a(apack.get() + ap_elems * static_cast<std::size_t>(t & 1), dgh_t, ldg, N, GH, gi * H + u0,
+                 gi * H + u1, MR);
       }
-      team_barrier(team);
-      if (hk > 0) {
-        step_product(K, acc, lda, Ap, Utp, hk, GH, N);
-        for (index_t n = 0; n < N; ++n) {
-          F* d = dhr_p + n * lds + u0;
-          const F* a = acc + n * lda;
-          const F* z = dhd_p + n * lds + u0;
-          if (mask && !mask[n * T + t]) {
-            for (index_t j = 0; j < hk; ++j) d[j] = z[j];
-          } else if (rscale) {
-            const F* s = rscale + n * H + u0;
-            if (gru) for (index_t j = 0; j < hk; ++j) d[j] = a[j] * s[j] + z[j];
-            else for (index_t j = 0; j < hk; ++j) d[j] = a[j] * s[j];
-          } else if (gru) {
-            for (index_t j = 0; j < hk; ++j) d[j] = a[j] + z[j];
-          } else {
-            for (index_t j = 0; j < hk; ++j) d[j] = a[j];
-          }
-        }
-      }
+      if (t >= 0) team_barrier(team);
     }
   });
   copy_rows(dh0, H, dhr.get(), lds, N, H);

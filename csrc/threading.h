@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -101,6 +102,63 @@ inline void parallel_for(int nt, std::int64_t n, F&& body, std::int64_t chunk = 
     }
   });
 }
+
+// Work items [0, n) shared out among a team, for one round of work between two barriers. Thread
+// `rank` first takes the items of its home range (the rank-th of `team` near-equal parts, in
+// order), then what is left of the others' ranges. When every thread runs at the same speed
+// each does exactly its home items, so what a thread packed for them (weights in its own L2)
+// stays its own; a thread that is slower this round (a busy SMT sibling, a power-saving core, a
+// shared vCPU) leaves its last items to the faster ones instead of making them wait at the next
+// barrier. Each home range has one counter on its own cache line; owner and helpers both claim
+// items with fetch_add, so each item goes to exactly one thread.
+//
+// A round's queues are reused after the following barrier: the caller keeps two and alternates
+// (round r uses queues[r & 1]); at the start of round r each thread resets its own range of
+// queues[(r + 1) & 1], which every thread finished with before the barrier that ended round r - 1.
+class TeamQueues {
+ public:
+  // n items for teams of up to max_team threads. `home`, when given, holds max_team + 1 ascending
+  // item indices, home[0] = 0 and home[max_team] = n: thread r's own items are [home[r],
+  // home[r + 1]) when the team has max_team threads (else, and without `home`, near-equal parts).
+  // Allocates: construct before the parallel region.
+  TeamQueues(std::int64_t n, int max_team, const std::int64_t* home = nullptr)
+      : n_(n), max_team_(max_team > 0 ? max_team : 1), home_(home), next_(new Counter[max_team_]) {}
+  // Refills home range `rank` for a round of a `team`-thread team (team <= max_team). Each thread
+  // resets its own range; the others may take from it only after a barrier that follows.
+  void reset(int rank, int team) { next_[rank].v.store(begin(rank, team), std::memory_order_relaxed); }
+  // The next item for `rank`: its own range first, then the others' in turn; false when the
+  // round has none left.
+  bool next(int rank, int team, std::int64_t& item) {
+    for (int k = 0; k < team; ++k) {
+      const int r = (rank + k) % team;
+      const std::int64_t end = begin(r + 1, team);
+      // Another thread's range only while it has two or more items not started: its last one
+      // is cheaper for it (its data are in its caches) than for a helper that would take it
+      // just before the owner gets there and leave the owner waiting at the barrier instead.
+      if (next_[r].v.load(std::memory_order_relaxed) > end - (k == 0 ? 1 : 2)) continue;
+      const std::int64_t i = next_[r].v.fetch_add(1, std::memory_order_relaxed);
+      if (i < end) {
+        item = i;
+        return true;
+      }
+    }
+    return false;
+  }
+  // First item of home range `rank` (rank == team: n).
+  std::int64_t begin(int rank, int team) const {
+    if (home_ && team == max_team_) return home_[rank];
+    return n_ * rank / team;
+  }
+
+ private:
+  struct alignas(64) Counter {
+    std::atomic<std::int64_t> v{0};
+  };
+  std::int64_t n_;
+  int max_team_;
+  const std::int64_t* home_;
+  std::unique_ptr<Counter[]> next_;
+};
 
 // A barrier for the team of parallel_team. A team of one skips it: called outside any region of
 // its own, an orphaned barrier would bind to an enclosing caller's team and deadlock.

@@ -386,25 +386,35 @@ def test_long_sequence_stays_finite_and_matches_float64(cell, act, rng):
 
 
 @pytest.mark.parametrize("cell,act", CELLS)
-def test_one_and_two_threads_give_identical_results(cell, act, rng):
-    N, T, C, H = 32, 3, 24, 264  # N*G*H*H multiply-adds per step: enough for two threads; H % 16 != 0
+def test_thread_counts_give_identical_results(cell, act, rng):
+    # N*G*H*H multiply-adds per step: enough for several threads; H % 16 != 0. The units are cut
+    # into chunks per thread count and chunks are shared out at run time (a thread may run
+    # another's), so 3 and 5 threads (uneven shares, more threads than CPUs) must agree bit for
+    # bit with one, forward, inference forward and backward alike.
+    N, T, C, H = 32, 3, 24, 264
     p = make(rng, cell, N, T, C, H, np.float32, scale=0.2)
     up = [None if u is None else u.astype(np.float32) for u in upstream(rng, cell, N, T, H)]
+    mask = (rng.random((N, T)) > 0.25).astype(np.uint8)
+    kw = dict(h0=p["h0"], c0=p.get("c0"), b_h=p.get("b_h"), activation=act, mask=mask)
     old, old_isa = pydl.get_num_threads(), _core.selected_isa()
     try:
         for isa in _core.available_isas():
             _core.select_isa(isa)
             res = []
-            for n in (1, 2):
+            for n in (1, 2, 3, 5):
                 pydl.set_num_threads(n)
-                res.append(run_ops(cell, act, p, *up))
-            a, b = res
-            for i in range(3):
-                if a[i] is not None:
-                    np.testing.assert_array_equal(a[i], b[i], err_msg=isa)
-            for k in a[3]:
-                if a[3][k] is not None:
-                    np.testing.assert_array_equal(a[3][k], b[3][k], err_msg=f"{isa} {k}")
+                infer = rnn_forward(cell, p["x"], p["W"], p["U"], p["b"], keep_cache=False, **kw)[0]
+                out, hT, cT, cache = rnn_forward(cell, p["x"], p["W"], p["U"], p["b"], **kw)
+                res.append(((out, hT, cT, rnn_backward(cell, *up, cache)), infer))
+            (a, ia), others = res[0], res[1:]
+            for n, (b, ib) in zip((2, 3, 5), others):
+                np.testing.assert_array_equal(ia, ib, err_msg=f"{isa} {n} threads, inference")
+                for i in range(3):
+                    if a[i] is not None:
+                        np.testing.assert_array_equal(a[i], b[i], err_msg=f"{isa} {n} threads")
+                for k in a[3]:
+                    if a[3][k] is not None:
+                        np.testing.assert_array_equal(a[3][k], b[3][k], err_msg=f"{isa} {n} threads {k}")
     finally:
         pydl.set_num_threads(old)
         _core.select_isa(old_isa)
