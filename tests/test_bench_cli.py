@@ -74,6 +74,13 @@ def test_quick_gemm_json_and_report(gemm_run):
         assert r["noise"] >= 0
         for v in r["ratios"].values():
             assert math.isfinite(v) and v > 0
+    # The two-thread scaling probe, before each family and at the end: a ratio of two positive
+    # times, or None where the process has fewer than two threads.
+    scaling = doc["two_thread_scaling"]
+    assert set(scaling) == {"gemm", "end"}
+    for v in scaling.values():
+        assert v is None or (math.isfinite(v) and v > 0), scaling
+    assert ("two-thread scaling before each family" in gemm_run[1].stdout) == (scaling["end"] is not None)
     m = doc["machine"]
     for key in ("cpu", "isa", "threads", "versions", "copy_gbps", "fma_peak_gflops"):
         assert key in m

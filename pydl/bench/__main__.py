@@ -126,11 +126,12 @@ def main(argv=None) -> int:
     header = (f"pydl {pydl.__version__}; ISA requested: {args.isa}; running: "
               + ", ".join(f"{k} {v}" for k, v in libs.items()) + f"; threads {pydl.get_num_threads()}")
     print(header, flush=True)
-    rows, logs, seconds = [], {}, {}
+    rows, logs, seconds, scaling = [], {}, {}, {}
     t_start = time.perf_counter()
     bar = tqdm(names, desc="pydl.bench", unit="family", file=sys.stderr, dynamic_ncols=True)
     for name in bar:
         bar.set_postfix_str(name)
+        scaling[name] = common.scaling_probe()
         mod = importlib.import_module(f"pydl.bench.bench_{name}")
         buf = io.StringIO()
         t0 = time.perf_counter()
@@ -140,11 +141,16 @@ def main(argv=None) -> int:
         rows += got
         seconds[name] = time.perf_counter() - t0
     bar.close()
+    scaling["end"] = common.scaling_probe()
     print("seconds per family: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
           + f"; total {time.perf_counter() - t_start:.1f}", file=sys.stderr)
 
     print()
     print(format_table(rows))
+    if scaling["end"] is not None:
+        print("\ntwo-thread scaling before each family (pydl SGEMM 512^3, 1-thread time / 2-thread time; "
+              "~2 when both CPUs run at full speed, lower while the machine slows one): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in scaling.items()))
     bad = [r for r in rows for n in r.baselines
            if r.ratio(n) is not None and not (math.isfinite(r.ratio(n)) and r.ratio(n) > 0)]
     if bad:
@@ -153,6 +159,7 @@ def main(argv=None) -> int:
     doc = None
     if args.json or args.report or args.out:
         doc = report.run_document(rows, args, libs, names)
+        doc["two_thread_scaling"] = scaling
     if args.json:
         report.write_json(doc, args.json)
         print(f"\nwrote {args.json}")

@@ -157,6 +157,30 @@ def threads(n: int):
             torch.set_num_threads(old_torch)
 
 
+def scaling_probe(size: int = 512, repeats: int = 9) -> float | None:
+    """How well two threads scale right now: pydl's SGEMM (size^3) 1-thread time over its 2-thread
+    time, medians of `repeats` calls each (~40 ms in all). About 2 when both CPUs run at full
+    speed; on shared machines it drops for minutes at a time (an SMT sibling busy on the host),
+    and every 2-thread row timed then is slower for it. None with fewer than 2 threads allowed."""
+    if pydl.get_num_threads() < 2:
+        return None
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    c = np.empty((size, size), np.float32)
+    med = {}
+    for n in (1, 2):
+        with threads(n):
+            pydl.matmul(a, b, out=c)
+            ts = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                pydl.matmul(a, b, out=c)
+                ts.append(time.perf_counter() - t0)
+        med[n] = statistics.median(ts)
+    return med[1] / med[2]
+
+
 def gflops(flop: float, seconds: float) -> float:
     return flop / seconds / 1e9
 
