@@ -81,8 +81,9 @@ constexpr index_t kUnitBlock = 16;
 // vCPUs, periods sorted by how a 2-thread SGEMM scaled in the same seconds): where both threads
 // ran at full speed, forward 8.17 -> 8.26 ms and forward + backward 25.8 -> 25.7 against one
 // fixed slice per thread; where one thread was slowed, 12.0 -> 10.1 and 32.8 -> 30.9. Four equal
-// chunks per thread instead cost 7-9% at full speed (per-chunk costs, and helpers taking a last
-// chunk whose weights sat in the other core's cache).
+// chunks per thread instead took 8.9 ms forward at full speed (per-chunk costs); letting helpers
+// take another thread's last chunk, 26.8 ms forward + backward (its weights sat in the other
+// core's cache, and the owner waited for the helper).
 constexpr index_t kChunksPerThread = 4;
 // Depth of one pass over a packed panel (the panel's kKC x NR block stays in L1).
 constexpr index_t kKC = 128;
