@@ -353,7 +353,7 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
   const std::size_t cbuf_elems = keep || !lstm ? 0 : static_cast<std::size_t>(ceil_div(2 * N * cu, 16) * 16);
   aligned_ptr<F> scratch = aligned_alloc_array<F>(row_elems * static_cast<std::size_t>(nt));
   aligned_ptr<F> cbuf = aligned_alloc_array<F>(cbuf_elems * static_cast<std::size_t>(chunks));
-  TeamQueues queues[2] = {TeamQueues(chunks, nt, plan.home.data()), TeamQueues(chunks, nt, plan.home.data())};
+  TeamQueues queues(chunks, nt, plan.home.data());
 
   parallel_team(nt, [&](int rank, int team) {
     F* acc = hu.get() + xw_st * rank;
@@ -366,7 +366,7 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
       xp_step = t;
     };
     // Own chunks: pack their weights (so they land in this thread's caches) and x_0 W.
-    for (index_t c = queues[0].begin(rank, team); c < queues[0].begin(rank + 1, team); ++c) {
+    for (index_t c = queues.begin(rank, team); c < queues.begin(rank + 1, team); ++c) {
       const index_t u0 = plan.start[c], hk = plan.units(c), ncols = G * hk;
       const index_t ldu = ceil_div(ncols, NR) * NR;  // row stride of the chunk's x W and h U blocks
       pack_u(wpack.get() + w_st * c, W, C, H, G, u0, hk, NR);
@@ -375,16 +375,15 @@ void rnn_forward(RnnCell cell, F* out, F* hT, F* cT, F* gates, F* hprev, F* cs, 
       step_product(K, xw.get() + xw_st * c, ldu, Xp, wpack.get() + w_st * c, ncols, C, N);  // x_0 W
       if (h0) pack_a(hpack.get() + hp_elems, h0, H, N, H, u0, u0 + hk, MR, rscale);
     }
-    queues[0].reset(rank, team);
-    queues[1].reset(rank, team);
+    queues.start(rank, team);
     team_barrier(team);
 
     for (index_t t = 0; t < T; ++t) {
-      if (t > 0) queues[(t + 1) & 1].reset(rank, team);  // last used at step t - 1
+      queues.begin_round(rank, team, t);
       const F* hp = t == 0 ? h0 : out + (t - 1) * H;  // null: zeros
       const index_t ldp = t == 0 ? H : ldh;
       std::int64_t item;
-      while (queues[t & 1].next(rank, team, item)) {
+      while (queues.next(rank, team, t, item)) {
         const index_t c = static_cast<index_t>(item);
         const index_t u0 = plan.start[c], u1 = plan.start[c + 1], hk = u1 - u0, ncols = G * hk;
         const index_t ldu = ceil_div(ncols, NR) * NR;
@@ -505,27 +504,26 @@ void rnn_backward(RnnCell cell, F* dx, F* dh0, F* dc0, F* dW, F* dU, F* db, F* d
     dc = aligned_alloc_array<F>(static_cast<std::size_t>(N * lds));
     copy_rows(dc.get(), lds, dcT, H, N, H);
   }
-  TeamQueues queues[2] = {TeamQueues(chunks, nt, plan.home.data()), TeamQueues(chunks, nt, plan.home.data())};
+  TeamQueues queues(chunks, nt, plan.home.data());
 
   parallel_team(nt, [&](int rank, int team) {
     F* acc = dacc.get() + acc_st * rank;
     F* dhr_p = dhr.get();
     F* dhd_p = dhd.get();
     F* dc_p = dc.get();
-    for (index_t c = queues[0].begin(rank, team); c < queues[0].begin(rank + 1, team); ++c) {
+    for (index_t c = queues.begin(rank, team); c < queues.begin(rank + 1, team); ++c) {
       pack_ut(utpack.get() + ut_st * c, U, GH, plan.start[c], plan.units(c), NR);
     }
-    queues[0].reset(rank, team);
-    queues[1].reset(rank, team);
+    queues.start(rank, team);
     team_barrier(team);
 
     // Round r = T - 1 - t: step t's cells, preceded (t < T - 1) by dh_t = dGh_{t+1} U^T; round T
     // (t = -1) forms only dh_{-1} = dh0.
     for (index_t t = T - 1; t >= -1; --t) {
       const index_t round = T - 1 - t;
-      if (round > 0) queues[(round + 1) & 1].reset(rank, team);  // last used in round - 1
+      queues.begin_round(rank, team, round);
       std::int64_t item;
-      while (queues[round & 1].next(rank, team, item)) {
+      while (queues.next(rank, team, round, item)) {
         const index_t c = static_cast<index_t>(item);
         const index_t u0 = plan.start[c], u1 = plan.start[c + 1], hk = u1 - u0;
         const index_t lda = ceil_div(hk, NR) * NR;  // row stride of the chunk's dG U^T block

@@ -103,18 +103,19 @@ inline void parallel_for(int nt, std::int64_t n, F&& body, std::int64_t chunk = 
   });
 }
 
-// Work items [0, n) shared out among a team, for one round of work between two barriers. Thread
-// `rank` first takes the items of its home range (the rank-th of `team` near-equal parts, in
-// order), then what is left of the others' ranges. When every thread runs at the same speed
-// each does exactly its home items, so what a thread packed for them (weights in its own L2)
-// stays its own; a thread that is slower this round (a busy SMT sibling, a power-saving core, a
-// shared vCPU) leaves its last items to the faster ones instead of making them wait at the next
-// barrier. Each home range has one counter on its own cache line; owner and helpers both claim
-// items with fetch_add, so each item goes to exactly one thread.
+// Work items [0, n) shared out among a team, round after round, each round ending in a barrier.
+// In a round thread `rank` first takes the items of its home range (the rank-th of `team`
+// near-equal parts, in order), then items of other threads' ranges that their owners have not
+// started. When every thread runs at the same speed each does exactly its home items, so what a
+// thread packed for them (weights in its own L2) stays its own; a thread that is slower this
+// round (a busy SMT sibling, a power-saving core, a shared vCPU) leaves items to the faster ones
+// instead of making them wait at the barrier. Each home range has one counter on its own cache
+// line; owner and helpers both claim items with fetch_add, so each item goes to exactly one
+// thread. Two sets of counters are used in turn: round r takes from set r & 1 while set
+// (r + 1) & 1, finished with before the barrier that ended round r - 1, is refilled for r + 1.
 //
-// A round's queues are reused after the following barrier: the caller keeps two and alternates
-// (round r uses queues[r & 1]); at the start of round r each thread resets its own range of
-// queues[(r + 1) & 1], which every thread finished with before the barrier that ended round r - 1.
+//   every thread: q.start(rank, team); team_barrier(team);
+//   each round r: q.begin_round(rank, team, r); while (q.next(rank, team, r, item)) ...; team_barrier(team);
 class TeamQueues {
  public:
   // n items for teams of up to max_team threads. `home`, when given, holds max_team + 1 ascending
@@ -122,21 +123,29 @@ class TeamQueues {
   // home[r + 1]) when the team has max_team threads (else, and without `home`, near-equal parts).
   // Allocates: construct before the parallel region.
   TeamQueues(std::int64_t n, int max_team, const std::int64_t* home = nullptr)
-      : n_(n), max_team_(max_team > 0 ? max_team : 1), home_(home), next_(new Counter[max_team_]) {}
-  // Refills home range `rank` for a round of a `team`-thread team (team <= max_team). Each thread
-  // resets its own range; the others may take from it only after a barrier that follows.
-  void reset(int rank, int team) { next_[rank].v.store(begin(rank, team), std::memory_order_relaxed); }
-  // The next item for `rank`: its own range first, then the others' in turn; false when the
-  // round has none left.
-  bool next(int rank, int team, std::int64_t& item) {
+      : n_(n), max_team_(max_team > 0 ? max_team : 1), home_(home), next_(new Counter[2 * max_team_]) {}
+  // Fills this thread's range for rounds 0 and 1; a barrier must follow before round 0.
+  void start(int rank, int team) {
+    reset(0, rank, team);
+    reset(1, rank, team);
+  }
+  // At the start of round r (after the barrier that ended round r - 1): refills this thread's
+  // range for round r + 1.
+  void begin_round(int rank, int team, std::int64_t round) {
+    if (round > 0) reset((round + 1) & 1, rank, team);
+  }
+  // The next item of round `round` for `rank`: its own range first, then the others' in turn;
+  // false when the round has none left for it.
+  bool next(int rank, int team, std::int64_t round, std::int64_t& item) {
+    Counter* set = next_.get() + (round & 1) * max_team_;
     for (int k = 0; k < team; ++k) {
       const int r = (rank + k) % team;
       const std::int64_t end = begin(r + 1, team);
       // Another thread's range only while it has two or more items not started: its last one
       // is cheaper for it (its data are in its caches) than for a helper that would take it
       // just before the owner gets there and leave the owner waiting at the barrier instead.
-      if (next_[r].v.load(std::memory_order_relaxed) > end - (k == 0 ? 1 : 2)) continue;
-      const std::int64_t i = next_[r].v.fetch_add(1, std::memory_order_relaxed);
+      if (set[r].v.load(std::memory_order_relaxed) > end - (k == 0 ? 1 : 2)) continue;
+      const std::int64_t i = set[r].v.fetch_add(1, std::memory_order_relaxed);
       if (i < end) {
         item = i;
         return true;
@@ -154,6 +163,9 @@ class TeamQueues {
   struct alignas(64) Counter {
     std::atomic<std::int64_t> v{0};
   };
+  void reset(int set, int rank, int team) {
+    next_[set * max_team_ + rank].v.store(begin(rank, team), std::memory_order_relaxed);
+  }
   std::int64_t n_;
   int max_team_;
   const std::int64_t* home_;
