@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -140,3 +141,24 @@ def test_mkl_path_from_its_verbose_banner():
            "Architecture processors, Lnx 2.60GHz lp64 gnu_thread")
     assert mkl_path_from_log(amd) == "path not named on this CPU"
     assert mkl_path_from_log("") == "unknown"
+
+
+def test_alternate_interleaves_libraries_and_reports_each_median():
+    from pydl.bench import common
+
+    calls = []
+
+    def fn(name, seconds):
+        def call():
+            calls.append(name)
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                pass
+        return call
+
+    t = common.alternate({"a": fn("a", 0.002), "b": fn("b", 0.004)}, rounds=3, repeats=1, min_time=0.0)
+    assert set(t) == {"a", "b"}
+    assert 0.0015 < t["a"] < t["b"]
+    # every round times a, then b: the calls come in 3 runs of a's each followed by b's
+    runs = [name for i, name in enumerate(calls) if i == 0 or calls[i - 1] != name]
+    assert runs == ["a", "b"] * 3

@@ -15,7 +15,6 @@ the arrays read and written once (fwd: x, y; fwd+bwd: x, y, dy, x, dx).
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 
@@ -24,7 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 import numpy as np
 
 from . import common  # noqa: E402
-from .common import HAVE_TORCH, Row, assert_close, print_rows, threads, timeit  # noqa: E402
+from .common import HAVE_TORCH, Row, alternate, assert_close, print_rows, threads  # noqa: E402
 
 import pydl  # noqa: E402
 from pydl import ops  # noqa: E402
@@ -32,14 +31,6 @@ from pydl import ops  # noqa: E402
 if HAVE_TORCH:
     import torch
     import torch.nn.functional as TF
-
-
-def _alternate(fns: dict, rounds: int) -> dict:
-    samples = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            samples[k].append(timeit(fn, warmup=1, repeats=3, min_time=0.05))
-    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def _attn_case(B, H, T, d, causal, rounds, nthreads):
@@ -75,7 +66,7 @@ def _attn_case(B, H, T, d, causal, rounds, nthreads):
         for g, t, n in ((dq, tq, "dq"), (dk, tk, "dk"), (dv, tv, "dv")):
             assert_close(g, t.grad.numpy(), 1e-3, 1e-4, f"{what} {n}")
         fns |= {"tf": tf, "tfb": tfb}
-    t = _alternate(fns, rounds)
+    t = alternate(fns, rounds, repeats=3, min_time=0.05)
     flop = 4.0 * B * H * T * T * d * (0.5 if causal else 1.0)
     case = f"B{B} H{H} T{T} S{T} d{d}" + (" causal" if causal else "")
     base_f = {"torch": t["tf"] * 1e3} if HAVE_TORCH else {}
@@ -121,7 +112,7 @@ def _ln_case(R, C, rounds, nthreads):
         assert_close(dx, tx.grad.numpy(), 1e-3, 1e-3, "layer_norm dx")
         assert_close(dg, tg.grad.numpy(), 1e-3, 1e-2, "layer_norm dgamma")
         fns |= {"tf": tf, "tfb": tfb}
-    t = _alternate(fns, rounds)
+    t = alternate(fns, rounds, repeats=3, min_time=0.05)
     nb = 4.0 * R * C
     return [Row("layernorm", f"forward ({R}, {C})", nthreads, "ms", t["pf"] * 1e3,
                 {"torch": t["tf"] * 1e3} if HAVE_TORCH else {}, note=f"{common.gbps(2 * nb, t['pf']):.1f} GB/s"),

@@ -10,7 +10,8 @@ OpenBLAS matmuls, reshaped 2x2 max-pool, fused softmax-CE gradient p - y, vector
 Correctness first, from the same weights: pydl's loss and every gradient against float64 PyTorch
 autograd; the weights after one Adam step against PyTorch (its epsilon rescaled to Keras's
 placement for step 1) and after three steps against the NumPy step (same Keras form of Adam).
-Then the median step time in ms for each thread count (each library limited to it), and a
+Then the median step time in ms for each thread count (each library limited to it; pydl and PyTorch
+timed in alternating rounds, the median of the rounds reported), and a
 per-layer profile of the pydl step, which says where its time goes.
 
     python -m pydl.bench.bench_cnn [--quick]
@@ -29,7 +30,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 import numpy as np  # noqa: E402
 
 from . import common  # noqa: E402
-from .common import HAVE_TORCH, Row, print_rows, timeit, torch  # noqa: E402
+from .common import HAVE_TORCH, Row, alternate, print_rows, timeit, torch  # noqa: E402
 
 import pydl  # noqa: E402
 from pydl.layers import Conv2D, Dense, Flatten, MaxPool2D  # noqa: E402
@@ -296,13 +297,15 @@ def run(quick: bool = False) -> list:
     for n in thread_list:
         with common.threads(n):
             model = pydl_model(weights)
-            t_pydl = timeit(lambda: model._train_step(x, y))
-            base = {}
+            fns = {"pydl": lambda: model._train_step(x, y)}
             if HAVE_TORCH:
                 step, _ = torch_step_fn(weights)
                 xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-                base["torch"] = timeit(lambda: step(xt, yt)) * 1e3
-            ref = NumpyCNN(weights)
+                fns["torch"] = lambda: step(xt, yt)
+            t = alternate(fns, rounds=1 if quick else 5, repeats=3, min_time=0.1, settle=0.1)
+            t_pydl = t.pop("pydl")
+            base = {k: v * 1e3 for k, v in t.items()}
+            ref = NumpyCNN(weights)  # ~10x slower than the others: timed once, after them
             base["numpy"] = timeit(lambda: ref.step(x, y), repeats=3 if not common.QUICK else 1) * 1e3
             rows.append(Row("cnn", f"conv32-pool-conv64-pool-dense10 b{BATCH} 28x28 Adam step", n, "ms",
                             t_pydl * 1e3, base, note=f"{flop / t_pydl / 1e9:.1f} GFLOP/s (direct-conv FLOPs)"))

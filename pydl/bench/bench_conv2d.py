@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 # Several OpenMP / BLAS pools live in this process (pydl, PyTorch, OpenBLAS). Spinning idle
 # workers of one pool steal the 2 cores from the other and make timings jump by whole scheduler

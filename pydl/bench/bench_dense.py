@@ -11,7 +11,6 @@ Element-wise rows: relu and sigmoid on 4M float32 into a preallocated output, GB
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 

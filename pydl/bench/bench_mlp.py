@@ -7,21 +7,21 @@ zero_grad + forward + CrossEntropyLoss + backward + Adam.step(); NumPy as a hand
 (matmuls on OpenBLAS, softmax-CE gradient p - y, Adam in vectorised NumPy).
 
 Correctness first: from the same weights, one step of each must give the same updated weights.
-Then the median step time in ms for each thread count (each library limited to it), and a
+Then the median step time in ms for each thread count (each library limited to it; the libraries
+timed in alternating rounds, the median of the rounds reported), and a
 per-op profile of the pydl step, which says where its time goes.
 
     python -m pydl.bench.bench_mlp [--quick]
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 
 import numpy as np
 
 from . import common  # noqa: E402
-from .common import HAVE_TORCH, Row, print_rows, timeit, torch  # noqa: E402
+from .common import HAVE_TORCH, Row, alternate, print_rows, torch  # noqa: E402
 
 import pydl  # noqa: E402
 from pydl.layers import Dense  # noqa: E402
@@ -198,14 +198,15 @@ def run(quick: bool = False) -> list:
     for n in thread_list:
         with common.threads(n):
             model = pydl_model(weights)
-            t_pydl = timeit(lambda: model._train_step(x, y))
             ref = NumpyMLP(weights)
-            t_np = timeit(lambda: ref.step(x, y))
-            base = {"numpy": t_np * 1e3}
+            fns = {"pydl": lambda: model._train_step(x, y), "numpy": lambda: ref.step(x, y)}
             if HAVE_TORCH:
                 step, _ = torch_model(weights)
                 xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-                base["torch"] = timeit(lambda: step(xt, yt)) * 1e3
+                fns["torch"] = lambda: step(xt, yt)
+            t = alternate(fns, rounds=1 if quick else 5, repeats=3, min_time=0.05, settle=0.1)
+            t_pydl = t.pop("pydl")
+            base = {k: v * 1e3 for k, v in t.items()}
             rows.append(Row("mlp", f"784-256-128-10 b{BATCH} Adam step", n, "ms", t_pydl * 1e3, base,
                             note=f"{flop / t_pydl / 1e9:.1f} GFLOP/s in the GEMMs"))
             prof = profile_pydl(pydl_model(weights), x, y, repeats=5 if quick else 50)

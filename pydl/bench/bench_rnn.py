@@ -14,13 +14,11 @@ keeps a noisy shared machine from favouring either side. Rate: GFLOP/s of the GE
 from __future__ import annotations
 
 import os
-import statistics
-import sys
 
 import numpy as np
 
 from . import common  # noqa: E402
-from .common import HAVE_TORCH, Row, assert_close, print_rows, threads, timeit  # noqa: E402
+from .common import HAVE_TORCH, Row, alternate, assert_close, print_rows, threads  # noqa: E402
 
 import pydl  # noqa: E402
 from pydl.ops import rnn_backward, rnn_forward  # noqa: E402
@@ -109,15 +107,6 @@ def _check(cell, p, m, x, torch_fwd_bwd, pydl_fwd_bwd):
     assert_close(g["db"], m.bias_ih_l0.grad.numpy(), 1e-3, 1e-3, what + " db")
 
 
-def _alternate(fns: dict, rounds: int) -> dict:
-    """Median over `rounds` alternating rounds of each fn's own median time (seconds)."""
-    samples = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            samples[k].append(timeit(fn, warmup=1, repeats=5, min_time=0.03))
-    return {k: statistics.median(v) for k, v in samples.items()}
-
-
 def run(quick: bool = False, thread_counts=None) -> list[Row]:
     rows: list[Row] = []
     quick = quick or common.QUICK
@@ -135,7 +124,7 @@ def run(quick: bool = False, thread_counts=None) -> list[Row]:
             raise AssertionError(f"{cell}: the inference forward differs from the training forward")
         with threads(nthreads):
             if not HAVE_TORCH:
-                t = _alternate({"f": pf, "fb": pfb}, rounds)
+                t = alternate({"f": pf, "fb": pfb}, rounds)
                 rows.append(Row("rnn", f"{cell} forward {case_shape}", nthreads, "ms", t["f"] * 1e3,
                                 note=f"{common.gflops(flop_f, t['f']):.0f} GFLOP/s"))
                 rows.append(Row("rnn", f"{cell} fwd+bwd {case_shape}", nthreads, "ms", t["fb"] * 1e3,
@@ -143,7 +132,7 @@ def run(quick: bool = False, thread_counts=None) -> list[Row]:
                 continue
             m, x, tf, tfi, tfb = _torch_fns(cell, p)
             _check(cell, p, m, x, tfb, pfb)
-            t = _alternate({"pf": pf, "tf": tf, "pfi": pfi, "tfi": tfi, "pfb": pfb, "tfb": tfb}, rounds)
+            t = alternate({"pf": pf, "tf": tf, "pfi": pfi, "tfi": tfi, "pfb": pfb, "tfb": tfb}, rounds)
         rows.append(Row("rnn", f"{cell} forward {case_shape}", nthreads, "ms", t["pf"] * 1e3,
                         {"torch": t["tf"] * 1e3},
                         note=f"{common.gflops(flop_f, t['pf']):.0f} GFLOP/s; pydl/torch time {t['pf'] / t['tf']:.2f}x"))

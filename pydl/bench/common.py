@@ -136,6 +136,22 @@ def timeit(fn, warmup: int = 2, repeats: int = 7, min_time: float = 0.05) -> flo
     return med
 
 
+def alternate(fns: dict, rounds: int, *, repeats: int = 5, min_time: float = 0.03, settle: float = 0.0) -> dict:
+    """Median seconds per call of each fn over `rounds` alternating rounds.
+
+    Each round times every fn once (its own median, `timeit`), in order, so a slow phase of the
+    machine lasting a second or two falls on every library alike instead of on whichever ran then;
+    `settle` seconds of sleep before each fn let the previous library's spinning workers stop.
+    """
+    samples = {k: [] for k in fns}
+    for _ in range(max(1, rounds)):
+        for k, fn in fns.items():
+            if settle:
+                time.sleep(settle)
+            samples[k].append(timeit(fn, warmup=1, repeats=repeats, min_time=min_time))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
 @contextlib.contextmanager
 def threads(n: int):
     """Run pydl, NumPy's BLAS and PyTorch with `n` threads each (restored afterwards).
