@@ -198,6 +198,29 @@ def test_auto_algorithm_rule():
     assert ops.conv2d_algo((8, 64, 56, 56), (64, 64, 3, 3), 1, 1, algo="winograd_f4") == "winograd_f4"
 
 
+def test_auto_avoids_the_direct_padded_copy_when_padding_dwarfs_the_image():
+    # padding="same" with a huge dilation pads an 8x8 image by 2^20 on each side: the direct loops'
+    # padded copy would be terabytes, im2col's columns are 9 x 64 (every far tap reads zero).
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
+    for dl in (2**13, 2**20):
+        algo, why = ops.conv2d_explain(x.shape, w.shape, dilation=dl, padding="same")
+        assert algo == "im2col" and "padded copy" in why
+        y = ops.conv2d(x, w, dilation=dl, padding="same")
+        np.testing.assert_allclose(y, ops.conv2d(x, w, dilation=dl, padding="same", algo="naive"), rtol=1e-5, atol=1e-6)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        got = ops.conv2d_backward(dy, x, w, dilation=dl, padding="same")
+        want = ops.conv2d_backward(dy, x, w, dilation=dl, padding="same", algo="naive")
+        for g, r in zip(got, want):
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5)
+    # the centre tap alone sees the image: y = w[:, :, 1, 1] x
+    np.testing.assert_allclose(y, np.einsum("kc,nchw->nkhw", w[:, :, 1, 1], x), rtol=1e-5, atol=1e-6)
+    # ordinary small images keep the direct loops
+    assert ops.conv2d_algo((8, 1, 28, 28), (32, 1, 3, 3), 1, 1) == "direct"
+    assert ops.conv2d_algo((8, 3, 5, 5), (32, 3, 3, 3), 1, 1) == "direct"
+
+
 def test_vs_torch():
     torch = pytest.importorskip("torch")
     F = torch.nn.functional

@@ -58,6 +58,36 @@ def test_kernel_matches_keras_formula(dtype, naive, n, rng):
     np.testing.assert_allclose(p, want_p, **tol)
 
 
+@pytest.mark.parametrize("beta_1", [0.0, 0.5, 0.9, 0.999])
+@pytest.mark.parametrize("step", [1, 2, 37, 899, 950, 1500, 20000])
+def test_schedule_product_matches_the_step_by_step_product(beta_1, step):
+    u = lambda i: beta_1 * (1.0 - 0.5 * 0.96 ** i)  # noqa: E731
+    want = 1.0
+    for i in range(1, step + 1):
+        want *= u(i)
+    u_t, u_t1, prod_t, prod_t1 = ops.optim.nadam_schedule(step, beta_1)
+    assert (u_t, u_t1) == (u(step), u(step + 1))
+    assert prod_t == pytest.approx(want, rel=1e-12, abs=1e-300)
+    assert prod_t1 == pytest.approx(want * u(step + 1), rel=1e-12, abs=1e-300)
+
+
+def test_huge_step_uses_the_limit_of_the_schedule():
+    # Far past the warm-up, u_t = beta_1 and U_t underflows to 0: m_hat = beta_1 m + (1 - beta_1) g and
+    # v_hat = v. (The product over earlier steps is not a loop over all of them.)
+    for step in (10**7, 10**12, 2**63):
+        p = np.array([1.0, -2.0])
+        m = np.array([0.5, 0.25])
+        v = np.array([4.0, 1.0])
+        g = np.array([1.0, -1.0])
+        ops.optim.nadam_update(p, m, v, g, 0.1, step, 0.9, 0.999, 0.0)
+        m_want = np.array([0.5, 0.25]) + 0.1 * (g - [0.5, 0.25])
+        v_want = np.array([4.0, 1.0]) + 0.001 * (g * g - [4.0, 1.0])
+        p_want = np.array([1.0, -2.0]) - 0.1 * (0.9 * m_want + 0.1 * g) / np.sqrt(v_want)
+        np.testing.assert_allclose(m, m_want, rtol=1e-14)
+        np.testing.assert_allclose(v, v_want, rtol=1e-14)
+        np.testing.assert_allclose(p, p_want, rtol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fast_and_naive_agree_with_clip_and_decay(dtype, rng):
     n = 203

@@ -234,10 +234,17 @@ def _auto(x_shape, w_shape, st, dl, out_shape) -> tuple[str, str]:
     C, K = x_shape[1], w_shape[0]
     if C <= rule["direct_max_c"]:
         padded, need = _direct_padded_width(w_shape, st, dl, out_shape)
-        if padded <= 2 * need + 64:
-            return "direct", where + f"C = {C} <= {rule['direct_max_c']} input channels -> direct"
-        return "im2col", where + (f"C = {C} <= {rule['direct_max_c']} but stride {st[1]} would make the direct "
-                                  f"loops read {padded} columns for {need} -> im2col")
+        if padded > 2 * need + 64:
+            return "im2col", where + (f"C = {C} <= {rule['direct_max_c']} but stride {st[1]} would make the direct "
+                                      f"loops read {padded} columns for {need} -> im2col")
+        # The direct loops first copy the input into a zero-padded image; padding much larger than
+        # the image (huge dilation with padding="same") would make that copy the whole cost.
+        scratch = _direct_scratch_bytes(x_shape, w_shape, st, dl, out_shape)
+        image = 8 * C * x_shape[2] * x_shape[3]
+        if scratch > 4 * image + (64 << 10):
+            return "im2col", where + (f"C = {C} <= {rule['direct_max_c']} but the direct loops' padded copy of "
+                                      f"the input would take {scratch} bytes for a {image}-byte image -> im2col")
+        return "direct", where + f"C = {C} <= {rule['direct_max_c']} input channels -> direct"
     if _winograd_ok(w_shape, st, dl) and rule["winograd"]:
         m = rule["wino_min_ck"]
         if C >= m and K >= m:

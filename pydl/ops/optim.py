@@ -285,9 +285,14 @@ def nadam_schedule(step: int, beta_1: float, u_product=None) -> tuple[float, flo
     the product over the earlier steps)."""
     u = lambda i: beta_1 * (1.0 - 0.5 * 0.96 ** i)  # noqa: E731
     if u_product is None:
-        u_product = 1.0
-        for i in range(1, step):
+        # From i ~ 900 on, 0.5 * 0.96^i is below half an ulp of 1 and u_i is exactly beta_1, so
+        # the rest of the product is one power: any step costs at most ~900 multiplications.
+        u_product, i = 1.0, 1
+        while i < step and u(i) != beta_1:
             u_product *= u(i)
+            i += 1
+        if i < step:
+            u_product *= beta_1 ** (step - i)
     u_t, u_t1 = u(step), u(step + 1)
     prod_t = u_product * u_t
     return u_t, u_t1, prod_t, prod_t * u_t1
