@@ -136,6 +136,60 @@ def test_mask_with_neg_inf_entries_and_int_mask_cast():
     check_against_ref(q, k, v, dout, 3e-5, mask=mi)
 
 
+def test_mask_at_the_dtype_minimum_is_a_finite_mask():
+    # np.finfo(dtype).min as the "masked" value: finite, so a row masked that way throughout is
+    # uniform (not the zeros of a fully masked row), and elsewhere those keys get weight 0; in the
+    # kernels' log2 units (scores times log2(e)) it would overflow to -inf unless held at a bound.
+    rng = np.random.default_rng(12)
+    for dtype in (np.float32, np.float64):
+        lo = np.finfo(dtype).min
+        q, k, v, dout = make(rng, 2, 2, 6, 37, 8, dtype=dtype)
+        m = np.zeros((6, 37), dtype)
+        m[:, ::3] = lo
+        m[2, :] = lo  # every key at the minimum: uniform over all keys
+        m[4, 5:] = lo
+        m[4, :5] = -np.inf  # only -inf and the minimum: uniform over the minimum's keys
+        # Rows 2 and 4 hold nothing but the offset: s + lo rounds to lo, and their lse (lo plus a
+        # log of the key count that rounds away) cannot give back P = 1 / count in the backward;
+        # the same holds for PyTorch's fused kernels. Their gradients are checked against
+        # PyTorch below; against the float64 reference, only the other rows carry a gradient.
+        d0 = dout.copy()
+        d0[:, :, [2, 4]] = 0
+        tol = 3e-5 if dtype == np.float32 else 1e-12
+        q64, k64, v64 = (a.astype(np.float64) for a in (q, k, v))
+        rout, rlse = attention_ref(q64, k64, v64, mask=m.astype(np.float64))
+        rgrads = attention_backward_ref(q64, k64, v64, d0.astype(np.float64), mask=m.astype(np.float64))
+        old = _core.selected_isa()
+        for isa in _core.available_isas():
+            _core.select_isa(isa)
+            try:
+                out, lse, grads = run_all(q, k, v, d0, mask=m)
+            finally:
+                _core.select_isa(old)
+            assert rel(out, rout) <= tol, (isa, dtype, rel(out, rout))
+            np.testing.assert_allclose(out[:, :, 2], np.broadcast_to(v.mean(axis=2), out[:, :, 2].shape),
+                                       rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(out[:, :, 4], np.broadcast_to(v[:, :, 5:].mean(axis=2), out[:, :, 4].shape),
+                                       rtol=1e-5, atol=1e-6)
+            assert np.all(np.isfinite(lse)) and np.all(lse[:, :, [2, 4]] < 0.5 * lo)
+            ordinary = [0, 1, 3, 5]
+            np.testing.assert_allclose(lse[:, :, ordinary], rlse[:, :, ordinary], rtol=tol, atol=tol)
+            for name, g, r in zip(("dq", "dk", "dv"), grads, rgrads):
+                assert rel(g, r) <= tol, (isa, dtype, name, rel(g, r))
+            if HAVE_TORCH and dtype == np.float32:
+                tq, tk, tv = (torch.tensor(a, requires_grad=True) for a in (q, k, v))
+                to = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=torch.tensor(m))
+                to.backward(torch.tensor(dout))
+                _core.select_isa(isa)
+                try:
+                    out, lse, grads = run_all(q, k, v, dout, mask=m)
+                finally:
+                    _core.select_isa(old)
+                assert rel(out, to.detach().numpy().astype(np.float64)) <= tol
+                for name, g, t in zip(("dq", "dk", "dv"), grads, (tq, tk, tv)):
+                    assert rel(g, t.grad.numpy().astype(np.float64)) <= 1e-4, (isa, name)
+
+
 def test_fully_masked_rows_give_zeros_not_nan():
     rng = np.random.default_rng(5)
     for dtype in (np.float32, np.float64):

@@ -8,7 +8,9 @@ S may differ from T. out = softmax(q k^T * scale + mask) v with scale = 1/sqrt(d
 - causal=True: PyTorch's convention, top-left aligned: query i attends the keys j <= i (also
   when T != S). It combines with `mask`.
 - A query row whose keys are all masked gives an output row of zeros (and lse = -inf, zero
-  gradients), not NaN as plain softmax would.
+  gradients), not NaN as plain softmax would. Masked means False or -inf: finite values, however
+  negative (np.finfo(dtype).min included), are ordinary additive values; those below
+  -max / log2(e) (float32: -2.36e38) act as that bound.
 - dropout (training only) drops attention probabilities with probability `dropout` and scales
   the kept ones by 1/(1 - dropout). The decision is a counter-based hash of (seed, b, h, i, j), so
   the backward regenerates it: nothing T x S is stored. dropout=0 or training=False is exact.
@@ -122,7 +124,24 @@ def _prepare_mask(op, mask, dtype, full):
             raise ValueError(f"[{op}] mask {tuple(m.shape)} is not broadcastable to (B, H, T, S) = {full}")
     if m.dtype == np.bool_:
         return np.ascontiguousarray(m.reshape(shape4))
-    return np.asarray(m.reshape(shape4), dtype=dtype, order="C")
+    m = np.asarray(m.reshape(shape4), dtype=dtype, order="C")
+    # The kernels add the mask in log2 units (times log2(e)): a finite value below
+    # -max / log2(e), such as np.finfo(np.float32).min (a common "masked" value), would overflow
+    # to -inf there, and a row masked that way throughout would read as fully masked (zeros, lse
+    # -inf) instead of uniform over its keys. Such values are held just above that bound: still
+    # finite and far below any score (they only tie with each other; s + lo == lo in float32 for
+    # any ordinary score s anyway). -inf stays -inf; the scan is one pass over the mask as given.
+    lowest = _lowest_mask(dtype)
+    if m.size and m.min() < lowest:
+        fix = (m < lowest) & ~np.isneginf(m)
+        if fix.any():
+            m = np.where(fix, lowest, m).astype(dtype, copy=False)
+    return m
+
+
+def _lowest_mask(dtype) -> float:
+    """The most negative mask value whose product with log2(e) stays finite (1e-6 margin)."""
+    return float(np.finfo(dtype).min) / 1.4426950408889634 * (1.0 - 1e-6)
 
 
 def attention_forward(q, k, v, mask=None, causal: bool = False, dropout: float = 0.0, scale=None,
