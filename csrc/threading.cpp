@@ -4,6 +4,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <thread>
 #include <vector>
 #include <stdexcept>
 #include <string>
@@ -59,8 +60,16 @@ int creatable_threads(int want) {
 // The largest team size known to be creatable (so each size is tried once, not per call).
 std::atomic<int> g_team_ok{1};
 
-// `n` threads, or as many as can be created (at least 1).
+// The largest team pydl uses: max(1024, 4 x the hardware threads). More never helps a kernel,
+// and asking for, say, 10^6 would start (and probe) tens of thousands of OS threads.
+int max_team() {
+  static const int m = std::max(1024, 4 * static_cast<int>(std::thread::hardware_concurrency()));
+  return m;
+}
+
+// `n` threads (at most max_team()), or as many as can be created (at least 1).
 int grantable_threads(int n) {
+  n = std::min(n, max_team());
   if (n <= g_team_ok.load(std::memory_order_relaxed)) return n;
   const int got = 1 + creatable_threads(n - 1);
   int known = g_team_ok.load(std::memory_order_relaxed);

@@ -65,8 +65,9 @@ from .gradcheck import gradcheck
 def set_num_threads(n: int) -> int:
     """Set the number of threads every pydl kernel uses (process-wide, from any thread).
 
-    Returns the count set. Where fewer threads can be created (a memory or thread limit), that
-    many are used and a RuntimeWarning says so.
+    Returns the count set. At most max(1024, 4 x the CPU count) threads are used; where fewer
+    can be created (a memory or thread limit), that many are used. Either way a RuntimeWarning
+    says so.
     """
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"[set_num_threads] n must be an int, got {type(n).__name__}")
@@ -74,8 +75,10 @@ def set_num_threads(n: int) -> int:
         raise ValueError(f"[set_num_threads] n must be in [1, 2^31 - 1], got {int(n)}")
     got = _core.set_num_threads(int(n))
     if got < n:
-        warnings.warn(f"[set_num_threads] only {got} of the {int(n)} threads asked for could be created; "
-                      f"using {got}", RuntimeWarning, stacklevel=2)
+        cap = max(1024, 4 * (_os.cpu_count() or 1))
+        why = f"at most {cap} are used" if got == cap else "no more could be created"
+        warnings.warn(f"[set_num_threads] {int(n)} threads asked for, using {got}: {why}", RuntimeWarning,
+                      stacklevel=2)
     return got
 
 

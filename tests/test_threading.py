@@ -118,6 +118,31 @@ def test_set_num_threads_rejects_out_of_range_counts():
     assert pydl.set_num_threads(pydl.get_num_threads()) == pydl.get_num_threads()
 
 
+_HUGE = textwrap.dedent("""
+    import os, resource, warnings
+    import pydl
+    cap = max(1024, 4 * os.cpu_count())
+    with open("/proc/self/statm") as f:
+        vm = int(f.read().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (vm + (3 << 30), resource.RLIM_INFINITY))
+    for n in (10**6, 2**31 - 1):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = pydl.set_num_threads(n)
+        assert 1 <= got <= cap and pydl.get_num_threads() == got, (n, got)
+        assert any(f"{n} threads asked for, using {got}" in str(w.message) for w in caught), caught
+    pydl.set_num_threads(2)
+    print("huge-ok", got)
+""")
+
+
+def test_huge_thread_counts_are_capped_with_a_warning():
+    """set_num_threads(10**6) or (2**31 - 1) uses at most max(1024, 4 x CPUs) threads and says so,
+    without probing for a million threads or reserving memory for them (under a 3 GiB limit)."""
+    out = subprocess.run([sys.executable, "-c", _HUGE], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "huge-ok" in out.stdout, (out.returncode, out.stderr[-2000:])
+
+
 def _every_family(rng):
     f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
     a, b = f(300, 200), f(200, 250)
