@@ -183,6 +183,13 @@ def test_bad_input(call, match):
         call(x)
 
 
+@pytest.mark.parametrize("layer,op", [(MaxPool2D, "max_pool2d"), (AvgPool2D, "avg_pool2d")])
+def test_pool_layer_too_large_for_its_input_names_its_own_op(layer, op):
+    import pydl
+    with pytest.raises(ValueError, match=rf"\[{op}\] pool_size 7x7 is larger than the padded input 4x4"):
+        pydl.Sequential([layer(7, input_shape=(1, 4, 4))])
+
+
 def test_pool_layers():
     x = _tie_free((2, 3, 9, 8), np.float32)
     mp = MaxPool2D(2, padding="same")

@@ -204,9 +204,11 @@ class _Pool2D(ImageLayer):
         return tuple(self.padding) if isinstance(self.padding, list) else self.padding
 
     def _nchw_output_shape(self, shape):
-        probe = np.empty((0, 1) + tuple(shape[2:]), dtype=np.float32)
-        out = pool_ops.avg_pool2d(probe, self.pool_size, self.strides, self._pad())
-        return (shape[0], shape[1]) + tuple(out.shape[2:])
+        probe = np.empty((0, 1) + tuple(shape[2:]), dtype=np.float32)  # checks the geometry too
+        return (shape[0], shape[1]) + tuple(self._pool(probe).shape[2:])
+
+    def _pool(self, x):  # the layer's own op, so a geometry error names it
+        return pool_ops.avg_pool2d(x, self.pool_size, self.strides, self._pad())
 
     def get_config(self):
         return {**super().get_config(), "pool_size": list(self.pool_size), "strides": list(self.strides),
@@ -216,6 +218,9 @@ class _Pool2D(ImageLayer):
 @register_layer
 class MaxPool2D(_Pool2D):
     """Maximum over each pool_size window (argmax kept for backward while training)."""
+
+    def _pool(self, x):
+        return pool_ops.max_pool2d(x, self.pool_size, self.strides, self._pad(), return_argmax=False)[0]
 
     def _forward(self, x, training, ctx):
         x = device.asarray(x)
