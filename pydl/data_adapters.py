@@ -132,13 +132,21 @@ def class_weight_to_sample_weight(class_weight: dict, y, who: str) -> np.ndarray
         cls = np.round(y[:, 0])
     else:
         cls = np.round(y) if np.issubdtype(y.dtype, np.floating) else y
-    cls = np.asarray(cls).astype(np.int64).reshape(len(y), -1)
+    cls = np.asarray(cls).reshape(len(y), -1)
     if cls.shape[1] != 1:
         raise ValueError(f"[{who}] class_weight needs one class per sample, got targets of shape {y.shape}")
-    lut = np.ones(max(max(table), int(cls.max(initial=0))) + 1, dtype=np.float32)
-    for k, v in table.items():
-        lut[k] = v
-    return lut[cls[:, 0]]
+    cls = cls[:, 0]
+    if cls.size and not (np.all(np.isfinite(cls)) and cls.min() >= 0):
+        bad = cls[~(np.isfinite(cls) & (cls >= 0))][0]
+        raise ValueError(f"[{who}] class_weight needs class indices >= 0 as targets; a sample's class is {bad.item()!r} "
+                         f"(targets of shape {y.shape}, dtype {y.dtype})")
+    cls = cls.astype(np.int64)
+    # Weights by lookup of each sample's class among the dict's keys (no table as long as the
+    # largest class: a key or target of 10**12 is just a number here).
+    keys = np.array(sorted(table), dtype=np.int64)
+    vals = np.array([table[k] for k in keys.tolist()], dtype=np.float32)
+    pos = np.minimum(np.searchsorted(keys, cls), len(keys) - 1)
+    return np.where(keys[pos] == cls, vals[pos], np.float32(1.0)).astype(np.float32)
 
 
 class _Prefetcher:

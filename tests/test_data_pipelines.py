@@ -161,6 +161,20 @@ def test_class_weight_is_sample_weight_by_class():
         a.fit(x, y, class_weight=cw, sample_weight=w, verbose=0)
 
 
+def test_class_weight_targets_must_be_class_indices():
+    cw = pydl.data_adapters.class_weight_to_sample_weight
+    # a negative or NaN class is an error, not numpy's wrap-around to the last class
+    for bad in (np.array([-1.0, 0, 1, 2]), np.array([np.nan, 1.0]), -5 * np.ones(4)):
+        with pytest.raises(ValueError, match=r"\[fit\] class_weight needs class indices >= 0"):
+            cw({2: 10.0}, bad, "fit")
+    # huge classes and keys are looked up, not tabled
+    np.testing.assert_array_equal(cw({10**12: 4.0, 1: 2.0}, np.array([1e11, 1, 0, 1e12]), "t"), [1, 2, 1, 4])
+    m = Sequential([Dense(1, input_shape=(4,))])
+    m.compile("mse", SGD(0.01))
+    with pytest.raises(ValueError, match="class indices >= 0"):
+        m.fit(np.ones((6, 4), np.float32), -5 * np.ones(6), class_weight={0: 2.0}, verbose=0)
+
+
 # ---- every kind of input gives the same training as arrays ------------------------------------
 def _trained(data_kind, epochs=2, bs=8, prefetch=False, weighted=False):
     x, y = _data()
