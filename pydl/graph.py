@@ -123,8 +123,8 @@ def Input(shape, name: str | None = None) -> SymbolicTensor:
         raise ValueError(f"[Input] shape must hold at least one positive size (no batch dimension), got {shape!r}")
     if name is None:
         name = f"input_{next(_input_counter)}"
-    elif not isinstance(name, str) or not name or "/" in name:
-        raise ValueError(f"[Input] name must be a non-empty string without '/', got {name!r}")
+    elif not isinstance(name, str) or not name or "/" in name or "\x00" in name:
+        raise ValueError(f"[Input] name must be a non-empty string without '/' or NUL, got {name!r}")
     return SymbolicTensor((None,) + dims, None, 0, name)
 
 

@@ -125,8 +125,9 @@ def _json_default(obj):
 
 
 def _check_layer_name(layer, who: str) -> None:
-    if not isinstance(layer.name, str) or not layer.name or "/" in layer.name or layer.name in _RESERVED_NAMES:
-        raise ValueError(f"[{who}] layer name {layer.name!r} is not allowed (no '/', not one of "
+    if (not isinstance(layer.name, str) or not layer.name or "/" in layer.name or "\x00" in layer.name
+            or layer.name in _RESERVED_NAMES):
+        raise ValueError(f"[{who}] layer name {layer.name!r} is not allowed (no '/' or NUL, not one of "
                          f"{_RESERVED_NAMES})")
 
 
@@ -1584,13 +1585,22 @@ class Model:
         if not self.built:
             raise ValueError(f"[{who}] the model is not built yet: build it (or fit/predict once) before loading")
         try:
-            with np.load(os.fspath(path), allow_pickle=False) as npz:
+            loaded = np.load(os.fspath(path), allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError(f"a single .npy array {getattr(loaded, 'shape', '')}, not an .npz archive")
+            with loaded as npz:
+                _check_archive_sizes(npz, path, who)  # before any array is read (as load_model)
                 arrays = {k: npz[k] for k in npz.files if k != "__config__" and not k.startswith(("optimizer/",
                                                                                                   "scaler/"))}
         except FileNotFoundError:
             raise
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            if str(exc).startswith(f"[{who}]"):
+                raise
             raise ValueError(f"[{who}] {path}: not a pydl weights file (.npz): {exc}") from None
+        for k, v in arrays.items():
+            if not np.issubdtype(v.dtype, np.floating):
+                raise ValueError(f"[{who}] {path}: {k} holds {v.dtype} values; weights are floating point")
         slots = self._weight_slots()
         keys = [f"{layer.name}/{k}" for layer, kind, k in slots]
         if set(keys) == set(arrays):
@@ -1862,7 +1872,7 @@ def _class_config(entry, path, what: str):
     return entry["class_name"], entry["config"]
 
 
-def _check_archive_sizes(npz, path) -> None:
+def _check_archive_sizes(npz, path, who: str = "load_model") -> None:
     """Each entry's declared array must fit in the bytes the entry really holds, and the archive
     may not inflate far beyond its own size (the model files pydl writes are not compressed), so
     a small tampered file cannot make np.load allocate gigabytes before failing."""
@@ -1872,7 +1882,8 @@ def _check_archive_sizes(npz, path) -> None:
     for info in zf.infolist():
         total += info.file_size
         if total > 16 * file_bytes + (1 << 20):
-            raise _bad(path, f"entries inflate to more than {total} bytes from {file_bytes} stored; refused")
+            raise ValueError(f"[{who}] {path}: entries inflate to more than {total} bytes from {file_bytes} "
+                             f"stored; refused")
         try:
             with zf.open(info) as f:
                 version = np.lib.format.read_magic(f)
@@ -1881,13 +1892,13 @@ def _check_archive_sizes(npz, path) -> None:
                 else:
                     shape, _, dtype = np.lib.format.read_array_header_2_0(f)
         except Exception as exc:  # a corrupt zip entry (BadZipFile), or not a .npy header
-            raise _bad(path, f"entry {info.filename!r} is not a .npy array: {exc}") from None
+            raise ValueError(f"[{who}] {path}: entry {info.filename!r} is not a .npy array: {exc}") from None
         count = 1
         for d in shape:
             count *= int(d)
         if count * dtype.itemsize > info.file_size:
-            raise _bad(path, f"entry {info.filename!r} declares shape {tuple(shape)} ({dtype}) but holds only "
-                             f"{info.file_size} bytes")
+            raise ValueError(f"[{who}] {path}: entry {info.filename!r} declares shape {tuple(shape)} ({dtype}) "
+                             f"but holds only {info.file_size} bytes")
 
 
 def load_model(path) -> Model:

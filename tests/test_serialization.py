@@ -290,3 +290,39 @@ def test_truncated_and_bitflipped_files(tmp_path):
             pydl.load_model(tmp_path / "x.npz")
         except ValueError:
             pass
+
+
+def test_load_weights_refuses_hostile_files_before_reading_them(tmp_path):
+    import io
+    import zipfile
+    m = Sequential([Dense(3, input_shape=(4,), name="d")])
+    m.save_weights(tmp_path / "ok.npz")
+    m.load_weights(tmp_path / "ok.npz")
+    np.save(tmp_path / "one.npy", np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match=r"load_weights.*not an \.npz"):
+        m.load_weights(tmp_path / "one.npy")
+    # an entry declaring 400 GB in 144 bytes
+    with zipfile.ZipFile(tmp_path / "big.npz", "w") as zf:
+        b = io.BytesIO()
+        np.lib.format.write_array_header_1_0(b, {"descr": "<f4", "fortran_order": False, "shape": (10**11,)})
+        zf.writestr("d/W.npy", b.getvalue() + b"\0" * 16)
+    with pytest.raises(ValueError, match=r"load_weights.*declares shape"):
+        m.load_weights(tmp_path / "big.npz")
+    # 64 MB of zeros deflated to ~64 KB
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        b = io.BytesIO()
+        np.lib.format.write_array(b, np.zeros(16 << 20, np.float32))
+        zf.writestr("d/W.npy", b.getvalue())
+    with pytest.raises(ValueError, match=r"load_weights.*inflate"):
+        m.load_weights(tmp_path / "bomb.npz")
+    np.savez(tmp_path / "ints.npz", **{"d/W": np.zeros((4, 3), np.int64), "d/b": np.zeros(3, np.float32)})
+    with pytest.raises(ValueError, match=r"d/W holds int64 values"):
+        m.load_weights(tmp_path / "ints.npz")
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "a/b"])
+def test_layer_names_that_a_file_cannot_hold_are_refused(name):
+    with pytest.raises(ValueError, match="is not allowed"):
+        Sequential([Dense(3, input_shape=(4,), name=name)])
+    with pytest.raises(ValueError, match="NUL"):
+        pydl.Input((4,), name="x\x00")
