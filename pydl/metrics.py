@@ -507,6 +507,11 @@ class FalseNegatives(_CountMetric):
     _field = "false_negatives"
 
 
+# AUC keeps confusion counts per threshold and compares every prediction with each: beyond a
+# million thresholds (Keras's default is 200) an update would take minutes.
+_MAX_THRESHOLDS = 10**6
+
+
 class AUC(Metric):
     """Area under the ROC or PR curve from confusion counts at num_thresholds thresholds (Keras):
     thresholds 0 - 1e-7, i / (num_thresholds - 1) for i = 1 .. num_thresholds - 2, 1 + 1e-7 (or the
@@ -527,11 +532,12 @@ class AUC(Metric):
             self.num_thresholds = inner.size + 2
         else:
             if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, (int, np.integer)) \
-                    or num_thresholds <= 1:
-                raise ValueError(f"[AUC] num_thresholds must be an int > 1, got {num_thresholds!r}")
+                    or not 1 < num_thresholds <= _MAX_THRESHOLDS:
+                raise ValueError(f"[AUC] num_thresholds must be an int in [2, {_MAX_THRESHOLDS}], got "
+                                 f"{num_thresholds!r}")
             self.num_thresholds = int(num_thresholds)
             n = self.num_thresholds
-            inner = np.array([(i + 1) * 1.0 / (n - 1) for i in range(n - 2)], np.float64)
+            inner = np.arange(1, n - 1, dtype=np.float64) / (n - 1)
         self._explicit = thresholds is not None
         self.thresholds = np.concatenate([[0.0 - EPSILON], inner, [1.0 + EPSILON]])
         curve = str(curve).upper() if isinstance(curve, str) else curve

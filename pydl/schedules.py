@@ -85,7 +85,16 @@ class LearningRateSchedule:
 
     def __call__(self, x) -> float:
         who = type(self).__name__
-        return float(self.rate(check_step(x, who) if self.per_step else check_epoch(x, who)))
+        x = check_step(x, who) if self.per_step else check_epoch(x, who)
+        try:
+            lr = float(self.rate(x))
+        except (OverflowError, ZeroDivisionError) as exc:  # e.g. decay_rate > 1 over many steps
+            raise ValueError(f"[{who}] the learning rate at {'step' if self.per_step else 'epoch'} {x:g} is not a "
+                             f"finite number ({exc}); config {self.get_config()}") from None
+        if not math.isfinite(lr):
+            raise ValueError(f"[{who}] the learning rate at {'step' if self.per_step else 'epoch'} {x:g} is {lr}; "
+                             f"config {self.get_config()}")
+        return lr
 
     def rate(self, x) -> float:
         raise NotImplementedError(f"{type(self).__name__}.rate")
@@ -295,7 +304,7 @@ class PolynomialDecay(LearningRateSchedule):
         self.initial_learning_rate = _number(initial_learning_rate, "initial_learning_rate", who, lo=0.0)
         self.decay_steps = _steps(decay_steps, "decay_steps", who)
         self.end_learning_rate = _number(end_learning_rate, "end_learning_rate", who, lo=0.0)
-        self.power = _number(power, "power", who)
+        self.power = _number(power, "power", who, lo=0.0)  # a negative power divides by zero at decay_steps
         self.cycle = bool(cycle)
         self.name = name
 

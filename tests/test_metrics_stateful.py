@@ -239,3 +239,10 @@ def test_compiled_model_with_stateful_metrics_saves_and_loads(tmp_path):
     assert set(a) == set(b) == {"loss", "auc", "precision"}
     for k in a:
         assert a[k] == pytest.approx(b[k], rel=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 0, 10**6 + 1, 10**10, 2.5, True])
+def test_auc_num_thresholds_out_of_range_is_refused_at_once(n):
+    with pytest.raises(ValueError, match=r"\[AUC\] num_thresholds must be an int in \[2, 1000000\]"):
+        pydl.metrics.AUC(num_thresholds=n)
+    assert pydl.metrics.AUC(num_thresholds=3).thresholds.tolist() == pytest.approx([-1e-7, 0.5, 1 + 1e-7])

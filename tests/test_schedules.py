@@ -127,3 +127,17 @@ def test_fit_uses_any_callable_of_epoch_as_learning_rate():
     cb = pydl.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: seen.append(model.optimizer.current_learning_rate))
     model.fit(np.ones((4, 2), np.float32), np.zeros((4, 1), np.float32), epochs=3, verbose=0, callbacks=[cb])
     assert seen == pytest.approx([0.1, 0.05, 0.025], rel=1e-15)
+
+
+def test_rates_that_leave_the_floats_are_errors_naming_the_schedule():
+    with pytest.raises(ValueError, match=r"\[PolynomialDecay\] power must be >= 0"):
+        S.PolynomialDecay(0.1, 2, power=-1.0)
+    assert S.PolynomialDecay(0.1, 2, end_learning_rate=0.0, power=0.0)(2) == pytest.approx(0.1)
+    grow = S.ExponentialDecay(0.1, decay_steps=1, decay_rate=2.0)
+    assert grow(10) == pytest.approx(0.1 * 2**10)
+    with pytest.raises(ValueError, match=r"\[ExponentialDecay\] the learning rate at step 100000 is not a finite"):
+        grow(100000)
+    m = pydl.Sequential([pydl.layers.Dense(1, input_shape=(2,))])
+    m.compile("mse", pydl.optimizers.SGD(learning_rate=S.ExponentialDecay(1e-3, decay_steps=1, decay_rate=1e300)))
+    with pytest.raises(ValueError, match=r"\[ExponentialDecay\] the learning rate at step"):
+        m.fit(np.ones((8, 2), np.float32), np.ones(8, np.float32), batch_size=2, epochs=2, verbose=0)
