@@ -252,10 +252,19 @@ def _elementwise(kind, y_true, p, from_logits):
         return np.log(np.clip(q, lo, hi))
 
     if kind == "sparse_categorical_crossentropy":
+        check_sparse_labels(y_true, p.shape, "losses.per_sample")  # no wrap-around of -1 to the last class
         labels = np.asarray(y_true).reshape(p.shape[:-1]).astype(np.int64)
         lp = log_softmax(p) if from_logits else log_probs(p)
         return -np.take_along_axis(lp, labels[..., None], axis=-1)[..., 0]
-    t = np.asarray(y_true, dtype=np.float64).reshape(p.shape)
+    t = np.asarray(y_true, dtype=np.float64)
+    # the same shape, or one that differs by a trailing 1 ((N,) targets for (N, 1) predictions);
+    # never a reshape of another layout that happens to hold as many values
+    if t.shape != p.shape and t.shape + (1,) != p.shape and t.shape != p.shape + (1,):
+        raise ValueError(f"[losses.per_sample] y_true {t.shape} does not match y_pred {p.shape}")
+    t = t.reshape(p.shape)
+    if kind == "binary_crossentropy" and t.size and not (np.nanmin(t) >= 0 and np.nanmax(t) <= 1):
+        raise ValueError(f"[losses.per_sample] binary_crossentropy targets must lie in [0, 1], got values in "
+                         f"[{np.nanmin(t)}, {np.nanmax(t)}]")
     if kind == "mse":
         return (p - t) ** 2
     if kind == "mae":

@@ -92,6 +92,19 @@ def test_per_sample_losses_average_to_the_kernel_value():
         assert per.mean() == pytest.approx(value, rel=1e-5), kind
 
 
+@pytest.mark.parametrize("kind,yt,yp,match", [
+    ("sparse_categorical_crossentropy", [0, -1], np.full((2, 3), 1 / 3), r"labels must lie in \[0, 3\)"),
+    ("sparse_categorical_crossentropy", [0, 7], np.full((2, 3), 1 / 3), r"labels must lie in \[0, 3\)"),
+    ("mse", np.zeros(6), np.zeros((2, 3)), r"y_true \(6,\) does not match y_pred \(2, 3\)"),
+    ("binary_crossentropy", [5.0, 0.0], [0.5, 0.5], r"must lie in \[0, 1\]"),
+])
+def test_per_sample_checks_targets_as_the_loss_objects_do(kind, yt, yp, match):
+    with pytest.raises(ValueError, match=match):
+        pydl.losses.per_sample(kind, np.asarray(yt), np.asarray(yp))
+    # (N,) targets for (N, 1) predictions stay fine
+    assert pydl.losses.per_sample("mse", np.zeros(4), np.ones((4, 1))).tolist() == [1.0] * 4
+
+
 @pytest.mark.parametrize("batch_size", [40, 16])
 def test_sample_weight_evaluate_is_keras_weighted_mean(batch_size):
     x, y = _data()
