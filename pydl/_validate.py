@@ -116,3 +116,14 @@ def check_out_buffer(out, op: str, name: str = "out", inputs: dict | None = None
 def check_finite(x: np.ndarray, name: str, op: str) -> None:
     if not np.all(np.isfinite(x)):
         raise ValueError(f"[{op}] {name} contains NaN or Inf")
+
+
+def flag(value, name: str, who: str) -> bool:
+    """A yes/no setting: True, False (NumPy's bools, and the ints 0 and 1, too). Anything else, a
+    string such as "false" from a hand-edited config included, is a TypeError rather than
+    Python's truth value ("false" is true)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"[{who}] {name} must be True or False, got {value!r}")

@@ -39,7 +39,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import registry, schedules
-from ._validate import as_float_array
+from ._validate import as_float_array, flag
 from .ops import device
 from .ops import optim as _ops
 
@@ -374,7 +374,7 @@ class SGD(Optimizer):
                  clipvalue=None, global_clipnorm=None, name="SGD"):
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name)
         self.momentum = _hyper(momentum, "momentum", "SGD", lo=0.0, hi=1.0)
-        self.nesterov = bool(nesterov)
+        self.nesterov = flag(nesterov, "nesterov", type(self).__name__)
 
     def _slot_kinds(self):
         return ("momentum",) if self.momentum > 0 else ()
@@ -430,7 +430,7 @@ class RMSprop(Optimizer):
         self.rho = _hyper(rho, "rho", "RMSprop", lo=0.0, hi=1.0, hi_open=True)
         self.momentum = _hyper(momentum, "momentum", "RMSprop", lo=0.0, hi=1.0, hi_open=True)
         self.epsilon = _hyper(epsilon, "epsilon", "RMSprop", lo=0.0)
-        self.centered = bool(centered)
+        self.centered = flag(centered, "centered", type(self).__name__)
 
     def _slot_kinds(self):
         return ("velocity",) + (("momentum",) if self.momentum > 0 else ()) + \
@@ -459,7 +459,7 @@ class Adam(Optimizer):
         self.beta_1 = _hyper(beta_1, "beta_1", who, lo=0.0, hi=1.0, hi_open=True)
         self.beta_2 = _hyper(beta_2, "beta_2", who, lo=0.0, hi=1.0, hi_open=True)
         self.epsilon = _hyper(epsilon, "epsilon", who, lo=0.0)
-        self.amsgrad = bool(amsgrad)
+        self.amsgrad = flag(amsgrad, "amsgrad", who)
 
     def _slot_kinds(self):
         return ("m", "v", "vhat") if self.amsgrad else ("m", "v")

@@ -43,6 +43,7 @@ import json
 import math
 import numbers
 
+from ._validate import flag
 from . import registry
 
 
@@ -139,7 +140,7 @@ class _RateDecay(LearningRateSchedule):
         self.per_step = decay_steps is not None
         self.decay_steps = _steps(decay_steps, "decay_steps", who) if self.per_step else None
         self.decay_rate = self._check_rate(decay_rate, who)
-        self.staircase = bool(staircase)
+        self.staircase = flag(staircase, "staircase", who)
         self.name = name
 
     def _progress(self, step: float) -> float:
@@ -305,7 +306,7 @@ class PolynomialDecay(LearningRateSchedule):
         self.decay_steps = _steps(decay_steps, "decay_steps", who)
         self.end_learning_rate = _number(end_learning_rate, "end_learning_rate", who, lo=0.0)
         self.power = _number(power, "power", who, lo=0.0)  # a negative power divides by zero at decay_steps
-        self.cycle = bool(cycle)
+        self.cycle = flag(cycle, "cycle", who)
         self.name = name
 
     def rate(self, step) -> float:

@@ -326,3 +326,22 @@ def test_layer_names_that_a_file_cannot_hold_are_refused(name):
         Sequential([Dense(3, input_shape=(4,), name=name)])
     with pytest.raises(ValueError, match="NUL"):
         pydl.Input((4,), name="x\x00")
+
+
+def test_yes_no_settings_refuse_strings():
+    from pydl.layers import LSTM
+    with pytest.raises(TypeError, match=r"\[Dense\] use_bias must be True or False, got 'false'"):
+        Dense(3, use_bias="false")
+    with pytest.raises(TypeError, match=r"\[LSTM\] return_sequences must be True or False"):
+        LSTM(4, return_sequences="no")
+    with pytest.raises(TypeError, match=r"amsgrad must be True or False"):
+        Adam(amsgrad="false")
+    with pytest.raises(TypeError, match=r"trainable must be True or False"):
+        Dense(3, trainable="false")
+    assert Dense(3, use_bias=0).use_bias is False and Dense(3, use_bias=np.bool_(True)).use_bias is True
+    # a hand-edited config: "false" is refused, not read as True
+    import json
+    cfg = json.loads(Sequential([Dense(3, input_shape=(4,))]).to_json())
+    cfg["layers"][0]["config"]["use_bias"] = "false"
+    with pytest.raises((TypeError, ValueError), match="use_bias must be True or False"):
+        pydl.models.model_from_json(json.dumps(cfg))

@@ -17,6 +17,7 @@ import numbers
 
 import numpy as np
 
+from .._validate import flag
 from .. import initializers
 from ..ops import attention as attn_ops
 from ..ops import nn
@@ -68,7 +69,7 @@ class LayerNormalization(Layer):
             raise ValueError(f"[LayerNormalization] epsilon must be a positive number, got {epsilon!r}")
         self.axis = int(axis)
         self.epsilon = float(epsilon)
-        self.center, self.scale = bool(center), bool(scale)
+        self.center, self.scale = flag(center, "center", type(self).__name__), flag(scale, "scale", type(self).__name__)
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
@@ -167,7 +168,7 @@ class MultiHeadAttention(Layer):
         self.key_dim = _positive_int(key_dim, "key_dim", who)
         self.value_dim = self.key_dim if value_dim is None else _positive_int(value_dim, "value_dim", who)
         self.dropout = _rate(dropout, "dropout", who)
-        self.use_bias = bool(use_bias)
+        self.use_bias = flag(use_bias, "use_bias", who)
         if isinstance(output_shape, (list, tuple)):
             if len(output_shape) != 1:
                 raise ValueError(f"[{who}] output_shape must be an int (the output feature size), got {output_shape!r}")
@@ -175,7 +176,7 @@ class MultiHeadAttention(Layer):
         self.output_dim = None if output_shape is None else _positive_int(output_shape, "output_shape", who)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
-        self.use_causal_mask = bool(use_causal_mask)
+        self.use_causal_mask = flag(use_causal_mask, "use_causal_mask", who)
         self._causal_from_call = None  # the use_causal_mask a symbolic call gave
 
     # -- calling --------------------------------------------------------------------------------
@@ -565,7 +566,7 @@ class TransformerEncoder(Layer):
         self.key_dim = None if key_dim is None else _positive_int(key_dim, "key_dim", who)
         self.ff_dim = None if ff_dim is None else _positive_int(ff_dim, "ff_dim", who)
         self.dropout = _rate(dropout, "dropout", who)
-        self.norm_first = bool(norm_first)
+        self.norm_first = flag(norm_first, "norm_first", who)
         self.activation = _activation_kind(activation, who)
         if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not math.isfinite(epsilon) \
                 or epsilon <= 0:

@@ -83,6 +83,7 @@ import itertools
 
 import numpy as np
 
+from .._validate import flag
 from .. import registry
 from ..ops import device
 
@@ -139,7 +140,7 @@ class Layer:
                 raise ValueError(f"[{type(self).__name__}] input_shape must hold positive sizes, got {input_shape}")
         self.input_shape_arg = input_shape  # without the batch dimension, as Keras
         self.name = name or f"{type(self).__name__.lower()}_{next(_name_counter)}"
-        self._trainable = bool(trainable)
+        self._trainable = flag(trainable, "trainable", type(self).__name__)
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.state: dict[str, np.ndarray] = {}
@@ -160,7 +161,7 @@ class Layer:
     @trainable.setter
     def trainable(self, value) -> None:
         global _trainable_version
-        self._trainable = bool(value)
+        self._trainable = flag(value, "trainable", type(self).__name__)
         _trainable_version += 1
 
     # -- lifecycle -------------------------------------------------------------------------

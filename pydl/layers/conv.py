@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import flag
 from .. import initializers, regularizers
 from ..ops import conv as conv_ops
 from ..ops import device, nn
@@ -84,7 +85,7 @@ class Conv2D(ImageLayer):
             raise ValueError(f"[Conv2D] unknown algo {algo!r}; expected one of {', '.join(conv_ops.ALGOS)}")
         self.algo = algo
         self._algo_choice = None  # ((device, isa, threads), algorithm, reason), see algo_used
-        self.use_bias = bool(use_bias)
+        self.use_bias = flag(use_bias, "use_bias", type(self).__name__)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
@@ -245,7 +246,7 @@ class AvgPool2D(_Pool2D):
             raise ValueError(f"[AvgPool2D] count_include_pad must be True or False, got {count_include_pad!r}"
                              + (" (data_format is a keyword argument here: data_format=...)"
                                 if isinstance(count_include_pad, str) else ""))
-        self.count_include_pad = bool(count_include_pad)
+        self.count_include_pad = flag(count_include_pad, "count_include_pad", type(self).__name__)
 
     def _forward(self, x, training, ctx):
         x = device.asarray(x)
@@ -451,7 +452,7 @@ class Conv2DTranspose(ImageLayer):
         act = _activation_kind(activation, "Conv2DTranspose", _CONV_ACTIVATIONS)
         self.activation = act
         self.alpha = _DEFAULT_ALPHA.get(act)
-        self.use_bias = bool(use_bias)
+        self.use_bias = flag(use_bias, "use_bias", type(self).__name__)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from .._validate import flag
 from .. import backend, initializers, regularizers
 from ..ops import device, nn
 from ..random import next_seed
@@ -70,7 +71,7 @@ class Dense(Layer):
         self.units = int(units)
         self.activation = _activation_kind(activation, "Dense")
         self.alpha = _DEFAULT_ALPHA.get(self.activation)
-        self.use_bias = bool(use_bias)
+        self.use_bias = flag(use_bias, "use_bias", type(self).__name__)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
@@ -414,7 +415,7 @@ class BatchNormalization(Layer):
                              f"counted from the front), got {axis!r}")
         self.axis = int(axis)
         self.momentum, self.epsilon = momentum, epsilon
-        self.center, self.scale = bool(center), bool(scale)
+        self.center, self.scale = flag(center, "center", type(self).__name__), flag(scale, "scale", type(self).__name__)
 
     def _channel_axis(self, rank: int) -> int:
         a = self.axis + rank if self.axis < 0 else self.axis

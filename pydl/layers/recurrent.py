@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import flag
 from .. import initializers, registry
 from ..random import next_seed
 from ..ops import device
@@ -130,13 +131,13 @@ class _Recurrent(Layer):
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
             raise ValueError(f"[{type(self).__name__}] units must be a positive int, got {units!r}")
         self.units = int(units)
-        self.go_backwards = bool(go_backwards)
+        self.go_backwards = flag(go_backwards, "go_backwards", type(self).__name__)
         self.dropout = _rate(dropout, "dropout", type(self).__name__)
         self.recurrent_dropout = _rate(recurrent_dropout, "recurrent_dropout", type(self).__name__)
-        self.zero_output_for_mask = bool(zero_output_for_mask)
+        self.zero_output_for_mask = flag(zero_output_for_mask, "zero_output_for_mask", type(self).__name__)
         self.activation = activation
-        self.return_sequences = bool(return_sequences)
-        self.return_state = bool(return_state)
+        self.return_sequences = flag(return_sequences, "return_sequences", type(self).__name__)
+        self.return_state = flag(return_state, "return_state", type(self).__name__)
         self.kernel_initializer = _get_initializer(kernel_initializer)
         self.recurrent_initializer = _get_initializer(recurrent_initializer)
         self.bias_initializer = _get_initializer(bias_initializer)
@@ -348,7 +349,7 @@ class LSTM(_Recurrent):
         if kwargs.get("activation", "tanh") != "tanh":
             raise ValueError("[LSTM] the cell's activations are fixed (sigmoid gates, tanh); activation must be 'tanh'")
         super().__init__(units, **kwargs)
-        self.unit_forget_bias = bool(unit_forget_bias)
+        self.unit_forget_bias = flag(unit_forget_bias, "unit_forget_bias", type(self).__name__)
 
     def _init_extra_params(self):
         if self.unit_forget_bias:
@@ -405,7 +406,7 @@ class Embedding(Layer):
                 raise ValueError(f"[Embedding] {nm} must be a positive int, got {v!r}")
         self.input_dim, self.output_dim = int(input_dim), int(output_dim)
         self.embeddings_initializer = _get_initializer(embeddings_initializer)
-        self.mask_zero = bool(mask_zero)
+        self.mask_zero = flag(mask_zero, "mask_zero", type(self).__name__)
 
     def compute_mask(self, inputs, mask=None):
         if not self.mask_zero:
