@@ -179,6 +179,8 @@ class _Scaler:
     """Shared plumbing: statistics over axis 0, features are every axis after it."""
 
     _state_keys: tuple[str, ...] = ()
+    _positive_keys: tuple[str, ...] = ()     # checked by set_state (beside: every value finite)
+    _nonnegative_keys: tuple[str, ...] = ()
 
     def _name(self) -> str:
         return type(self).__name__
@@ -229,10 +231,26 @@ class _Scaler:
             desc = ", ".join(f"{k} {tuple(a.shape)}" for k, a in arrays.items())
             raise ValueError(f"[{op}] state arrays must share one shape, got {desc}")
         for k, a in arrays.items():
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"[{op}] {k} must be finite, got {a.ravel()[~np.isfinite(a.ravel())][:3]} among "
+                                 f"its values")
+        for k in self._positive_keys:
+            if not np.all(arrays[k] > 0):
+                raise ValueError(f"[{op}] {k} must be > 0 (a fitted scaler divides or scales by it), got minimum "
+                                 f"{arrays[k].min()}")
+        for k in self._nonnegative_keys:
+            if not np.all(arrays[k] >= 0):
+                raise ValueError(f"[{op}] {k} must be >= 0, got minimum {arrays[k].min()}")
+        seen = np.asarray(state.get("n_samples_seen_", 0))
+        whole = seen.shape == () and (np.issubdtype(seen.dtype, np.integer) or (
+            np.issubdtype(seen.dtype, np.floating) and np.isfinite(seen) and float(seen) == int(seen)))
+        if not whole or int(seen) < 0:
+            raise ValueError(f"[{op}] n_samples_seen_ must be a count >= 0, got {state.get('n_samples_seen_')!r}")
+        for k, a in arrays.items():
             setattr(self, k, a)
         self.feature_shape_ = shapes.pop()
         self.n_features_in_ = int(np.prod(self.feature_shape_, dtype=np.int64))
-        self.n_samples_seen_ = int(np.asarray(state.get("n_samples_seen_", 0)))
+        self.n_samples_seen_ = int(seen)
         return self
 
     def get_config(self) -> dict:
@@ -256,6 +274,8 @@ class StandardScaler(_Scaler):
     """
 
     _state_keys = ("mean_", "var_", "scale_")
+    _positive_keys = ("scale_",)
+    _nonnegative_keys = ("var_",)
 
     def __init__(self, with_mean: bool = True, with_std: bool = True):
         self.with_mean = bool(with_mean)
@@ -305,6 +325,8 @@ class MinMaxScaler(_Scaler):
     """
 
     _state_keys = ("data_min_", "data_max_", "data_range_", "scale_", "min_")
+    _positive_keys = ("scale_",)
+    _nonnegative_keys = ("data_range_",)
 
     def __init__(self, feature_range=(0, 1), clip: bool = False):
         try:

@@ -222,6 +222,23 @@ def test_scaler_errors():
         StandardScaler().set_state({"mean_": np.zeros(3)})
 
 
+@pytest.mark.parametrize("cls,key,value,match", [
+    (StandardScaler, "scale_", np.zeros(3), "scale_ must be > 0"),
+    (StandardScaler, "mean_", np.full(3, np.nan), "mean_ must be finite"),
+    (StandardScaler, "var_", -np.ones(3), "var_ must be >= 0"),
+    (StandardScaler, "n_samples_seen_", -7, "n_samples_seen_ must be a count"),
+    (StandardScaler, "n_samples_seen_", 2.5, "n_samples_seen_ must be a count"),
+    (MinMaxScaler, "scale_", -np.ones(3), "scale_ must be > 0"),
+    (MinMaxScaler, "min_", np.array([0.0, np.inf, 0.0]), "min_ must be finite"),
+])
+def test_scaler_state_values_are_checked(cls, key, value, match):
+    state = cls().fit(np.arange(12.0).reshape(4, 3)).get_state()
+    cls().set_state(state)
+    state[key] = value
+    with pytest.raises(ValueError, match=rf"\[{cls.__name__}.set_state\] {match}"):
+        cls().set_state(state)
+
+
 # ----------------------------------------------------------------------------------------------
 # to_categorical, batches
 # ----------------------------------------------------------------------------------------------
