@@ -148,6 +148,9 @@ class Optimizer:
         return out
 
     # -- slots -------------------------------------------------------------------------------
+    # Slots that hold sums or running means of squared gradients (set_state refuses negatives).
+    _NONNEGATIVE_SLOTS: frozenset = frozenset()
+
     def _slot_kinds(self) -> tuple[str, ...]:
         """Slot names this configuration keeps per variable, in kernel order."""
         return ()
@@ -328,6 +331,12 @@ class Optimizer:
             arr = np.asarray(val)
             if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
                 raise ValueError(f"[{who}] state entry {key!r} must be a numeric array, got dtype {arr.dtype}")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"[{who}] state entry {key!r} holds non-finite values (the next step would carry "
+                                 f"them into the weights)")
+            if kind in self._NONNEGATIVE_SLOTS and arr.size and arr.min() < 0:
+                raise ValueError(f"[{who}] state entry {key!r} is a running mean of squares and must be >= 0, got "
+                                 f"minimum {arr.min()}")
             found.setdefault(int(idx), {})[kind] = arr
         n = len(found)
         if sorted(found) != list(range(n)):
@@ -401,6 +410,8 @@ class Adagrad(Optimizer):
                                                 lo=0.0)
         self.epsilon = _hyper(epsilon, "epsilon", "Adagrad", lo=0.0)
 
+    _NONNEGATIVE_SLOTS = frozenset({"accumulator"})
+
     def _slot_kinds(self):
         return ("accumulator",)
 
@@ -432,6 +443,8 @@ class RMSprop(Optimizer):
         self.epsilon = _hyper(epsilon, "epsilon", "RMSprop", lo=0.0)
         self.centered = flag(centered, "centered", type(self).__name__)
 
+    _NONNEGATIVE_SLOTS = frozenset({"velocity"})
+
     def _slot_kinds(self):
         return ("velocity",) + (("momentum",) if self.momentum > 0 else ()) + \
             (("average_gradient",) if self.centered else ())
@@ -460,6 +473,8 @@ class Adam(Optimizer):
         self.beta_2 = _hyper(beta_2, "beta_2", who, lo=0.0, hi=1.0, hi_open=True)
         self.epsilon = _hyper(epsilon, "epsilon", who, lo=0.0)
         self.amsgrad = flag(amsgrad, "amsgrad", who)
+
+    _NONNEGATIVE_SLOTS = frozenset({"v", "vhat"})
 
     def _slot_kinds(self):
         return ("m", "v", "vhat") if self.amsgrad else ("m", "v")
@@ -523,6 +538,8 @@ class Nadam(Optimizer):
         super().apply_gradients(grads_and_vars)
         if self.iterations == step:
             self._u_cache = (step + 1, _ops.nadam_schedule(step, self.beta_1, prev)[2])
+
+    _NONNEGATIVE_SLOTS = frozenset({"v"})
 
     def _slot_kinds(self):
         return ("m", "v")

@@ -690,3 +690,26 @@ def test_decaying_state_is_flushed_not_left_subnormal(name, dtype, isa):
                 assert np.all(rest == 0), f"{name} naive={naive}: decayed state should be 0, got {rest[:3]}"
     finally:
         _core.select_isa(old)
+
+
+@pytest.mark.parametrize("make,key,value,match", [
+    (lambda: O.Adam(), "m/0", np.full(3, np.nan), "holds non-finite values"),
+    (lambda: O.Adam(), "v/0", -np.ones(3), "must be >= 0"),
+    (lambda: O.Adam(amsgrad=True), "vhat/0", -np.ones(3), "must be >= 0"),
+    (lambda: O.Adagrad(), "accumulator/0", -np.ones(3), "must be >= 0"),
+    (lambda: O.RMSprop(), "velocity/0", np.array([1.0, -2.0, 0.0]), "must be >= 0"),
+    (lambda: O.Nadam(), "v/0", np.full(3, np.inf), "holds non-finite values"),
+    (lambda: O.SGD(momentum=0.9), "momentum/0", np.array([1.0, np.nan, 0.0]), "holds non-finite"),
+])
+def test_set_state_refuses_slot_values_that_would_poison_the_weights(make, key, value, match):
+    opt = make()
+    opt.apply_gradients([(np.ones(3, np.float32), np.ones(3, np.float32))])
+    state = opt.get_state()
+    make().set_state(state)  # the saved state itself is fine
+    state[key] = value
+    with pytest.raises(ValueError, match=match):
+        make().set_state(state)
+    # signed slots may be negative
+    if key == "momentum/0":
+        state[key] = -np.ones(3)
+        make().set_state(state)
