@@ -21,6 +21,7 @@ import numpy as np
 
 from . import distributed as _distributed
 from . import registry
+from ._validate import flag
 
 __all__ = ["Callback", "CallbackList", "History", "EarlyStopping", "ReduceLROnPlateau", "LearningRateScheduler",
            "ModelCheckpoint", "CSVLogger", "TerminateOnNaN", "LambdaCallback", "ProgbarLogger"]
@@ -32,6 +33,20 @@ _MAXIMISED = ("accuracy", "acc", "auc", "precision", "recall", "f1", "f1_score",
 
 def _register(cls):
     return registry.callbacks.register(cls)
+
+
+def _real(value, name: str, who: str, *, allow_inf: bool = False) -> float:
+    """A real-number setting (not NaN; +-inf only where allow_inf), else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)) \
+            or math.isnan(float(value)) or (not allow_inf and math.isinf(float(value))):
+        raise ValueError(f"[{who}] {name} must be a {'' if allow_inf else 'finite '}number, got {value!r}")
+    return float(value)
+
+
+def _verbosity(value, who: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)) or value < 0:
+        raise ValueError(f"[{who}] verbose must be an int >= 0, got {value!r}")
+    return int(value)
 
 
 def _infer_mode(monitor: str, mode: str, op: str) -> str:
@@ -263,12 +278,12 @@ class EarlyStopping(_Monitoring):
             raise ValueError(f"[EarlyStopping] patience must be a non-negative int, got {patience!r}")
         if not isinstance(start_from_epoch, (numbers.Integral, np.integer)) or start_from_epoch < 0:
             raise ValueError(f"[EarlyStopping] start_from_epoch must be a non-negative int, got {start_from_epoch!r}")
-        self.min_delta = abs(float(min_delta))
+        self.min_delta = abs(_real(min_delta, "min_delta", "EarlyStopping"))
         self.patience = int(patience)
-        self.baseline = None if baseline is None else float(baseline)
-        self.restore_best_weights = bool(restore_best_weights)
+        self.baseline = None if baseline is None else _real(baseline, "baseline", "EarlyStopping")
+        self.restore_best_weights = flag(restore_best_weights, "restore_best_weights", "EarlyStopping")
         self.start_from_epoch = int(start_from_epoch)
-        self.verbose = int(verbose)
+        self.verbose = _verbosity(verbose, "EarlyStopping")
         self._reset()
 
     def _reset(self):
@@ -331,21 +346,21 @@ class ReduceLROnPlateau(_Monitoring):
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, min_delta: float = 1e-4,
                  cooldown: int = 0, min_lr: float = 0.0, mode: str = "auto", verbose: int = 0):
         super().__init__(monitor, mode)
-        factor = float(factor)
+        factor = _real(factor, "factor", "ReduceLROnPlateau")
         if not 0.0 < factor < 1.0:
             raise ValueError(f"[ReduceLROnPlateau] factor must be in (0, 1), got {factor!r}")
         if not isinstance(patience, (numbers.Integral, np.integer)) or isinstance(patience, bool) or patience < 0:
             raise ValueError(f"[ReduceLROnPlateau] patience must be a non-negative int, got {patience!r}")
         if not isinstance(cooldown, (numbers.Integral, np.integer)) or isinstance(cooldown, bool) or cooldown < 0:
             raise ValueError(f"[ReduceLROnPlateau] cooldown must be a non-negative int, got {cooldown!r}")
-        if float(min_lr) < 0:
+        if _real(min_lr, "min_lr", "ReduceLROnPlateau") < 0:
             raise ValueError(f"[ReduceLROnPlateau] min_lr must be >= 0, got {min_lr!r}")
         self.factor = factor
         self.patience = int(patience)
-        self.min_delta = abs(float(min_delta))
+        self.min_delta = abs(_real(min_delta, "min_delta", "ReduceLROnPlateau"))
         self.cooldown = int(cooldown)
         self.min_lr = float(min_lr)
-        self.verbose = int(verbose)
+        self.verbose = _verbosity(verbose, "ReduceLROnPlateau")
         self._reset()
 
     def _reset(self):
@@ -431,10 +446,12 @@ class ModelCheckpoint(_Monitoring):
     def __init__(self, filepath, monitor: str = "val_loss", verbose: int = 0, save_best_only: bool = False,
                  save_weights_only: bool = False, mode: str = "auto"):
         super().__init__(monitor, mode)
+        if not isinstance(filepath, (str, os.PathLike)):
+            raise TypeError(f"[ModelCheckpoint] filepath must be a path (str or os.PathLike), got {filepath!r}")
         self.filepath = os.fspath(filepath)
-        self.save_best_only = bool(save_best_only)
-        self.save_weights_only = bool(save_weights_only)
-        self.verbose = int(verbose)
+        self.save_best_only = flag(save_best_only, "save_best_only", "ModelCheckpoint")
+        self.save_weights_only = flag(save_weights_only, "save_weights_only", "ModelCheckpoint")
+        self.verbose = _verbosity(verbose, "ModelCheckpoint")
         self.best = None
         self.last_saved: str | None = None
 

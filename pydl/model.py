@@ -76,6 +76,7 @@ import copy
 import inspect
 import json
 import math
+import numbers
 import os
 import signal
 import sys
@@ -1176,7 +1177,7 @@ class Model:
         thread while the current one trains. The caller's arrays are never modified. Logs hold
         the loss (regularization included), each metric, their "val_" versions and "learning_rate".
         """
-        from .callbacks import CallbackList, History, ProgbarLogger
+        from .callbacks import Callback, CallbackList, History, ProgbarLogger
 
         who = self._who("fit")
         self._require_compiled("fit")
@@ -1202,6 +1203,14 @@ class Model:
         else:
             rng = get_rng()
         val_stream = None
+        if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
+                or not 0.0 <= float(validation_split) < 1.0:
+            raise ValueError(f"[{who}] validation_split must be a float in [0, 1), got {validation_split!r}")
+        validation_split = float(validation_split)
+        if callbacks is not None and (not isinstance(callbacks, (list, tuple))
+                                      or not all(isinstance(c, Callback) for c in callbacks)):
+            raise TypeError(f"[{who}] callbacks must be a list of pydl.callbacks.Callback objects, got "
+                            f"{callbacks!r:.200}")
         if _da.is_data_source(x):
             if validation_split:
                 raise ValueError(f"[{who}] validation_split needs array inputs; with a {type(x).__name__} pass "
@@ -1211,13 +1220,7 @@ class Model:
         else:
             xs, ys, ws, n = self._prepare_arrays(x, y, sample_weight, class_weight, "fit")
             if validation_data is None and validation_split:
-                try:
-                    split = float(validation_split)
-                except (TypeError, ValueError):
-                    raise ValueError(f"[{who}] validation_split must be a float in [0, 1), "
-                                     f"got {validation_split!r}") from None
-                if not (0.0 < split < 1.0):
-                    raise ValueError(f"[{who}] validation_split must be in [0, 1), got {validation_split!r}")
+                split = validation_split
                 split_at = int(math.floor(n * (1.0 - split)))  # Keras's rounding
                 if split_at <= 0 or split_at >= n:
                     raise ValueError(f"[{who}] validation_split={split} leaves an empty training or validation "
@@ -1538,6 +1541,9 @@ class Model:
         if not self.built:
             raise ValueError(f"[{who}] the model is not built yet")
         slots = self._weight_slots()
+        if not isinstance(weights, (list, tuple)):
+            raise TypeError(f"[{who}] weights must be a list of arrays (get_weights order), got "
+                            f"{type(weights).__name__}")
         weights = list(weights)
         if len(weights) != len(slots):
             raise ValueError(f"[{who}] expected {len(slots)} arrays, got {len(weights)}")

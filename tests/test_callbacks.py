@@ -379,3 +379,33 @@ def test_ctrl_c_stops_after_the_batch_and_runs_on_train_end():
     assert seen[-1] == "end" and seen[:3] == [0, 1, 2] and len(seen) == 4
     assert any("Ctrl-C" in str(m.message) for m in w)
     assert all(np.isfinite(p).all() for p in model.layers[0].params.values())
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: C.EarlyStopping(min_delta="abc"), r"\[EarlyStopping\] min_delta must be a finite number"),
+    (lambda: C.EarlyStopping(min_delta=float("nan")), r"\[EarlyStopping\] min_delta must be a finite number"),
+    (lambda: C.EarlyStopping(baseline="x"), r"\[EarlyStopping\] baseline must be a finite number"),
+    (lambda: C.EarlyStopping(verbose="yes"), r"\[EarlyStopping\] verbose must be an int >= 0"),
+    (lambda: C.ReduceLROnPlateau(factor="x"), r"\[ReduceLROnPlateau\] factor must be a finite number"),
+    (lambda: C.ReduceLROnPlateau(min_lr=float("inf")), r"\[ReduceLROnPlateau\] min_lr must be a finite number"),
+    (lambda: C.ReduceLROnPlateau(min_delta=None), r"\[ReduceLROnPlateau\] min_delta must be a finite number"),
+    (lambda: C.ModelCheckpoint(None), r"\[ModelCheckpoint\] filepath must be a path"),
+])
+def test_callback_settings_are_checked(make, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        make()
+
+
+def test_fit_checks_callbacks_and_validation_split():
+    m = pydl.Sequential([pydl.layers.Dense(1, input_shape=(2,))])
+    m.compile("mse", "sgd")
+    x, y = np.ones((10, 2), np.float32), np.ones(10, np.float32)
+    with pytest.raises(TypeError, match=r"callbacks must be a list of pydl.callbacks.Callback"):
+        m.fit(x, y, callbacks=C.History(), verbose=0)
+    for bad in (np.array([0.2, 0.3]), 1.5, True, "0.2"):
+        with pytest.raises(ValueError, match=r"validation_split must be a float in \[0, 1\)"):
+            m.fit(x, y, validation_split=bad, verbose=0)
+    with pytest.raises(TypeError, match=r"set_weights\] weights must be a list of arrays"):
+        m.set_weights(5)
+    h = m.fit(x, y, validation_split=np.float64(0.2), callbacks=(C.EarlyStopping(),), verbose=0)
+    assert "val_loss" in h.history
