@@ -94,6 +94,14 @@ def _to_numpy(value, key: str) -> np.ndarray:
     return arr
 
 
+def _real_array(value, key: str) -> np.ndarray:
+    """A state-dict entry as a real numeric array (bool, string and complex entries refused)."""
+    arr = _to_numpy(value, key)
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"[load_torch_state_dict] state_dict[{key!r}] must hold real numbers, got dtype {arr.dtype}")
+    return arr
+
+
 def _groups(state_dict) -> "OrderedDict[str, dict]":
     """{module prefix: {parameter name: array}} in the state dict's order."""
     groups: OrderedDict[str, dict] = OrderedDict()
@@ -101,7 +109,7 @@ def _groups(state_dict) -> "OrderedDict[str, dict]":
         if not isinstance(key, str):
             raise TypeError(f"[load_torch_state_dict] state_dict keys must be strings, got {key!r}")
         prefix, _, name = key.rpartition(".")
-        groups.setdefault(prefix, {})[name] = _to_numpy(value, key)
+        groups.setdefault(prefix, {})[name] = _real_array(value, key)
     return groups
 
 
@@ -152,7 +160,11 @@ def _plan(layer, tg: dict):
                 put("b", tg["bias_ih_l0"], "bias_ih_l0")
                 put("b_h", tg["bias_hh_l0"], "bias_hh_l0")
             else:
-                put("b", tg["bias_ih_l0"].astype(np.float64) + tg["bias_hh_l0"], "bias_ih_l0", "bias_hh_l0")
+                bi, bh = tg["bias_ih_l0"], tg["bias_hh_l0"]
+                if bi.shape != bh.shape:  # summed below: a mismatch must not broadcast
+                    raise ValueError(f"[load_torch_state_dict] {kind} '{layer.name}': bias_ih_l0 {bi.shape} and "
+                                     f"bias_hh_l0 {bh.shape} must have one shape")
+                put("b", bi.astype(np.float64) + bh, "bias_ih_l0", "bias_hh_l0")
     else:
         raise NotImplementedError(kind)
     return out

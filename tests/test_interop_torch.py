@@ -201,3 +201,19 @@ def test_too_few_torch_modules_and_bad_input():
         load_torch_state_dict(model, {"fc.weight": object()})
     with pytest.raises(ValueError, match="build the model"):
         load_torch_state_dict(pydl.Sequential([L.Dense(2)]), {})
+
+
+def test_recurrent_biases_of_two_shapes_and_non_real_entries_are_refused():
+    # NumPy state dicts: no torch needed
+    m = pydl.Sequential([L.LSTM(5, input_shape=(7, 3))])
+    sd = {"weight_ih_l0": np.zeros((20, 3), np.float32), "weight_hh_l0": np.zeros((20, 5), np.float32),
+          "bias_ih_l0": np.zeros(20, np.float32), "bias_hh_l0": np.zeros(20, np.float32)}
+    load_torch_state_dict(m, sd)
+    before = [w.copy() for w in m.get_weights()]
+    with pytest.raises(ValueError, match=r"bias_ih_l0 \(20,\) and bias_hh_l0 \(3,\) must have one shape"):
+        load_torch_state_dict(m, {**sd, "bias_hh_l0": np.ones(3, np.float32)})
+    for bad in (np.zeros(20, np.complex64), np.array(["a"] * 20), np.zeros(20, bool)):
+        with pytest.raises(TypeError, match=r"state_dict\['bias_hh_l0'\] must hold real numbers"):
+            load_torch_state_dict(m, {**sd, "bias_hh_l0": bad})
+    for a, b in zip(m.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
