@@ -389,18 +389,22 @@ def to_categorical(y, num_classes: int | None = None, dtype=np.float32) -> np.nd
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
             raise ValueError(f"[{op}] y must hold integer labels, got non-integer values")
-    labels = arr.astype(np.int64)
+    # the range is checked on the values as given (as Python numbers), before the cast to int64
+    # could wrap a uint64 or a 1e30 into a different label
+    lo, hi = (arr.min().item(), arr.max().item()) if arr.size else (0, 0)
     if num_classes is None:
-        if labels.size == 0:
+        if arr.size == 0:
             raise ValueError(f"[{op}] cannot infer num_classes from an empty y; pass num_classes")
-        num_classes = int(labels.max()) + 1
+        if lo < 0 or hi >= 2**31:
+            raise ValueError(f"[{op}] labels must lie in [0, 2^31) to infer num_classes, got min {lo} and max {hi}")
+        num_classes = int(hi) + 1
     if isinstance(num_classes, bool) or not isinstance(num_classes, (numbers.Integral, np.integer)) \
             or num_classes <= 0:
         raise ValueError(f"[{op}] num_classes must be a positive int, got {num_classes!r}")
     num_classes = int(num_classes)
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"[{op}] labels must lie in [0, {num_classes}), got min {labels.min()} "
-                         f"and max {labels.max()}")
+    if arr.size and (lo < 0 or hi >= num_classes):
+        raise ValueError(f"[{op}] labels must lie in [0, {num_classes}), got min {lo} and max {hi}")
+    labels = arr.astype(np.int64)
     out = np.zeros(labels.shape + (num_classes,), dtype=dtype)
     np.put_along_axis(out, labels[..., None], 1, axis=-1)
     return out

@@ -394,3 +394,14 @@ def test_load_mnist_errors(tmp_path):
     # test files missing although train ones exist
     with pytest.raises(FileNotFoundError, match="t10k-images"):
         load_mnist(d, kind="test")
+
+
+def test_to_categorical_reports_labels_as_given():
+    with pytest.raises(ValueError, match=r"got min 18446744073709551615 and max 18446744073709551615"):
+        to_categorical(np.array([2**64 - 1], np.uint64), num_classes=3)
+    with pytest.raises(ValueError, match=r"got min 1e\+30 and max 1e\+30"):
+        to_categorical([1e30], num_classes=3)
+    with pytest.raises(ValueError, match=r"\[0, 2\^31\) to infer num_classes"):
+        to_categorical([1e30])
+    with pytest.raises(ValueError, match=r"got min -1 and max 2"):
+        to_categorical([-1, 2], num_classes=3)
