@@ -1692,6 +1692,9 @@ class Model:
                                   "optimizer": {"class_name": type(self.optimizer).__name__, "config": opt_cfg},
                                   "metrics": metrics}
         if self.scaler is not None:
+            if not all(callable(getattr(self.scaler, m, None)) for m in ("get_config", "get_state", "set_state")):
+                raise TypeError(f"[{type(self).__name__}] model.scaler must be a pydl.data scaler (StandardScaler, "
+                                f"MinMaxScaler) or None, got {type(self.scaler).__name__}")
             cfg["scaler"] = {"class_name": type(self.scaler).__name__, "config": self.scaler.get_config()}
         return cfg
 

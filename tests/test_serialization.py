@@ -345,3 +345,10 @@ def test_yes_no_settings_refuse_strings():
     cfg["layers"][0]["config"]["use_bias"] = "false"
     with pytest.raises((TypeError, ValueError), match="use_bias must be True or False"):
         pydl.models.model_from_json(json.dumps(cfg))
+
+
+def test_save_with_a_scaler_that_is_not_one_is_a_type_error(tmp_path):
+    m = Sequential([Dense(1, input_shape=(2,))])
+    m.scaler = 5
+    with pytest.raises(TypeError, match=r"model.scaler must be a pydl.data scaler"):
+        m.save(tmp_path / "m.npz")
