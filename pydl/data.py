@@ -139,7 +139,11 @@ def train_val_test_split(x, y, ratios=(0.7, 0.1, 0.2), shuffle: bool = True, str
 
     if stratify:
         labels = _labels_for_strata(y, op)
-        classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        try:
+            classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        except TypeError as exc:  # object labels that do not order (None beside ints, ...)
+            raise TypeError(f"[{op}] stratify needs labels that can be sorted, got dtype {labels.dtype}: "
+                            f"{exc}") from None
         inverse = inverse.reshape(-1)
         table = _stratified_counts(counts, r, targets)
         parts: list[list[np.ndarray]] = [[], [], []]

@@ -405,3 +405,8 @@ def test_to_categorical_reports_labels_as_given():
         to_categorical([1e30])
     with pytest.raises(ValueError, match=r"got min -1 and max 2"):
         to_categorical([-1, 2], num_classes=3)
+
+
+def test_stratify_with_labels_that_do_not_order_is_a_type_error():
+    with pytest.raises(TypeError, match=r"stratify needs labels that can be sorted, got dtype object"):
+        train_val_test_split(np.ones((20, 2)), np.array([None, 1] * 10, dtype=object), stratify=True)
