@@ -10,6 +10,7 @@ floats. Callbacks may read and change `model.stop_training`, `model.optimizer.le
 from __future__ import annotations
 
 import csv
+import inspect
 import math
 import numbers
 import os
@@ -415,15 +416,27 @@ class LearningRateScheduler(Callback):
             raise TypeError(f"[LearningRateScheduler] schedule must be callable (epoch, lr) -> lr, "
                             f"got {type(schedule).__name__}")
         self.schedule = schedule
-        self.verbose = int(verbose)
+        self.verbose = _verbosity(verbose, "LearningRateScheduler")
+        # schedule(epoch, lr), or schedule(epoch) (Keras 2 allowed it): decided from the signature,
+        # so a TypeError raised inside the schedule reaches the user as it is
+        try:
+            inspect.signature(schedule).bind(0, 0.0)
+            self._takes_lr = True
+        except TypeError:
+            self._takes_lr = False
+        except ValueError:  # no signature to read (some builtins): try both at the first call
+            self._takes_lr = None
 
     def on_epoch_begin(self, epoch, logs=None):
         optimizer = self.model.optimizer
         lr = _learning_rate(optimizer, "LearningRateScheduler")
-        try:
-            new = self.schedule(epoch, lr)
-        except TypeError:  # a schedule of the epoch only (Keras 2 allowed it)
-            new = self.schedule(epoch)
+        if self._takes_lr is None:
+            try:
+                new = self.schedule(epoch, lr)
+            except TypeError:
+                new = self.schedule(epoch)
+        else:
+            new = self.schedule(epoch, lr) if self._takes_lr else self.schedule(epoch)
         value = _as_number(new)
         if value is None or not math.isfinite(value) or value < 0:
             raise ValueError(f"[LearningRateScheduler] the schedule returned {new!r} at epoch {epoch}; expected a "

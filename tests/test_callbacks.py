@@ -409,3 +409,19 @@ def test_fit_checks_callbacks_and_validation_split():
         m.set_weights(5)
     h = m.fit(x, y, validation_split=np.float64(0.2), callbacks=(C.EarlyStopping(),), verbose=0)
     assert "val_loss" in h.history
+
+
+def test_learning_rate_scheduler_lets_the_schedules_own_type_error_through():
+    def bad(epoch, lr):
+        raise TypeError("my schedule broke")
+
+    m = pydl.Sequential([pydl.layers.Dense(1, input_shape=(2,))])
+    m.compile("mse", "sgd")
+    x, y = np.ones((4, 2), np.float32), np.ones(4, np.float32)
+    with pytest.raises(TypeError, match="my schedule broke"):
+        m.fit(x, y, callbacks=[C.LearningRateScheduler(bad)], verbose=0)
+    seen = []
+    m.fit(x, y, epochs=2, callbacks=[C.LearningRateScheduler(lambda e: seen.append(e) or 0.01)], verbose=0)
+    assert seen == [0, 1] and m.optimizer.learning_rate == pytest.approx(0.01)
+    m.fit(x, y, epochs=1, callbacks=[C.LearningRateScheduler(lambda e, lr: lr * 0.5)], verbose=0)
+    assert m.optimizer.learning_rate == pytest.approx(0.005)
