@@ -75,10 +75,8 @@ def set_num_threads(n: int) -> int:
         raise ValueError(f"[set_num_threads] n must be in [1, 2^31 - 1], got {int(n)}")
     got = _core.set_num_threads(int(n))
     if got < n:
-        cap = max(1024, 4 * (_os.cpu_count() or 1))
-        why = f"at most {cap} are used" if got == cap else "no more could be created"
-        warnings.warn(f"[set_num_threads] {int(n)} threads asked for, using {got}: {why}", RuntimeWarning,
-                      stacklevel=2)
+        warnings.warn(f"[set_num_threads] {int(n)} threads asked for, using {got}: at most max(1024, 4 x the "
+                      f"CPU count) are used, and only those that could be created", RuntimeWarning, stacklevel=2)
     return got
 
 

@@ -6,6 +6,9 @@ own terms before any kernel runs.
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -127,3 +130,18 @@ def flag(value, name: str, who: str) -> bool:
     if isinstance(value, (int, np.integer)) and value in (0, 1):
         return bool(value)
     raise TypeError(f"[{who}] {name} must be True or False, got {value!r}")
+
+
+def real_number(x, name: str, who: str, *, lo=None, hi=None, lo_open: bool = False) -> float:
+    """A finite real setting, optionally bounded (lo, or above lo with lo_open; hi): a TypeError
+    for a non-number (bools included), a ValueError for NaN, +-inf or a value out of bounds."""
+    if isinstance(x, bool) or not isinstance(x, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"[{who}] {name} must be a finite number, got {x!r:.100}")
+    x = float(x)
+    if not math.isfinite(x):
+        raise ValueError(f"[{who}] {name} must be a finite number, got {x}")
+    if lo is not None and (x <= lo if lo_open else x < lo):
+        raise ValueError(f"[{who}] {name} must be {'>' if lo_open else '>='} {lo}, got {x}")
+    if hi is not None and x > hi:
+        raise ValueError(f"[{who}] {name} must be <= {hi}, got {x}")
+    return x

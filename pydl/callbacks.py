@@ -22,7 +22,7 @@ import numpy as np
 
 from . import distributed as _distributed
 from . import registry
-from ._validate import flag
+from ._validate import flag, real_number
 
 __all__ = ["Callback", "CallbackList", "History", "EarlyStopping", "ReduceLROnPlateau", "LearningRateScheduler",
            "ModelCheckpoint", "CSVLogger", "TerminateOnNaN", "LambdaCallback", "ProgbarLogger"]
@@ -34,14 +34,6 @@ _MAXIMISED = ("accuracy", "acc", "auc", "precision", "recall", "f1", "f1_score",
 
 def _register(cls):
     return registry.callbacks.register(cls)
-
-
-def _real(value, name: str, who: str, *, allow_inf: bool = False) -> float:
-    """A real-number setting (not NaN; +-inf only where allow_inf), else a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)) \
-            or math.isnan(float(value)) or (not allow_inf and math.isinf(float(value))):
-        raise ValueError(f"[{who}] {name} must be a {'' if allow_inf else 'finite '}number, got {value!r}")
-    return float(value)
 
 
 def _verbosity(value, who: str) -> int:
@@ -279,9 +271,9 @@ class EarlyStopping(_Monitoring):
             raise ValueError(f"[EarlyStopping] patience must be a non-negative int, got {patience!r}")
         if not isinstance(start_from_epoch, (numbers.Integral, np.integer)) or start_from_epoch < 0:
             raise ValueError(f"[EarlyStopping] start_from_epoch must be a non-negative int, got {start_from_epoch!r}")
-        self.min_delta = abs(_real(min_delta, "min_delta", "EarlyStopping"))
+        self.min_delta = abs(real_number(min_delta, "min_delta", "EarlyStopping"))
         self.patience = int(patience)
-        self.baseline = None if baseline is None else _real(baseline, "baseline", "EarlyStopping")
+        self.baseline = None if baseline is None else real_number(baseline, "baseline", "EarlyStopping")
         self.restore_best_weights = flag(restore_best_weights, "restore_best_weights", "EarlyStopping")
         self.start_from_epoch = int(start_from_epoch)
         self.verbose = _verbosity(verbose, "EarlyStopping")
@@ -347,18 +339,18 @@ class ReduceLROnPlateau(_Monitoring):
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, min_delta: float = 1e-4,
                  cooldown: int = 0, min_lr: float = 0.0, mode: str = "auto", verbose: int = 0):
         super().__init__(monitor, mode)
-        factor = _real(factor, "factor", "ReduceLROnPlateau")
+        factor = real_number(factor, "factor", "ReduceLROnPlateau")
         if not 0.0 < factor < 1.0:
             raise ValueError(f"[ReduceLROnPlateau] factor must be in (0, 1), got {factor!r}")
         if not isinstance(patience, (numbers.Integral, np.integer)) or isinstance(patience, bool) or patience < 0:
             raise ValueError(f"[ReduceLROnPlateau] patience must be a non-negative int, got {patience!r}")
         if not isinstance(cooldown, (numbers.Integral, np.integer)) or isinstance(cooldown, bool) or cooldown < 0:
             raise ValueError(f"[ReduceLROnPlateau] cooldown must be a non-negative int, got {cooldown!r}")
-        if _real(min_lr, "min_lr", "ReduceLROnPlateau") < 0:
+        if real_number(min_lr, "min_lr", "ReduceLROnPlateau") < 0:
             raise ValueError(f"[ReduceLROnPlateau] min_lr must be >= 0, got {min_lr!r}")
         self.factor = factor
         self.patience = int(patience)
-        self.min_delta = abs(_real(min_delta, "min_delta", "ReduceLROnPlateau"))
+        self.min_delta = abs(real_number(min_delta, "min_delta", "ReduceLROnPlateau"))
         self.cooldown = int(cooldown)
         self.min_lr = float(min_lr)
         self.verbose = _verbosity(verbose, "ReduceLROnPlateau")

@@ -43,21 +43,8 @@ import json
 import math
 import numbers
 
-from ._validate import flag
+from ._validate import flag, real_number as _number
 from . import registry
-
-
-def _number(x, name: str, who: str, *, lo=None, hi=None, lo_open: bool = False) -> float:
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        raise TypeError(f"[{who}] {name} must be a number, got {type(x).__name__}")
-    x = float(x)
-    if not math.isfinite(x):
-        raise ValueError(f"[{who}] {name} must be finite, got {x}")
-    if lo is not None and (x <= lo if lo_open else x < lo):
-        raise ValueError(f"[{who}] {name} must be {'>' if lo_open else '>='} {lo}, got {x}")
-    if hi is not None and x > hi:
-        raise ValueError(f"[{who}] {name} must be <= {hi}, got {x}")
-    return x
 
 
 def check_epoch(epoch, who: str) -> int:
